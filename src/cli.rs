@@ -1,0 +1,140 @@
+//! Command-line arguments, as parsed by clap: raw, unvalidated values.
+//!
+//! Turning them into typed settings (with the config file) happens once, in
+//! [`crate::config`]; commands never look at raw arguments again.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// voicegate: an on-device voice assistant core with a confirmation gate for
+/// high-stakes actions.
+#[derive(Debug, Parser)]
+#[command(name = "voicegate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Options every command accepts (before or after the subcommand).
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Configuration file (TOML). Default: ./voicegate.toml if it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for all state (database, logs). Default: from the config, else ~/.local/share/voicegate.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Intent files directory. Default: from the config, else ./intents.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub intents: Option<PathBuf>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with intent files: check, test, explain.
+    #[command(subcommand)]
+    Intents(IntentsCommand),
+    /// Handle one utterance as typed text and print what it matched.
+    Say(SayArgs),
+}
+
+/// `voicegate intents ...`
+#[derive(Debug, Subcommand)]
+pub enum IntentsCommand {
+    /// Check intent files: every error with file:line:col. Exit 1 on errors.
+    Check(CheckArgs),
+    /// Run the files' `tests:` samples, or a Home Assistant–style suite. Exit 1 on failures.
+    Test(TestArgs),
+    /// Show how a sentence matches: the template and slots, or where matching stopped.
+    Explain(ExplainArgs),
+}
+
+/// `voicegate intents check`
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Directory (or file) to check. Default: the intents directory.
+    pub dir: Option<PathBuf>,
+    /// A Home Assistant `_fixtures.yaml` providing the `name`, `area` and `floor` lists.
+    #[arg(long, value_name = "FILE")]
+    pub fixtures: Option<PathBuf>,
+}
+
+/// `voicegate intents test`
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Directory (or file) whose `tests:` to run. Default: the intents directory.
+    pub dir: Option<PathBuf>,
+    /// Run a Home Assistant–style suite instead: DIR holds `sentences/LANG/` and `tests/LANG/`.
+    #[arg(long, value_name = "DIR")]
+    pub suite: Option<PathBuf>,
+    /// Language subdirectory of a suite.
+    #[arg(long, default_value = "en")]
+    pub language: String,
+    /// List every failure (text output).
+    #[arg(long)]
+    pub verbose: bool,
+    /// How a suite picks among several matches: `hassil` (what Home
+    /// Assistant's runner uses), `first`, `best` (most specific, ties to the
+    /// first defined) or `strict` (voicegate's own: ties are refused).
+    #[arg(long, value_enum, default_value_t = PolicyArg::Hassil)]
+    pub policy: PolicyArg,
+}
+
+/// `--policy` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyArg {
+    /// hassil's `recognize_best(best_slot_name="name")`, as Home Assistant's runner.
+    Hassil,
+    /// First complete match in definition order.
+    First,
+    /// Most specific match; ties go to the first defined.
+    Best,
+    /// Most specific match; ties are not understood.
+    Strict,
+}
+
+impl From<PolicyArg> for crate::intent::Policy {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::Hassil => crate::intent::Policy::HassilBest,
+            PolicyArg::First => crate::intent::Policy::FirstMatch,
+            PolicyArg::Best => crate::intent::Policy::BestFirst,
+            PolicyArg::Strict => crate::intent::Policy::Strict,
+        }
+    }
+}
+
+/// `voicegate intents explain`
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The sentence.
+    pub text: String,
+    /// List every complete match with its specificity, not just the chosen one.
+    #[arg(long)]
+    pub all: bool,
+    /// A Home Assistant `_fixtures.yaml` providing the `name`, `area` and `floor` lists.
+    #[arg(long, value_name = "FILE")]
+    pub fixtures: Option<PathBuf>,
+    /// Context for the match, as KEY=VALUE (VALUE is JSON, or else text). Repeatable.
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+}
+
+/// `voicegate say`
+#[derive(Debug, Args)]
+pub struct SayArgs {
+    /// What was said.
+    pub text: String,
+    /// Context for the match, as KEY=VALUE (VALUE is JSON, or else text). Repeatable.
+    #[arg(long = "context", value_name = "KEY=VALUE")]
+    pub context: Vec<String>,
+}

@@ -1,0 +1,1079 @@
+//! Intent files → definitions, with every problem reported as a diagnostic.
+//!
+//! The loader accepts Home Assistant's sentence files unchanged and our own
+//! files, which add per-intent `risk`, `confirm`, `action` and `tests`, a
+//! file-level `not_understood` list, and two built-in list kinds (`time`,
+//! `date`). It never stops at the first problem: `voicegate intents check`
+//! shows them all, each with `file:line:col` and a caret under the spot.
+//!
+//! Loading does I/O only in [`read_dir`]; everything else works on strings.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::diag::{Diagnostic, Severity};
+use super::template::{self, Expr};
+use super::yaml::{self, Kind, Node, Pos, Quote};
+
+/// One intent file's path and text.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Where the text came from (shown in diagnostics).
+    pub path: PathBuf,
+    /// The file's contents.
+    pub text: String,
+}
+
+/// How much harm an intent can do when it runs by mistake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    /// Runs at once (alarms, timers, music).
+    Low,
+    /// Runs only after an explicit spoken confirmation (purchases, bookings,
+    /// and anything not declared low).
+    High,
+}
+
+/// Which executor runs an intent, and with what parameters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ActionSpec {
+    /// Executor name, e.g. `alarm.set` or `purchase.order`.
+    pub kind: String,
+    /// Free-form parameters; string values may contain `{slot}` placeholders.
+    pub params: Value,
+}
+
+/// Where something was defined: file index into [`Definitions::files`] and position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Index of the file in [`Definitions::files`].
+    pub file: usize,
+    /// Position in that file.
+    pub pos: Pos,
+    /// How the scalar there was quoted (to find characters inside it).
+    pub quote: Quote,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin {
+            file: 0,
+            pos: Pos::default(),
+            quote: Quote::Plain,
+        }
+    }
+}
+
+/// One sentence template.
+#[derive(Debug, Clone)]
+pub struct SentenceDef {
+    /// The template as written.
+    pub text: String,
+    /// The parsed template.
+    pub expr: Expr,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// An expansion rule (`<name>`).
+#[derive(Debug, Clone)]
+pub struct RuleDef {
+    /// The rule body as written.
+    pub text: String,
+    /// The parsed body.
+    pub expr: Expr,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// One value of a text list.
+#[derive(Debug, Clone)]
+pub struct ListValue {
+    /// What is spoken: a template (often plain words).
+    pub spoken: Expr,
+    /// The spoken form as written.
+    pub spoken_text: String,
+    /// The value produced; `None` means the spoken words themselves.
+    pub out: Option<Value>,
+    /// Context this value carries into the match (e.g. `domain: light`).
+    pub context: Map<String, Value>,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// A numeric range list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeDef {
+    /// Smallest value.
+    pub from: f64,
+    /// Largest value.
+    pub to: f64,
+    /// Step between accepted values.
+    pub step: f64,
+    /// Factor applied to the spoken number to get the value.
+    pub multiplier: f64,
+    /// Accepted fractions: 1 (whole numbers only), 2 (halves) or 10 (tenths).
+    pub fractions: u32,
+}
+
+/// The kinds of slot list.
+#[derive(Debug, Clone)]
+pub enum ListDef {
+    /// A closed set of values.
+    Values(Vec<ListValue>),
+    /// Numbers, spoken as digits or words.
+    Range(RangeDef),
+    /// Any words (at least one).
+    Wildcard,
+    /// Built-in: a clock time, value `HH:MM`.
+    Time,
+    /// Built-in: a day, value `today`, `tomorrow`, a weekday or `MM-DD`.
+    Date,
+}
+
+/// A named list with its origin.
+#[derive(Debug, Clone)]
+pub struct NamedList {
+    /// The list.
+    pub def: ListDef,
+    /// Where it was defined.
+    pub origin: Origin,
+}
+
+/// A group of sentences of one intent, sharing slots, context and response.
+#[derive(Debug, Clone, Default)]
+pub struct DataDef {
+    /// Sentence templates.
+    pub sentences: Vec<SentenceDef>,
+    /// Fixed slots added to every match.
+    pub slots: Map<String, Value>,
+    /// Context the caller (or matched list values) must supply.
+    pub requires_context: Map<String, Value>,
+    /// Context that must not be present with these values.
+    pub excludes_context: Map<String, Value>,
+    /// Rules visible only to these sentences.
+    pub rules: BTreeMap<String, RuleDef>,
+    /// Lists visible only to these sentences.
+    pub lists: BTreeMap<String, NamedList>,
+    /// Response key.
+    pub response: Option<String>,
+}
+
+/// A sample sentence and what it must produce.
+#[derive(Debug, Clone)]
+pub struct TestCase {
+    /// Sentences that must all produce `slots`.
+    pub sentences: Vec<(String, Origin)>,
+    /// Expected slots: all and only these.
+    pub slots: Map<String, Value>,
+    /// Context to match with.
+    pub context: Map<String, Value>,
+}
+
+/// One intent, merged from every file that mentions it.
+#[derive(Debug, Clone)]
+pub struct IntentDef {
+    /// The intent's name.
+    pub name: String,
+    /// Declared risk; `None` means undeclared, which is treated as high.
+    pub risk: Option<Risk>,
+    /// Read-back template for confirmation.
+    pub confirm: Option<String>,
+    /// The executor.
+    pub action: Option<ActionSpec>,
+    /// Sentence groups.
+    pub data: Vec<DataDef>,
+    /// Samples for `intents test`.
+    pub tests: Vec<TestCase>,
+    /// Where the intent was first defined.
+    pub origin: Origin,
+}
+
+impl IntentDef {
+    /// The effective risk: undeclared intents are high-stakes (fail-safe).
+    pub fn risk(&self) -> Risk {
+        self.risk.unwrap_or(Risk::High)
+    }
+}
+
+/// Everything loaded from a set of files.
+#[derive(Debug, Clone, Default)]
+pub struct Definitions {
+    /// The source files, for diagnostics and `explain`.
+    pub files: Vec<SourceFile>,
+    /// Intents in definition order.
+    pub intents: Vec<IntentDef>,
+    /// File-level lists, shared by all intents.
+    pub lists: BTreeMap<String, NamedList>,
+    /// File-level expansion rules.
+    pub rules: BTreeMap<String, RuleDef>,
+    /// Words removed from input before matching.
+    pub skip_words: Vec<String>,
+    /// Sentences that must match no intent.
+    pub not_understood: Vec<(String, Origin)>,
+}
+
+/// Reads every `*.yaml` file under `dir` (recursively), sorted by path.
+pub fn read_dir(dir: &Path) -> std::io::Result<Vec<SourceFile>> {
+    let mut paths = Vec::new();
+    collect_yaml(dir, &mut paths)?;
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path)?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: not UTF-8 text: {e}", path.display()),
+                )
+            })?;
+            Ok(SourceFile { path, text })
+        })
+        .collect()
+}
+
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    if dir.is_file() {
+        out.push(dir.to_path_buf());
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_yaml(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Loads definitions from files. Returns them with every diagnostic found;
+/// definitions with errors are left out, the rest are kept.
+pub fn load(files: Vec<SourceFile>) -> (Definitions, Vec<Diagnostic>) {
+    let mut loader = Loader {
+        defs: Definitions::default(),
+        diags: Vec::new(),
+        file: 0,
+        extension_owner: BTreeMap::new(),
+    };
+    for (index, file) in files.iter().enumerate() {
+        loader.file = index;
+        loader.load_file(file);
+    }
+    loader.defs.files = files;
+    for intent in &loader.defs.intents {
+        if intent.risk.is_none() {
+            loader.diags.push(loader_diag(
+                &loader.defs.files,
+                Severity::Warning,
+                intent.origin,
+                format!(
+                    "intent '{}' has no 'risk': it defaults to high (needs a spoken confirmation)",
+                    intent.name
+                ),
+            ));
+        }
+    }
+    (loader.defs, loader.diags)
+}
+
+fn loader_diag(
+    files: &[SourceFile],
+    severity: Severity,
+    origin: Origin,
+    message: String,
+) -> Diagnostic {
+    let file = &files[origin.file];
+    Diagnostic::new(severity, &file.path, &file.text, origin.pos, message)
+}
+
+struct Loader {
+    defs: Definitions,
+    diags: Vec<Diagnostic>,
+    file: usize,
+    /// For intents merged across files: which file set the extensions.
+    extension_owner: BTreeMap<String, usize>,
+}
+
+type Text<'a> = &'a SourceFile;
+
+impl Loader {
+    fn origin(&self, pos: Pos) -> Origin {
+        Origin {
+            file: self.file,
+            pos,
+            quote: Quote::Plain,
+        }
+    }
+
+    fn origin_of(&self, node: &Node) -> Origin {
+        let quote = match &node.kind {
+            Kind::Str(_, quote) => *quote,
+            _ => Quote::Plain,
+        };
+        Origin {
+            file: self.file,
+            pos: node.pos,
+            quote,
+        }
+    }
+
+    fn report(&mut self, src: Text, severity: Severity, pos: Pos, message: impl Into<String>) {
+        self.diags.push(Diagnostic::new(
+            severity,
+            &src.path,
+            &src.text,
+            pos,
+            message.into(),
+        ));
+    }
+
+    fn error(&mut self, src: Text, pos: Pos, message: impl Into<String>) {
+        self.report(src, Severity::Error, pos, message);
+    }
+
+    fn warn(&mut self, src: Text, pos: Pos, message: impl Into<String>) {
+        self.report(src, Severity::Warning, pos, message);
+    }
+
+    /// Checks that `node` is a mapping; reports duplicate and unknown keys.
+    fn mapping<'n>(
+        &mut self,
+        src: Text,
+        node: &'n Node,
+        what: &str,
+        known: Option<&[&str]>,
+    ) -> Option<Vec<(String, &'n Node, &'n Node)>> {
+        let Some(entries) = node.as_map() else {
+            if node.kind != Kind::Null {
+                self.error(
+                    src,
+                    node.pos,
+                    format!("{what} must be a mapping, found {}", node.kind_name()),
+                );
+            }
+            return None;
+        };
+        let mut seen: BTreeMap<String, Pos> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (k, v) in entries {
+            let Some(key) = k.scalar_text() else {
+                self.error(src, k.pos, format!("keys in {what} must be plain text"));
+                continue;
+            };
+            if let Some(first) = seen.get(&key) {
+                let first = *first;
+                self.error(
+                    src,
+                    k.pos,
+                    format!(
+                        "'{key}' is defined twice in {what} (first at line {}:{})",
+                        first.line, first.col
+                    ),
+                );
+                continue;
+            }
+            seen.insert(key.clone(), k.pos);
+            if let Some(known) = known
+                && !known.contains(&key.as_str())
+            {
+                self.warn(
+                    src,
+                    k.pos,
+                    format!(
+                        "unknown key '{key}' in {what} (ignored); known keys: {}",
+                        known.join(", ")
+                    ),
+                );
+                continue;
+            }
+            out.push((key, k, v));
+        }
+        Some(out)
+    }
+
+    fn string<'n>(&mut self, src: Text, node: &'n Node, what: &str) -> Option<&'n str> {
+        match &node.kind {
+            Kind::Str(s, _) => Some(s),
+            _ => {
+                self.error(
+                    src,
+                    node.pos,
+                    format!("{what} must be text, found {}", node.kind_name()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Parses a template held in a string node; errors point inside the string.
+    fn template(&mut self, src: Text, node: &Node, text: &str) -> Option<Expr> {
+        match template::parse(text) {
+            Ok(expr) => Some(expr),
+            Err(e) => {
+                let char_index = text[..e.offset.min(text.len())].chars().count();
+                let pos = node.pos_of_char(&src.text, char_index);
+                self.error(src, pos, format!("template: {}", e.message));
+                None
+            }
+        }
+    }
+
+    fn load_file(&mut self, src: Text) {
+        let root = match yaml::parse(&src.text) {
+            Ok(root) => root,
+            Err(e) => {
+                self.error(src, e.pos, format!("malformed YAML: {}", e.message));
+                return;
+            }
+        };
+        if root.kind == Kind::Null {
+            self.warn(src, root.pos, "empty file");
+            return;
+        }
+        let Some(top) = self.mapping(
+            src,
+            &root,
+            "an intent file",
+            Some(&[
+                "language",
+                "intents",
+                "lists",
+                "expansion_rules",
+                "skip_words",
+                "responses",
+                "not_understood",
+            ]),
+        ) else {
+            if root.kind != Kind::Null {
+                return;
+            }
+            return;
+        };
+        for (key, _k, value) in top {
+            match key.as_str() {
+                "language" => {
+                    self.string(src, value, "'language'");
+                }
+                "intents" => self.load_intents(src, value),
+                "lists" => {
+                    let lists = self.load_lists(src, value, "'lists'");
+                    for (name, list) in lists {
+                        if let Some(prev) = self.defs.lists.get(&name) {
+                            let prev = prev.origin;
+                            let prev_path = self.file_label(prev);
+                            self.error(
+                                src,
+                                list.origin.pos,
+                                format!("list '{name}' is already defined at {prev_path}"),
+                            );
+                        } else {
+                            self.defs.lists.insert(name, list);
+                        }
+                    }
+                }
+                "expansion_rules" => {
+                    let rules = self.load_rules(src, value);
+                    for (name, rule) in rules {
+                        if let Some(prev) = self.defs.rules.get(&name) {
+                            let prev_path = self.file_label(prev.origin);
+                            self.error(
+                                src,
+                                rule.origin.pos,
+                                format!("rule '<{name}>' is already defined at {prev_path}"),
+                            );
+                        } else {
+                            self.defs.rules.insert(name, rule);
+                        }
+                    }
+                }
+                "skip_words" => {
+                    for item in self.string_list(src, value, "'skip_words'") {
+                        self.defs.skip_words.push(item.0);
+                    }
+                }
+                "not_understood" => {
+                    for (text, pos) in self.string_list(src, value, "'not_understood'") {
+                        let origin = self.origin(pos);
+                        self.defs.not_understood.push((text, origin));
+                    }
+                }
+                _ => {} // responses: Home Assistant's response texts, unused here
+            }
+        }
+    }
+
+    fn file_label(&self, origin: Origin) -> String {
+        // During loading, `defs.files` is not filled yet; positions in the
+        // current file are labelled by line only.
+        if origin.file == self.file {
+            format!("line {}:{}", origin.pos.line, origin.pos.col)
+        } else {
+            format!(
+                "file #{} line {}:{}",
+                origin.file + 1,
+                origin.pos.line,
+                origin.pos.col
+            )
+        }
+    }
+
+    fn string_list(&mut self, src: Text, node: &Node, what: &str) -> Vec<(String, Pos)> {
+        let Some(items) = node.as_seq() else {
+            self.error(src, node.pos, format!("{what} must be a list"));
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items {
+            if let Some(s) = self.string(src, item, &format!("an item of {what}")) {
+                out.push((s.to_string(), item.pos));
+            }
+        }
+        out
+    }
+
+    fn load_rules(&mut self, src: Text, node: &Node) -> Vec<(String, RuleDef)> {
+        let Some(entries) = self.mapping(src, node, "'expansion_rules'", None) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, _k, value) in entries {
+            let Some(text) = self.string(src, value, &format!("rule '<{name}>'")) else {
+                continue;
+            };
+            if let Some(expr) = self.template(src, value, text) {
+                out.push((
+                    name,
+                    RuleDef {
+                        text: text.to_string(),
+                        expr,
+                        origin: self.origin_of(value),
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    fn load_lists(&mut self, src: Text, node: &Node, what: &str) -> Vec<(String, NamedList)> {
+        let Some(entries) = self.mapping(src, node, what, None) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, key, value) in entries {
+            if let Some(def) = self.load_list(src, &name, value) {
+                out.push((
+                    name,
+                    NamedList {
+                        def,
+                        origin: self.origin(key.pos),
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    fn load_list(&mut self, src: Text, name: &str, node: &Node) -> Option<ListDef> {
+        let what = format!("list '{name}'");
+        let entries = self.mapping(
+            src,
+            node,
+            &what,
+            Some(&["values", "range", "wildcard", "time", "date"]),
+        )?;
+        let mut kinds = entries.iter().filter(|(k, _, _)| {
+            matches!(
+                k.as_str(),
+                "values" | "range" | "wildcard" | "time" | "date"
+            )
+        });
+        let Some((kind, key, value)) = kinds.next() else {
+            self.error(
+                src,
+                node.pos,
+                format!("{what} needs one of 'values', 'range', 'wildcard', 'time' or 'date'"),
+            );
+            return None;
+        };
+        if let Some((other, k2, _)) = kinds.next() {
+            self.error(
+                src,
+                k2.pos,
+                format!("{what} has both '{kind}' and '{other}': a list is one kind"),
+            );
+            return None;
+        }
+        let _ = key;
+        match kind.as_str() {
+            "values" => self.load_values(src, value, &what).map(ListDef::Values),
+            "range" => self.load_range(src, value, &what).map(ListDef::Range),
+            "wildcard" => match value.kind {
+                Kind::Bool(true) => Some(ListDef::Wildcard),
+                _ => {
+                    self.error(src, value.pos, format!("{what}: 'wildcard' must be true"));
+                    None
+                }
+            },
+            "time" => Some(ListDef::Time),
+            "date" => Some(ListDef::Date),
+            _ => None,
+        }
+    }
+
+    fn load_values(&mut self, src: Text, node: &Node, what: &str) -> Option<Vec<ListValue>> {
+        let Some(items) = node.as_seq() else {
+            self.error(
+                src,
+                node.pos,
+                format!(
+                    "{what}: 'values' must be a list, found {}",
+                    node.kind_name()
+                ),
+            );
+            return None;
+        };
+        let mut values = Vec::new();
+        for item in items {
+            match &item.kind {
+                Kind::Str(text, _) => {
+                    let Some(spoken) = self.template(src, item, text) else {
+                        continue;
+                    };
+                    // A plain word list produces the word as written; a
+                    // template produces the words actually spoken.
+                    let out = (!template::is_template(text)).then(|| Value::String(text.clone()));
+                    values.push(ListValue {
+                        spoken,
+                        spoken_text: text.clone(),
+                        out,
+                        context: Map::new(),
+                        origin: self.origin_of(item),
+                    });
+                }
+                Kind::Int(_) | Kind::Float(_) => {
+                    let text = item.scalar_text().unwrap_or_default();
+                    values.push(ListValue {
+                        spoken: Expr::Text(text.clone()),
+                        spoken_text: text,
+                        out: Some(item.to_json()),
+                        context: Map::new(),
+                        origin: self.origin(item.pos),
+                    });
+                }
+                Kind::Map(_) => {
+                    let Some(entries) = self.mapping(
+                        src,
+                        item,
+                        &format!("a value of {what}"),
+                        Some(&["in", "out", "context", "metadata"]),
+                    ) else {
+                        continue;
+                    };
+                    let mut spoken = None;
+                    let mut out = None;
+                    let mut context = Map::new();
+                    let mut in_origin = None;
+                    for (key, _k, value) in entries {
+                        match key.as_str() {
+                            "in" => {
+                                let text = match &value.kind {
+                                    Kind::Str(s, _) => s.clone(),
+                                    Kind::Int(_) | Kind::Float(_) => {
+                                        value.scalar_text().unwrap_or_default()
+                                    }
+                                    _ => {
+                                        self.error(
+                                            src,
+                                            value.pos,
+                                            format!(
+                                                "'in' must be text, found {}",
+                                                value.kind_name()
+                                            ),
+                                        );
+                                        continue;
+                                    }
+                                };
+                                if let Some(expr) = self.template(src, value, &text) {
+                                    in_origin = Some(self.origin_of(value));
+                                    spoken = Some((expr, text));
+                                }
+                            }
+                            "out" => out = Some(value.to_json()),
+                            "context" => match value.to_json() {
+                                Value::Object(map) => context = map,
+                                _ => self.error(src, value.pos, "'context' must be a mapping"),
+                            },
+                            _ => {}
+                        }
+                    }
+                    match spoken {
+                        Some((expr, text)) => values.push(ListValue {
+                            spoken: expr,
+                            spoken_text: text,
+                            out,
+                            context,
+                            origin: in_origin.unwrap_or_else(|| self.origin(item.pos)),
+                        }),
+                        None => {
+                            if item.get("in").is_none() {
+                                self.error(src, item.pos, format!("a value of {what} needs 'in'"));
+                            }
+                        }
+                    }
+                }
+                _ => self.error(
+                    src,
+                    item.pos,
+                    format!(
+                        "a value of {what} must be text or a mapping with 'in', found {}",
+                        item.kind_name()
+                    ),
+                ),
+            }
+        }
+        Some(values)
+    }
+
+    fn load_range(&mut self, src: Text, node: &Node, what: &str) -> Option<RangeDef> {
+        let entries = self.mapping(
+            src,
+            node,
+            &format!("{what}: 'range'"),
+            Some(&[
+                "type",
+                "from",
+                "to",
+                "step",
+                "multiplier",
+                "fractions",
+                "digits",
+                "words",
+                "words_language",
+                "words_ruleset",
+            ]),
+        )?;
+        let mut range = RangeDef {
+            from: f64::NAN,
+            to: f64::NAN,
+            step: 1.0,
+            multiplier: 1.0,
+            fractions: 1,
+        };
+        for (key, _k, value) in entries {
+            let number = match value.kind {
+                Kind::Int(i) => Some(i as f64),
+                Kind::Float(f) => Some(f),
+                _ => None,
+            };
+            match key.as_str() {
+                "from" | "to" | "step" | "multiplier" => {
+                    let Some(n) = number.filter(|n| n.is_finite()) else {
+                        self.error(
+                            src,
+                            value.pos,
+                            format!("'{key}' must be a number, found {}", value.kind_name()),
+                        );
+                        return None;
+                    };
+                    match key.as_str() {
+                        "from" => range.from = n,
+                        "to" => range.to = n,
+                        "step" => range.step = n,
+                        _ => range.multiplier = n,
+                    }
+                }
+                "fractions" => match value.as_str() {
+                    Some("halves") => range.fractions = 2,
+                    Some("tenths") => range.fractions = 10,
+                    _ => {
+                        self.error(src, value.pos, "'fractions' must be 'halves' or 'tenths'");
+                        return None;
+                    }
+                },
+                _ => {}
+            }
+        }
+        if range.from.is_nan() || range.to.is_nan() {
+            self.error(
+                src,
+                node.pos,
+                format!("{what}: a range needs 'from' and 'to'"),
+            );
+            return None;
+        }
+        if range.step <= 0.0 {
+            self.error(src, node.pos, format!("{what}: 'step' must be positive"));
+            return None;
+        }
+        if range.from > range.to {
+            self.error(src, node.pos, format!("{what}: 'from' is larger than 'to'"));
+            return None;
+        }
+        Some(range)
+    }
+
+    fn load_intents(&mut self, src: Text, node: &Node) {
+        let Some(entries) = self.mapping(src, node, "'intents'", None) else {
+            return;
+        };
+        for (name, key, value) in entries {
+            self.load_intent(src, name, key, value);
+        }
+    }
+
+    fn load_intent(&mut self, src: Text, name: String, key: &Node, node: &Node) {
+        let what = format!("intent '{name}'");
+        let Some(entries) = self.mapping(
+            src,
+            node,
+            &what,
+            Some(&["data", "risk", "confirm", "action", "tests", "description"]),
+        ) else {
+            return;
+        };
+        let mut intent = IntentDef {
+            name: name.clone(),
+            risk: None,
+            confirm: None,
+            action: None,
+            data: Vec::new(),
+            tests: Vec::new(),
+            origin: self.origin(key.pos),
+        };
+        let mut has_extensions = false;
+        for (field, _k, value) in entries {
+            match field.as_str() {
+                "risk" => {
+                    has_extensions = true;
+                    match value.as_str() {
+                        Some("low") => intent.risk = Some(Risk::Low),
+                        Some("high") => intent.risk = Some(Risk::High),
+                        _ => self.error(
+                            src,
+                            value.pos,
+                            format!("{what}: 'risk' must be 'low' or 'high'"),
+                        ),
+                    }
+                }
+                "confirm" => {
+                    has_extensions = true;
+                    if let Some(text) = self.string(src, value, "'confirm'") {
+                        intent.confirm = Some(text.to_string());
+                    }
+                }
+                "action" => {
+                    has_extensions = true;
+                    intent.action = self.load_action(src, value, &what);
+                }
+                "data" => {
+                    let Some(items) = value.as_seq() else {
+                        self.error(src, value.pos, format!("{what}: 'data' must be a list"));
+                        continue;
+                    };
+                    for item in items {
+                        if let Some(data) = self.load_data(src, item, &what) {
+                            intent.data.push(data);
+                        }
+                    }
+                }
+                "tests" => {
+                    let Some(items) = value.as_seq() else {
+                        self.error(src, value.pos, format!("{what}: 'tests' must be a list"));
+                        continue;
+                    };
+                    for item in items {
+                        if let Some(test) = self.load_test(src, item) {
+                            intent.tests.push(test);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(existing) = self.defs.intents.iter_mut().find(|i| i.name == name) {
+            if existing.origin.file == self.file {
+                self.error(
+                    src,
+                    key.pos,
+                    format!("intent '{name}' is defined twice in this file"),
+                );
+                return;
+            }
+            // Home Assistant splits one intent over several files: merge.
+            if has_extensions {
+                if let Some(owner) = self.extension_owner.get(&name) {
+                    let owner = *owner;
+                    self.error(
+                        src,
+                        key.pos,
+                        format!(
+                            "duplicate intent '{name}': its risk/confirm/action are already set in file #{}",
+                            owner + 1
+                        ),
+                    );
+                    return;
+                }
+                self.extension_owner.insert(name.clone(), self.file);
+                existing.risk = intent.risk;
+                existing.confirm = intent.confirm;
+                existing.action = intent.action;
+            }
+            existing.data.extend(intent.data);
+            existing.tests.extend(intent.tests);
+        } else {
+            if has_extensions {
+                self.extension_owner.insert(name.clone(), self.file);
+            }
+            self.defs.intents.push(intent);
+        }
+    }
+
+    fn load_action(&mut self, src: Text, node: &Node, what: &str) -> Option<ActionSpec> {
+        let entries = self.mapping(
+            src,
+            node,
+            &format!("{what}: 'action'"),
+            Some(&["kind", "params"]),
+        )?;
+        let mut kind = None;
+        let mut params = Value::Object(Map::new());
+        for (key, _k, value) in entries {
+            match key.as_str() {
+                "kind" => kind = self.string(src, value, "'kind'").map(str::to_string),
+                "params" => {
+                    if value.as_map().is_none() {
+                        self.error(src, value.pos, "'params' must be a mapping");
+                    } else {
+                        params = value.to_json();
+                    }
+                }
+                _ => {}
+            }
+        }
+        match kind {
+            Some(kind) if !kind.trim().is_empty() => Some(ActionSpec { kind, params }),
+            _ => {
+                self.error(src, node.pos, format!("{what}: 'action' needs a 'kind'"));
+                None
+            }
+        }
+    }
+
+    fn context_map(&mut self, src: Text, node: &Node, what: &str) -> Map<String, Value> {
+        match node.to_json() {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            _ => {
+                self.error(src, node.pos, format!("{what} must be a mapping"));
+                Map::new()
+            }
+        }
+    }
+
+    fn load_data(&mut self, src: Text, node: &Node, what: &str) -> Option<DataDef> {
+        let entries = self.mapping(
+            src,
+            node,
+            &format!("a data block of {what}"),
+            Some(&[
+                "sentences",
+                "slots",
+                "requires_context",
+                "excludes_context",
+                "expansion_rules",
+                "lists",
+                "response",
+                "metadata",
+                "required_keywords",
+                "wildcards_required",
+            ]),
+        )?;
+        let mut data = DataDef::default();
+        for (key, _k, value) in entries {
+            match key.as_str() {
+                "sentences" => {
+                    let Some(items) = value.as_seq() else {
+                        self.error(src, value.pos, "'sentences' must be a list");
+                        continue;
+                    };
+                    for item in items {
+                        let Some(text) = self.string(src, item, "a sentence") else {
+                            continue;
+                        };
+                        if let Some(expr) = self.template(src, item, text) {
+                            data.sentences.push(SentenceDef {
+                                text: text.to_string(),
+                                expr,
+                                origin: self.origin_of(item),
+                            });
+                        }
+                    }
+                }
+                "slots" => data.slots = self.context_map(src, value, "'slots'"),
+                "requires_context" => {
+                    data.requires_context = self.context_map(src, value, "'requires_context'")
+                }
+                "excludes_context" => {
+                    data.excludes_context = self.context_map(src, value, "'excludes_context'")
+                }
+                "expansion_rules" => {
+                    data.rules = self.load_rules(src, value).into_iter().collect();
+                }
+                "lists" => {
+                    data.lists = self.load_lists(src, value, "'lists'").into_iter().collect();
+                }
+                "response" => data.response = value.scalar_text(),
+                _ => {}
+            }
+        }
+        if data.sentences.is_empty() {
+            self.warn(
+                src,
+                node.pos,
+                format!("a data block of {what} has no sentences"),
+            );
+        }
+        Some(data)
+    }
+
+    fn load_test(&mut self, src: Text, node: &Node) -> Option<TestCase> {
+        let entries = self.mapping(
+            src,
+            node,
+            "a test",
+            Some(&["sentences", "slots", "context"]),
+        )?;
+        let mut test = TestCase {
+            sentences: Vec::new(),
+            slots: Map::new(),
+            context: Map::new(),
+        };
+        for (key, _k, value) in entries {
+            match key.as_str() {
+                "sentences" => {
+                    for (text, pos) in self.string_list(src, value, "'sentences'") {
+                        let origin = self.origin(pos);
+                        test.sentences.push((text, origin));
+                    }
+                }
+                "slots" => test.slots = self.context_map(src, value, "'slots'"),
+                "context" => test.context = self.context_map(src, value, "'context'"),
+                _ => {}
+            }
+        }
+        if test.sentences.is_empty() {
+            self.error(src, node.pos, "a test needs 'sentences'");
+            return None;
+        }
+        Some(test)
+    }
+}

@@ -1,0 +1,28 @@
+//! voicegate: the core of an on-device voice assistant.
+//!
+//! A spoken command travels through these stages (see ARCHITECTURE.md for the
+//! whole picture):
+//!
+//! ```text
+//! mic → wake word → endpointing → transcription → intent → gate → actions → audit
+//! ```
+//!
+//! Module layout:
+//!
+//! - [`intent`]: the intent engine. Loads Home Assistant–compatible template
+//!   files (plus our `risk`, `confirm`, `action` and `tests` extensions),
+//!   compiles them once, and maps a transcript to an intent with slots. Pure:
+//!   no I/O after loading, no clock reads.
+//! - [`cli`]: the command-line arguments (raw); [`config`]: the config file
+//!   and flags merged once into typed [`config::Settings`].
+//! - [`app`]: what each command does; `main.rs` only parses and calls it.
+//!
+//! What is deliberately not here yet: the action gate, the audio path and the
+//! audit log arrive with their own modules.
+
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod intent;
