@@ -72,6 +72,10 @@ pub(crate) struct CData {
 #[derive(Debug, Clone)]
 pub(crate) struct CSentence {
     pub node: Node,
+    /// Literal words every match of this sentence contains: if one is
+    /// missing from the input, the sentence cannot match (a cheap filter
+    /// before backtracking).
+    pub required: Box<[Box<str>]>,
     pub data: u32,
     pub text: String,
     pub origin: Origin,
@@ -123,6 +127,8 @@ struct Compiler<'d> {
     in_progress: Vec<(Scope, String)>,
     /// True while checking shared rules and lists nobody has used yet.
     checking_shared: bool,
+    /// Required words of each compiled rule, computed once.
+    rule_required: HashMap<u32, Vec<String>>,
     /// Local rules and lists of the data block being compiled.
     local_rules: HashMap<u32, &'d std::collections::BTreeMap<String, RuleDef>>,
     local_lists: HashMap<u32, &'d std::collections::BTreeMap<String, NamedList>>,
@@ -149,6 +155,7 @@ pub(crate) fn compile(
         list_ids: HashMap::new(),
         in_progress: Vec::new(),
         checking_shared: false,
+        rule_required: HashMap::new(),
         local_rules: HashMap::new(),
         local_lists: HashMap::new(),
     };
@@ -189,7 +196,12 @@ pub(crate) fn compile(
             let scope = Scope::Data(data_index);
             for sentence in &data.sentences {
                 if let Ok(node) = c.node(&sentence.expr, scope, sentence.origin, &sentence.text) {
+                    let required = required_words(&node, &c.graph.rules, &mut c.rule_required)
+                        .into_iter()
+                        .map(String::into_boxed_str)
+                        .collect();
                     c.graph.sentences.push(CSentence {
+                        required,
                         node,
                         data: data_index,
                         text: sentence.text.clone(),
@@ -453,4 +465,55 @@ impl<'d> Compiler<'d> {
         self.list_ids.insert(key, id);
         Ok(id)
     }
+}
+
+/// The literal words (space-separated pieces of literal text) that every
+/// match of `node` must contain, sorted and deduplicated.
+fn required_words(
+    node: &Node,
+    rules: &[Node],
+    memo: &mut HashMap<u32, Vec<String>>,
+) -> Vec<String> {
+    let mut out = match node {
+        Node::Text(t) => t
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Node::Seq(items) | Node::Perm(items) => items
+            .iter()
+            .flat_map(|item| required_words(item, rules, memo))
+            .collect(),
+        Node::Alt(items) => {
+            // Only what every branch requires.
+            let mut common: Option<Vec<String>> = None;
+            for item in items.iter() {
+                let words = required_words(item, rules, memo);
+                common = Some(match common {
+                    None => words,
+                    Some(prev) => prev.into_iter().filter(|w| words.contains(w)).collect(),
+                });
+                if common.as_ref().is_some_and(Vec::is_empty) {
+                    break;
+                }
+            }
+            common.unwrap_or_default()
+        }
+        Node::Rule(id) => {
+            if let Some(words) = memo.get(id) {
+                words.clone()
+            } else {
+                let words = rules
+                    .get(*id as usize)
+                    .map(|body| required_words(body, rules, memo))
+                    .unwrap_or_default();
+                memo.insert(*id, words.clone());
+                words
+            }
+        }
+        Node::Slot { .. } => Vec::new(),
+    };
+    out.sort();
+    out.dedup();
+    out
 }

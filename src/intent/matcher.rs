@@ -188,6 +188,9 @@ pub(crate) fn run(graph: &Graph, input: &Input, context: &Map<String, Value>, tr
     };
     for (index, sentence) in graph.sentences.iter().enumerate() {
         let data = &graph.data[sentence.data as usize];
+        if !track && sentence.required.iter().any(|w| !input.text.contains(&**w)) {
+            continue;
+        }
         if !context.is_empty()
             && (!requires_ok(&data.requires_context, context, true)
                 || !excludes_ok(&data.excludes_context, context))

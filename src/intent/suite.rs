@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::load::{self, ListDef, ListValue, Origin, SourceFile};
+use super::load::{self, ListDef, ListValue, Origin};
 use super::template::{self, Expr};
 use super::yaml::{self, Node};
 use super::{IntentSet, Policy, Recognition};
@@ -279,8 +279,24 @@ pub fn suite_set(sentences: &Path, tests: &Path) -> Result<IntentSet, SuiteError
     Ok(set)
 }
 
-/// Runs a Home Assistant–style suite with a compiled set.
-pub fn run_suite(set: &IntentSet, tests: &Path, policy: Policy) -> Result<Report, SuiteError> {
+/// One sentence of a Home Assistant–style suite and what it expects.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// The sentence.
+    pub sentence: String,
+    /// The expected intent.
+    pub intent: String,
+    /// The expected slots.
+    pub slots: Map<String, Value>,
+    /// The intent context to match with.
+    pub context: Map<String, Value>,
+    /// `file:line:col` of the sentence.
+    pub location: String,
+}
+
+/// Reads every case of the suite's test files (`DIR/*.yaml` except
+/// `_fixtures.yaml`), in file order.
+pub fn read_cases(tests: &Path) -> Result<Vec<Case>, SuiteError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(tests)
         .map_err(|source| SuiteError::Io {
             path: tests.to_path_buf(),
@@ -293,14 +309,10 @@ pub fn run_suite(set: &IntentSet, tests: &Path, policy: Policy) -> Result<Report
         })
         .collect();
     files.sort();
-    let mut report = Report::default();
+    let mut cases = Vec::new();
     for path in files {
         let text = read(&path)?;
         let root = parse_yaml(&path, &text)?;
-        let source = SourceFile {
-            path: path.clone(),
-            text: text.clone(),
-        };
         for test in root.get("tests").and_then(Node::as_seq).unwrap_or(&[]) {
             let Some(intent) = test.get("intent") else {
                 continue;
@@ -321,24 +333,46 @@ pub fn run_suite(set: &IntentSet, tests: &Path, policy: Policy) -> Result<Report
                 let Some(text) = sentence.scalar_text() else {
                     continue;
                 };
-                let failure = check_case(set, &text, &expected, &slots, &context, policy);
-                report.record(
-                    &expected,
-                    failure.map(|(cause, detail)| Failure {
-                        expected_intent: Some(expected.clone()),
-                        sentence: text.clone(),
-                        cause: cause.into(),
-                        detail,
-                        location: format!(
-                            "{}:{}:{}",
-                            source.path.display(),
-                            sentence.pos.line,
-                            sentence.pos.col
-                        ),
-                    }),
-                );
+                cases.push(Case {
+                    sentence: text,
+                    intent: expected.clone(),
+                    slots: slots.clone(),
+                    context: context.clone(),
+                    location: format!(
+                        "{}:{}:{}",
+                        path.display(),
+                        sentence.pos.line,
+                        sentence.pos.col
+                    ),
+                });
             }
         }
+    }
+    Ok(cases)
+}
+
+/// Runs a Home Assistant–style suite with a compiled set.
+pub fn run_suite(set: &IntentSet, tests: &Path, policy: Policy) -> Result<Report, SuiteError> {
+    let mut report = Report::default();
+    for case in read_cases(tests)? {
+        let failure = check_case(
+            set,
+            &case.sentence,
+            &case.intent,
+            &case.slots,
+            &case.context,
+            policy,
+        );
+        report.record(
+            &case.intent,
+            failure.map(|(cause, detail)| Failure {
+                expected_intent: Some(case.intent.clone()),
+                sentence: case.sentence.clone(),
+                cause: cause.into(),
+                detail,
+                location: case.location.clone(),
+            }),
+        );
     }
     Ok(report)
 }

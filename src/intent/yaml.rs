@@ -214,6 +214,7 @@ pub fn pos_in_scalar(source: &str, start: Pos, quote: Quote, index: usize) -> Po
 pub fn parse(source: &str) -> Result<Node, SyntaxError> {
     let mut builder = Builder {
         source,
+        cursor: CharCursor::default(),
         stack: Vec::new(),
         anchors: HashMap::new(),
         root: None,
@@ -243,7 +244,11 @@ pub fn parse(source: &str) -> Result<Node, SyntaxError> {
 /// yaml-rust2 reports lines 1-based and columns 0-based; we want both 1-based
 /// and in characters.
 fn pos_from_marker(source: &str, marker: &Marker) -> Pos {
-    let offset = char_to_byte(source, marker.index());
+    pos_from_marker_with(source, marker, &mut CharCursor::default())
+}
+
+fn pos_from_marker_with(source: &str, marker: &Marker, cursor: &mut CharCursor) -> Pos {
+    let offset = cursor.byte_of(source, marker.index());
     let line_start = source[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
     Pos {
         offset,
@@ -252,13 +257,34 @@ fn pos_from_marker(source: &str, marker: &Marker) -> Pos {
     }
 }
 
-/// yaml-rust2's `index` counts characters, not bytes.
-fn char_to_byte(source: &str, chars: usize) -> usize {
-    source
-        .char_indices()
-        .nth(chars)
-        .map(|(i, _)| i)
-        .unwrap_or(source.len())
+/// Converts yaml-rust2's character indices to byte offsets. Events arrive in
+/// (almost always) increasing order, so it walks on from the last answer
+/// instead of from the start: linear in the file, not quadratic.
+#[derive(Default)]
+struct CharCursor {
+    chars: usize,
+    bytes: usize,
+}
+
+impl CharCursor {
+    fn byte_of(&mut self, source: &str, chars: usize) -> usize {
+        if chars < self.chars {
+            *self = CharCursor::default();
+        }
+        let rest = &source[self.bytes..];
+        let mut walked = rest.char_indices().skip(chars - self.chars);
+        match walked.next() {
+            Some((i, _)) => {
+                self.bytes += i;
+                self.chars = chars;
+            }
+            None => {
+                self.bytes = source.len();
+                self.chars = self.chars + rest.chars().count();
+            }
+        }
+        self.bytes
+    }
 }
 
 enum Frame {
@@ -268,6 +294,7 @@ enum Frame {
 
 struct Builder<'a> {
     source: &'a str,
+    cursor: CharCursor,
     stack: Vec<Frame>,
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
@@ -333,7 +360,7 @@ impl MarkedEventReceiver for Builder<'_> {
         if self.error.is_some() {
             return;
         }
-        let pos = pos_from_marker(self.source, &marker);
+        let pos = pos_from_marker_with(self.source, &marker, &mut self.cursor);
         match event {
             Event::DocumentStart => {
                 self.documents += 1;
