@@ -7,13 +7,18 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::cli::{CheckArgs, Cli, Command, ExplainArgs, IntentsCommand, SayArgs, TestArgs};
+use crate::cli::{
+    ChatArgs, CheckArgs, Cli, Command, ExplainArgs, GateCommand, IntentsCommand, SayArgs, TestArgs,
+};
 use crate::config::{ConfigError, Settings};
+use crate::gate::{PinHash, Utterance};
 use crate::intent::suite::{self, SuiteError};
 use crate::intent::yaml;
 use crate::intent::{Diagnostic, IntentSet, ListDef, LoadError, Recognition};
+use crate::pipeline::{Event, Pipeline, PipelineConfig, PipelineError};
 
 /// Errors a command can end with (beyond "exit 1" results like failed checks).
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +48,12 @@ pub enum AppError {
     /// Writing output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// The audit log failed.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// The pipeline could not start.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
 }
 
 /// Runs a parsed command line. Returns the process exit code.
@@ -53,6 +64,15 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
         Command::Intents(IntentsCommand::Test(args)) => test(&settings, args, out),
         Command::Intents(IntentsCommand::Explain(args)) => explain(&settings, args, out),
         Command::Say(args) => say(&settings, args, out),
+        Command::Chat(args) => chat(&settings, args, out),
+        Command::Audit(cmd) => Ok(crate::audit::cli::run(
+            cmd,
+            &settings.audit_db(),
+            settings.json,
+            Utc::now(),
+            out,
+        )?),
+        Command::Gate(GateCommand::HashPin) => hash_pin(out),
     }
 }
 
@@ -333,33 +353,153 @@ fn describe(why: &crate::intent::NotUnderstood) -> String {
     }
 }
 
-fn say(settings: &Settings, args: SayArgs, out: &mut dyn Write) -> Result<i32, AppError> {
-    let set = load_intents(&settings.intents_dir)?;
-    let context = parse_context(&args.context)?;
-    let result = set.recognize(&args.text, &context);
-    if settings.json {
-        let value = match &result {
-            Recognition::Match(m) => json!({
-                "event": "intent",
-                "intent": m.intent,
-                "risk": m.risk,
-                "slots": m.slot_map(),
-            }),
-            Recognition::NotUnderstood(why) => json!({"event": "not_understood", "why": why}),
-        };
-        writeln!(out, "{value}")?;
-        return Ok(0);
+fn pipeline(settings: &Settings) -> Result<Pipeline, AppError> {
+    let intents = load_intents(&settings.intents_dir)?;
+    Ok(Pipeline::start(
+        intents,
+        PipelineConfig {
+            gate: settings.gate.clone(),
+            audit_db: settings.audit_db(),
+            state_db: settings.state_db(),
+            handlers: settings.handlers.clone(),
+            mpd: settings.mpd.clone(),
+        },
+    )?)
+}
+
+/// Prints events: one JSON object per line with `--json`, else readable lines.
+pub fn print_events(events: &[Event], json: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    for event in events {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(event).unwrap_or_default())?;
+            continue;
+        }
+        match event {
+            Event::Intent {
+                intent,
+                risk,
+                slots,
+            } => {
+                writeln!(out, "intent: {intent} (risk {})", risk_word(*risk))?;
+                for (k, v) in slots {
+                    writeln!(out, "  {k} = {v}")?;
+                }
+            }
+            Event::Response { text, .. } => writeln!(out, "> {text}")?,
+            Event::ConfirmRequest {
+                action_id,
+                expires_in_secs,
+                ..
+            } => writeln!(
+                out,
+                "[waiting {expires_in_secs:.0}s for yes/no on {action_id}]"
+            )?,
+            Event::Executed { intent, risk, .. } => {
+                writeln!(out, "[executed {intent}, risk {}]", risk_word(*risk))?
+            }
+            Event::Failed { intent, error, .. } => writeln!(out, "[failed {intent}: {error}]")?,
+            Event::Declined { intent, .. } => writeln!(out, "[declined {intent}]")?,
+            Event::Expired { intent, .. } => writeln!(out, "[expired {intent}]")?,
+            Event::Superseded { intent, .. } => writeln!(out, "[superseded {intent}]")?,
+            Event::Refused { intent, .. } => writeln!(out, "[refused {intent}]")?,
+            Event::NotUnderstood { .. } => writeln!(out, "[not understood]")?,
+        }
     }
-    match &result {
-        Recognition::Match(m) => {
-            writeln!(out, "intent: {}", m.intent)?;
-            writeln!(out, "risk: {}", risk_word(m.risk))?;
-            for s in &m.slots {
-                writeln!(out, "slot {}: {}", s.name, s.value)?;
+    out.flush()
+}
+
+fn say(settings: &Settings, args: SayArgs, out: &mut dyn Write) -> Result<i32, AppError> {
+    let mut pipeline = pipeline(settings)?;
+    let now = Utc::now();
+    let mut events = pipeline.recover(now);
+    let _ = parse_context(&args.context)?;
+    events.extend(pipeline.handle(&Utterance::typed(args.text), now));
+    // One utterance is the whole session: nothing can confirm later.
+    events.extend(pipeline.shutdown(now));
+    print_events(&events, settings.json, out)?;
+    Ok(0)
+}
+
+fn chat(settings: &Settings, args: ChatArgs, out: &mut dyn Write) -> Result<i32, AppError> {
+    let mut pipeline = pipeline(settings)?;
+    let mut clock: DateTime<Utc> = Utc::now();
+    let now = |clock: &DateTime<Utc>| {
+        if args.virtual_clock {
+            *clock
+        } else {
+            Utc::now()
+        }
+    };
+    let events = pipeline.recover(now(&clock));
+    print_events(&events, settings.json, out)?;
+
+    // Lines arrive on their own thread so a pending confirmation can expire
+    // on time even while nobody types.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Option<String>>(64);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            match line {
+                Ok(line) => {
+                    if tx.send(Some(line)).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => break,
             }
         }
-        Recognition::NotUnderstood(why) => writeln!(out, "not understood: {}", describe(why))?,
+        let _ = tx.send(None);
+    });
+    loop {
+        let line = match pipeline.deadline().filter(|_| !args.virtual_clock) {
+            Some(deadline) => {
+                let wait = (deadline - Utc::now()).to_std().unwrap_or_default();
+                match rx.recv_timeout(wait) {
+                    Ok(line) => line,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        let events = pipeline.tick(Utc::now());
+                        print_events(&events, settings.json, out)?;
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+                }
+            }
+            None => rx.recv().unwrap_or(None),
+        };
+        let Some(line) = line else { break };
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("/wait") {
+            let secs: f64 = rest.trim().parse().map_err(|_| {
+                AppError::Usage(format!("'/wait SECS' needs a number, got '{line}'"))
+            })?;
+            if !args.virtual_clock {
+                return Err(AppError::Usage("'/wait' needs --virtual-clock".into()));
+            }
+            clock += chrono::Duration::milliseconds((secs * 1000.0) as i64);
+            let events = pipeline.tick(clock);
+            print_events(&events, settings.json, out)?;
+            continue;
+        }
+        let events = pipeline.handle(&Utterance::typed(line), now(&clock));
+        print_events(&events, settings.json, out)?;
     }
+    let events = pipeline.shutdown(now(&clock));
+    print_events(&events, settings.json, out)?;
+    Ok(0)
+}
+
+fn hash_pin(out: &mut dyn Write) -> Result<i32, AppError> {
+    let mut pin = String::new();
+    std::io::stdin().read_line(&mut pin)?;
+    let digits: String = pin.trim().chars().filter(char::is_ascii_digit).collect();
+    if digits.len() < 4 || digits.len() != pin.trim().len() {
+        return Err(AppError::Usage("a PIN is 4 or more digits".into()));
+    }
+    writeln!(out, "pin_hash = \"{}\"", PinHash::new(&digits))?;
     Ok(0)
 }
 

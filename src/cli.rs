@@ -35,6 +35,9 @@ pub struct GlobalArgs {
     /// Intent files directory. Default: from the config, else ./intents.
     #[arg(long, global = true, value_name = "DIR")]
     pub intents: Option<PathBuf>,
+    /// Seconds a read-back waits for "yes" (overrides the config; default 8).
+    #[arg(long, global = true, value_name = "SECS")]
+    pub confirm_timeout: Option<f64>,
 }
 
 /// The subcommands.
@@ -43,8 +46,33 @@ pub enum Command {
     /// Work with intent files: check, test, explain.
     #[command(subcommand)]
     Intents(IntentsCommand),
-    /// Handle one utterance as typed text and print what it matched.
+    /// Handle one utterance as typed text: the match, then what the gate does.
     Say(SayArgs),
+    /// Handle utterances from stdin, one per line, as if spoken (same gate,
+    /// timeouts and audit).
+    Chat(ChatArgs),
+    /// The audit log of high-stakes actions: list, show, verify, export.
+    #[command(subcommand)]
+    Audit(crate::audit::cli::AuditCommand),
+    /// Gate utilities.
+    #[command(subcommand)]
+    Gate(GateCommand),
+}
+
+/// `voicegate gate ...`
+#[derive(Debug, Subcommand)]
+pub enum GateCommand {
+    /// Read a PIN from stdin and print its salted hash for `[gate] pin_hash`.
+    HashPin,
+}
+
+/// `voicegate chat`
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Use a virtual clock that only moves on `/wait SECS` lines (for
+    /// scripted sessions and tests); the real clock otherwise.
+    #[arg(long)]
+    pub virtual_clock: bool,
 }
 
 /// `voicegate intents ...`

@@ -1,17 +1,44 @@
 //! Configuration: the TOML file and the command line, merged once into typed
 //! values. Commands receive a [`Settings`] and never parse anything again.
 //!
+//! Every key is optional; `voicegate.toml` in the repository documents them
+//! all with their defaults:
+//!
 //! ```toml
-//! # voicegate.toml (every key is optional; these are the defaults)
-//! intents_dir = "intents"      # relative paths are relative to this file
+//! intents_dir = "intents"            # relative paths are relative to this file
 //! data_dir = "~/.local/share/voicegate"
+//!
+//! [gate]
+//! confirm_timeout_secs = 8.0         # how long a read-back waits for "yes"
+//! min_confidence = 0.5               # below: ask again, never proceed
+//! pin_hash = "salt$hex"              # from `voicegate gate hash-pin`
+//! pin_kinds = ["purchase.order"]     # action kinds that need the PIN after "yes"
+//! daily_spend_cap = "50.00 USD"
+//!
+//! [prices]                           # unit prices, by the `item` slot's value
+//! "AA batteries" = "4.99 USD"
+//!
+//! [handlers."purchase.order"]        # see actions::handlers
+//! type = "webhook"
+//! url = "http://127.0.0.1:8080/orders"
+//!
+//! [music]
+//! mpd = "127.0.0.1:6600"
+//!
+//! [alarms]
+//! ring_command = "aplay /usr/share/sounds/alarm.wav"   # default: the bundled sound
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use chrono::Duration;
 use serde::Deserialize;
 
+use crate::actions::handlers::Handlers;
+use crate::actions::music::{MpdAddress, MpdConfig};
 use crate::cli::GlobalArgs;
+use crate::gate::{GateConfig, Money, PinHash};
 
 /// Errors reading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +56,7 @@ pub enum ConfigError {
     Invalid {
         /// The file.
         path: PathBuf,
-        /// The parser's message (with line and column).
+        /// What is wrong (with line and column when the parser knows them).
         message: String,
     },
 }
@@ -40,6 +67,43 @@ pub enum ConfigError {
 struct FileConfig {
     intents_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    #[serde(default)]
+    gate: GateSection,
+    #[serde(default)]
+    prices: BTreeMap<String, String>,
+    #[serde(default)]
+    handlers: Option<Handlers>,
+    #[serde(default)]
+    music: MusicSection,
+    #[serde(default)]
+    alarms: AlarmsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GateSection {
+    confirm_timeout_secs: Option<f64>,
+    min_confidence: Option<f32>,
+    pin_hash: Option<String>,
+    #[serde(default)]
+    pin_kinds: Vec<String>,
+    pin_attempts: Option<u32>,
+    pin_lockout_secs: Option<u64>,
+    daily_spend_cap: Option<String>,
+    currency: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MusicSection {
+    mpd: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlarmsSection {
+    ring_command: Option<String>,
 }
 
 /// Validated settings for every command.
@@ -51,21 +115,45 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// JSON output.
     pub json: bool,
+    /// The gate's settings.
+    pub gate: GateConfig,
+    /// Handlers for high-stakes action kinds.
+    pub handlers: Handlers,
+    /// Where mpd is.
+    pub mpd: MpdConfig,
+    /// Command to run when an alarm or timer rings (default: the bundled sound).
+    pub ring_command: Option<String>,
 }
 
 impl Settings {
+    /// The audit log's database file.
+    pub fn audit_db(&self) -> PathBuf {
+        self.data_dir.join("audit.db")
+    }
+
+    /// The state database (alarms, timers, the execution journal).
+    pub fn state_db(&self) -> PathBuf {
+        self.data_dir.join("state.db")
+    }
+
     /// Merges the config file (explicit, or `./voicegate.toml` if present)
     /// with command-line flags; flags win.
     pub fn resolve(args: &GlobalArgs) -> Result<Settings, ConfigError> {
         let default_file = PathBuf::from("voicegate.toml");
-        let (file, base) = match &args.config {
-            Some(path) => (Some(read_config(path)?), parent(path)),
-            None if default_file.is_file() => {
-                (Some(read_config(&default_file)?), PathBuf::from("."))
-            }
-            None => (None, PathBuf::from(".")),
+        let (path, file, base) = match &args.config {
+            Some(path) => (path.clone(), Some(read_config(path)?), parent(path)),
+            None if default_file.is_file() => (
+                default_file.clone(),
+                Some(read_config(&default_file)?),
+                PathBuf::from("."),
+            ),
+            None => (default_file, None, PathBuf::from(".")),
         };
         let file = file.unwrap_or_default();
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.clone(),
+            message,
+        };
         let intents_dir = args
             .intents
             .clone()
@@ -76,10 +164,73 @@ impl Settings {
             .clone()
             .or_else(|| file.data_dir.map(|p| expand_home(&base.join(p))))
             .unwrap_or_else(default_data_dir);
+
+        let g = &file.gate;
+        let currency = g.currency.clone().unwrap_or_else(|| "USD".into());
+        let mut gate = GateConfig::default();
+        let timeout = args.confirm_timeout.or(g.confirm_timeout_secs);
+        if let Some(secs) = timeout {
+            if !(secs.is_finite() && secs > 0.0 && secs <= 600.0) {
+                return Err(invalid(format!(
+                    "confirm timeout must be between 0 and 600 seconds, got {secs}"
+                )));
+            }
+            gate.confirm_timeout = Duration::milliseconds((secs * 1000.0).round() as i64);
+        }
+        if let Some(c) = g.min_confidence {
+            if !(0.0..=1.0).contains(&c) {
+                return Err(invalid(format!(
+                    "[gate] min_confidence must be in 0..1, got {c}"
+                )));
+            }
+            gate.min_confidence = c;
+        }
+        if let Some(text) = &g.pin_hash {
+            gate.pin = Some(
+                PinHash::parse(text).ok_or_else(|| invalid("[gate] pin_hash is not 'salt$sha256hex' (make one with `voicegate gate hash-pin`)".into()))?,
+            );
+        }
+        gate.pin_kinds = g.pin_kinds.clone();
+        if !gate.pin_kinds.is_empty() && gate.pin.is_none() {
+            return Err(invalid(
+                "[gate] pin_kinds is set but pin_hash is not".into(),
+            ));
+        }
+        if let Some(n) = g.pin_attempts {
+            gate.pin_attempts = n.max(1);
+        }
+        if let Some(secs) = g.pin_lockout_secs {
+            gate.pin_lockout = Duration::seconds(secs.min(86_400) as i64);
+        }
+        if let Some(cap) = &g.daily_spend_cap {
+            gate.daily_spend_cap = Some(Money::parse(cap, &currency).ok_or_else(|| {
+                invalid(format!(
+                    "[gate] daily_spend_cap {cap:?} is not an amount like \"50.00 USD\""
+                ))
+            })?);
+        }
+        for (item, price) in &file.prices {
+            let money = Money::parse(price, &currency).ok_or_else(|| {
+                invalid(format!(
+                    "[prices] {item:?} = {price:?} is not an amount like \"4.99 USD\""
+                ))
+            })?;
+            gate.prices.insert(item.clone(), money);
+        }
+        let mut mpd = MpdConfig::default();
+        if let Some(address) = &file.music.mpd {
+            mpd.address =
+                MpdAddress::parse(address).map_err(|e| invalid(format!("[music] mpd: {e}")))?;
+        }
+        mpd.password = file.music.password.clone();
         Ok(Settings {
             intents_dir,
             data_dir,
             json: args.json,
+            gate,
+            handlers: file.handlers.unwrap_or_default(),
+            mpd,
+            ring_command: file.alarms.ring_command.clone(),
         })
     }
 }

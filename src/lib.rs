@@ -22,7 +22,11 @@
 
 #![warn(missing_docs)]
 
+pub mod actions;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod gate;
 pub mod intent;
+pub mod pipeline;

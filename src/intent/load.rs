@@ -1035,7 +1035,7 @@ impl Loader {
                 _ => {}
             }
         }
-        if data.sentences.is_empty() {
+        if node.get("sentences").is_none() {
             self.warn(
                 src,
                 node.pos,

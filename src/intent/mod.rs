@@ -51,9 +51,10 @@ pub struct IntentSet {
 /// How to choose among several matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
-    /// The best match (fewest wildcards, then most literal text); a tie
-    /// between different intents or different slot values is
-    /// "not understood". What voicegate uses.
+    /// The most specific match (fewest wildcards, then most literal text,
+    /// then least text in wildcards, then fewest slots); a tie between
+    /// different intents or different slot values is "not understood".
+    /// What voicegate uses.
     #[default]
     Strict,
     /// The best match; ties go to the one defined first.
@@ -69,7 +70,7 @@ pub enum Policy {
 }
 
 /// A recognised intent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Match {
     /// The intent's name.
     pub intent: String,
@@ -400,9 +401,27 @@ impl IntentSet {
     }
 }
 
-/// Lower is better: fewer wildcards, then more literal text.
-fn score(hit: &Hit) -> (u32, std::cmp::Reverse<u32>) {
-    (hit.wildcards, std::cmp::Reverse(hit.literal))
+/// Lower is better: fewer wildcards, then more literal text, then less text
+/// swallowed by wildcards ("to the station tomorrow" leaves "tomorrow" to a
+/// day slot), then fewer slots ("8 tonight" is one time, not a time and a day).
+fn score(hit: &Hit) -> (u32, std::cmp::Reverse<u32>, usize, usize) {
+    let wildcard_chars = hit
+        .entities
+        .iter()
+        .filter(|e| e.wildcard)
+        .map(|e| e.text.len())
+        .sum();
+    let slots = hit
+        .entities
+        .iter()
+        .filter(|e| !e.capture && !e.text.is_empty())
+        .count();
+    (
+        hit.wildcards,
+        std::cmp::Reverse(hit.literal),
+        wildcard_chars,
+        slots,
+    )
 }
 
 fn slot_values(hit: &Hit) -> Vec<(&str, &Value)> {

@@ -280,7 +280,7 @@ impl CharCursor {
             }
             None => {
                 self.bytes = source.len();
-                self.chars = self.chars + rest.chars().count();
+                self.chars += rest.chars().count();
             }
         }
         self.bytes

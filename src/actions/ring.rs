@@ -1,0 +1,682 @@
+//! Ringing: how a due alarm or timer makes itself heard.
+//!
+//! The schedule ([`crate::actions::alarms`]) decides *when* something rings;
+//! this module only makes the noise and silences it again, behind one small
+//! trait, [`Ringer`], so the daemon does not care how:
+//!
+//! - [`CommandRinger`] runs the configured `ring_command` (for a speaker on
+//!   another machine, a light, a phone notification, or a favourite song);
+//! - [`AudioRinger`] loops the bundled chime through the default output
+//!   device;
+//! - [`LogRinger`] writes a line to stderr, the last resort when there is no
+//!   sound at all;
+//! - [`FallbackRinger`] tries one of the above and falls back to logging, so
+//!   a missing sound card never loses an alarm silently.
+//!
+//! [`configured_ringer`] picks between them from the configuration.
+//!
+//! # The bundled sound
+//!
+//! `assets/ring.wav` is a two-tone "ding-dong" chime (E5 then C5, with soft
+//! bell overtones): 16-bit PCM, mono, 16 kHz, one second, 32 KB. It is
+//! embedded in the binary ([`RING_WAV`]) and decoded once, when an
+//! [`AudioRinger`] is made. It was written by a generator in this file's
+//! tests; to regenerate it run
+//!
+//! ```text
+//! cargo test --lib actions::ring::tests::regenerate_ring_sound -- --ignored
+//! ```
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use cpal::{FromSample, Sample, SampleFormat, SizedSample};
+
+/// The bundled ring sound: a WAV file (16-bit PCM, mono, 16 kHz).
+pub const RING_WAV: &[u8] = include_bytes!("../../assets/ring.wav");
+
+/// The environment variable that tells a ring command what is ringing.
+pub const RING_ENV: &str = "VOICEGATE_RING";
+
+/// Silence between two rounds of the chime.
+const LOOP_GAP: Duration = Duration::from_millis(600);
+
+/// How long [`CommandRinger::stop`] waits after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// Why ringing could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    /// The ring command could not be started.
+    #[error("cannot run the ring command: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// Waiting for the ring command failed.
+    #[error("cannot wait for the ring command: {0}")]
+    Wait(#[source] std::io::Error),
+    /// The system has no default audio output device.
+    #[error("no audio output device")]
+    NoOutputDevice,
+    /// The audio output device refused.
+    #[error("audio output: {what}: {source}")]
+    Audio {
+        /// What was being attempted.
+        what: &'static str,
+        /// What the audio layer said.
+        #[source]
+        source: cpal::Error,
+    },
+    /// The output device wants a sample format this code does not produce.
+    #[error("audio output: unsupported sample format {0}")]
+    UnsupportedFormat(String),
+    /// The ring sound could not be decoded.
+    #[error("ring sound: {0}")]
+    Sound(String),
+}
+
+/// Something that can make a due alarm or timer heard, and stop again.
+pub trait Ringer: Send {
+    /// Starts ringing. `what` names what rings (`alarm`, `timer: pasta`; see
+    /// [`Entry::ring_text`](crate::actions::alarms::Entry::ring_text)).
+    /// Starting while already ringing restarts.
+    fn start(&mut self, what: &str) -> Result<(), RingError>;
+
+    /// Stops ringing; does nothing if not ringing.
+    fn stop(&mut self);
+}
+
+// ---------------------------------------------------------------------------
+// CommandRinger
+// ---------------------------------------------------------------------------
+
+#[cfg(unix)]
+mod signal {
+    //! The one libc call std does not wrap: signalling a process group.
+
+    pub const SIGKILL: i32 = 9;
+    pub const SIGTERM: i32 = 15;
+
+    unsafe extern "C" {
+        /// POSIX `kill(2)`. Any arguments are memory-safe; a negative pid
+        /// addresses a process group.
+        safe fn kill(pid: i32, sig: i32) -> i32;
+    }
+
+    /// Sends `sig` to the process group `group`; errors (the group is
+    /// already gone) are ignored.
+    pub fn group(group: u32, sig: i32) {
+        if let Ok(pid) = i32::try_from(group)
+            && pid > 0
+        {
+            let _ = kill(-pid, sig);
+        }
+    }
+}
+
+/// Rings by running a shell command: `sh -c <ring_command>`, with
+/// `VOICEGATE_RING=<what>` in its environment, stdin and stdout closed, and
+/// stderr inherited.
+///
+/// The command runs once per ring; to repeat a sound, loop in the command
+/// (`while :; do aplay bell.wav; done`). It runs in its own process group,
+/// and [`Ringer::stop`] ends the whole group (SIGTERM, then SIGKILL after
+/// two seconds), so pipelines and loops stop too. A command that has
+/// already finished by itself is not signalled (its group id could have
+/// been reused), so background jobs it left behind are on their own.
+#[derive(Debug)]
+pub struct CommandRinger {
+    command: String,
+    child: Option<Child>,
+    /// Set once the child has been reaped: its pid may be reused from then.
+    exited: Option<ExitStatus>,
+}
+
+impl CommandRinger {
+    /// A ringer for `ring_command` (shell syntax).
+    pub fn new(ring_command: impl Into<String>) -> Self {
+        CommandRinger {
+            command: ring_command.into(),
+            child: None,
+            exited: None,
+        }
+    }
+
+    /// The configured command.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// Whether the command is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.poll(), Ok(None)) && self.child.is_some()
+    }
+
+    /// Checks (without blocking) whether the command has exited.
+    fn poll(&mut self) -> Result<Option<ExitStatus>, RingError> {
+        if let Some(status) = self.exited {
+            return Ok(Some(status));
+        }
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
+        let status = child.try_wait().map_err(RingError::Wait)?;
+        self.exited = status;
+        Ok(status)
+    }
+
+    /// Waits up to `timeout` for the command to finish by itself. Returns
+    /// its exit status, or `None` if it is still running (or none was
+    /// started). Polls every 10 ms.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, RingError> {
+        if self.child.is_none() {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.poll()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Ringer for CommandRinger {
+    fn start(&mut self, what: &str) -> Result<(), RingError> {
+        self.stop();
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(&self.command)
+            .env(RING_ENV, what)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            command.process_group(0);
+        }
+        self.child = Some(command.spawn().map_err(RingError::Spawn)?);
+        self.exited = None;
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if self.exited.take().is_some() {
+            return;
+        }
+        // Not reaped yet, so its pid (the group id) cannot have been reused.
+        #[cfg(unix)]
+        {
+            signal::group(child.id(), signal::SIGTERM);
+            let deadline = Instant::now() + TERM_GRACE;
+            while Instant::now() < deadline {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => return,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            signal::group(child.id(), signal::SIGKILL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for CommandRinger {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// AudioRinger
+// ---------------------------------------------------------------------------
+
+/// Rings by looping a sound through the default audio output device (cpal)
+/// until stopped.
+///
+/// The sound is decoded when the ringer is made and resampled to the
+/// device's rate when ringing starts; the audio callback only copies from
+/// that buffer (no allocation, locks or I/O). A stream error after start is
+/// recorded in a flag ([`AudioRinger::stream_failed`]).
+pub struct AudioRinger {
+    /// Mono samples in -1.0..=1.0.
+    sound: Vec<f32>,
+    /// Their sample rate.
+    rate: u32,
+    stream: Option<cpal::Stream>,
+    failed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for AudioRinger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioRinger")
+            .field("samples", &self.sound.len())
+            .field("rate", &self.rate)
+            .field("playing", &self.stream.is_some())
+            .finish()
+    }
+}
+
+impl AudioRinger {
+    /// A ringer with the bundled chime ([`RING_WAV`]).
+    pub fn new() -> Result<Self, RingError> {
+        Self::from_wav(RING_WAV)
+    }
+
+    /// A ringer with any PCM WAV file (integer or float, any channel
+    /// count; channels are mixed down to mono).
+    pub fn from_wav(bytes: &[u8]) -> Result<Self, RingError> {
+        let (sound, rate) = decode_wav(bytes)?;
+        Ok(AudioRinger {
+            sound,
+            rate,
+            stream: None,
+            failed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The decoded sound: mono samples and their rate.
+    pub fn sound(&self) -> (&[f32], u32) {
+        (&self.sound, self.rate)
+    }
+
+    /// Whether the output stream reported an error since ringing started.
+    pub fn stream_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Whether a stream is open (ringing).
+    pub fn is_ringing(&self) -> bool {
+        self.stream.is_some()
+    }
+}
+
+impl Ringer for AudioRinger {
+    fn start(&mut self, _what: &str) -> Result<(), RingError> {
+        self.stop();
+        let host = cpal::default_host();
+        let device = host
+            .default_output_device()
+            .ok_or(RingError::NoOutputDevice)?;
+        let supported = device
+            .default_output_config()
+            .map_err(|source| RingError::Audio {
+                what: "no usable output configuration",
+                source,
+            })?;
+        let config = supported.config();
+        let channels = usize::from(config.channels).max(1);
+        let samples = loop_buffer(&self.sound, self.rate, config.sample_rate, LOOP_GAP);
+        self.failed.store(false, Ordering::Relaxed);
+        let failed = Arc::clone(&self.failed);
+        let stream = match supported.sample_format() {
+            SampleFormat::F32 => open::<f32>(&device, config, channels, samples, failed),
+            SampleFormat::I16 => open::<i16>(&device, config, channels, samples, failed),
+            SampleFormat::I32 => open::<i32>(&device, config, channels, samples, failed),
+            SampleFormat::U16 => open::<u16>(&device, config, channels, samples, failed),
+            SampleFormat::U8 => open::<u8>(&device, config, channels, samples, failed),
+            SampleFormat::I8 => open::<i8>(&device, config, channels, samples, failed),
+            SampleFormat::F64 => open::<f64>(&device, config, channels, samples, failed),
+            SampleFormat::U32 => open::<u32>(&device, config, channels, samples, failed),
+            SampleFormat::I64 => open::<i64>(&device, config, channels, samples, failed),
+            SampleFormat::U64 => open::<u64>(&device, config, channels, samples, failed),
+            other => Err(RingError::UnsupportedFormat(other.to_string())),
+        }?;
+        stream.play().map_err(|source| RingError::Audio {
+            what: "cannot start playback",
+            source,
+        })?;
+        self.stream = Some(stream);
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            let _ = stream.pause();
+            drop(stream);
+        }
+    }
+}
+
+impl Drop for AudioRinger {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Decodes a PCM WAV into mono `f32` samples and their rate.
+fn decode_wav(bytes: &[u8]) -> Result<(Vec<f32>, u32), RingError> {
+    let bad = |e: hound::Error| RingError::Sound(e.to_string());
+    let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(bad)?;
+    let spec = reader.spec();
+    let channels = usize::from(spec.channels.max(1));
+    let interleaved: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => reader
+            .into_samples::<f32>()
+            .collect::<Result<_, _>>()
+            .map_err(bad)?,
+        hound::SampleFormat::Int => {
+            let bits = u32::from(spec.bits_per_sample.clamp(1, 32));
+            let scale = 1.0 / (1u64 << (bits - 1)) as f32;
+            reader
+                .into_samples::<i32>()
+                .map(|s| s.map(|v| v as f32 * scale))
+                .collect::<Result<_, _>>()
+                .map_err(bad)?
+        }
+    };
+    let mono: Vec<f32> = interleaved
+        .chunks(channels)
+        .map(|frame| frame.iter().sum::<f32>() / frame.len() as f32)
+        .collect();
+    if mono.is_empty() || spec.sample_rate == 0 {
+        return Err(RingError::Sound("the sound is empty".into()));
+    }
+    Ok((mono, spec.sample_rate))
+}
+
+/// The sound resampled (linear interpolation) from `from` Hz to `to` Hz,
+/// followed by `gap` of silence: one round of the loop.
+fn loop_buffer(sound: &[f32], from: u32, to: u32, gap: Duration) -> Vec<f32> {
+    let (from, to) = (u64::from(from.max(1)), u64::from(to.max(1)));
+    let out_len = (sound.len() as u64 * to / from) as usize;
+    let gap_len = (gap.as_secs_f64() * to as f64) as usize;
+    let step = from as f64 / to as f64;
+    let mut out = Vec::with_capacity(out_len + gap_len);
+    for i in 0..out_len {
+        let pos = i as f64 * step;
+        let index = pos as usize;
+        let frac = (pos - index as f64) as f32;
+        let a = sound.get(index).copied().unwrap_or(0.0);
+        let b = sound.get(index + 1).copied().unwrap_or(a);
+        out.push(a + (b - a) * frac);
+    }
+    out.resize(out.len() + gap_len, 0.0);
+    out
+}
+
+/// Opens (but does not start) an output stream that loops `samples`.
+fn open<T>(
+    device: &cpal::Device,
+    config: cpal::StreamConfig,
+    channels: usize,
+    samples: Vec<f32>,
+    failed: Arc<AtomicBool>,
+) -> Result<cpal::Stream, RingError>
+where
+    T: SizedSample + FromSample<f32>,
+{
+    let mut position = 0;
+    device
+        .build_output_stream(
+            config,
+            move |out: &mut [T], _: &cpal::OutputCallbackInfo| {
+                fill(out, channels, &samples, &mut position);
+            },
+            move |_error| failed.store(true, Ordering::Relaxed),
+            None,
+        )
+        .map_err(|source| RingError::Audio {
+            what: "cannot open an output stream",
+            source,
+        })
+}
+
+/// The audio callback's work: copies frames from `samples` (looping at the
+/// end) into `out`, the same value on every channel. Allocation-free.
+fn fill<T: Sample + FromSample<f32>>(
+    out: &mut [T],
+    channels: usize,
+    samples: &[f32],
+    position: &mut usize,
+) {
+    for frame in out.chunks_mut(channels.max(1)) {
+        let value = match samples.get(*position) {
+            Some(v) => {
+                *position += 1;
+                T::from_sample(*v)
+            }
+            None => {
+                *position = usize::from(!samples.is_empty());
+                samples
+                    .first()
+                    .map_or(T::EQUILIBRIUM, |v| T::from_sample(*v))
+            }
+        };
+        frame.fill(value);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Logging and fallback
+// ---------------------------------------------------------------------------
+
+/// Rings by writing one line to stderr: the last resort when nothing can
+/// make a sound, so the event is at least in the daemon's log.
+#[derive(Debug, Default)]
+pub struct LogRinger;
+
+impl Ringer for LogRinger {
+    fn start(&mut self, what: &str) -> Result<(), RingError> {
+        eprintln!("voicegate: ringing ({what}), but there is no way to make a sound");
+        Ok(())
+    }
+
+    fn stop(&mut self) {}
+}
+
+/// Tries a ringer, and when it cannot start logs the reason and rings
+/// through [`LogRinger`] instead. Its `start` never fails.
+pub struct FallbackRinger {
+    primary: Option<Box<dyn Ringer>>,
+    log: LogRinger,
+}
+
+impl std::fmt::Debug for FallbackRinger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FallbackRinger")
+            .field("has_primary", &self.primary.is_some())
+            .finish()
+    }
+}
+
+impl FallbackRinger {
+    /// Falls back from `primary` to logging.
+    pub fn new(primary: Box<dyn Ringer>) -> Self {
+        FallbackRinger {
+            primary: Some(primary),
+            log: LogRinger,
+        }
+    }
+
+    /// Only logs.
+    pub fn log_only() -> Self {
+        FallbackRinger {
+            primary: None,
+            log: LogRinger,
+        }
+    }
+}
+
+impl Ringer for FallbackRinger {
+    fn start(&mut self, what: &str) -> Result<(), RingError> {
+        if let Some(primary) = self.primary.as_mut() {
+            match primary.start(what) {
+                Ok(()) => return Ok(()),
+                Err(e) => eprintln!("voicegate: cannot ring: {e}"),
+            }
+        }
+        self.log.start(what)
+    }
+
+    fn stop(&mut self) {
+        if let Some(primary) = self.primary.as_mut() {
+            primary.stop();
+        }
+        self.log.stop();
+    }
+}
+
+/// The ringer for a configuration: the `ring_command` if one is set, else
+/// the bundled sound through the audio output; either falls back to
+/// logging when it cannot start.
+pub fn configured_ringer(ring_command: Option<&str>) -> FallbackRinger {
+    match ring_command.map(str::trim).filter(|c| !c.is_empty()) {
+        Some(command) => FallbackRinger::new(Box::new(CommandRinger::new(command))),
+        None => match AudioRinger::new() {
+            Ok(audio) => FallbackRinger::new(Box::new(audio)),
+            Err(e) => {
+                eprintln!("voicegate: {e}; alarms will only be logged");
+                FallbackRinger::log_only()
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_sound_is_small_mono_16k_and_about_a_second() {
+        assert!(RING_WAV.len() < 40 * 1024, "{} bytes", RING_WAV.len());
+        let reader = hound::WavReader::new(std::io::Cursor::new(RING_WAV)).unwrap();
+        let spec = reader.spec();
+        assert_eq!(spec.channels, 1);
+        assert_eq!(spec.sample_rate, 16_000);
+        assert_eq!(spec.bits_per_sample, 16);
+        assert_eq!(spec.sample_format, hound::SampleFormat::Int);
+        let seconds = reader.duration() as f32 / 16_000.0;
+        assert!((0.8..=1.2).contains(&seconds), "{seconds} s");
+
+        let ringer = AudioRinger::new().unwrap();
+        let (sound, rate) = ringer.sound();
+        assert_eq!(rate, 16_000);
+        let peak = sound.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+        assert!(peak > 0.3 && peak <= 1.0, "peak {peak}");
+    }
+
+    #[test]
+    fn resampling_keeps_duration_and_appends_the_gap() {
+        let sound: Vec<f32> = (0..160).map(|i| i as f32 / 160.0).collect();
+        let same = loop_buffer(&sound, 16_000, 16_000, Duration::from_millis(10));
+        assert_eq!(same.len(), 160 + 160);
+        assert_eq!(&same[..160], &sound[..]);
+        assert!(same[160..].iter().all(|s| *s == 0.0));
+
+        let up = loop_buffer(&sound, 16_000, 48_000, Duration::ZERO);
+        assert_eq!(up.len(), 480);
+        assert_eq!(up[3], sound[1]);
+        assert!((up[1] - (sound[0] + (sound[1] - sound[0]) / 3.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_callback_loops_and_duplicates_channels() {
+        let samples = [0.5f32, -0.5, 0.25];
+        let mut position = 0;
+        let mut out = [0.0f32; 8]; // four stereo frames
+        fill(&mut out, 2, &samples, &mut position);
+        assert_eq!(out, [0.5, 0.5, -0.5, -0.5, 0.25, 0.25, 0.5, 0.5]);
+        assert_eq!(position, 1);
+
+        let mut ints = [0i16; 3];
+        fill(&mut ints, 1, &samples, &mut position);
+        assert_eq!(ints[0], i16::from_sample(-0.5f32));
+        assert_eq!(position, 1);
+
+        let mut silent = [1.0f32; 4];
+        fill(&mut silent, 2, &[], &mut position);
+        assert_eq!(silent, [0.0; 4]);
+    }
+
+    #[test]
+    fn audio_ringer_fails_clearly_without_a_device_or_rings() {
+        let mut ringer = AudioRinger::new().unwrap();
+        match ringer.start("alarm") {
+            Ok(()) => {
+                assert!(ringer.is_ringing());
+                ringer.stop();
+                assert!(!ringer.is_ringing());
+            }
+            Err(e) => assert!(e.to_string().contains("audio output"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn fallback_never_fails() {
+        struct Broken;
+        impl Ringer for Broken {
+            fn start(&mut self, _: &str) -> Result<(), RingError> {
+                Err(RingError::NoOutputDevice)
+            }
+            fn stop(&mut self) {}
+        }
+        let mut ringer = FallbackRinger::new(Box::new(Broken));
+        assert!(ringer.start("alarm").is_ok());
+        ringer.stop();
+    }
+
+    /// The bundled chime: two bell-like notes (E5, then C5 overlapping its
+    /// tail), each a fundamental with two decaying overtones.
+    fn chime() -> Vec<i16> {
+        const RATE: f32 = 16_000.0;
+        const LEN: usize = 16_000;
+        let notes = [(659.25f32, 0.0f32), (523.25, 0.42)];
+        let partials = [
+            (1.0f32, 1.0f32, 0.35f32),
+            (2.0, 0.35, 0.18),
+            (3.0, 0.12, 0.10),
+        ];
+        let mut mix = vec![0.0f32; LEN];
+        for (freq, start) in notes {
+            for (i, out) in mix.iter_mut().enumerate() {
+                let t = i as f32 / RATE - start;
+                if t < 0.0 {
+                    continue;
+                }
+                let attack = (t / 0.004).min(1.0);
+                for (ratio, gain, decay) in partials {
+                    let phase = std::f32::consts::TAU * freq * ratio * t;
+                    *out += attack * gain * (-t / decay).exp() * phase.sin();
+                }
+            }
+        }
+        // Fade the last 30 ms so the loop does not click.
+        let fade = (0.03 * RATE) as usize;
+        for (k, out) in mix[LEN - fade..].iter_mut().enumerate() {
+            *out *= 1.0 - k as f32 / fade as f32;
+        }
+        let peak = mix.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+        mix.iter()
+            .map(|s| (s / peak * 0.7 * f32::from(i16::MAX)).round() as i16)
+            .collect()
+    }
+
+    #[test]
+    #[ignore = "writes assets/ring.wav; run by hand to regenerate the bundled sound"]
+    fn regenerate_ring_sound() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/ring.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut writer = hound::WavWriter::create(&path, spec).unwrap();
+        for sample in chime() {
+            writer.write_sample(sample).unwrap();
+        }
+        writer.finalize().unwrap();
+    }
+}

@@ -1,0 +1,892 @@
+//! The action gate: what happens after an intent is recognised.
+//!
+//! Low-stakes intents (declared `risk: low`) run at once. Everything else is
+//! high-stakes: it is read back, and runs only if the **next** utterance is
+//! an explicit confirmation from a closed set of replies, within the confirm
+//! timeout. The gate is a pure state machine: the caller passes each
+//! utterance and the time; the gate returns [`Output`]s saying what to run,
+//! say and record. It does no I/O and never reads a clock.
+//!
+//! The rules, each enforced here and tested in `tests/gate.rs`:
+//! - Only the utterance right after a read-back can confirm it, and only if
+//!   it matches a `gate.confirm` intent (matched with the context
+//!   `pending_confirmation: true`, which nothing else sets). A `gate.decline`
+//!   reply declines. A reply that is neither (or unsure) gets one re-prompt;
+//!   a second unclear reply declines.
+//! - A confirmation in the same utterance as the request never counts: the
+//!   request is read back as usual.
+//! - "yes" with nothing pending runs nothing.
+//! - A pending action expires after the confirm timeout; any other command
+//!   while one is pending supersedes it and is handled as a new request.
+//! - `pin: true` intents (configured per intent kind in the gate config)
+//!   also need the spoken PIN after "yes"; three wrong PINs lock high-stakes
+//!   actions for ten minutes.
+//! - A daily spend cap refuses purchases whose amount would exceed it.
+//! - Low transcription confidence on a high-stakes request or its reply asks
+//!   again; it never proceeds.
+//! - Only this module can construct a [`ConfirmedAction`], and high-stakes
+//!   executors accept nothing else.
+
+mod confirmed;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use confirmed::{ConfirmedAction, digest};
+
+use crate::actions::{ActionId, ActionRequest};
+use crate::intent::{IntentSet, Match, NotUnderstood, Recognition, Risk, normalize};
+
+/// An amount of money in minor units (cents).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Money {
+    /// Minor units: 1250 is 12.50.
+    pub cents: i64,
+    /// ISO 4217 code, e.g. `USD`.
+    pub currency: String,
+}
+
+impl Money {
+    /// Parses "12.50 USD" or "12.50" (with `default_currency`).
+    pub fn parse(text: &str, default_currency: &str) -> Option<Money> {
+        let mut parts = text.split_whitespace();
+        let number = parts.next()?;
+        let currency = parts
+            .next()
+            .unwrap_or(default_currency)
+            .to_ascii_uppercase();
+        if parts.next().is_some()
+            || currency.len() != 3
+            || !currency.chars().all(|c| c.is_ascii_alphabetic())
+        {
+            return None;
+        }
+        let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty()
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || frac.len() > 2
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let whole: i64 = whole.parse().ok()?;
+        let frac: i64 = if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<2}").parse().ok()?
+        };
+        Some(Money {
+            cents: whole.checked_mul(100)?.checked_add(frac)?,
+            currency,
+        })
+    }
+
+    /// "12.50".
+    pub fn decimal(&self) -> String {
+        format!("{}.{:02}", self.cents / 100, self.cents % 100)
+    }
+
+    /// "12.50 USD".
+    pub fn spoken(&self) -> String {
+        format!("{} {}", self.decimal(), self.currency)
+    }
+}
+
+/// A PIN stored as a salted, iterated SHA-256 hash (`salt$hex`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinHash {
+    salt: String,
+    hash: String,
+}
+
+/// SHA-256 rounds for PIN hashes: slows guessing from a stolen config file
+/// (a 4-digit PIN stays guessable offline; the lockout protects the voice path).
+const PIN_ROUNDS: u32 = 100_000;
+
+impl PinHash {
+    /// Hashes a PIN with a fresh random salt.
+    pub fn new(pin: &str) -> PinHash {
+        let salt = uuid::Uuid::new_v4().simple().to_string();
+        let hash = pin_hash(&salt, pin);
+        PinHash { salt, hash }
+    }
+
+    /// Parses the `salt$hex` form stored in the config.
+    pub fn parse(text: &str) -> Option<PinHash> {
+        let (salt, hash) = text.split_once('$')?;
+        (!salt.is_empty() && hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(
+            || PinHash {
+                salt: salt.to_string(),
+                hash: hash.to_ascii_lowercase(),
+            },
+        )
+    }
+
+    /// True if `pin` is the PIN.
+    pub fn verify(&self, pin: &str) -> bool {
+        let candidate = pin_hash(&self.salt, pin);
+        // Constant-time comparison.
+        candidate
+            .bytes()
+            .zip(self.hash.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+            && candidate.len() == self.hash.len()
+    }
+}
+
+impl std::fmt::Display for PinHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}${}", self.salt, self.hash)
+    }
+}
+
+fn pin_hash(salt: &str, pin: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::digest(format!("{salt}:{pin}").as_bytes());
+    for _ in 1..PIN_ROUNDS {
+        digest = Sha256::digest(digest);
+    }
+    hex::encode(digest)
+}
+
+/// The gate's settings (from the `[gate]` section of the config).
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    /// How long a read-back waits for its confirmation.
+    pub confirm_timeout: Duration,
+    /// Below this transcription confidence a high-stakes request or reply is
+    /// asked again.
+    pub min_confidence: f32,
+    /// Action kinds that need the spoken PIN after "yes".
+    pub pin_kinds: Vec<String>,
+    /// The PIN, if one is set.
+    pub pin: Option<PinHash>,
+    /// Wrong PINs before high-stakes actions lock.
+    pub pin_attempts: u32,
+    /// How long they stay locked.
+    pub pin_lockout: Duration,
+    /// Most that purchases may spend per day, if capped.
+    pub daily_spend_cap: Option<Money>,
+    /// Unit prices of products, by the `item` slot's value.
+    pub prices: BTreeMap<String, Money>,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig {
+            confirm_timeout: Duration::seconds(8),
+            min_confidence: 0.5,
+            pin_kinds: Vec::new(),
+            pin: None,
+            pin_attempts: 3,
+            pin_lockout: Duration::minutes(10),
+            daily_spend_cap: None,
+            prices: BTreeMap::new(),
+        }
+    }
+}
+
+/// One thing heard (or typed).
+#[derive(Debug, Clone, Default)]
+pub struct Utterance {
+    /// The transcript.
+    pub text: String,
+    /// Transcription confidence in 0..1; `None` when typed.
+    pub confidence: Option<f32>,
+    /// Wake word score; `None` when typed or without wake word.
+    pub wake_score: Option<f32>,
+}
+
+impl Utterance {
+    /// A typed utterance.
+    pub fn typed(text: impl Into<String>) -> Self {
+        Utterance {
+            text: text.into(),
+            confidence: None,
+            wake_score: None,
+        }
+    }
+}
+
+/// What the audit log needs to know about a high-stakes action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Facts {
+    /// The action.
+    pub action_id: ActionId,
+    /// Its intent.
+    pub intent: String,
+    /// Its slots.
+    pub slots: Map<String, Value>,
+    /// The request as heard.
+    pub transcript: String,
+    /// The reply as heard, when there was one.
+    pub reply: Option<String>,
+    /// Transcription confidence of the request (or reply, for reply events).
+    pub confidence: Option<f32>,
+    /// Wake word score of the request.
+    pub wake_score: Option<f32>,
+    /// Amount, when known.
+    pub amount: Option<Money>,
+}
+
+/// What the gate decided. The caller runs, says and records accordingly.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// An intent was recognised (always first for a recognised command).
+    Intent(Box<Match>),
+    /// Run this low-stakes action now.
+    RunLow(ActionRequest),
+    /// Read this back and wait for a reply. Record `requested`.
+    ConfirmRequest {
+        /// Audit facts.
+        facts: Facts,
+        /// The read-back to say.
+        readback: String,
+        /// Digest of exactly what will run.
+        digest: String,
+        /// When it expires.
+        expires_at: DateTime<Utc>,
+    },
+    /// Ask the reply again (unclear, unsure, or the PIN).
+    Reprompt {
+        /// Audit facts.
+        facts: Facts,
+        /// What to say.
+        text: String,
+    },
+    /// Run this high-stakes action, which the user confirmed. Record
+    /// `confirmed` first; do not run if that fails.
+    RunHigh {
+        /// Audit facts (with the reply).
+        facts: Facts,
+        /// The action.
+        action: Box<ConfirmedAction>,
+    },
+    /// The user said no (or replied unclearly twice). Record `declined`.
+    Declined {
+        /// Audit facts.
+        facts: Facts,
+        /// Why, in words.
+        reason: String,
+    },
+    /// Nobody confirmed in time. Record `expired`.
+    Expired {
+        /// Audit facts.
+        facts: Facts,
+    },
+    /// Another command came while this one waited. Record `superseded`.
+    Superseded {
+        /// Audit facts.
+        facts: Facts,
+    },
+    /// A high-stakes request the gate will not run. Record `refused`.
+    Refused {
+        /// Audit facts.
+        facts: Facts,
+        /// Why, in words (also said to the user).
+        reason: String,
+    },
+    /// Nothing was understood; nothing runs.
+    NotUnderstood {
+        /// The text.
+        text: String,
+        /// Why.
+        why: NotUnderstood,
+    },
+    /// Something to say that is not about an action.
+    Say(String),
+}
+
+/// What is waiting for a reply.
+#[derive(Debug, Clone)]
+struct Pending {
+    request: ActionRequest,
+    digest: String,
+    readback: String,
+    facts: Facts,
+    expires_at: DateTime<Utc>,
+    stage: Stage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for yes/no; `reprompted` after one unclear reply.
+    Reply { reprompted: bool },
+    /// "yes" was heard; waiting for the PIN.
+    Pin,
+}
+
+/// The gate's state.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    config: GateConfig,
+    pending: Option<Pending>,
+    locked_until: Option<DateTime<Utc>>,
+    pin_failures: u32,
+}
+
+/// How a recognised reply reads.
+enum Reply {
+    Yes,
+    No,
+    Unclear,
+    Other(Box<Match>),
+}
+
+impl Gate {
+    /// A gate with nothing pending.
+    pub fn new(config: GateConfig) -> Gate {
+        Gate {
+            config,
+            pending: None,
+            locked_until: None,
+            pin_failures: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GateConfig {
+        &self.config
+    }
+
+    /// When the pending action expires, if one is pending (for the caller's timer).
+    pub fn deadline(&self) -> Option<DateTime<Utc>> {
+        self.pending.as_ref().map(|p| p.expires_at)
+    }
+
+    /// The action id waiting for a reply, if any.
+    pub fn pending_action(&self) -> Option<&ActionId> {
+        self.pending.as_ref().map(|p| &p.request.id)
+    }
+
+    /// Lets time pass: expires the pending action if its time is up.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Output> {
+        match &self.pending {
+            Some(p) if now >= p.expires_at => {
+                let p = self.pending.take().map(|p| p.facts);
+                p.map(|facts| vec![Output::Expired { facts }])
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Ends the session (shutdown): a pending action is recorded as expired.
+    pub fn shutdown(&mut self) -> Vec<Output> {
+        self.pending
+            .take()
+            .map(|p| vec![Output::Expired { facts: p.facts }])
+            .unwrap_or_default()
+    }
+
+    /// Handles one utterance at `now`. `spent_today` is what executed
+    /// purchases have spent since the start of the day, in the cap's currency
+    /// (the caller reads it from the audit log).
+    pub fn handle(
+        &mut self,
+        intents: &IntentSet,
+        utterance: &Utterance,
+        now: DateTime<Utc>,
+        spent_today: i64,
+    ) -> Vec<Output> {
+        let mut out = self.tick(now);
+        if self.pending.is_some() {
+            self.handle_reply(intents, utterance, now, spent_today, &mut out);
+        } else {
+            self.handle_request(intents, utterance, now, spent_today, &mut out);
+        }
+        out
+    }
+
+    fn reply_context() -> Map<String, Value> {
+        let mut ctx = Map::new();
+        ctx.insert("pending_confirmation".into(), Value::Bool(true));
+        ctx
+    }
+
+    fn classify_reply(intents: &IntentSet, text: &str) -> Reply {
+        match intents.recognize(text, &Self::reply_context()) {
+            Recognition::Match(m) => match action_kind(intents, &m.intent) {
+                Some("gate.confirm") => Reply::Yes,
+                Some("gate.decline") => Reply::No,
+                _ => Reply::Other(Box::new(m)),
+            },
+            Recognition::NotUnderstood(_) => Reply::Unclear,
+        }
+    }
+
+    fn handle_reply(
+        &mut self,
+        intents: &IntentSet,
+        utterance: &Utterance,
+        now: DateTime<Utc>,
+        spent_today: i64,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(mut pending) = self.pending.take() else {
+            return;
+        };
+        let reply = Self::classify_reply(intents, &utterance.text);
+        let unsure = utterance
+            .confidence
+            .is_some_and(|c| c < self.config.min_confidence);
+        pending.facts.reply = Some(utterance.text.clone());
+        pending.facts.confidence = utterance.confidence.or(pending.facts.confidence);
+        match (pending.stage, reply) {
+            (_, Reply::No) if !unsure => out.push(Output::Declined {
+                facts: pending.facts,
+                reason: "you said no".into(),
+            }),
+            (_, Reply::Other(m)) if !unsure => {
+                out.push(Output::Superseded {
+                    facts: pending.facts,
+                });
+                self.handle_match(intents, utterance, *m, now, spent_today, out);
+            }
+            (Stage::Reply { .. }, Reply::Yes) if !unsure => {
+                if self.locked(now) {
+                    let reason = self.lock_reason(now);
+                    out.push(Output::Refused {
+                        facts: pending.facts,
+                        reason,
+                    });
+                } else if self.config.pin_kinds.contains(&pending.request.kind) {
+                    if self.config.pin.is_none() {
+                        out.push(Output::Refused {
+                            facts: pending.facts,
+                            reason: "this needs a PIN, and no PIN is set up".into(),
+                        });
+                    } else {
+                        pending.stage = Stage::Pin;
+                        out.push(Output::Reprompt {
+                            facts: pending.facts.clone(),
+                            text: "Please say your PIN.".into(),
+                        });
+                        self.pending = Some(pending);
+                    }
+                } else {
+                    self.confirm(pending, utterance, now, out);
+                }
+            }
+            (Stage::Pin, _) if !unsure => self.check_pin(pending, utterance, now, out),
+            (Stage::Pin, _) => {
+                // An unsure transcription of a PIN is asked again; it is not
+                // counted as a wrong PIN. The timeout still bounds this.
+                out.push(Output::Reprompt {
+                    facts: pending.facts.clone(),
+                    text: "Sorry, I didn't catch that. Please say your PIN again.".into(),
+                });
+                self.pending = Some(pending);
+            }
+            (Stage::Reply { reprompted: true }, _) => out.push(Output::Declined {
+                facts: pending.facts,
+                reason: "the reply was unclear twice".into(),
+            }),
+            (Stage::Reply { reprompted: false }, _) => {
+                // Unclear, or the transcription is unsure: ask once more.
+                let text = if unsure {
+                    format!(
+                        "Sorry, I'm not sure I heard you. {} Please say yes or no.",
+                        pending.readback
+                    )
+                } else {
+                    format!("Please say yes or no. {}", pending.readback)
+                };
+                pending.stage = Stage::Reply { reprompted: true };
+                out.push(Output::Reprompt {
+                    facts: pending.facts.clone(),
+                    text,
+                });
+                self.pending = Some(pending);
+            }
+        }
+    }
+
+    fn check_pin(
+        &mut self,
+        pending: Pending,
+        utterance: &Utterance,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) {
+        let digits: String = normalize::tokenize(&utterance.text)
+            .iter()
+            .flat_map(|t| t.norm.chars())
+            .filter(char::is_ascii_digit)
+            .collect();
+        let ok = !digits.is_empty() && self.config.pin.as_ref().is_some_and(|p| p.verify(&digits));
+        if ok {
+            self.pin_failures = 0;
+            self.confirm(pending, utterance, now, out);
+            return;
+        }
+        self.pin_failures += 1;
+        if self.pin_failures >= self.config.pin_attempts {
+            self.pin_failures = 0;
+            self.locked_until = Some(now + self.config.pin_lockout);
+            out.push(Output::Declined {
+                facts: pending.facts,
+                reason: format!(
+                    "wrong PIN {} times; purchases and bookings are locked for {} minutes",
+                    self.config.pin_attempts,
+                    self.config.pin_lockout.num_minutes()
+                ),
+            });
+        } else {
+            out.push(Output::Reprompt {
+                facts: pending.facts.clone(),
+                text: "That PIN is not right. Please say your PIN again.".into(),
+            });
+            self.pending = Some(pending);
+        }
+    }
+
+    fn confirm(
+        &mut self,
+        pending: Pending,
+        utterance: &Utterance,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) {
+        // Defence in depth: the request must be exactly what was read back.
+        if digest(&pending.request) != pending.digest {
+            out.push(Output::Refused {
+                facts: pending.facts,
+                reason: "the action changed after it was read back".into(),
+            });
+            return;
+        }
+        let action = ConfirmedAction::new(
+            pending.request,
+            pending.digest,
+            pending.readback,
+            now,
+            utterance.text.clone(),
+        );
+        out.push(Output::RunHigh {
+            facts: pending.facts,
+            action: Box::new(action),
+        });
+    }
+
+    fn locked(&self, now: DateTime<Utc>) -> bool {
+        self.locked_until.is_some_and(|t| now < t)
+    }
+
+    fn lock_reason(&self, now: DateTime<Utc>) -> String {
+        let minutes = self
+            .locked_until
+            .map(|t| ((t - now).num_seconds() + 59) / 60)
+            .unwrap_or(0)
+            .max(1);
+        format!("purchases and bookings are locked for {minutes} more minute(s) after wrong PINs")
+    }
+
+    fn handle_request(
+        &mut self,
+        intents: &IntentSet,
+        utterance: &Utterance,
+        now: DateTime<Utc>,
+        spent_today: i64,
+        out: &mut Vec<Output>,
+    ) {
+        match intents.recognize(&utterance.text, &Map::new()) {
+            Recognition::Match(m) => {
+                self.handle_match(intents, utterance, m, now, spent_today, out)
+            }
+            Recognition::NotUnderstood(why) => {
+                // "yes" with nothing pending runs nothing.
+                if let Reply::Yes | Reply::No = Self::classify_reply(intents, &utterance.text) {
+                    out.push(Output::Say(
+                        "There is nothing waiting for a yes or no.".into(),
+                    ));
+                    return;
+                }
+                // A request with its own "yes" attached: the "yes" never
+                // counts; read the request back as usual.
+                if let Some(m) = split_trailing_reply(intents, &utterance.text) {
+                    self.handle_match(intents, utterance, m, now, spent_today, out);
+                    return;
+                }
+                out.push(Output::NotUnderstood {
+                    text: utterance.text.clone(),
+                    why,
+                });
+            }
+        }
+    }
+
+    fn handle_match(
+        &mut self,
+        intents: &IntentSet,
+        utterance: &Utterance,
+        m: Match,
+        now: DateTime<Utc>,
+        spent_today: i64,
+        out: &mut Vec<Output>,
+    ) {
+        let info = intents.intent(&m.intent);
+        let action = info.and_then(|i| i.action.clone());
+        let request = ActionRequest {
+            id: ActionId::new(),
+            intent: m.intent.clone(),
+            kind: action.as_ref().map(|a| a.kind.clone()).unwrap_or_default(),
+            slots: m.slot_map(),
+            params: action
+                .as_ref()
+                .map(|a| fill_params(&a.params, &m))
+                .unwrap_or(Value::Null),
+        };
+        let risk = info.map(|i| i.risk).unwrap_or(Risk::High);
+        out.push(Output::Intent(Box::new(m.clone())));
+        if matches!(request.kind.as_str(), "gate.confirm" | "gate.decline") {
+            out.push(Output::Say(
+                "There is nothing waiting for a yes or no.".into(),
+            ));
+            return;
+        }
+        if risk == Risk::Low {
+            if request.kind.is_empty() {
+                out.push(Output::Say(format!(
+                    "I understood {}, but nothing here can do that.",
+                    m.intent
+                )));
+            } else {
+                out.push(Output::RunLow(request));
+            }
+            return;
+        }
+        let amount = self.amount_of(&request);
+        let facts = Facts {
+            action_id: request.id.clone(),
+            intent: request.intent.clone(),
+            slots: request.slots.clone(),
+            transcript: utterance.text.clone(),
+            reply: None,
+            confidence: utterance.confidence,
+            wake_score: utterance.wake_score,
+            amount: amount.clone(),
+        };
+        let refuse = |reason: String| Output::Refused {
+            facts: facts.clone(),
+            reason,
+        };
+        if request.kind.is_empty() {
+            out.push(refuse(format!(
+                "{} has no action configured here",
+                m.intent
+            )));
+            return;
+        }
+        if utterance
+            .confidence
+            .is_some_and(|c| c < self.config.min_confidence)
+        {
+            out.push(refuse(
+                "I'm not sure I heard that right; please say it again".into(),
+            ));
+            return;
+        }
+        if self.locked(now) {
+            out.push(refuse(self.lock_reason(now)));
+            return;
+        }
+        if let (Some(cap), Some(amount)) = (&self.config.daily_spend_cap, &amount)
+            && amount.currency == cap.currency
+            && spent_today.saturating_add(amount.cents) > cap.cents
+        {
+            let spent = Money {
+                cents: spent_today,
+                currency: cap.currency.clone(),
+            };
+            out.push(refuse(format!(
+                "that costs {}, and with {} already spent today it would go over the daily limit of {}",
+                amount.spoken(),
+                spent.spoken(),
+                cap.spoken()
+            )));
+            return;
+        }
+        let readback = readback(info.and_then(|i| i.confirm.as_deref()), &m, amount.as_ref());
+        let digest = digest(&request);
+        let expires_at = now + self.config.confirm_timeout;
+        out.push(Output::ConfirmRequest {
+            facts: facts.clone(),
+            readback: readback.clone(),
+            digest: digest.clone(),
+            expires_at,
+        });
+        self.pending = Some(Pending {
+            request,
+            digest,
+            readback,
+            facts,
+            expires_at,
+            stage: Stage::Reply { reprompted: false },
+        });
+    }
+
+    /// Price × quantity for purchases whose item has a configured price.
+    fn amount_of(&self, request: &ActionRequest) -> Option<Money> {
+        let item = request.slots.get("item")?.as_str()?;
+        let price = self.config.prices.get(item)?;
+        let quantity = match request.slots.get("quantity") {
+            Some(Value::Number(n)) => n.as_i64()?,
+            Some(Value::String(s)) => s.parse().ok()?,
+            None => 1,
+            _ => return None,
+        };
+        Some(Money {
+            cents: price.cents.checked_mul(quantity)?,
+            currency: price.currency.clone(),
+        })
+    }
+}
+
+fn action_kind<'a>(intents: &'a IntentSet, intent: &str) -> Option<&'a str> {
+    intents
+        .intent(intent)?
+        .action
+        .as_ref()
+        .map(|a| a.kind.as_str())
+}
+
+/// "buy batteries yes I confirm": the longest prefix that is a high-stakes
+/// request, when the rest is a confirmation reply.
+fn split_trailing_reply(intents: &IntentSet, text: &str) -> Option<Match> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    for cut in (1..words.len()).rev() {
+        let (head, tail) = (words[..cut].join(" "), words[cut..].join(" "));
+        if !matches!(Gate::classify_reply(intents, &tail), Reply::Yes) {
+            continue;
+        }
+        if let Recognition::Match(m) = intents.recognize(&head, &Map::new())
+            && m.risk == Risk::High
+        {
+            return Some(m);
+        }
+    }
+    None
+}
+
+/// Fills `{slot}` placeholders in action parameters. A string that is just
+/// one placeholder takes the slot's value as is (a number stays a number).
+fn fill_params(params: &Value, m: &Match) -> Value {
+    match params {
+        Value::String(s) => {
+            let trimmed = s.trim();
+            if let Some(name) = trimmed.strip_prefix('{').and_then(|r| r.strip_suffix('}'))
+                && !name.contains(['{', '}'])
+            {
+                return m.slot(name).cloned().unwrap_or(Value::Null);
+            }
+            Value::String(fill_text(s, m))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| fill_params(v, m)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), fill_params(v, m)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders a read-back template: `{slot}` becomes the slot's value,
+/// `{slot.text}` the words that were spoken for it ("packs" where the value
+/// is "pack"), and a `[...]` part is said only if every slot in it has a
+/// value ("[with {milk}]" disappears when no milk was asked for). Spaces are
+/// collapsed.
+fn fill_text(template: &str, m: &Match) -> String {
+    let chars: Vec<char> = template.chars().collect();
+    let ((text, _), _) = render(&chars, 0, m);
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    collapsed
+        .replace(" ?", "?")
+        .replace(" ,", ",")
+        .replace(" .", ".")
+}
+
+/// Renders from `i` to the end or to the `]` closing the current part.
+/// Returns the text and whether every slot it used had a value.
+fn render(chars: &[char], mut i: usize, m: &Match) -> ((String, bool), usize) {
+    let mut out = String::new();
+    let mut complete = true;
+    while i < chars.len() {
+        match chars[i] {
+            '[' => {
+                let ((inner, inner_complete), next) = render(chars, i + 1, m);
+                if inner_complete {
+                    out.push_str(&inner);
+                }
+                i = next;
+            }
+            ']' => return ((out, complete), i + 1),
+            '{' => match chars[i + 1..].iter().position(|&c| c == '}') {
+                Some(len) => {
+                    let name: String = chars[i + 1..i + 1 + len].iter().collect();
+                    let name = name.trim();
+                    // `{slot}` is the value; `{slot.text}` the words as spoken.
+                    let text = match name.strip_suffix(".text") {
+                        Some(slot) => m
+                            .slots
+                            .iter()
+                            .find(|s| s.name == slot)
+                            .map(|s| s.text.clone()),
+                        None => m.slot(name).map(value_text),
+                    };
+                    match text.filter(|v| !v.is_empty()) {
+                        Some(v) => out.push_str(&v),
+                        None => complete = false,
+                    }
+                    i += len + 2;
+                }
+                None => {
+                    out.extend(&chars[i..]);
+                    i = chars.len();
+                }
+            },
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    ((out, complete), i)
+}
+
+/// The read-back: the intent's `confirm:` template with the slot values, or
+/// a plain description when the intent has none.
+fn readback(confirm: Option<&str>, m: &Match, amount: Option<&Money>) -> String {
+    let base = match confirm {
+        Some(template) => fill_text(template, m),
+        None => {
+            let slots: Vec<String> = m
+                .slots
+                .iter()
+                .map(|s| format!("{} {}", s.name, value_text(&s.value)))
+                .collect();
+            if slots.is_empty() {
+                format!("Run {}?", m.intent)
+            } else {
+                format!("Run {} with {}?", m.intent, slots.join(", "))
+            }
+        }
+    };
+    match amount {
+        Some(a) => format!("{base} That's {}.", a.spoken()),
+        None => base,
+    }
+}

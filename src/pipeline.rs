@@ -1,0 +1,724 @@
+//! The pipeline after transcription: utterance → intent → gate → actions →
+//! audit, producing [`Event`]s. `voicegate say`, `voicegate chat` and the
+//! daemon all go through this one type, so typed and spoken commands meet
+//! exactly the same gate, timeouts and audit.
+//!
+//! Order of work for a confirmed high-stakes action, chosen so that a crash
+//! (even SIGKILL) at any point never runs it twice and never loses track of
+//! it:
+//!
+//! 1. append `confirmed` to the audit log — if that fails, the action does
+//!    not run and the user is told why;
+//! 2. write a `started` mark to the execution journal (state database);
+//! 3. run the executor (off this thread);
+//! 4. append `executed` or `failed`.
+//!
+//! At start-up, [`Pipeline::recover`] looks for actions whose last audit
+//! event is `confirmed`: with a `started` mark they are recorded `unknown`
+//! (it may have run: needs review); without one they are recorded `failed`
+//! (it never started). Neither is ever retried.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+
+use chrono::{DateTime, Local, Utc};
+use rusqlite::{Connection, params};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::actions::alarms::{self, Schedule};
+use crate::actions::handlers::Handlers;
+use crate::actions::music::{MpdConfig, MpdPlayer, MusicCommand, MusicPlayer};
+use crate::actions::{ActionRequest, Outcome};
+use crate::audit::{AuditError, AuditEvent, AuditLog, AuditOutcome};
+use crate::gate::{ConfirmedAction, Facts, Gate, GateConfig, Output, Utterance};
+use crate::intent::{IntentSet, NotUnderstood, Risk};
+
+/// One thing that happened, as `chat --json` prints it (one JSON object per line).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// An intent was recognised.
+    Intent {
+        /// Intent name.
+        intent: String,
+        /// Its risk.
+        risk: Risk,
+        /// Slot values.
+        slots: Map<String, Value>,
+    },
+    /// A high-stakes action was read back and waits for "yes".
+    ConfirmRequest {
+        /// The action.
+        action_id: String,
+        /// Its intent.
+        intent: String,
+        /// The read-back.
+        readback: String,
+        /// Digest of exactly what will run.
+        digest: String,
+        /// Seconds left to answer.
+        expires_in_secs: f64,
+    },
+    /// An action ran.
+    Executed {
+        /// The action.
+        action_id: String,
+        /// Its intent.
+        intent: String,
+        /// low or high.
+        risk: Risk,
+        /// What the executor said.
+        message: String,
+    },
+    /// An action ran (or tried to) and failed.
+    Failed {
+        /// The action.
+        action_id: String,
+        /// Its intent.
+        intent: String,
+        /// low or high.
+        risk: Risk,
+        /// What went wrong.
+        error: String,
+    },
+    /// The user said no.
+    Declined {
+        /// The action.
+        action_id: String,
+        /// Its intent.
+        intent: String,
+        /// Why.
+        reason: String,
+    },
+    /// Nobody confirmed in time.
+    Expired {
+        /// The action.
+        action_id: String,
+        /// Its intent.
+        intent: String,
+    },
+    /// Another command replaced it.
+    Superseded {
+        /// The action.
+        action_id: String,
+        /// Its intent.
+        intent: String,
+    },
+    /// The gate would not run it.
+    Refused {
+        /// The action.
+        action_id: String,
+        /// Its intent.
+        intent: String,
+        /// Why.
+        reason: String,
+    },
+    /// Nothing was understood.
+    NotUnderstood {
+        /// What was said.
+        text: String,
+        /// Why.
+        why: NotUnderstood,
+    },
+    /// What voicegate says.
+    Response {
+        /// The words.
+        text: String,
+        /// The action it is about, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        action_id: Option<String>,
+    },
+}
+
+/// Errors starting the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The data directory could not be made.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The state database could not be opened.
+    #[error("cannot open the state database {path}: {source}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The alarm schedule could not be opened.
+    #[error("cannot open the alarm schedule: {0}")]
+    Schedule(#[from] alarms::AlarmError),
+    /// The audit log is broken in a way that stops recovery.
+    #[error("audit log: {0}")]
+    Audit(#[from] AuditError),
+}
+
+/// Where the pipeline keeps things and what it talks to.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// The gate's settings.
+    pub gate: GateConfig,
+    /// Audit log file.
+    pub audit_db: PathBuf,
+    /// State database (alarms, timers, execution journal).
+    pub state_db: PathBuf,
+    /// Handlers for high-stakes kinds.
+    pub handlers: Handlers,
+    /// mpd for music.
+    pub mpd: MpdConfig,
+}
+
+/// A job for the executor thread.
+enum Job {
+    Low(Box<ActionRequest>, mpsc::Sender<Outcome>),
+    High(Box<ConfirmedAction>, mpsc::Sender<Outcome>),
+}
+
+/// The executor thread: actions run here, never on the gate's thread.
+struct Executor {
+    jobs: mpsc::SyncSender<Job>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Executor {
+    fn start(
+        state_db: PathBuf,
+        handlers: Handlers,
+        mpd: MpdConfig,
+    ) -> Result<Executor, PipelineError> {
+        let schedule = Schedule::open(&state_db)?;
+        let (jobs, rx) = mpsc::sync_channel::<Job>(16);
+        let thread = thread::Builder::new()
+            .name("voicegate-executor".into())
+            .spawn(move || {
+                let mut music: Option<MpdPlayer> = None;
+                for job in rx {
+                    match job {
+                        Job::Low(request, reply) => {
+                            let outcome = run_low(&request, &schedule, &mpd, &mut music);
+                            let _ = reply.send(outcome);
+                        }
+                        Job::High(action, reply) => {
+                            let _ = reply.send(handlers.execute(&action));
+                        }
+                    }
+                }
+            })
+            .map_err(|source| PipelineError::DataDir {
+                path: PathBuf::from("executor thread"),
+                source,
+            })?;
+        Ok(Executor {
+            jobs,
+            thread: Some(thread),
+        })
+    }
+
+    fn run(&self, job: impl FnOnce(mpsc::Sender<Outcome>) -> Job) -> Outcome {
+        let (tx, rx) = mpsc::channel();
+        if self.jobs.send(job(tx)).is_err() {
+            return Outcome::Failed {
+                error: "the executor stopped".into(),
+            };
+        }
+        rx.recv().unwrap_or(Outcome::Failed {
+            error: "the executor stopped before answering".into(),
+        })
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop.
+        let (dead, _) = mpsc::sync_channel(1);
+        self.jobs = dead;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run_low(
+    request: &ActionRequest,
+    schedule: &Schedule,
+    mpd: &MpdConfig,
+    music: &mut Option<MpdPlayer>,
+) -> Outcome {
+    let kind = request.kind.as_str();
+    if kind.starts_with("alarm.") || kind.starts_with("timer.") {
+        return alarms::execute(kind, &request.slots, schedule, Local::now());
+    }
+    if kind.starts_with("music.") {
+        let command = match MusicCommand::from_action(kind, &request.slots) {
+            Ok(c) => c,
+            Err(e) => {
+                return Outcome::Failed {
+                    error: e.user_message(),
+                };
+            }
+        };
+        if music.is_none() {
+            match MpdPlayer::new(mpd.clone()) {
+                Ok(p) => *music = Some(p),
+                Err(e) => {
+                    return Outcome::Failed {
+                        error: e.user_message(),
+                    };
+                }
+            }
+        }
+        return match music.as_mut().map(|p| p.execute(&command)) {
+            Some(Ok(message)) => Outcome::Done {
+                message,
+                detail: Value::Null,
+            },
+            Some(Err(e)) => Outcome::Failed {
+                error: e.user_message(),
+            },
+            None => Outcome::Failed {
+                error: "music is not available".into(),
+            },
+        };
+    }
+    match kind {
+        "nevermind" => Outcome::Done {
+            message: "OK.".into(),
+            detail: Value::Null,
+        },
+        other => Outcome::Failed {
+            error: format!("nothing here can run '{other}'"),
+        },
+    }
+}
+
+/// The journal of started executions, in the state database.
+struct Journal {
+    conn: Connection,
+}
+
+impl Journal {
+    fn open(path: &Path) -> Result<Journal, PipelineError> {
+        let err = |source| PipelineError::State {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS executions (
+                 action_id  TEXT PRIMARY KEY,
+                 started_at TEXT NOT NULL
+             );",
+        )
+        .map_err(err)?;
+        Ok(Journal { conn })
+    }
+
+    fn mark_started(&self, action_id: &str, now: DateTime<Utc>) -> rusqlite::Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO executions (action_id, started_at) VALUES (?1, ?2)",
+                params![action_id, now.to_rfc3339()],
+            )
+            .map(|_| ())
+    }
+
+    fn was_started(&self, action_id: &str) -> rusqlite::Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM executions WHERE action_id = ?1",
+                params![action_id],
+                |_| Ok(()),
+            )
+            .map(|_| true)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(false),
+                e => Err(e),
+            })
+    }
+}
+
+/// A crash point for the reliability tests: with `VOICEGATE_TEST_KILL_AT`
+/// set to a step's name, the process sends itself SIGKILL there.
+fn crash_point(step: &str) {
+    if std::env::var("VOICEGATE_TEST_KILL_AT").is_ok_and(|s| s == step) {
+        let pid = std::process::id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status();
+        // SIGKILL is not instant; never go on past the crash point.
+        loop {
+            thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
+/// The pipeline: gate, audit, journal and the executor thread.
+pub struct Pipeline {
+    intents: IntentSet,
+    gate: Gate,
+    audit: Result<AuditLog, AuditError>,
+    journal: Journal,
+    executor: Executor,
+}
+
+impl Pipeline {
+    /// Opens the state, starts the executor thread.
+    pub fn start(intents: IntentSet, config: PipelineConfig) -> Result<Pipeline, PipelineError> {
+        for path in [&config.audit_db, &config.state_db] {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| PipelineError::DataDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+        let journal = Journal::open(&config.state_db)?;
+        let executor = Executor::start(
+            config.state_db.clone(),
+            config.handlers.clone(),
+            config.mpd.clone(),
+        )?;
+        // An audit log that cannot be opened does not stop low-stakes
+        // commands; high-stakes ones are refused while it is unavailable.
+        let audit = AuditLog::open(&config.audit_db);
+        Ok(Pipeline {
+            intents,
+            gate: Gate::new(config.gate),
+            audit,
+            journal,
+            executor,
+        })
+    }
+
+    /// Replaces the intents (after the files changed and checked clean).
+    pub fn set_intents(&mut self, intents: IntentSet) {
+        self.intents = intents;
+    }
+
+    /// When the pending confirmation expires, if one is pending.
+    pub fn deadline(&self) -> Option<DateTime<Utc>> {
+        self.gate.deadline()
+    }
+
+    /// Records actions a previous run left between `confirmed` and a result.
+    /// Never runs them again.
+    pub fn recover(&mut self, now: DateTime<Utc>) -> Vec<Event> {
+        let mut events = Vec::new();
+        let rows = match &self.audit {
+            Ok(audit) => match audit.unresolved() {
+                Ok(rows) => rows,
+                Err(e) => {
+                    events.push(say(
+                        format!("I could not check the audit log for interrupted actions: {e}"),
+                        None,
+                    ));
+                    return events;
+                }
+            },
+            Err(_) => return events,
+        };
+        for row in rows {
+            let started = self
+                .journal
+                .was_started(&row.event.action_id)
+                .unwrap_or(true);
+            let (outcome, detail, text) = if started {
+                (
+                    AuditOutcome::Unknown,
+                    "interrupted while running: it may or may not have gone through; needs review",
+                    format!(
+                        "I was interrupted while running {}; it may or may not have gone through, so please check before asking again.",
+                        row.event.intent
+                    ),
+                )
+            } else {
+                (
+                    AuditOutcome::Failed,
+                    "interrupted after confirmation, before it started: it did not run and was not retried",
+                    format!(
+                        "{} was confirmed but did not run because I was interrupted. Ask again if you still want it.",
+                        row.event.intent
+                    ),
+                )
+            };
+            let event = row.event.next(outcome, Some(detail.to_string()));
+            if let Ok(audit) = &self.audit {
+                let _ = audit.append(&event, now);
+            }
+            events.push(say(text, Some(row.event.action_id.clone())));
+        }
+        events
+    }
+
+    /// Lets time pass (expiry of a pending confirmation).
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Event> {
+        let outputs = self.gate.tick(now);
+        self.apply(outputs, now)
+    }
+
+    /// Handles one utterance.
+    pub fn handle(&mut self, utterance: &Utterance, now: DateTime<Utc>) -> Vec<Event> {
+        let spent = self.spent_today(now);
+        let outputs = self.gate.handle(&self.intents, utterance, now, spent);
+        self.apply(outputs, now)
+    }
+
+    /// Ends the session: a pending confirmation is recorded as expired.
+    pub fn shutdown(&mut self, now: DateTime<Utc>) -> Vec<Event> {
+        let outputs = self.gate.shutdown();
+        self.apply(outputs, now)
+    }
+
+    fn spent_today(&self, now: DateTime<Utc>) -> i64 {
+        let (Some(cap), Ok(audit)) = (&self.gate.config().daily_spend_cap, &self.audit) else {
+            return 0;
+        };
+        let midnight = now
+            .with_timezone(&Local)
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .and_then(|t| t.and_local_timezone(Local).earliest())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(now);
+        match audit.spent_since(midnight, &cap.currency) {
+            Ok(total) => crate::gate::Money::parse(&total.to_string(), &cap.currency)
+                .map(|m| m.cents)
+                .unwrap_or(i64::MAX),
+            // Unknown spending: assume the cap is reached (fail safe).
+            Err(_) => i64::MAX,
+        }
+    }
+
+    fn audit_event(facts: &Facts, outcome: AuditOutcome, detail: Option<String>) -> AuditEvent {
+        AuditEvent {
+            action_id: facts.action_id.to_string(),
+            intent: facts.intent.clone(),
+            slots: facts.slots.clone(),
+            transcript: facts.transcript.clone(),
+            reply_transcript: facts.reply.clone(),
+            confidence: facts.confidence.map(f64::from),
+            wake_score: facts.wake_score.map(f64::from),
+            amount: facts.amount.as_ref().map(|a| a.decimal()),
+            currency: facts.amount.as_ref().map(|a| a.currency.clone()),
+            outcome,
+            detail,
+        }
+    }
+
+    /// Appends to the audit log; on failure, says so (the caller decides
+    /// whether the action may still proceed: it may not, for high stakes).
+    fn record(
+        &self,
+        facts: &Facts,
+        outcome: AuditOutcome,
+        detail: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        match &self.audit {
+            Ok(audit) => audit
+                .append(&Self::audit_event(facts, outcome, detail), now)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the audit log is unavailable: {e}")),
+        }
+    }
+
+    fn apply(&mut self, outputs: Vec<Output>, now: DateTime<Utc>) -> Vec<Event> {
+        let mut events = Vec::new();
+        for output in outputs {
+            match output {
+                Output::Intent(m) => events.push(Event::Intent {
+                    intent: m.intent.clone(),
+                    risk: m.risk,
+                    slots: m.slot_map(),
+                }),
+                Output::RunLow(request) => {
+                    let outcome = self
+                        .executor
+                        .run(|tx| Job::Low(Box::new(request.clone()), tx));
+                    events.extend(result_events(
+                        &request.id.to_string(),
+                        &request.intent,
+                        Risk::Low,
+                        outcome,
+                    ));
+                }
+                Output::ConfirmRequest {
+                    facts,
+                    readback,
+                    digest,
+                    expires_at,
+                } => {
+                    let id = facts.action_id.to_string();
+                    if let Err(e) = self.record(&facts, AuditOutcome::Requested, None, now) {
+                        // No audit, no purchase: drop the pending action.
+                        let _ = self.gate.shutdown();
+                        let reason = format!(
+                            "I can't record purchases and bookings right now ({e}), so I won't do this"
+                        );
+                        events.push(Event::Refused {
+                            action_id: id.clone(),
+                            intent: facts.intent.clone(),
+                            reason: reason.clone(),
+                        });
+                        events.push(say(reason, Some(id)));
+                        continue;
+                    }
+                    events.push(Event::ConfirmRequest {
+                        action_id: id.clone(),
+                        intent: facts.intent.clone(),
+                        readback: readback.clone(),
+                        digest,
+                        expires_in_secs: (expires_at - now).num_milliseconds() as f64 / 1000.0,
+                    });
+                    events.push(say(readback, Some(id)));
+                }
+                Output::Reprompt { facts, text } => {
+                    events.push(say(text, Some(facts.action_id.to_string())))
+                }
+                Output::RunHigh { facts, action } => {
+                    events.extend(self.run_high(&facts, *action, now))
+                }
+                Output::Declined { facts, reason } => {
+                    let _ = self.record(&facts, AuditOutcome::Declined, Some(reason.clone()), now);
+                    let id = facts.action_id.to_string();
+                    events.push(Event::Declined {
+                        action_id: id.clone(),
+                        intent: facts.intent.clone(),
+                        reason: reason.clone(),
+                    });
+                    events.push(say(format!("OK, I won't ({reason})."), Some(id)));
+                }
+                Output::Expired { facts } => {
+                    let _ = self.record(&facts, AuditOutcome::Expired, None, now);
+                    let id = facts.action_id.to_string();
+                    events.push(Event::Expired {
+                        action_id: id.clone(),
+                        intent: facts.intent.clone(),
+                    });
+                    events.push(say("No answer, so I cancelled it.".into(), Some(id)));
+                }
+                Output::Superseded { facts } => {
+                    let _ = self.record(&facts, AuditOutcome::Superseded, None, now);
+                    events.push(Event::Superseded {
+                        action_id: facts.action_id.to_string(),
+                        intent: facts.intent.clone(),
+                    });
+                }
+                Output::Refused { facts, reason } => {
+                    let _ = self.record(&facts, AuditOutcome::Refused, Some(reason.clone()), now);
+                    let id = facts.action_id.to_string();
+                    events.push(Event::Refused {
+                        action_id: id.clone(),
+                        intent: facts.intent.clone(),
+                        reason: reason.clone(),
+                    });
+                    events.push(say(format!("I won't do that: {reason}."), Some(id)));
+                }
+                Output::NotUnderstood { text, why } => {
+                    let reply = match &why {
+                        NotUnderstood::Ambiguous { .. } => {
+                            "Sorry, that could mean more than one thing. Please say it differently."
+                        }
+                        _ => "Sorry, I didn't understand that.",
+                    };
+                    events.push(Event::NotUnderstood { text, why });
+                    events.push(say(reply.into(), None));
+                }
+                Output::Say(text) => events.push(say(text, None)),
+            }
+        }
+        events
+    }
+
+    fn run_high(
+        &mut self,
+        facts: &Facts,
+        action: ConfirmedAction,
+        now: DateTime<Utc>,
+    ) -> Vec<Event> {
+        let id = facts.action_id.to_string();
+        let intent = facts.intent.clone();
+        // 1. The confirmation must be on record before anything runs.
+        if let Err(e) = self.record(facts, AuditOutcome::Confirmed, None, now) {
+            let reason = format!("I can't record this in the audit log ({e}), so I did not do it");
+            return vec![
+                Event::Refused {
+                    action_id: id.clone(),
+                    intent,
+                    reason: reason.clone(),
+                },
+                say(reason, Some(id)),
+            ];
+        }
+        crash_point("after_confirmed");
+        // 2. Mark it started, so a crash during 3 is known to be ambiguous.
+        if let Err(e) = self.journal.mark_started(&id, now) {
+            let reason = format!("I can't write my journal ({e}), so I did not do it");
+            let _ = self.record(facts, AuditOutcome::Failed, Some(reason.clone()), now);
+            return vec![
+                Event::Failed {
+                    action_id: id.clone(),
+                    intent,
+                    risk: Risk::High,
+                    error: reason.clone(),
+                },
+                say(reason, Some(id)),
+            ];
+        }
+        crash_point("after_started");
+        // 3. Run it, off this thread.
+        let outcome = self.executor.run(|tx| Job::High(Box::new(action), tx));
+        crash_point("after_executed");
+        // 4. Record the result.
+        let (audit_outcome, detail) = match &outcome {
+            Outcome::Done { message, .. } => (AuditOutcome::Executed, Some(message.clone())),
+            Outcome::Failed { error } => (AuditOutcome::Failed, Some(error.clone())),
+        };
+        let mut events = result_events(&id, &intent, Risk::High, outcome);
+        if let Err(e) = self.record(facts, audit_outcome, detail, now) {
+            events.push(say(
+                format!("It ran, but I could not record the result in the audit log: {e}"),
+                Some(id),
+            ));
+        }
+        events
+    }
+}
+
+fn say(text: String, action_id: Option<String>) -> Event {
+    Event::Response { text, action_id }
+}
+
+fn result_events(id: &str, intent: &str, risk: Risk, outcome: Outcome) -> Vec<Event> {
+    match outcome {
+        Outcome::Done { message, .. } => vec![
+            Event::Executed {
+                action_id: id.to_string(),
+                intent: intent.to_string(),
+                risk,
+                message: message.clone(),
+            },
+            say(message, Some(id.to_string())),
+        ],
+        Outcome::Failed { error } => vec![
+            Event::Failed {
+                action_id: id.to_string(),
+                intent: intent.to_string(),
+                risk,
+                error: error.clone(),
+            },
+            say(format!("Sorry, that failed: {error}"), Some(id.to_string())),
+        ],
+    }
+}

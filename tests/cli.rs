@@ -1,0 +1,339 @@
+//! End-to-end: the real `voicegate` binary, as people and scripts use it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voicegate"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("voicegate runs")
+}
+
+fn run_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("voicegate runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("voicegate finishes")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn events(o: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn kinds(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+fn data_dir() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().display().to_string();
+    (dir, path)
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["intents", "--help"],
+        vec!["intents", "check", "--help"],
+        vec!["intents", "test", "--help"],
+        vec!["intents", "explain", "--help"],
+        vec!["say", "--help"],
+        vec!["chat", "--help"],
+        vec!["audit", "--help"],
+        vec!["audit", "list", "--help"],
+        vec!["audit", "show", "--help"],
+        vec!["audit", "verify", "--help"],
+        vec!["audit", "export", "--help"],
+        vec!["gate", "hash-pin", "--help"],
+    ] {
+        let o = run(&args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("Usage"), "{args:?}: {}", text(&o));
+    }
+}
+
+#[test]
+fn shipped_intents_check_clean_and_pass_their_tests() {
+    let o = run(&["intents", "check", "intents"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("0 error(s)"), "{}", text(&o));
+    let o = run(&["intents", "test", "intents"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(" 0 failed"), "{}", text(&o));
+}
+
+#[test]
+fn check_reports_file_line_col_with_a_caret_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "intents:\n  X:\n    risk: low\n    data:\n      - sentences: [\"turn on {device\"]\n",
+    )
+    .expect("write");
+    let o = run(&["intents", "check", &dir.path().display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains(&format!("{}:5:", file.display())), "{out}");
+    assert!(out.contains("'{' is never closed"), "{out}");
+    assert!(out.contains('^'), "{out}");
+}
+
+#[test]
+fn global_flags_go_before_or_after_the_subcommand() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("intents");
+    for args in [
+        vec![
+            "--json",
+            "intents",
+            "check",
+            dir.to_str().unwrap_or("intents"),
+        ],
+        vec![
+            "intents",
+            "check",
+            dir.to_str().unwrap_or("intents"),
+            "--json",
+        ],
+    ] {
+        let o = run(&args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        assert_eq!(v["errors"], 0, "{v}");
+    }
+    let (_d, data) = data_dir();
+    let o = run(&[
+        "say",
+        "set a timer for 5 minutes",
+        "--data-dir",
+        &data,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(kinds(&events(&o))[..2], ["intent", "executed"]);
+}
+
+#[test]
+fn say_prints_intent_slots_and_risk() {
+    let (_d, data) = data_dir();
+    let o = run(&["--data-dir", &data, "say", "set a timer for ten minutes"]);
+    let out = text(&o);
+    assert!(out.contains("intent: StartTimer (risk low)"), "{out}");
+    assert!(out.contains("minutes = 10"), "{out}");
+    let o = run(&[
+        "--data-dir",
+        &data,
+        "say",
+        "buy two packs of double a batteries",
+    ]);
+    let out = text(&o);
+    assert!(out.contains("intent: OrderItem (risk high)"), "{out}");
+    assert!(out.contains("item = \"AA batteries\""), "{out}");
+    // One utterance is the whole session: nothing confirmed it, so it expired.
+    assert!(out.contains("[expired OrderItem]"), "{out}");
+}
+
+#[test]
+fn explain_shows_the_template_or_where_matching_stopped() {
+    let o = run(&["intents", "explain", "set a timer for ten minutes"]);
+    let out = text(&o);
+    assert!(out.contains("template: \""), "{out}");
+    assert!(out.contains("intents/en/timers.yaml:"), "{out}");
+    let o = run(&["intents", "explain", "set a timer for purple"]);
+    let out = text(&o);
+    assert!(out.contains("not understood"), "{out}");
+    assert!(out.contains("closest template"), "{out}");
+    assert!(out.contains("matching stopped at word"), "{out}");
+}
+
+/// The issue's "done when": a purchase, then "yes": a confirm request
+/// before exactly one execution with risk high, and an intact audit log.
+#[test]
+fn purchase_then_yes_runs_once_and_is_audited() {
+    let (_d, data) = data_dir();
+    let o = run_stdin(
+        &["--data-dir", &data, "--json", "chat"],
+        "buy two packs of batteries\nyes\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let ev = events(&o);
+    let k = kinds(&ev);
+    let confirm = k
+        .iter()
+        .position(|e| e == "confirm_request")
+        .expect("confirm_request");
+    let executed: Vec<usize> = k
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| *e == "executed")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(executed.len(), 1, "{k:?}");
+    assert!(confirm < executed[0], "{k:?}");
+    let done = &ev[executed[0]];
+    assert_eq!(done["risk"], "high");
+    assert_eq!(done["intent"], "OrderItem");
+    assert_eq!(done["action_id"], ev[confirm]["action_id"]);
+
+    let o = run(&["--data-dir", &data, "audit", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&["--data-dir", &data, "--json", "audit", "list"]);
+    let outcomes: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| v["outcome"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["requested", "confirmed", "executed"],
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn purchase_then_no_is_declined_and_nothing_runs() {
+    let (_d, data) = data_dir();
+    let o = run_stdin(
+        &["--data-dir", &data, "--json", "chat"],
+        "buy paper towels\nno\nyes\n",
+    );
+    let k = kinds(&events(&o));
+    assert!(k.contains(&"declined".to_string()), "{k:?}");
+    assert!(!k.contains(&"executed".to_string()), "{k:?}");
+}
+
+#[test]
+fn booking_then_silence_expires() {
+    let (_d, data) = data_dir();
+    let o = run_stdin(
+        &["--data-dir", &data, "--json", "chat", "--virtual-clock"],
+        "book a table for two at 8 pm tomorrow\n/wait 9\nyes\n",
+    );
+    let k = kinds(&events(&o));
+    assert!(k.contains(&"expired".to_string()), "{k:?}");
+    assert!(!k.contains(&"executed".to_string()), "{k:?}");
+    let o = run(&[
+        "--data-dir",
+        &data,
+        "--json",
+        "audit",
+        "list",
+        "--outcome",
+        "expired",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().count(),
+        1,
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn confirm_timeout_flag_overrides_the_default() {
+    let (_d, data) = data_dir();
+    let o = run_stdin(
+        &[
+            "--data-dir",
+            &data,
+            "--json",
+            "chat",
+            "--virtual-clock",
+            "--confirm-timeout",
+            "2",
+        ],
+        "book a table for two at 8 pm tomorrow\n/wait 3\n",
+    );
+    let ev = events(&o);
+    assert_eq!(
+        ev.iter()
+            .find(|e| e["event"] == "confirm_request")
+            .map(|e| e["expires_in_secs"].clone()),
+        Some(Value::from(2.0))
+    );
+    assert!(kinds(&ev).contains(&"expired".to_string()));
+}
+
+#[test]
+fn sql_in_a_slot_is_stored_and_shown_as_text() {
+    let (_d, data) = data_dir();
+    let o = run_stdin(
+        &["--data-dir", &data, "--json", "chat"],
+        "get me a taxi to '); DROP TABLE audit; --\nyes\n",
+    );
+    assert!(
+        kinds(&events(&o)).contains(&"executed".to_string()),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["--data-dir", &data, "audit", "export", "--format", "json"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("DROP TABLE audit"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        run(&["--data-dir", &data, "audit", "verify"])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn home_assistant_suite_json_shape() {
+    let root: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ha-intents");
+    if !root.is_dir() {
+        eprintln!(
+            "skipping home_assistant_suite_json_shape: {} not found",
+            root.display()
+        );
+        return;
+    }
+    let o = run(&[
+        "intents",
+        "test",
+        "--suite",
+        &root.display().to_string(),
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v["total"], 1024, "{v}");
+    assert!(v["passed"].as_u64().unwrap_or(0) >= 1023, "{v}");
+    assert_eq!(
+        v["by_intent"]["HassStartTimer"]["passed"],
+        v["by_intent"]["HassStartTimer"]["total"]
+    );
+}

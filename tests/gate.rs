@@ -1,0 +1,200 @@
+//! The action gate's rules, as data: `tests/data/gate/cases.yaml` lists
+//! conversations (what is said when) and the gate outputs each step must
+//! produce. Time is injected: every step says its own time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use chrono::{DateTime, Duration, Utc};
+use voicegate::gate::{Gate, GateConfig, Money, Output, PinHash, Utterance};
+use voicegate::intent::IntentSet;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn intents() -> IntentSet {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gate/intents.yaml");
+    let (set, diags) = IntentSet::load_path(&dir, &HashMap::new()).expect("gate test intents load");
+    let errors: Vec<String> = diags
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "gate test intents have errors:\n{}",
+        errors.join("\n")
+    );
+    set
+}
+
+fn name(output: &Output) -> &'static str {
+    match output {
+        Output::Intent(_) => "intent",
+        Output::RunLow(_) => "run_low",
+        Output::ConfirmRequest { .. } => "confirm_request",
+        Output::Reprompt { .. } => "reprompt",
+        Output::RunHigh { .. } => "run_high",
+        Output::Declined { .. } => "declined",
+        Output::Expired { .. } => "expired",
+        Output::Superseded { .. } => "superseded",
+        Output::Refused { .. } => "refused",
+        Output::NotUnderstood { .. } => "not_understood",
+        Output::Say(_) => "say",
+    }
+}
+
+fn seconds(y: &Yaml) -> f64 {
+    y.as_f64()
+        .or_else(|| y.as_i64().map(|i| i as f64))
+        .unwrap_or(0.0)
+}
+
+fn config(case: &Yaml) -> (GateConfig, i64) {
+    let mut config = GateConfig::default();
+    let c = &case["config"];
+    if !c["confirm_timeout"].is_badvalue() {
+        config.confirm_timeout =
+            Duration::milliseconds((seconds(&c["confirm_timeout"]) * 1000.0) as i64);
+    }
+    if let Some(pin) = c["pin"].as_str() {
+        config.pin = Some(PinHash::new(pin));
+    }
+    if let Some(kinds) = c["pin_kinds"].as_vec() {
+        config.pin_kinds = kinds
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect();
+    }
+    if let Some(cap) = c["daily_spend_cap"].as_str() {
+        config.daily_spend_cap = Money::parse(cap, "USD");
+    }
+    if let Some(prices) = c["prices"].as_hash() {
+        config.prices = prices
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), Money::parse(v.as_str()?, "USD")?)))
+            .collect::<BTreeMap<_, _>>();
+    }
+    (config, c["spent_today"].as_i64().unwrap_or(0))
+}
+
+fn check(case: &Yaml, intents: &IntentSet) -> Result<(), String> {
+    let start: DateTime<Utc> = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+    let (config, spent) = config(case);
+    let mut gate = Gate::new(config);
+    let no_steps = Vec::new();
+    for (i, step) in case["steps"]
+        .as_vec()
+        .unwrap_or(&no_steps)
+        .iter()
+        .enumerate()
+    {
+        let now = start + Duration::milliseconds((seconds(&step["at"]) * 1000.0) as i64);
+        let outputs = if step["tick"].as_bool() == Some(true) {
+            gate.tick(now)
+        } else {
+            let utterance = Utterance {
+                text: step["say"].as_str().unwrap_or("").to_string(),
+                confidence: step["confidence"].as_f64().map(|c| c as f32),
+                wake_score: None,
+            };
+            gate.handle(intents, &utterance, now, spent)
+        };
+        let got: Vec<&str> = outputs.iter().map(name).collect();
+        let empty = Vec::new();
+        let want: Vec<&str> = step["expect"]
+            .as_vec()
+            .unwrap_or(&empty)
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+        if got != want {
+            return Err(format!(
+                "step {i} ({:?}): got {got:?}, want {want:?}\n  outputs: {outputs:#?}",
+                step["say"].as_str()
+            ));
+        }
+        for output in &outputs {
+            match output {
+                Output::ConfirmRequest { readback, .. } => {
+                    if let Some(want) = step["readback"].as_str()
+                        && readback != want
+                    {
+                        return Err(format!("step {i}: read-back {readback:?}, want {want:?}"));
+                    }
+                }
+                Output::RunHigh { action, facts } => {
+                    if let Some(want) = step["intent"].as_str()
+                        && action.request().intent != want
+                    {
+                        return Err(format!(
+                            "step {i}: ran {}, want {want}",
+                            action.request().intent
+                        ));
+                    }
+                    if facts.action_id != *action.id() {
+                        return Err(format!("step {i}: facts and action disagree on the id"));
+                    }
+                    if action.digest() != voicegate::gate::digest(action.request()) {
+                        return Err(format!("step {i}: digest does not bind the request"));
+                    }
+                }
+                Output::Refused { reason, .. } | Output::Declined { reason, .. } => {
+                    if let Some(want) = step["reason_contains"].as_str()
+                        && !reason.contains(want)
+                    {
+                        return Err(format!("step {i}: reason {reason:?} lacks {want:?}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn gate_cases() {
+    let intents = intents();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gate/cases.yaml");
+    let text = std::fs::read_to_string(&path).expect("cases file");
+    let docs = YamlLoader::load_from_str(&text).expect("cases parse");
+    let cases = docs[0].as_vec().expect("a list of cases");
+    let mut failures = Vec::new();
+    for case in cases {
+        let name = case["name"].as_str().unwrap_or("?");
+        if let Err(e) = check(case, &intents) {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} gate cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+    eprintln!("{} gate cases passed", cases.len());
+}
+
+#[test]
+fn exactly_one_run_per_confirmation_under_repeated_yes() {
+    // However many times "yes" is said, one read-back runs once.
+    let intents = intents();
+    let start: DateTime<Utc> = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+    let mut gate = Gate::new(GateConfig::default());
+    let mut runs = 0;
+    let mut outputs = gate.handle(&intents, &Utterance::typed("buy paper towels"), start, 0);
+    for k in 1..10 {
+        outputs.extend(gate.handle(
+            &intents,
+            &Utterance::typed("yes"),
+            start + Duration::seconds(k),
+            0,
+        ));
+    }
+    for o in &outputs {
+        if let Output::RunHigh { .. } = o {
+            runs += 1;
+        }
+    }
+    assert_eq!(runs, 1);
+}
