@@ -63,6 +63,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
         Command::Intents(IntentsCommand::Check(args)) => check(&settings, args, out),
         Command::Intents(IntentsCommand::Test(args)) => test(&settings, args, out),
         Command::Intents(IntentsCommand::Explain(args)) => explain(&settings, args, out),
+        Command::Run => {
+            let intents = load_intents(&settings.intents_dir)?;
+            crate::daemon::run(&settings, intents, out)
+        }
         Command::Say(args) => say(&settings, args, out),
         Command::Chat(args) => chat(&settings, args, out),
         Command::Audit(cmd) => Ok(crate::audit::cli::run(

@@ -46,6 +46,10 @@ pub enum Command {
     /// Work with intent files: check, test, explain.
     #[command(subcommand)]
     Intents(IntentsCommand),
+    /// The daemon: alarms and timers ring on time; utterances are handled as
+    /// they come (typed on stdin until the microphone path lands). Stops on
+    /// SIGINT/SIGTERM.
+    Run,
     /// Handle one utterance as typed text: the match, then what the gate does.
     Say(SayArgs),
     /// Handle utterances from stdin, one per line, as if spoken (same gate,

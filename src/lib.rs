@@ -27,6 +27,7 @@ pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod gate;
 pub mod intent;
 pub mod pipeline;

@@ -365,6 +365,7 @@ fn crash_point(step: &str) {
 /// The pipeline: gate, audit, journal and the executor thread.
 pub struct Pipeline {
     intents: IntentSet,
+    context: Map<String, Value>,
     gate: Gate,
     audit: Result<AuditLog, AuditError>,
     journal: Journal,
@@ -393,6 +394,7 @@ impl Pipeline {
         let audit = AuditLog::open(&config.audit_db);
         Ok(Pipeline {
             intents,
+            context: Map::new(),
             gate: Gate::new(config.gate),
             audit,
             journal,
@@ -403,6 +405,19 @@ impl Pipeline {
     /// Replaces the intents (after the files changed and checked clean).
     pub fn set_intents(&mut self, intents: IntentSet) {
         self.intents = intents;
+    }
+
+    /// Sets (or with `None` removes) a context value every utterance is
+    /// matched with, such as `alarm_ringing: true`.
+    pub fn set_context(&mut self, key: &str, value: Option<Value>) {
+        match value {
+            Some(v) => {
+                self.context.insert(key.to_string(), v);
+            }
+            None => {
+                self.context.remove(key);
+            }
+        }
     }
 
     /// When the pending confirmation expires, if one is pending.
@@ -469,7 +484,9 @@ impl Pipeline {
     /// Handles one utterance.
     pub fn handle(&mut self, utterance: &Utterance, now: DateTime<Utc>) -> Vec<Event> {
         let spent = self.spent_today(now);
-        let outputs = self.gate.handle(&self.intents, utterance, now, spent);
+        let outputs = self
+            .gate
+            .handle_in(&self.intents, utterance, &self.context, now, spent);
         self.apply(outputs, now)
     }
 

@@ -9,7 +9,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
+use chrono::{
+    DateTime, FixedOffset, MappedLocalTime, NaiveDate, NaiveDateTime, TimeDelta, TimeZone, Utc,
+};
 use serde_json::{Map, Value, json};
 use tempfile::TempDir;
 use voicegate::actions::Outcome;
@@ -63,13 +65,38 @@ fn resolve_alarm_table() {
         // No day: today if still ahead, else tomorrow.
         (WED_6AM, "07:00", None, "2026-03-04T06:00:00Z"),
         (WED_9AM, "07:00", None, "2026-03-05T06:00:00Z"),
-        ("2026-03-04T06:59:59+01:00", "07:00", None, "2026-03-04T06:00:00Z"),
-        ("2026-03-04T07:00:00+01:00", "07:00", None, "2026-03-05T06:00:00Z"),
-        ("2026-03-04T22:00:00+01:00", "00:00", None, "2026-03-04T23:00:00Z"),
+        (
+            "2026-03-04T06:59:59+01:00",
+            "07:00",
+            None,
+            "2026-03-04T06:00:00Z",
+        ),
+        (
+            "2026-03-04T07:00:00+01:00",
+            "07:00",
+            None,
+            "2026-03-05T06:00:00Z",
+        ),
+        (
+            "2026-03-04T22:00:00+01:00",
+            "00:00",
+            None,
+            "2026-03-04T23:00:00Z",
+        ),
         // Year boundary.
-        ("2026-12-31T23:30:00+01:00", "00:15", None, "2026-12-31T23:15:00Z"),
+        (
+            "2026-12-31T23:30:00+01:00",
+            "00:15",
+            None,
+            "2026-12-31T23:15:00Z",
+        ),
         // Another offset.
-        ("2026-03-04T20:00:00-08:00", "07:00", None, "2026-03-05T15:00:00Z"),
+        (
+            "2026-03-04T20:00:00-08:00",
+            "07:00",
+            None,
+            "2026-03-05T15:00:00Z",
+        ),
         // today / tomorrow.
         (WED_9AM, "23:30", Some("today"), "2026-03-04T22:30:00Z"),
         (WED_6AM, "07:00", Some("tomorrow"), "2026-03-05T06:00:00Z"),
@@ -79,7 +106,12 @@ fn resolve_alarm_table() {
         (WED_9AM, "07:00", Some("wednesday"), "2026-03-11T06:00:00Z"),
         (WED_9AM, "08:15", Some("monday"), "2026-03-09T07:15:00Z"),
         (WED_9AM, "18:00", Some("thursday"), "2026-03-05T17:00:00Z"),
-        ("2026-12-31T23:30:00-05:00", "06:00", Some("friday"), "2027-01-01T11:00:00Z"),
+        (
+            "2026-12-31T23:30:00-05:00",
+            "06:00",
+            Some("friday"),
+            "2027-01-01T11:00:00Z",
+        ),
         // MM-DD: this year or next.
         (WED_9AM, "09:00", Some("12-03"), "2026-12-03T08:00:00Z"),
         (WED_9AM, "09:00", Some("03-01"), "2027-03-01T08:00:00Z"),
@@ -105,13 +137,119 @@ fn resolve_alarm_rejects_bad_input_and_passed_times() {
     }
     for day in ["someday", "13-01", "02-30", "3-4"] {
         assert!(
-            matches!(resolve_alarm("07:00", Some(day), now), Err(AlarmError::BadDay(_))),
+            matches!(
+                resolve_alarm("07:00", Some(day), now),
+                Err(AlarmError::BadDay(_))
+            ),
             "{day}"
         );
     }
     let passed = resolve_alarm("07:00", Some("today"), now).unwrap_err();
     assert!(matches!(passed, AlarmError::Passed(_)));
     assert_eq!(passed.to_string(), "7 AM today has already passed");
+}
+
+/// Central European time in 2026, written out so the test does not depend
+/// on the machine's zone: +01:00, +02:00 from 29 March 02:00 (a gap) to
+/// 25 October 03:00 (a fold).
+#[derive(Debug, Clone, Copy)]
+struct Cet2026;
+
+impl Cet2026 {
+    fn hours(h: i32) -> FixedOffset {
+        FixedOffset::east_opt(h * 3600).unwrap()
+    }
+
+    fn local(y: i32, m: u32, d: u32, h: u32, min: u32) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(y, m, d)
+            .unwrap()
+            .and_hms_opt(h, min, 0)
+            .unwrap()
+    }
+}
+
+impl TimeZone for Cet2026 {
+    type Offset = FixedOffset;
+
+    fn from_offset(_: &FixedOffset) -> Self {
+        Cet2026
+    }
+
+    fn offset_from_local_date(&self, local: &NaiveDate) -> MappedLocalTime<FixedOffset> {
+        self.offset_from_local_datetime(&local.and_hms_opt(0, 0, 0).unwrap())
+    }
+
+    fn offset_from_local_datetime(&self, local: &NaiveDateTime) -> MappedLocalTime<FixedOffset> {
+        let (gap, fold) = (
+            Self::local(2026, 3, 29, 2, 0),
+            Self::local(2026, 10, 25, 2, 0),
+        );
+        let hour = TimeDelta::hours(1);
+        if *local < gap {
+            MappedLocalTime::Single(Self::hours(1))
+        } else if *local < gap + hour {
+            MappedLocalTime::None
+        } else if *local < fold {
+            MappedLocalTime::Single(Self::hours(2))
+        } else if *local < fold + hour {
+            MappedLocalTime::Ambiguous(Self::hours(2), Self::hours(1))
+        } else {
+            MappedLocalTime::Single(Self::hours(1))
+        }
+    }
+
+    fn offset_from_utc_date(&self, utc: &NaiveDate) -> FixedOffset {
+        self.offset_from_utc_datetime(&utc.and_hms_opt(0, 0, 0).unwrap())
+    }
+
+    fn offset_from_utc_datetime(&self, utc: &NaiveDateTime) -> FixedOffset {
+        if *utc < Self::local(2026, 3, 29, 1, 0) || *utc >= Self::local(2026, 10, 25, 1, 0) {
+            Self::hours(1)
+        } else {
+            Self::hours(2)
+        }
+    }
+}
+
+#[test]
+fn a_real_zone_keeps_wall_time_across_daylight_saving_changes() {
+    let saturday = Cet2026.with_ymd_and_hms(2026, 3, 28, 9, 0, 0).unwrap();
+    // With the zone, 7:00 on Sunday is 7:00 summer time...
+    assert_eq!(
+        resolve_alarm("07:00", Some("tomorrow"), saturday).unwrap(),
+        utc("2026-03-29T07:00:00+02:00")
+    );
+    // ...with only today's offset it is an hour late (the documented limit).
+    assert_eq!(
+        resolve_alarm("07:00", Some("tomorrow"), saturday.fixed_offset()).unwrap(),
+        utc("2026-03-29T07:00:00+01:00")
+    );
+    // 02:30 does not exist that night: it rings when the gap ends.
+    assert_eq!(
+        resolve_alarm("02:30", Some("sunday"), saturday).unwrap(),
+        utc("2026-03-29T03:00:00+02:00")
+    );
+    // 02:30 happens twice on 25 October: the first one.
+    let october = Cet2026.with_ymd_and_hms(2026, 10, 24, 9, 0, 0).unwrap();
+    assert_eq!(
+        resolve_alarm("02:30", None, october + TimeDelta::hours(15)).unwrap(),
+        utc("2026-10-25T02:30:00+02:00")
+    );
+
+    // execute speaks in the zone's own time on each day.
+    let (_dir, s) = store();
+    let run = |kind: &str, v: Value| execute(kind, &slots(v), &s, saturday);
+    assert_eq!(
+        said(run(
+            "alarm.set",
+            json!({"time": "07:00", "day": "tomorrow"})
+        )),
+        "Alarm set for 7 AM tomorrow."
+    );
+    assert_eq!(
+        said(run("alarm.list", json!({}))),
+        "You have 1 alarm: 7 AM tomorrow."
+    );
 }
 
 #[test]
@@ -218,7 +356,11 @@ fn restart_within_grace_rings_late_instead_of_reporting() {
 
     let s = Schedule::open(&path).unwrap();
     let now = due + TimeDelta::minutes(1);
-    assert!(s.missed_at_start(now, TimeDelta::minutes(5)).unwrap().is_empty());
+    assert!(
+        s.missed_at_start(now, TimeDelta::minutes(5))
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(s.due(now).unwrap().len(), 1);
 }
 
@@ -235,7 +377,11 @@ fn an_alarm_ringing_when_the_daemon_stopped_does_not_ring_again() {
 
     let s = Schedule::open(&path).unwrap();
     let now = due + TimeDelta::minutes(30);
-    assert!(s.missed_at_start(now, TimeDelta::minutes(5)).unwrap().is_empty());
+    assert!(
+        s.missed_at_start(now, TimeDelta::minutes(5))
+            .unwrap()
+            .is_empty()
+    );
     assert!(s.due(now).unwrap().is_empty());
     assert!(s.stop(now).unwrap().is_empty());
     assert!(s.list_alarms().unwrap().is_empty());
@@ -266,8 +412,14 @@ fn snooze_rings_again_later() {
 
     let five = s.snooze(Some(5), again).unwrap();
     assert_eq!(five[0].rings_at(), again + TimeDelta::minutes(5));
-    assert!(matches!(s.snooze(Some(0), again), Err(AlarmError::BadSnooze(0))));
-    assert!(matches!(s.snooze(Some(61), again), Err(AlarmError::BadSnooze(61))));
+    assert!(matches!(
+        s.snooze(Some(0), again),
+        Err(AlarmError::BadSnooze(0))
+    ));
+    assert!(matches!(
+        s.snooze(Some(61), again),
+        Err(AlarmError::BadSnooze(61))
+    ));
 }
 
 #[test]
@@ -307,7 +459,10 @@ fn cancel_alarms_by_time_day_label_or_all() {
         label: None,
     };
     let cancelled = s.cancel_alarms(&by_time_and_day, &tz, now).unwrap();
-    assert_eq!(cancelled.iter().map(|e| e.id).collect::<Vec<_>>(), [fri830.id]);
+    assert_eq!(
+        cancelled.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [fri830.id]
+    );
 
     let by_label = AlarmFilter::Matching {
         time: None,
@@ -315,14 +470,24 @@ fn cancel_alarms_by_time_day_label_or_all() {
         label: Some(" GYM ".into()),
     };
     let cancelled = s.cancel_alarms(&by_label, &tz, now).unwrap();
-    assert_eq!(cancelled.iter().map(|e| e.id).collect::<Vec<_>>(), [fri7.id]);
+    assert_eq!(
+        cancelled.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [fri7.id]
+    );
 
     let by_id = s.cancel(sat7.id, now).unwrap().unwrap();
     assert_eq!(by_id.state, State::Pending, "returned as it was");
-    assert!(s.cancel(sat7.id, now).unwrap().is_none(), "already cancelled");
+    assert!(
+        s.cancel(sat7.id, now).unwrap().is_none(),
+        "already cancelled"
+    );
 
     assert_eq!(
-        s.list_alarms().unwrap().iter().map(|e| e.id).collect::<Vec<_>>(),
+        s.list_alarms()
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
         [thu7.id]
     );
     let all = s.cancel_alarms(&AlarmFilter::All, &tz, now).unwrap();
@@ -353,7 +518,10 @@ fn cancel_timers_by_name_length_or_all() {
     let by_length = s
         .cancel_timers(&TimerFilter::Lasting(TimeDelta::minutes(10)), now)
         .unwrap();
-    assert_eq!(by_length.iter().map(|e| e.id).collect::<Vec<_>>(), [plain.id]);
+    assert_eq!(
+        by_length.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [plain.id]
+    );
     let all = s.cancel_timers(&TimerFilter::All, now).unwrap();
     assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), [eggs.id]);
     assert!(s.list_timers().unwrap().is_empty());
@@ -384,7 +552,9 @@ fn timer_status_counts_down() {
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].remaining, TimeDelta::milliseconds(250_500));
     assert!(s.timer_status(Some("eggs"), later).unwrap().is_empty());
-    let after = s.timer_status(None, start + TimeDelta::minutes(11)).unwrap();
+    let after = s
+        .timer_status(None, start + TimeDelta::minutes(11))
+        .unwrap();
     assert_eq!(after[0].remaining, TimeDelta::zero());
 }
 
@@ -425,10 +595,7 @@ fn execute_sets_and_lists_alarms() {
     let now = local(WED_9AM);
     let run = |kind: &str, v: Value| execute(kind, &slots(v), &s, now);
 
-    assert_eq!(
-        said(run("alarm.list", json!({}))),
-        "You have no alarms."
-    );
+    assert_eq!(said(run("alarm.list", json!({}))), "You have no alarms.");
     assert_eq!(
         said(run("alarm.set", json!({"time": "07:00"}))),
         "Alarm set for 7 AM tomorrow."
@@ -438,7 +605,10 @@ fn execute_sets_and_lists_alarms() {
         "Alarm set for 8:30 AM on Friday."
     );
     assert_eq!(
-        said(run("alarm.set", json!({"time": "06:45", "day": "12-03", "label": "gym"}))),
+        said(run(
+            "alarm.set",
+            json!({"time": "06:45", "day": "12-03", "label": "gym"})
+        )),
         "Alarm set for 6:45 AM on December 3 called gym."
     );
     assert_eq!(
@@ -498,7 +668,10 @@ fn execute_cancels_alarms_and_asks_when_unsure() {
         "There's no alarm at 9 AM."
     );
     assert_eq!(
-        said(run("alarm.cancel", json!({"time": "07:00", "day": "tomorrow"}))),
+        said(run(
+            "alarm.cancel",
+            json!({"time": "07:00", "day": "tomorrow"})
+        )),
         "Cancelled the alarm for 7 AM tomorrow."
     );
     assert_eq!(
@@ -523,7 +696,12 @@ fn execute_cancels_alarms_and_asks_when_unsure() {
 fn execute_stops_and_snoozes() {
     let (_dir, s) = store();
     let set_at = local(WED_9AM);
-    say_done(execute("alarm.set", &slots(json!({"time": "10:00"})), &s, set_at));
+    say_done(execute(
+        "alarm.set",
+        &slots(json!({"time": "10:00"})),
+        &s,
+        set_at,
+    ));
     let ringing = local("2026-03-04T10:00:00+01:00");
     let run = |kind: &str, v: Value| execute(kind, &slots(v), &s, ringing);
 
@@ -587,7 +765,11 @@ fn execute_starts_reports_and_cancels_timers() {
         "5 minutes left on your timer."
     );
     assert_eq!(
-        said(run("timer.start", json!({"minutes": 10, "name": "pasta"}), start)),
+        said(run(
+            "timer.start",
+            json!({"minutes": 10, "name": "pasta"}),
+            start
+        )),
         "Pasta timer set for 10 minutes."
     );
     // Rounded up to the second, like a countdown.
@@ -671,7 +853,10 @@ fn a_ringing_timer_is_announced_and_cancelling_it_stops_the_ring() {
     ));
     let done = start + TimeDelta::minutes(10);
     let fired = s.due(done.with_timezone(&Utc)).unwrap();
-    assert_eq!(fired_message(&fired[0], done), "Your 10 minute timer is done.");
+    assert_eq!(
+        fired_message(&fired[0], done),
+        "Your 10 minute timer is done."
+    );
     assert_eq!(fired[0].ring_text(), "timer");
     match execute("timer.cancel", &slots(json!({})), &s, done) {
         Outcome::Done { message, detail } => {
@@ -695,7 +880,11 @@ fn wait_for_file(path: &Path) -> String {
         {
             return text;
         }
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -746,7 +935,10 @@ fn stopping_a_command_ringer_ends_its_whole_process_group() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(") ").next().and_then(|rest| rest.chars().next());
+        let state = stat
+            .rsplit(") ")
+            .next()
+            .and_then(|rest| rest.chars().next());
         if stat.is_empty() || state == Some('Z') {
             break;
         }

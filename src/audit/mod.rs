@@ -74,7 +74,9 @@
 //!   `\b \t \n \f \r`, other characters below U+0020 as `\u00xx` (lowercase
 //!   hex), and leave everything else as raw UTF-8. This is exactly Python's
 //!   `json.dumps(row, ensure_ascii=False, separators=(",", ":"))`, so an
-//!   auditor can re-check an export without this program.
+//!   auditor can re-check the database file, or the CSV export (whose
+//!   `slots` column is the stored text and whose reals read back exactly),
+//!   without this program.
 //!
 //! The hash covers the row's own id and its previous hash, so a row cannot be
 //! edited, moved, removed or slipped in without breaking the chain.

@@ -393,23 +393,38 @@ impl Gate {
         now: DateTime<Utc>,
         spent_today: i64,
     ) -> Vec<Output> {
+        self.handle_in(intents, utterance, &Map::new(), now, spent_today)
+    }
+
+    /// [`Gate::handle`] with context from the caller (e.g. `alarm_ringing:
+    /// true`). `pending_confirmation` is the gate's own and is ignored here.
+    pub fn handle_in(
+        &mut self,
+        intents: &IntentSet,
+        utterance: &Utterance,
+        context: &Map<String, Value>,
+        now: DateTime<Utc>,
+        spent_today: i64,
+    ) -> Vec<Output> {
+        let mut base = context.clone();
+        base.remove("pending_confirmation");
         let mut out = self.tick(now);
         if self.pending.is_some() {
-            self.handle_reply(intents, utterance, now, spent_today, &mut out);
+            self.handle_reply(intents, utterance, &base, now, spent_today, &mut out);
         } else {
-            self.handle_request(intents, utterance, now, spent_today, &mut out);
+            self.handle_request(intents, utterance, &base, now, spent_today, &mut out);
         }
         out
     }
 
-    fn reply_context() -> Map<String, Value> {
-        let mut ctx = Map::new();
+    fn reply_context(base: &Map<String, Value>) -> Map<String, Value> {
+        let mut ctx = base.clone();
         ctx.insert("pending_confirmation".into(), Value::Bool(true));
         ctx
     }
 
-    fn classify_reply(intents: &IntentSet, text: &str) -> Reply {
-        match intents.recognize(text, &Self::reply_context()) {
+    fn classify_reply(intents: &IntentSet, text: &str, base: &Map<String, Value>) -> Reply {
+        match intents.recognize(text, &Self::reply_context(base)) {
             Recognition::Match(m) => match action_kind(intents, &m.intent) {
                 Some("gate.confirm") => Reply::Yes,
                 Some("gate.decline") => Reply::No,
@@ -423,6 +438,7 @@ impl Gate {
         &mut self,
         intents: &IntentSet,
         utterance: &Utterance,
+        base: &Map<String, Value>,
         now: DateTime<Utc>,
         spent_today: i64,
         out: &mut Vec<Output>,
@@ -430,7 +446,7 @@ impl Gate {
         let Some(mut pending) = self.pending.take() else {
             return;
         };
-        let reply = Self::classify_reply(intents, &utterance.text);
+        let reply = Self::classify_reply(intents, &utterance.text, base);
         let unsure = utterance
             .confidence
             .is_some_and(|c| c < self.config.min_confidence);
@@ -445,7 +461,13 @@ impl Gate {
                 out.push(Output::Superseded {
                     facts: pending.facts,
                 });
-                self.handle_match(intents, utterance, *m, now, spent_today, out);
+                // It was matched with `pending_confirmation` set; now nothing
+                // is pending, so match it again as a fresh request.
+                let fresh = match intents.recognize(&utterance.text, base) {
+                    Recognition::Match(fresh) => fresh,
+                    Recognition::NotUnderstood(_) => *m,
+                };
+                self.handle_match(intents, utterance, fresh, now, spent_today, out);
             }
             (Stage::Reply { .. }, Reply::Yes) if !unsure => {
                 if self.locked(now) {
@@ -590,17 +612,19 @@ impl Gate {
         &mut self,
         intents: &IntentSet,
         utterance: &Utterance,
+        base: &Map<String, Value>,
         now: DateTime<Utc>,
         spent_today: i64,
         out: &mut Vec<Output>,
     ) {
-        match intents.recognize(&utterance.text, &Map::new()) {
+        match intents.recognize(&utterance.text, base) {
             Recognition::Match(m) => {
                 self.handle_match(intents, utterance, m, now, spent_today, out)
             }
             Recognition::NotUnderstood(why) => {
                 // "yes" with nothing pending runs nothing.
-                if let Reply::Yes | Reply::No = Self::classify_reply(intents, &utterance.text) {
+                if let Reply::Yes | Reply::No = Self::classify_reply(intents, &utterance.text, base)
+                {
                     out.push(Output::Say(
                         "There is nothing waiting for a yes or no.".into(),
                     ));
@@ -608,7 +632,7 @@ impl Gate {
                 }
                 // A request with its own "yes" attached: the "yes" never
                 // counts; read the request back as usual.
-                if let Some(m) = split_trailing_reply(intents, &utterance.text) {
+                if let Some(m) = split_trailing_reply(intents, &utterance.text, base) {
                     self.handle_match(intents, utterance, m, now, spent_today, out);
                     return;
                 }
@@ -757,14 +781,18 @@ fn action_kind<'a>(intents: &'a IntentSet, intent: &str) -> Option<&'a str> {
 
 /// "buy batteries yes I confirm": the longest prefix that is a high-stakes
 /// request, when the rest is a confirmation reply.
-fn split_trailing_reply(intents: &IntentSet, text: &str) -> Option<Match> {
+fn split_trailing_reply(
+    intents: &IntentSet,
+    text: &str,
+    base: &Map<String, Value>,
+) -> Option<Match> {
     let words: Vec<&str> = text.split_whitespace().collect();
     for cut in (1..words.len()).rev() {
         let (head, tail) = (words[..cut].join(" "), words[cut..].join(" "));
-        if !matches!(Gate::classify_reply(intents, &tail), Reply::Yes) {
+        if !matches!(Gate::classify_reply(intents, &tail, base), Reply::Yes) {
             continue;
         }
-        if let Recognition::Match(m) = intents.recognize(&head, &Map::new())
+        if let Recognition::Match(m) = intents.recognize(&head, base)
             && m.risk == Risk::High
         {
             return Some(m);
