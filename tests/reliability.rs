@@ -1,0 +1,389 @@
+//! Reliability of high-stakes actions, through the real binary: a local HTTP
+//! server plays the merchant; the process is killed (SIGKILL) at each step
+//! between confirmation and result; the audit database is made unwritable;
+//! `audit verify` runs while the daemon writes; the daemon stops on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A merchant on 127.0.0.1 that records each request's Idempotency-Key and
+/// answers with `status`. It stops when dropped.
+struct Merchant {
+    port: u16,
+    keys: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Merchant {
+    fn start(status: u16) -> Merchant {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (k, s) = (keys.clone(), stop.clone());
+        thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !s.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let Ok((stream, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(stream);
+                let mut key = String::new();
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("idempotency-key:") {
+                        key = v.trim().to_string();
+                    }
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                k.lock().expect("lock").push(key);
+                let text = r#"{"message":"Order placed"}"#;
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+                let _ = reader.get_mut().write_all(reply.as_bytes());
+            }
+        });
+        Merchant { port, keys, stop }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.keys.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Merchant {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+struct Home {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    config: PathBuf,
+}
+
+fn home(merchant: Option<&Merchant>) -> Home {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("voicegate.toml");
+    let mut toml = String::new();
+    if let Some(m) = merchant {
+        toml.push_str(&format!(
+            "[handlers.\"purchase.order\"]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/orders\"\ntimeout_secs = 5\n",
+            m.port
+        ));
+    }
+    std::fs::write(&config, toml).expect("config");
+    Home {
+        _dir: dir,
+        data,
+        config,
+    }
+}
+
+fn voicegate(home: &Home) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voicegate"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("--config")
+        .arg(&home.config)
+        .arg("--data-dir")
+        .arg(&home.data)
+        .env_remove("VOICEGATE_TEST_KILL_AT");
+    cmd
+}
+
+fn chat(home: &Home, input: &str, kill_at: Option<&str>) -> Output {
+    let mut cmd = voicegate(home);
+    cmd.args(["--json", "chat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(step) = kill_at {
+        cmd.env("VOICEGATE_TEST_KILL_AT", step);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+fn events(o: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn kinds(o: &Output) -> Vec<String> {
+    events(o)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// (outcome, detail) of every audit row, oldest first.
+fn audit(home: &Home) -> Vec<(String, String)> {
+    let o = voicegate(home)
+        .args(["--json", "audit", "list"])
+        .output()
+        .expect("audit list");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| {
+            (
+                v["outcome"].as_str().unwrap_or("").to_string(),
+                v["detail"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn outcomes(home: &Home) -> Vec<String> {
+    audit(home).into_iter().map(|(o, _)| o).collect()
+}
+
+fn verify_ok(home: &Home) -> bool {
+    voicegate(home)
+        .args(["audit", "verify"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn webhook_merchant_gets_one_post_keyed_by_the_action_id() {
+    let merchant = Merchant::start(200);
+    let home = home(Some(&merchant));
+    let o = chat(&home, "buy two packs of batteries\nyes\nyes\n", None);
+    let ev = events(&o);
+    let done: Vec<&Value> = ev.iter().filter(|e| e["event"] == "executed").collect();
+    assert_eq!(done.len(), 1, "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(done[0]["message"], "Order placed");
+    let keys = merchant.requests();
+    assert_eq!(
+        keys,
+        vec![done[0]["action_id"].as_str().unwrap_or("?").to_string()]
+    );
+    assert_eq!(outcomes(&home), ["requested", "confirmed", "executed"]);
+    assert!(verify_ok(&home));
+}
+
+#[test]
+fn merchant_error_is_reported_and_recorded_as_failed() {
+    let merchant = Merchant::start(502);
+    let home = home(Some(&merchant));
+    let o = chat(&home, "buy two packs of batteries\nyes\n", None);
+    assert!(
+        kinds(&o).contains(&"failed".to_string()),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(!kinds(&o).contains(&"executed".to_string()));
+    assert_eq!(outcomes(&home), ["requested", "confirmed", "failed"]);
+    assert_eq!(merchant.requests().len(), 1, "never retried");
+}
+
+/// SIGKILL at each step between confirmation and result: after a restart
+/// nothing runs twice, and an execution that started without a result is
+/// `unknown`, never retried.
+#[test]
+fn sigkill_at_each_step_never_runs_twice() {
+    // (step, merchant requests by the time of the kill, outcome recorded at restart, detail contains)
+    let cases = [
+        ("after_confirmed", 0, "failed", "before it started"),
+        ("after_started", 0, "unknown", "needs review"),
+        ("after_executed", 1, "unknown", "needs review"),
+    ];
+    for (step, requests, outcome, detail) in cases {
+        let merchant = Merchant::start(200);
+        let home = home(Some(&merchant));
+        let o = chat(&home, "buy two packs of batteries\nyes\n", Some(step));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&o.status),
+            Some(9),
+            "{step}: expected SIGKILL, got {:?}",
+            o.status
+        );
+        assert!(!kinds(&o).contains(&"executed".to_string()), "{step}");
+        assert_eq!(
+            merchant.requests().len(),
+            requests,
+            "{step}: requests before restart"
+        );
+
+        // Restart (any command reconciles), twice: recovery is recorded once.
+        for _ in 0..2 {
+            let o = chat(&home, "set a timer for 1 minute\n", None);
+            assert!(
+                o.status.success(),
+                "{step}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let rows = audit(&home);
+        let got: Vec<&str> = rows.iter().map(|(o, _)| o.as_str()).collect();
+        assert_eq!(got, ["requested", "confirmed", outcome], "{step}");
+        assert!(rows[2].1.contains(detail), "{step}: {:?}", rows[2]);
+        assert_eq!(
+            merchant.requests().len(),
+            requests,
+            "{step}: nothing is retried"
+        );
+        assert!(verify_ok(&home), "{step}");
+    }
+}
+
+#[test]
+fn an_unwritable_audit_log_stops_the_purchase_with_a_clear_error() {
+    let merchant = Merchant::start(200);
+    let home = home(Some(&merchant));
+    // The audit database path is a directory: it cannot be opened or written.
+    std::fs::create_dir_all(home.data.join("audit.db")).expect("dir");
+    let o = chat(
+        &home,
+        "buy two packs of batteries\nyes\nset a timer for 2 minutes\n",
+        None,
+    );
+    let ev = events(&o);
+    let k: Vec<&str> = ev
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or(""))
+        .collect();
+    assert!(k.contains(&"refused"), "{k:?}");
+    assert!(
+        !ev.iter()
+            .any(|e| e["event"] == "executed" && e["risk"] == "high"),
+        "{k:?}"
+    );
+    assert!(
+        ev.iter().any(|e| e["event"] == "response"
+            && e["text"].as_str().unwrap_or("").contains("can't record")),
+        "{k:?}"
+    );
+    // Low-stakes commands still work.
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "executed" && e["risk"] == "low"),
+        "{k:?}"
+    );
+    assert!(merchant.requests().is_empty());
+}
+
+#[test]
+fn a_corrupt_audit_log_stops_the_purchase() {
+    let home = home(None);
+    std::fs::create_dir_all(&home.data).expect("dir");
+    std::fs::write(
+        home.data.join("audit.db"),
+        b"this is not a database, just bytes",
+    )
+    .expect("write");
+    let o = chat(&home, "buy two packs of batteries\nyes\n", None);
+    let k = kinds(&o);
+    assert!(k.contains(&"refused".to_string()), "{k:?}");
+    assert!(!k.contains(&"executed".to_string()), "{k:?}");
+}
+
+fn spawn_daemon(home: &Home) -> Child {
+    voicegate(home)
+        .args(["--json", "run"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run")
+}
+
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+#[test]
+fn audit_verify_passes_while_the_daemon_writes() {
+    let home = home(None);
+    let mut daemon = spawn_daemon(&home);
+    let mut stdin = daemon.stdin.take().expect("stdin");
+    let writer = thread::spawn(move || {
+        for _ in 0..40 {
+            let _ = stdin.write_all(b"buy paper towels\nyes\n");
+            thread::sleep(Duration::from_millis(15));
+        }
+        stdin
+    });
+    let mut verified = 0;
+    let start = Instant::now();
+    while !writer.is_finished() && start.elapsed() < Duration::from_secs(60) {
+        let o = voicegate(&home)
+            .args(["audit", "verify"])
+            .output()
+            .expect("verify");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        verified += 1;
+    }
+    let _stdin = writer.join().expect("writer");
+    // Let the daemon catch up, then stop it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outcomes(&home).iter().filter(|o| *o == "executed").count() < 40
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(100));
+    }
+    terminate(&mut daemon);
+    let _ = daemon.wait();
+    assert!(verified >= 1);
+    assert_eq!(
+        outcomes(&home).iter().filter(|o| *o == "executed").count(),
+        40
+    );
+    assert!(verify_ok(&home));
+}
+
+#[test]
+fn sigterm_records_a_pending_confirmation_as_expired() {
+    let home = home(None);
+    let mut daemon = spawn_daemon(&home);
+    let mut stdin = daemon.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"book a table for two at 8 pm tomorrow\n")
+        .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !outcomes(&home).contains(&"requested".to_string()) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    terminate(&mut daemon);
+    let status = daemon.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(outcomes(&home), ["requested", "expired"]);
+    drop(stdin);
+}
