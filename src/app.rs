@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::cli::{
-    ChatArgs, CheckArgs, Cli, Command, ExplainArgs, GateCommand, IntentsCommand, SayArgs, TestArgs,
+    ChatArgs, CheckArgs, Cli, Command, EvalArgs, EvalCommand, ExplainArgs, GateCommand,
+    IntentsCommand, RunArgs, SayArgs, SpeechArgs, TestArgs, TranscribeArgs,
 };
 use crate::config::{ConfigError, Settings};
 use crate::gate::{PinHash, Utterance};
@@ -63,10 +64,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
         Command::Intents(IntentsCommand::Check(args)) => check(&settings, args, out),
         Command::Intents(IntentsCommand::Test(args)) => test(&settings, args, out),
         Command::Intents(IntentsCommand::Explain(args)) => explain(&settings, args, out),
-        Command::Run => {
-            let intents = load_intents(&settings.intents_dir)?;
-            crate::daemon::run(&settings, intents, out)
-        }
+        Command::Run(args) => run_daemon(&settings, args, out),
+        Command::Transcribe(args) => transcribe(&settings, args, out),
+        Command::Eval(EvalCommand::SpeechToIntent(args)) => eval_speech(&settings, args, out),
         Command::Say(args) => say(&settings, args, out),
         Command::Chat(args) => chat(&settings, args, out),
         Command::Audit(cmd) => Ok(crate::audit::cli::run(
@@ -416,7 +416,9 @@ fn say(settings: &Settings, args: SayArgs, out: &mut dyn Write) -> Result<i32, A
     let mut pipeline = pipeline(settings)?;
     let now = Utc::now();
     let mut events = pipeline.recover(now);
-    let _ = parse_context(&args.context)?;
+    for (key, value) in parse_context(&args.context)? {
+        pipeline.set_context(&key, Some(value));
+    }
     events.extend(pipeline.handle(&Utterance::typed(args.text), now));
     // One utterance is the whole session: nothing can confirm later.
     events.extend(pipeline.shutdown(now));
@@ -493,6 +495,209 @@ fn chat(settings: &Settings, args: ChatArgs, out: &mut dyn Write) -> Result<i32,
     }
     let events = pipeline.shutdown(now(&clock));
     print_events(&events, settings.json, out)?;
+    Ok(0)
+}
+
+/// The vocabulary prompt: one sample sentence per intent, in the intents'
+/// own words, so whisper leans toward what the intents can understand.
+pub fn vocabulary_prompt(intents: &IntentSet) -> String {
+    let mut sentences: Vec<String> = Vec::new();
+    for intent in &intents.definitions().intents {
+        if matches!(
+            intent.action.as_ref().map(|a| a.kind.as_str()),
+            Some("gate.confirm" | "gate.decline")
+        ) {
+            continue;
+        }
+        if let Some((text, _)) = intent.tests.first().and_then(|t| t.sentences.first()) {
+            let mut s = text.trim().to_string();
+            if let Some(first) = s.get(..1) {
+                s = first.to_uppercase() + &s[1..];
+            }
+            sentences.push(s);
+        }
+    }
+    let mut prompt = sentences.join(". ");
+    prompt.push('.');
+    // whisper keeps at most 224 prompt tokens; stay well inside.
+    if prompt.len() > 600 {
+        let cut = prompt[..600].rfind(". ").map(|i| i + 1).unwrap_or(600);
+        prompt.truncate(cut);
+    }
+    prompt
+}
+
+fn stt_options(intents: &IntentSet, args: &SpeechArgs) -> crate::stt::SttOptions {
+    let mut options = crate::stt::SttOptions::default();
+    if let Some(n) = args.threads {
+        options.threads = n.max(1);
+    }
+    options.shrink_window = !args.full_window;
+    if !args.no_prompt {
+        options.prompt = vocabulary_prompt(intents);
+    }
+    options
+}
+
+fn load_engine(
+    intents: &IntentSet,
+    args: &SpeechArgs,
+) -> Result<crate::stt::WhisperTranscriber, AppError> {
+    let model = crate::speech::model::default_models_dir()
+        .and_then(|dir| crate::speech::model::resolve(args.model.as_deref(), &dir))
+        .map_err(|e| AppError::Usage(e.to_string()))?;
+    crate::stt::WhisperTranscriber::load(&model, stt_options(intents, args))
+        .map_err(|e| AppError::Usage(e.to_string()))
+}
+
+fn run_daemon(settings: &Settings, args: RunArgs, out: &mut dyn Write) -> Result<i32, AppError> {
+    let intents = load_intents(&settings.intents_dir)?;
+    let tts = match args.tts.as_deref() {
+        Some("none") | Some("") => None,
+        Some(cmd) => Some(cmd.to_string()),
+        None => settings
+            .tts_command
+            .clone()
+            .or_else(crate::daemon::default_tts),
+    };
+    let options = crate::daemon::RunOptions {
+        input: args.input,
+        text: args.text,
+        realtime: args.realtime,
+        device: args.device,
+        model: args.speech.model.clone(),
+        stt: stt_options(&intents, &args.speech),
+        tts: tts.filter(|t| t != "none"),
+        silence_end_ms: args.silence_ms.unwrap_or(0),
+    };
+    crate::daemon::run(settings, intents, options, out)
+}
+
+fn transcribe(
+    settings: &Settings,
+    args: TranscribeArgs,
+    out: &mut dyn Write,
+) -> Result<i32, AppError> {
+    use crate::audio::AudioSource;
+    use crate::stt::Transcriber;
+    let intents = load_intents(&settings.intents_dir)?;
+    let mut engine = load_engine(&intents, &args.speech)?;
+    let mut source = crate::audio::WavSource::open(&args.file, false)
+        .map_err(|e| AppError::Usage(e.to_string()))?;
+    let mut samples = Vec::new();
+    let mut buf = vec![0.0f32; 16_000];
+    loop {
+        match source.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => samples.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(AppError::Usage(e.to_string())),
+        }
+    }
+    let t = engine
+        .transcribe(&samples)
+        .map_err(|e| AppError::Usage(e.to_string()))?;
+    if settings.json {
+        writeln!(out, "{}", serde_json::to_string(&t).unwrap_or_default())?;
+    } else {
+        writeln!(out, "{}", t.text)?;
+        writeln!(
+            out,
+            "confidence {:.2}, {:.2} s of audio in {:.2} s (encoder window {}{})",
+            t.confidence,
+            t.audio_secs,
+            t.decode_secs,
+            t.audio_ctx,
+            if t.retried {
+                ", decoded again after a repetition"
+            } else {
+                ""
+            }
+        )?;
+    }
+    Ok(0)
+}
+
+fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Result<i32, AppError> {
+    let intents = load_intents(&settings.intents_dir)?;
+    let mut engine = load_engine(&intents, &args.speech)?;
+    let mut labels =
+        crate::eval::read_labels(&args.labels).map_err(|e| AppError::Usage(e.to_string()))?;
+    if let Some(limit) = args.limit {
+        labels = labels.into_iter().take(limit).collect();
+    }
+    let noise = match &args.noise {
+        Some(path) => {
+            Some(crate::eval::read_wav(path).map_err(|e| AppError::Usage(e.to_string()))?)
+        }
+        None => None,
+    };
+    let noise_ref = noise.as_deref().zip(args.snr);
+    let trim = |audio: &[f32]| -> Vec<f32> {
+        let mut endpointer =
+            crate::audio::Endpointer::new(crate::audio::EndpointConfig::always_armed());
+        let frame = crate::audio::FRAME_SAMPLES;
+        let mut padded = audio.to_vec();
+        // The daemon keeps listening after the clip; trailing silence lets
+        // the endpointer see the end, as it would live.
+        padded.extend(std::iter::repeat_n(0.0, 16_000));
+        let mut best: Option<Vec<f32>> = None;
+        for chunk in padded.chunks(frame) {
+            let mut f = chunk.to_vec();
+            f.resize(frame, 0.0);
+            if let Some(crate::audio::EndpointEvent::Utterance(u)) = endpointer.push(&f) {
+                // One command per clip: keep the longest utterance found.
+                if best.as_ref().is_none_or(|b| u.samples.len() > b.len()) {
+                    best = Some(u.samples);
+                }
+            }
+        }
+        best.unwrap_or_else(|| audio.to_vec())
+    };
+    let verbose = args.verbose && !settings.json;
+    let mut lines: Vec<String> = Vec::new();
+    let (summary, results) = crate::eval::run(
+        &args.dir,
+        &labels,
+        noise_ref,
+        &intents,
+        &mut engine,
+        &trim,
+        |r| {
+            if verbose {
+                lines.push(format!(
+                    "{} {} {:.0} ms \"{}\" {}",
+                    if r.accepted { "ok  " } else { "MISS" },
+                    r.file,
+                    r.latency_ms,
+                    r.transcript,
+                    r.intent.as_deref().unwrap_or("-")
+                ));
+            }
+        },
+    )
+    .map_err(|e| AppError::Usage(e.to_string()))?;
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    let _ = results;
+    if settings.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&summary).unwrap_or_default()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{} clips, {} accepted ({:.1}%), latency p50 {:.0} ms, p95 {:.0} ms, rtf {:.3}",
+            summary.clips,
+            summary.accepted,
+            summary.acceptance * 100.0,
+            summary.latency_ms.get("p50").copied().unwrap_or(0.0),
+            summary.latency_ms.get("p95").copied().unwrap_or(0.0),
+            summary.rtf
+        )?;
+    }
     Ok(0)
 }
 

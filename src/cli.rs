@@ -46,10 +46,15 @@ pub enum Command {
     /// Work with intent files: check, test, explain.
     #[command(subcommand)]
     Intents(IntentsCommand),
-    /// The daemon: alarms and timers ring on time; utterances are handled as
-    /// they come (typed on stdin until the microphone path lands). Stops on
-    /// SIGINT/SIGTERM.
-    Run,
+    /// The daemon: listens (microphone, a WAV file, raw PCM on stdin, or
+    /// typed lines), transcribes each command, and runs it through the gate;
+    /// alarms and timers ring on time. Stops on SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Transcribe a WAV file with the whisper model.
+    Transcribe(TranscribeArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Eval(EvalCommand),
     /// Handle one utterance as typed text: the match, then what the gate does.
     Say(SayArgs),
     /// Handle utterances from stdin, one per line, as if spoken (same gate,
@@ -61,6 +66,98 @@ pub enum Command {
     /// Gate utilities.
     #[command(subcommand)]
     Gate(GateCommand),
+}
+
+/// Options shared by commands that transcribe.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SpeechArgs {
+    /// A ggml whisper model file (default: the installed tiny.en).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Decode without the vocabulary prompt.
+    #[arg(long)]
+    pub no_prompt: bool,
+    /// Encode the full 30 s window instead of shrinking it to the utterance.
+    #[arg(long)]
+    pub full_window: bool,
+    /// Inference threads (default: the CPU count, at most 4).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// `voicegate run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Audio to listen to: a WAV file (any rate, channels, sample format), or
+    /// `-` for raw 16-bit 16 kHz mono PCM on stdin. Default: the microphone.
+    #[arg(long, value_name = "FILE|-")]
+    pub input: Option<String>,
+    /// Read typed commands, one per line, from stdin instead of audio.
+    #[arg(long, conflicts_with = "input")]
+    pub text: bool,
+    /// Pace file or stdin audio like a live microphone.
+    #[arg(long)]
+    pub realtime: bool,
+    /// Input device name (default: the system's default input).
+    #[arg(long, value_name = "NAME")]
+    pub device: Option<String>,
+    /// Treat every detected utterance as addressed to voicegate (no wake
+    /// word). Until the wake word lands this is how `run` always works.
+    #[arg(long)]
+    pub no_wake: bool,
+    /// Command that speaks responses, text on stdin ("none" to only log).
+    /// Default: from the config, else espeak-ng when installed.
+    #[arg(long, value_name = "CMD")]
+    pub tts: Option<String>,
+    /// Silence that ends a command, in ms (default 600).
+    #[arg(long, value_name = "MS")]
+    pub silence_ms: Option<u32>,
+    /// Speech options.
+    #[command(flatten)]
+    pub speech: SpeechArgs,
+}
+
+/// `voicegate transcribe`
+#[derive(Debug, Args)]
+pub struct TranscribeArgs {
+    /// The WAV file.
+    pub file: PathBuf,
+    /// Speech options.
+    #[command(flatten)]
+    pub speech: SpeechArgs,
+}
+
+/// `voicegate eval ...`
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Picovoice's speech-to-intent benchmark: transcribe and match every
+    /// clip in DIR and score it against the labels.
+    SpeechToIntent(EvalArgs),
+}
+
+/// `voicegate eval speech-to-intent`
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Directory of WAV clips.
+    pub dir: PathBuf,
+    /// The benchmark's labels.json.
+    #[arg(long, value_name = "FILE")]
+    pub labels: PathBuf,
+    /// Noise to mix in (e.g. kitchen.wav).
+    #[arg(long, value_name = "FILE", requires = "snr")]
+    pub noise: Option<PathBuf>,
+    /// Signal-to-noise ratio for the noise, dB.
+    #[arg(long, value_name = "DB", requires = "noise")]
+    pub snr: Option<f64>,
+    /// Only the first N clips.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print every clip's result.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Speech options.
+    #[command(flatten)]
+    pub speech: SpeechArgs,
 }
 
 /// `voicegate gate ...`

@@ -27,6 +27,9 @@
 //!
 //! [alarms]
 //! ring_command = "aplay /usr/share/sounds/alarm.wav"   # default: the bundled sound
+//!
+//! [speech]
+//! tts_command = "espeak-ng"          # speaks responses; default espeak-ng if installed
 //! ```
 
 use std::collections::BTreeMap;
@@ -77,6 +80,14 @@ struct FileConfig {
     music: MusicSection,
     #[serde(default)]
     alarms: AlarmsSection,
+    #[serde(default)]
+    speech: SpeechSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpeechSection {
+    tts_command: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,6 +134,8 @@ pub struct Settings {
     pub mpd: MpdConfig,
     /// Command to run when an alarm or timer rings (default: the bundled sound).
     pub ring_command: Option<String>,
+    /// Command that speaks responses (text on stdin).
+    pub tts_command: Option<String>,
 }
 
 impl Settings {
@@ -231,6 +244,7 @@ impl Settings {
             handlers: file.handlers.unwrap_or_default(),
             mpd,
             ring_command: file.alarms.ring_command.clone(),
+            tts_command: file.speech.tts_command.clone(),
         })
     }
 }

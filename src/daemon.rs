@@ -1,38 +1,90 @@
 //! `voicegate run`: the long-running process.
 //!
-//! One coordinator loop over a closed [`Input`] enum, fed through one bounded
-//! channel by small producer threads (typed lines today; the microphone path
-//! will be another producer). Between inputs the loop wakes for the next
-//! deadline: an alarm or timer coming due, or a pending confirmation
-//! expiring. On SIGINT or SIGTERM it stops cleanly: a pending confirmation is
-//! recorded as expired and the ringer is stopped.
+//! ```text
+//!  audio thread ─┐  (source → endpointer → whisper thread)
+//!  stdin thread ─┤
+//!  reload thread ┼──▶ bounded channel ──▶ coordinator (tokio) ──▶ gate thread (Pipeline)
+//!  signals ──────┘                           │  timers: confirm expiry, alarms
+//!                                            └──▶ stdout (events), TTS, ringer
+//! ```
+//!
+//! One coordinator loop over a closed [`Input`] enum. Producers are plain
+//! threads (audio capture, inference and stdin block); the coordinator runs
+//! on a single-threaded tokio runtime and never does heavy work itself: the
+//! pipeline (SQLite, executors) lives on its own "gate" thread and answers
+//! through one-shot replies. Every producer has a shutdown path: they stop
+//! when the channel closes.
+//!
+//! **Clocks.** With a microphone (or `--realtime`) time is the wall clock.
+//! With a file read as fast as possible, the gate's time is the *audio*
+//! time (start + samples read / 16 kHz), so "a booking, then 10 s of
+//! silence" expires exactly as it would live, in a fraction of the time;
+//! when the file ends, time runs on to a pending confirmation's deadline.
+//! Alarms always use the wall clock.
 //!
 //! At start it reconciles what a previous run left behind: actions
 //! interrupted between confirmation and result (see `pipeline`), and alarms
-//! that came due while it was down (reported, never rung late).
+//! that came due while it was down (reported, never rung late). On SIGINT or
+//! SIGTERM it stops cleanly: a pending confirmation is recorded as expired.
 
 use std::io::Write;
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
 use std::thread;
-use std::time::Duration as StdDuration;
+use std::time::{Duration as StdDuration, SystemTime};
 
-use chrono::{Local, TimeDelta, Utc};
+use chrono::{DateTime, Local, TimeDelta, Utc};
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::actions::alarms::{self, Schedule, State};
 use crate::actions::ring::{Ringer, configured_ringer};
 use crate::app::{AppError, print_events};
+use crate::audio::{
+    self, AudioSource, EndpointConfig, EndpointEvent, Endpointer, FRAME_SAMPLES, MicConfig,
+};
 use crate::config::Settings;
 use crate::gate::Utterance;
 use crate::intent::IntentSet;
 use crate::pipeline::{Event, Pipeline, PipelineConfig};
+use crate::stt::{SttOptions, SttThread, WhisperTranscriber};
+
+/// Where utterances come from.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--input`: `None` the microphone, `-` raw PCM on stdin, else a WAV file.
+    pub input: Option<String>,
+    /// `--text`: typed lines on stdin instead of audio.
+    pub text: bool,
+    /// `--realtime`: pace file input like a microphone.
+    pub realtime: bool,
+    /// `--device`: input device name.
+    pub device: Option<String>,
+    /// The whisper model file.
+    pub model: Option<PathBuf>,
+    /// Transcription settings.
+    pub stt: SttOptions,
+    /// Command that speaks responses (text on stdin); `None` = only log.
+    pub tts: Option<String>,
+    /// Silence that ends a command, ms.
+    pub silence_end_ms: u32,
+}
 
 /// What can wake the coordinator.
+#[derive(Debug)]
 enum Input {
-    /// Something was said (or typed).
-    Utterance(Utterance),
-    /// A stop signal arrived.
-    Stop(i32),
+    /// Something was said (or typed), at a time (`None`: the wall clock).
+    Utterance(Utterance, Option<DateTime<Utc>>),
+    /// Audio time passed (file input read faster than real time).
+    Tick(DateTime<Utc>),
+    /// The input ended (file input), at this audio time.
+    Ended(Option<DateTime<Utc>>),
+    /// The intent files changed and check clean.
+    Reload(Box<IntentSet>),
+    /// The intent files changed but have errors; the old set stays.
+    ReloadFailed(String),
+    /// Something to log (audio device lost and reopened, ...).
+    Notice(String),
 }
 
 /// Longest the loop sleeps without checking the schedule (another process,
@@ -49,10 +101,333 @@ fn say(text: String) -> Event {
     }
 }
 
-/// Runs until SIGINT/SIGTERM. Typed utterances are read from stdin, one per
-/// line (end of input does not stop the daemon).
-pub fn run(settings: &Settings, intents: IntentSet, out: &mut dyn Write) -> Result<i32, AppError> {
-    let mut pipeline = Pipeline::start(
+/// A call to the gate thread.
+enum Call {
+    Recover(DateTime<Utc>),
+    Handle(Box<Utterance>, DateTime<Utc>),
+    Tick(DateTime<Utc>),
+    Shutdown(DateTime<Utc>),
+    Context(&'static str, Option<Value>),
+    Intents(Box<IntentSet>),
+}
+
+/// The pipeline on its own thread: SQLite and executors never block the
+/// coordinator's runtime.
+struct GateThread {
+    calls: std_mpsc::SyncSender<(Call, oneshot::Sender<(Vec<Event>, Option<DateTime<Utc>>)>)>,
+}
+
+impl GateThread {
+    fn start(mut pipeline: Pipeline) -> Result<GateThread, AppError> {
+        let (tx, rx) = std_mpsc::sync_channel::<(
+            Call,
+            oneshot::Sender<(Vec<Event>, Option<DateTime<Utc>>)>,
+        )>(8);
+        thread::Builder::new()
+            .name("voicegate-gate".into())
+            .spawn(move || {
+                for (call, reply) in rx {
+                    let events = match call {
+                        Call::Recover(now) => pipeline.recover(now),
+                        Call::Handle(u, now) => pipeline.handle(&u, now),
+                        Call::Tick(now) => pipeline.tick(now),
+                        Call::Shutdown(now) => pipeline.shutdown(now),
+                        Call::Context(key, value) => {
+                            pipeline.set_context(key, value);
+                            Vec::new()
+                        }
+                        Call::Intents(set) => {
+                            pipeline.set_intents(*set);
+                            Vec::new()
+                        }
+                    };
+                    let _ = reply.send((events, pipeline.deadline()));
+                }
+            })
+            .map_err(AppError::Output)?;
+        Ok(GateThread { calls: tx })
+    }
+
+    async fn call(&self, call: Call) -> (Vec<Event>, Option<DateTime<Utc>>) {
+        let (tx, rx) = oneshot::channel();
+        let calls = self.calls.clone();
+        // The channel is bounded and the gate thread quick; sending from a
+        // blocking task keeps the runtime free even if it is busy.
+        let sent = tokio::task::spawn_blocking(move || calls.send((call, tx)).is_ok())
+            .await
+            .unwrap_or(false);
+        if !sent {
+            return (vec![say("The gate stopped.".into())], None);
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// Speaks responses through the TTS command, one at a time, never blocking
+/// the coordinator; the words are always logged too (the event stream).
+struct Speaker {
+    tx: Option<std_mpsc::SyncSender<String>>,
+}
+
+impl Speaker {
+    fn start(command: Option<String>) -> Speaker {
+        let Some(command) = command else {
+            return Speaker { tx: None };
+        };
+        let (tx, rx) = std_mpsc::sync_channel::<String>(16);
+        let spawned = thread::Builder::new()
+            .name("voicegate-tts".into())
+            .spawn(move || {
+                for text in rx {
+                    let child = std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(&command)
+                        .stdin(std::process::Stdio::piped())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn();
+                    if let Ok(mut child) = child {
+                        if let Some(mut stdin) = child.stdin.take() {
+                            let _ = stdin.write_all(text.as_bytes());
+                        }
+                        let _ = child.wait();
+                    }
+                }
+            });
+        Speaker {
+            tx: spawned.ok().map(|_| tx),
+        }
+    }
+
+    fn speak(&self, events: &[Event]) {
+        let Some(tx) = &self.tx else { return };
+        for event in events {
+            if let Event::Response { text, .. } = event {
+                // If the speaker is behind, drop rather than block.
+                let _ = tx.try_send(text.clone());
+            }
+        }
+    }
+}
+
+/// The TTS command to use by default: espeak-ng when it is installed.
+pub fn default_tts() -> Option<String> {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join("espeak-ng").is_file()))
+        .unwrap_or(false);
+    found.then(|| "espeak-ng".to_string())
+}
+
+fn spawn_stdin_text(tx: mpsc::Sender<Input>) -> Result<(), AppError> {
+    thread::Builder::new()
+        .name("voicegate-stdin".into())
+        .spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                let line = line.trim().to_string();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                if tx
+                    .blocking_send(Input::Utterance(Utterance::typed(line), None))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+        .map_err(AppError::Output)?;
+    Ok(())
+}
+
+/// The audio path: source → endpointer → whisper → utterances.
+fn spawn_audio(
+    mut source: Box<dyn AudioSource>,
+    stt: SttThread,
+    endpoint: EndpointConfig,
+    audio_clock: Option<DateTime<Utc>>,
+    tx: mpsc::Sender<Input>,
+) -> Result<(), AppError> {
+    thread::Builder::new()
+        .name("voicegate-audio".into())
+        .spawn(move || {
+            let mut endpointer = Endpointer::new(endpoint);
+            let mut frame = vec![0.0f32; FRAME_SAMPLES];
+            let mut read: u64 = 0;
+            let mut next_tick: u64 = 16_000;
+            let at = |samples: u64| {
+                audio_clock
+                    .map(|start| start + TimeDelta::milliseconds((samples * 1000 / 16_000) as i64))
+            };
+            let mut ended = false;
+            let mut trailing = 0usize;
+            loop {
+                let n = if ended {
+                    // Flush: silence closes an utterance still open at the end.
+                    frame.fill(0.0);
+                    trailing += 1;
+                    if trailing > 60 {
+                        break;
+                    }
+                    FRAME_SAMPLES
+                } else {
+                    match audio::read_full(&mut source, &mut frame) {
+                        Ok(0) => {
+                            ended = true;
+                            continue;
+                        }
+                        Ok(n) => {
+                            frame[n..].fill(0.0);
+                            n
+                        }
+                        Err(e) => {
+                            let _ = tx.blocking_send(Input::Notice(format!("audio input: {e}")));
+                            ended = true;
+                            continue;
+                        }
+                    }
+                };
+                if !ended {
+                    read += n as u64;
+                }
+                if let Some(EndpointEvent::Utterance(u)) = endpointer.push(&frame) {
+                    let when = at(read);
+                    let utterance = match stt.transcribe(u.samples, StdDuration::from_secs(60)) {
+                        Ok(t) if !t.text.is_empty() => Some(Utterance {
+                            text: t.text,
+                            confidence: Some(t.confidence),
+                            wake_score: None,
+                        }),
+                        Ok(_) => None,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Input::Notice(format!("transcription: {e}")));
+                            None
+                        }
+                    };
+                    if let Some(utterance) = utterance
+                        && tx.blocking_send(Input::Utterance(utterance, when)).is_err()
+                    {
+                        return;
+                    }
+                }
+                if audio_clock.is_some() && read >= next_tick && !ended {
+                    next_tick += 16_000;
+                    if let Some(when) = at(read)
+                        && tx.blocking_send(Input::Tick(when)).is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            let _ = tx.blocking_send(Input::Ended(at(read)));
+        })
+        .map_err(AppError::Output)?;
+    Ok(())
+}
+
+/// Newest modification time of the intent files (or `None` if unreadable).
+fn intents_stamp(dir: &Path) -> Option<SystemTime> {
+    let files = crate::intent::load::read_dir(dir).ok()?;
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(&f.path).and_then(|m| m.modified()).ok())
+        .max()
+}
+
+/// Watches the intent files; a change that checks clean is loaded, one with
+/// errors is reported (with file:line:col) and the running set kept.
+fn spawn_reload(dir: PathBuf, tx: mpsc::Sender<Input>) -> Result<(), AppError> {
+    thread::Builder::new()
+        .name("voicegate-reload".into())
+        .spawn(move || {
+            let mut stamp = intents_stamp(&dir);
+            loop {
+                thread::sleep(StdDuration::from_secs(1));
+                if tx.is_closed() {
+                    return;
+                }
+                let now = intents_stamp(&dir);
+                if now == stamp {
+                    continue;
+                }
+                stamp = now;
+                let input = match IntentSet::load_path(&dir, &Default::default()) {
+                    Ok((set, diags)) => {
+                        let errors: Vec<String> = diags
+                            .iter()
+                            .filter(|d| d.is_error())
+                            .map(|d| d.to_string())
+                            .collect();
+                        if errors.is_empty() {
+                            Input::Reload(Box::new(set))
+                        } else {
+                            Input::ReloadFailed(errors.join("\n\n"))
+                        }
+                    }
+                    Err(e) => Input::ReloadFailed(e.to_string()),
+                };
+                if tx.blocking_send(input).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(AppError::Output)?;
+    Ok(())
+}
+
+/// Runs until SIGINT/SIGTERM, or until file input ends.
+pub fn run(
+    settings: &Settings,
+    intents: IntentSet,
+    options: RunOptions,
+    out: &mut dyn Write,
+) -> Result<i32, AppError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AppError::Output)?;
+    runtime.block_on(coordinate(settings, intents, options, out))
+}
+
+async fn coordinate(
+    settings: &Settings,
+    intents: IntentSet,
+    options: RunOptions,
+    out: &mut dyn Write,
+) -> Result<i32, AppError> {
+    let json = settings.json;
+    let (tx, mut rx) = mpsc::channel::<Input>(32);
+
+    // Inputs first: a missing microphone or model is an error before anything starts.
+    let file_input = options.input.as_deref().is_some_and(|i| i != "-");
+    let audio_clock = (file_input && !options.realtime).then(Utc::now);
+    if options.text {
+        spawn_stdin_text(tx.clone())?;
+    } else {
+        let model = crate::speech::model::default_models_dir()
+            .and_then(|dir| crate::speech::model::resolve(options.model.as_deref(), &dir))
+            .map_err(|e| AppError::Usage(e.to_string()))?;
+        let engine = WhisperTranscriber::load(&model, options.stt.clone())
+            .map_err(|e| AppError::Usage(e.to_string()))?;
+        let stt = SttThread::start(Box::new(engine)).map_err(|e| AppError::Usage(e.to_string()))?;
+        let source = audio::open_input(
+            options.input.as_deref(),
+            options.realtime,
+            options.device.as_deref(),
+            MicConfig::default(),
+        )
+        .map_err(|e| AppError::Usage(e.to_string()))?;
+        let mut endpoint = EndpointConfig::always_armed();
+        if options.silence_end_ms > 0 {
+            endpoint.silence_end_ms = options.silence_end_ms;
+        }
+        spawn_audio(source, stt, endpoint, audio_clock, tx.clone())?;
+    }
+    spawn_reload(settings.intents_dir.clone(), tx.clone())?;
+    drop(tx);
+
+    let pipeline = Pipeline::start(
         intents,
         PipelineConfig {
             gate: settings.gate.clone(),
@@ -62,57 +437,29 @@ pub fn run(settings: &Settings, intents: IntentSet, out: &mut dyn Write) -> Resu
             mpd: settings.mpd.clone(),
         },
     )?;
+    let gate = GateThread::start(pipeline)?;
     let schedule =
         Schedule::open(settings.state_db()).map_err(crate::pipeline::PipelineError::from)?;
     let mut ringer = configured_ringer(settings.ring_command.as_deref());
-    let json = settings.json;
+    let speaker = Speaker::start(options.tts.clone());
+    let emit = |events: &[Event], out: &mut dyn Write| -> Result<(), AppError> {
+        print_events(events, json, out)?;
+        speaker.speak(events);
+        Ok(())
+    };
 
-    let (tx, rx) = mpsc::sync_channel::<Input>(32);
-    // Stop signals.
-    {
-        let tx = tx.clone();
-        let mut signals = signal_hook::iterator::Signals::new([
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-        ])
-        .map_err(AppError::Output)?;
-        thread::Builder::new()
-            .name("voicegate-signals".into())
-            .spawn(move || {
-                if let Some(signal) = signals.forever().next() {
-                    let _ = tx.send(Input::Stop(signal));
-                }
-            })
-            .map_err(AppError::Output)?;
-    }
-    // Typed input.
-    {
-        let tx = tx.clone();
-        thread::Builder::new()
-            .name("voicegate-stdin".into())
-            .spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::stdin().lock().lines() {
-                    let Ok(line) = line else { break };
-                    let line = line.trim().to_string();
-                    if line.is_empty() {
-                        continue;
-                    }
-                    if tx.send(Input::Utterance(Utterance::typed(line))).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(AppError::Output)?;
-    }
-    drop(tx);
-
+    let source = if options.text {
+        "typed input on stdin"
+    } else if file_input {
+        "the audio file"
+    } else if options.input.as_deref() == Some("-") {
+        "raw audio on stdin"
+    } else {
+        "the microphone"
+    };
     let now = Utc::now();
-    let mut events = vec![say(
-        "voicegate is listening (typed input on stdin; the microphone path is not built yet)."
-            .into(),
-    )];
-    events.extend(pipeline.recover(now));
+    let mut events = vec![say(format!("voicegate is listening to {source}."))];
+    events.extend(gate.call(Call::Recover(now)).await.0);
     match schedule.missed_at_start(now, TimeDelta::seconds(START_GRACE_SECS)) {
         Ok(missed) => {
             for entry in missed {
@@ -124,59 +471,122 @@ pub fn run(settings: &Settings, intents: IntentSet, out: &mut dyn Write) -> Resu
         }
         Err(e) => events.push(say(format!("I could not read the alarm schedule: {e}"))),
     }
-    print_events(&events, json, out)?;
+    emit(&events, out)?;
 
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(AppError::Output)?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(AppError::Output)?;
     let mut ringing = false;
+    let mut deadline: Option<DateTime<Utc>> = None;
+    // The gate's clock: audio time for fast file input, else the wall clock.
+    let mut gate_now = audio_clock;
     loop {
+        // Wall-clock work: alarms, and confirm expiry when live.
         let now = Utc::now();
-        let mut events = pipeline.tick(now);
+        let mut events = Vec::new();
+        if audio_clock.is_none() && deadline.is_some_and(|d| now >= d) {
+            let (ev, d) = gate.call(Call::Tick(now)).await;
+            events.extend(ev);
+            deadline = d;
+        }
         match schedule.due(now) {
             Ok(fired) => {
                 for entry in fired {
-                    let text = alarms::fired_message(&entry, Local::now());
                     if let Err(e) = ringer.start(&entry.ring_text()) {
                         events.push(say(format!("(could not ring: {e})")));
                     }
                     ringing = true;
-                    pipeline.set_context("alarm_ringing", Some(Value::Bool(true)));
-                    events.push(say(text));
+                    gate.call(Call::Context("alarm_ringing", Some(Value::Bool(true))))
+                        .await;
+                    events.push(say(alarms::fired_message(&entry, Local::now())));
                 }
             }
             Err(e) => events.push(say(format!("I could not read the alarm schedule: {e}"))),
         }
-        print_events(&events, json, out)?;
+        emit(&events, out)?;
 
-        // Sleep until the next deadline or input.
         let mut wait = MAX_SLEEP;
-        for deadline in [pipeline.deadline(), schedule.next_due().ok().flatten()]
+        let live_deadline = if audio_clock.is_none() {
+            deadline
+        } else {
+            None
+        };
+        for d in [live_deadline, schedule.next_due().ok().flatten()]
             .into_iter()
             .flatten()
         {
-            let until = (deadline - Utc::now()).to_std().unwrap_or_default();
-            wait = wait.min(until);
+            wait = wait.min((d - Utc::now()).to_std().unwrap_or_default());
         }
-        let input = match rx.recv_timeout(wait) {
-            Ok(input) => input,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => Input::Stop(0),
+        let input = tokio::select! {
+            input = rx.recv() => input,
+            _ = tokio::time::sleep(wait) => continue,
+            _ = sigterm.recv() => None,
+            _ = sigint.recv() => None,
+        };
+        let Some(input) = input else {
+            // A stop signal (or every producer gone): stop cleanly.
+            let (mut events, _) = gate
+                .call(Call::Shutdown(gate_now.unwrap_or_else(Utc::now)))
+                .await;
+            ringer.stop();
+            events.push(say("voicegate stopped.".into()));
+            emit(&events, out)?;
+            return Ok(0);
         };
         match input {
-            Input::Utterance(utterance) => {
-                let events = pipeline.handle(&utterance, Utc::now());
-                print_events(&events, json, out)?;
+            Input::Utterance(utterance, at) => {
+                if at.is_some() {
+                    gate_now = at;
+                }
+                let when = at.unwrap_or_else(Utc::now);
+                let (events, d) = gate.call(Call::Handle(Box::new(utterance), when)).await;
+                deadline = d;
+                emit(&events, out)?;
                 if ringing && !any_ringing(&schedule) {
                     ringer.stop();
                     ringing = false;
-                    pipeline.set_context("alarm_ringing", None);
+                    gate.call(Call::Context("alarm_ringing", None)).await;
                 }
             }
-            Input::Stop(signal) => {
-                let mut events = pipeline.shutdown(Utc::now());
+            Input::Tick(at) => {
+                gate_now = Some(at);
+                if deadline.is_some_and(|d| at >= d) {
+                    let (events, d) = gate.call(Call::Tick(at)).await;
+                    deadline = d;
+                    emit(&events, out)?;
+                }
+            }
+            Input::Ended(at) => {
+                // After the file, time runs on: a pending confirmation expires.
+                let end = deadline.or(at).unwrap_or_else(Utc::now);
+                let (mut events, _) = gate.call(Call::Tick(end)).await;
+                events.extend(gate.call(Call::Shutdown(end)).await.0);
                 ringer.stop();
-                events.push(say(format!("voicegate stopped (signal {signal}).")));
-                print_events(&events, json, out)?;
+                events.push(say("End of input.".into()));
+                emit(&events, out)?;
                 return Ok(0);
             }
+            Input::Reload(set) => {
+                let count = set.intents().len();
+                gate.call(Call::Intents(set)).await;
+                emit(
+                    &[say(format!("Reloaded the intent files ({count} intents)."))],
+                    out,
+                )?;
+            }
+            Input::ReloadFailed(errors) => {
+                eprintln!(
+                    "voicegate: the intent files have errors; still using the previous ones:\n{errors}"
+                );
+                emit(
+                    &[say(
+                        "The intent files have errors, so I kept the previous ones.".into(),
+                    )],
+                    out,
+                )?;
+            }
+            Input::Notice(text) => eprintln!("voicegate: {text}"),
         }
     }
 }

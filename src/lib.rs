@@ -24,10 +24,14 @@
 
 pub mod actions;
 pub mod app;
+pub mod audio;
 pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod eval;
 pub mod gate;
 pub mod intent;
 pub mod pipeline;
+pub mod stt;
+pub mod speech;

@@ -154,6 +154,9 @@ pub enum PipelineError {
     /// The alarm schedule could not be opened.
     #[error("cannot open the alarm schedule: {0}")]
     Schedule(#[from] alarms::AlarmError),
+    /// The executor thread could not start.
+    #[error("cannot start the executor thread: {0}")]
+    Thread(std::io::Error),
     /// The audit log is broken in a way that stops recovery.
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
@@ -210,10 +213,7 @@ impl Executor {
                     }
                 }
             })
-            .map_err(|source| PipelineError::DataDir {
-                path: PathBuf::from("executor thread"),
-                source,
-            })?;
+            .map_err(PipelineError::Thread)?;
         Ok(Executor {
             jobs,
             thread: Some(thread),

@@ -30,7 +30,7 @@ fn a_timer_rings_on_time_and_stop_silences_it() {
         .arg(&config)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .arg("run")
+        .args(["run", "--text", "--tts", "none"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -315,7 +315,7 @@ fn a_corrupt_audit_log_stops_the_purchase() {
 
 fn spawn_daemon(home: &Home) -> Child {
     voicegate(home)
-        .args(["--json", "run"])
+        .args(["--json", "run", "--text", "--tts", "none"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

