@@ -40,7 +40,7 @@ import wave
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import onnxruntime
@@ -203,14 +203,26 @@ def _fixtures() -> list[Fixture]:
         "timer": ("intent", "executed"),
     }
     out: list[Fixture] = []
+    def describe(key: str) -> str:
+        if key == "music":
+            return "one command; `executed` needs a reachable mpd, else `failed`"
+        if key in ("purchase", "booking"):
+            return "one high-risk command: ends waiting for a yes or no"
+        return "one command"
+
     for key, events in single.items():
-        out.append(Fixture(f"{key}.wav", (Turn(key),), events, description="one command"))
-    out.append(
-        Fixture("yes.wav", (Turn("yes"),), ("intent",), description="a reply, for after a read-back")
-    )
-    out.append(
-        Fixture("no.wav", (Turn("no"),), ("intent",), description="a reply, for after a read-back")
-    )
+        out.append(Fixture(f"{key}.wav", (Turn(key),), events, description=describe(key)))
+    # Alone (nothing pending) a reply only gets the response "There is
+    # nothing waiting for a yes or no.": no event.
+    for key in ("yes", "no"):
+        out.append(
+            Fixture(
+                f"{key}.wav",
+                (Turn(key),),
+                (),
+                description="a reply: play it after a read-back (e.g. after purchase.wav)",
+            )
+        )
     purchase_yes = ("intent", "confirm_request", "executed")
     purchase_no = ("intent", "confirm_request", "declined")
     expired = ("intent", "confirm_request", "expired")
@@ -248,7 +260,7 @@ def _fixtures() -> list[Fixture]:
                 f"jarvis_{key}.wav",
                 (Turn(key, wake=True),),
                 events,
-                description="wake word, then one command",
+                description="wake word, then " + describe(key),
             )
         )
     return out

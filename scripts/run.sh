@@ -20,6 +20,9 @@ if [[ $# -eq 0 ]]; then
     set -- run
 fi
 
+# The daemon transcribes with the whisper model: install it when missing.
+"$repo_root/scripts/install-model.sh" tiny.en
+
 profile_args=(--release)
 if [[ "${VOICEGATE_PROFILE:-release}" == "debug" ]]; then
     profile_args=()

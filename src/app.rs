@@ -52,6 +52,9 @@ pub enum AppError {
     /// The audit log failed.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    /// A model problem.
+    #[error(transparent)]
+    Model(#[from] crate::speech::model::ModelError),
     /// The pipeline could not start.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -66,6 +69,15 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
         Command::Intents(IntentsCommand::Explain(args)) => explain(&settings, args, out),
         Command::Run(args) => run_daemon(&settings, args, out),
         Command::Transcribe(args) => transcribe(&settings, args, out),
+        Command::Models(cmd) => {
+            let dir = crate::speech::model::default_models_dir()?;
+            Ok(crate::speech::model_cli::run(
+                cmd,
+                &dir,
+                settings.json,
+                out,
+            )?)
+        }
         Command::Eval(EvalCommand::SpeechToIntent(args)) => eval_speech(&settings, args, out),
         Command::Say(args) => say(&settings, args, out),
         Command::Chat(args) => chat(&settings, args, out),
@@ -499,7 +511,7 @@ fn chat(settings: &Settings, args: ChatArgs, out: &mut dyn Write) -> Result<i32,
 }
 
 /// The vocabulary prompt: one sample sentence per intent, in the intents'
-/// own words, so whisper leans toward what the intents can understand.
+/// own words, so whisper leans toward what the intents understand.
 pub fn vocabulary_prompt(intents: &IntentSet) -> String {
     let mut sentences: Vec<String> = Vec::new();
     for intent in &intents.definitions().intents {
@@ -517,12 +529,23 @@ pub fn vocabulary_prompt(intents: &IntentSet) -> String {
             sentences.push(s);
         }
     }
+    // (Measured: adding the closed lists' values made short replies worse —
+    // "milk, no." for "No." — so the prompt is sentences only.)
     let mut prompt = sentences.join(". ");
     prompt.push('.');
-    // whisper keeps at most 224 prompt tokens; stay well inside.
-    if prompt.len() > 600 {
-        let cut = prompt[..600].rfind(". ").map(|i| i + 1).unwrap_or(600);
-        prompt.truncate(cut);
+    // whisper keeps at most 224 prompt tokens (the last ones); stay inside.
+    const MAX_CHARS: usize = 800;
+    if prompt.len() > MAX_CHARS {
+        // Keep the end (the sentences); drop words from the front.
+        let mut start = prompt.len() - MAX_CHARS;
+        while !prompt.is_char_boundary(start) {
+            start += 1;
+        }
+        let start = prompt[start..]
+            .find(", ")
+            .map(|i| start + i + 2)
+            .unwrap_or(start);
+        prompt = prompt[start..].to_string();
     }
     prompt
 }

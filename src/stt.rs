@@ -156,6 +156,9 @@ impl WhisperTranscriber {
         if audio_ctx < FULL_AUDIO_CTX {
             params.set_audio_ctx(audio_ctx as i32);
         }
+        // A command is a few words; a looping decoder would otherwise run
+        // to whisper's limit (224 tokens) and take seconds.
+        params.set_max_tokens(max_tokens_for(samples.len()) as i32);
         if !self.options.prompt.is_empty() {
             params.set_initial_prompt(&self.options.prompt);
         }
@@ -203,6 +206,32 @@ impl WhisperTranscriber {
     }
 }
 
+impl WhisperTranscriber {
+    /// One decode with a given encoder window (0: the automatic one), no
+    /// retry: for measuring the window's effect.
+    pub fn transcribe_with_ctx(
+        &mut self,
+        samples: &[f32],
+        audio_ctx: usize,
+    ) -> Result<Transcript, SttError> {
+        let started = Instant::now();
+        let ctx = if audio_ctx == 0 {
+            window_for(samples.len())
+        } else {
+            audio_ctx
+        };
+        let (text, confidence) = self.decode(samples, ctx)?;
+        Ok(Transcript {
+            text,
+            confidence,
+            audio_secs: samples.len() as f32 / SAMPLE_RATE as f32,
+            decode_secs: started.elapsed().as_secs_f32(),
+            audio_ctx: ctx,
+            retried: false,
+        })
+    }
+}
+
 impl Transcriber for WhisperTranscriber {
     fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, SttError> {
         let started = Instant::now();
@@ -231,11 +260,23 @@ impl Transcriber for WhisperTranscriber {
     }
 }
 
-/// The encoder window for `samples` of audio: its length in encoder frames,
-/// plus a margin, at least 1.1 s worth (whisper pads short input).
+/// The smallest encoder window used. Measured on the speech fixtures with
+/// tiny.en: windows under ~7 s (350 frames) make the decoder loop on short
+/// commands ("Yes. Yes. Yes. ..."); 384 frames (7.7 s) never did.
+const MIN_AUDIO_CTX: usize = 384;
+
+/// The encoder window for `samples` of audio: its length in encoder frames
+/// plus a margin, at least [`MIN_AUDIO_CTX`].
 pub fn window_for(samples: usize) -> usize {
     let frames = samples * FRAMES_PER_SECOND / SAMPLE_RATE;
-    (frames + frames / 10 + 32).clamp(64, FULL_AUDIO_CTX)
+    (frames + frames / 10 + 32).clamp(MIN_AUDIO_CTX, FULL_AUDIO_CTX)
+}
+
+/// The most tokens a command of `samples` can need: fast speech is about 4
+/// words (≈ 6 tokens) a second; leave room.
+pub fn max_tokens_for(samples: usize) -> usize {
+    let secs = samples / SAMPLE_RATE + 1;
+    (secs * 8 + 16).min(224)
 }
 
 /// True if the text repeats itself the way a looping decoder does: the same
@@ -336,8 +377,8 @@ mod tests {
 
     #[test]
     fn window_follows_the_audio() {
-        assert_eq!(window_for(0), 64);
-        assert_eq!(window_for(2 * SAMPLE_RATE), 100 + 10 + 32);
+        assert_eq!(window_for(0), MIN_AUDIO_CTX);
+        assert_eq!(window_for(10 * SAMPLE_RATE), 500 + 50 + 32);
         assert_eq!(window_for(60 * SAMPLE_RATE), FULL_AUDIO_CTX);
     }
 }

@@ -69,15 +69,33 @@ fn seven_khz_passes_and_twelve_khz_is_removed_before_it_can_alias() {
     for from in [48_000, 44_100] {
         let pass = resample_all(&sine(7_000.0, from, 1.0, 0.5), from, SAMPLE_RATE);
         let pass_db = db(rms(middle(&pass)) / (0.5 / 2f64.sqrt()));
-        assert!(pass_db.abs() < 1.0, "{from} Hz: 7 kHz changed by {pass_db:.2} dB");
+        assert!(
+            pass_db.abs() < 1.0,
+            "{from} Hz: 7 kHz changed by {pass_db:.2} dB"
+        );
         let f = frequency(middle(&pass), SAMPLE_RATE);
-        assert!((f - 7_000.0).abs() < 15.0, "{from} Hz: 7 kHz came out at {f}");
+        assert!(
+            (f - 7_000.0).abs() < 15.0,
+            "{from} Hz: 7 kHz came out at {f}"
+        );
 
         // 12 kHz would fold to 4 kHz at 16 kHz.
         let stop = resample_all(&sine(12_000.0, from, 1.0, 0.5), from, SAMPLE_RATE);
         let stop_db = db(rms(middle(&stop)) / (0.5 / 2f64.sqrt()));
-        assert!(stop_db < -30.0, "{from} Hz: 12 kHz only {stop_db:.1} dB down");
-        println!("{from} Hz: 7 kHz {pass_db:+.2} dB, 12 kHz {stop_db:.1} dB");
+        assert!(
+            stop_db < -30.0,
+            "{from} Hz: 12 kHz only {stop_db:.1} dB down"
+        );
+        // Just above the new Nyquist: 9 kHz would fold onto 7 kHz.
+        let near = resample_all(&sine(9_000.0, from, 1.0, 0.5), from, SAMPLE_RATE);
+        let near_db = db(rms(middle(&near)) / (0.5 / 2f64.sqrt()));
+        assert!(
+            near_db < -60.0,
+            "{from} Hz: 9 kHz only {near_db:.1} dB down"
+        );
+        println!(
+            "{from} Hz: 7 kHz {pass_db:+.2} dB, 9 kHz {near_db:.1} dB, 12 kHz {stop_db:.1} dB"
+        );
     }
 }
 

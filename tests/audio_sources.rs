@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use voicegate::audio::{
-    AudioError, AudioSource, MicConfig, MicSource, PcmStdinSource, SAMPLE_RATE, WavSource,
-    open_input, read_full,
+    AudioError, AudioSource, MicConfig, MicSource, MicStatus, PcmStdinSource, SAMPLE_RATE,
+    WavSource, open_input, read_full,
 };
 
 /// Reads a source to its end (or first error).
@@ -91,23 +91,38 @@ fn every_supported_wav_kind_comes_out_as_16k_mono() {
         (11_025, 6, 8, false),
     ];
     for &(rate, channels, bits, float) in cases {
-        let path = dir.path().join(format!("t_{rate}_{channels}_{bits}_{float}.wav"));
+        let path = dir
+            .path()
+            .join(format!("t_{rate}_{channels}_{bits}_{float}.wav"));
         write_wav(&path, rate, channels, bits, float, 0.5, 0.6);
         let mut source = WavSource::open(&path, false).unwrap();
         assert_eq!(source.file_sample_rate(), rate);
         assert_eq!(source.file_channels(), channels);
         let (samples, err) = read_all(&mut source);
         assert!(err.is_none(), "{err:?}");
-        let what = format!("{rate} Hz, {channels} ch, {bits}-bit {}", if float { "float" } else { "int" });
-        assert!((samples.len() as i64 - 8_000).abs() <= 1, "{what}: {} samples", samples.len());
+        let what = format!(
+            "{rate} Hz, {channels} ch, {bits}-bit {}",
+            if float { "float" } else { "int" }
+        );
+        assert!(
+            (samples.len() as i64 - 8_000).abs() <= 1,
+            "{what}: {} samples",
+            samples.len()
+        );
         let steady = &samples[1_000..7_000];
         let f = frequency(steady);
         assert!((f - 440.0).abs() < 2.0, "{what}: {f} Hz");
         // One channel carries the sine: the mono average is 1/channels of it.
         let expected = 0.6 / f64::from(channels) / 2f64.sqrt();
         let level_db = 20.0 * (rms(steady) / expected).log10();
-        assert!(level_db.abs() < 0.5, "{what}: level off by {level_db:.2} dB");
-        assert!(samples.iter().all(|s| s.is_finite() && s.abs() <= 1.0), "{what}");
+        assert!(
+            level_db.abs() < 0.5,
+            "{what}: level off by {level_db:.2} dB"
+        );
+        assert!(
+            samples.iter().all(|s| s.is_finite() && s.abs() <= 1.0),
+            "{what}"
+        );
     }
 }
 
@@ -123,9 +138,22 @@ fn a_truncated_data_chunk_gives_what_is_there_then_says_so() {
     let (samples, err) = read_all(&mut source);
     assert_eq!(samples.len(), 4_000);
     let err = err.expect("a truncation error");
-    assert!(matches!(err, AudioError::WavTruncated { read_frames: 4_000, expected_frames: 16_000, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            AudioError::WavTruncated {
+                read_frames: 4_000,
+                expected_frames: 16_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let message = err.to_string();
-    assert!(message.contains("cut.wav") && message.contains("truncated"), "{message}");
+    assert!(
+        message.contains("cut.wav") && message.contains("truncated"),
+        "{message}"
+    );
     // Then the end.
     assert_eq!(source.read(&mut [0.0; 10]).unwrap(), 0);
 }
@@ -163,13 +191,19 @@ fn header(format: u16, channels: u16, rate: u32, bits: u16, data_len: u32) -> Ve
 #[test]
 fn broken_files_are_clear_errors() {
     let m = open_error("notes.wav", b"this is a text file, not audio at all\n");
-    assert!(m.contains("not a readable WAV file") && m.contains("RIFF"), "{m}");
+    assert!(
+        m.contains("not a readable WAV file") && m.contains("RIFF"),
+        "{m}"
+    );
     let m = open_error("empty.wav", b"");
     assert!(m.contains("ends inside the header"), "{m}");
     let m = open_error("short.wav", &header(1, 1, 16_000, 16, 100)[..20]);
     assert!(m.contains("ends inside the header"), "{m}");
     let m = open_error("adpcm.wav", &header(2, 1, 16_000, 4, 0));
-    assert!(m.contains("unsupported") || m.contains("not a readable"), "{m}");
+    assert!(
+        m.contains("unsupported") || m.contains("not a readable"),
+        "{m}"
+    );
     let m = open_error("mulaw.wav", &header(7, 1, 8_000, 8, 0));
     assert!(m.contains("unsupported WAV sample format"), "{m}");
     let m = open_error("zero-rate.wav", &header(1, 1, 0, 16, 0));
@@ -180,7 +214,10 @@ fn broken_files_are_clear_errors() {
     let missing = Path::new("/nonexistent/dir/missing.wav");
     let err = WavSource::open(missing, false).unwrap_err();
     assert!(matches!(err, AudioError::Io { .. }));
-    assert!(err.to_string().contains("/nonexistent/dir/missing.wav"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/dir/missing.wav"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -268,7 +305,9 @@ impl Read for Trickle<'_> {
 
 #[test]
 fn raw_pcm_is_read_exactly_whatever_the_read_sizes() {
-    let values: Vec<i16> = (0..5_000).map(|i| ((i * 37) % 65_536 - 32_768) as i16).collect();
+    let values: Vec<i16> = (0..5_000)
+        .map(|i| ((i * 37) % 65_536 - 32_768) as i16)
+        .collect();
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let expected: Vec<f32> = values.iter().map(|&v| f32::from(v) / 32_768.0).collect();
 
@@ -283,7 +322,10 @@ fn raw_pcm_is_read_exactly_whatever_the_read_sizes() {
     }
 
     let mut frame = [0.0f32; 480];
-    let mut source = PcmStdinSource::new(Trickle { data: &bytes, step: 5 });
+    let mut source = PcmStdinSource::new(Trickle {
+        data: &bytes,
+        step: 5,
+    });
     assert_eq!(read_full(&mut source, &mut frame).unwrap(), 480);
     assert_eq!(&frame[..], &expected[..480]);
 }
@@ -296,7 +338,10 @@ fn raw_pcm_with_an_odd_byte_count_delivers_then_complains() {
     assert_eq!(all, [0.5, -0.5]);
     let err = err.expect("odd length error");
     assert!(matches!(err, AudioError::PcmOddLength { .. }));
-    assert!(err.to_string().contains("16-bit little-endian 16 kHz mono"), "{err}");
+    assert!(
+        err.to_string().contains("16-bit little-endian 16 kHz mono"),
+        "{err}"
+    );
     assert_eq!(source.read(&mut [0.0; 4]).unwrap(), 0);
 }
 
@@ -347,7 +392,10 @@ fn no_microphone_is_a_clear_error_suggesting_input() {
     let message = err.to_string();
     println!("{message}");
     assert!(matches!(err, AudioError::NoInputDevice { .. }), "{err:?}");
-    assert!(message.contains("--input FILE.wav") && message.contains("--input -"), "{message}");
+    assert!(
+        message.contains("--input FILE.wav") && message.contains("--input -"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -355,6 +403,56 @@ fn an_unknown_device_name_is_a_clear_error() {
     let err = MicSource::open(Some("no-such-microphone-42"), MicConfig::default()).unwrap_err();
     let message = err.to_string();
     println!("{message}");
-    assert!(message.contains("no-such-microphone-42") || matches!(err, AudioError::NoInputDevice { .. }), "{message}");
+    assert!(
+        message.contains("no-such-microphone-42")
+            || matches!(err, AudioError::NoInputDevice { .. }),
+        "{message}"
+    );
     assert!(message.contains("--input"), "{message}");
+}
+
+#[test]
+fn the_alsa_null_device_runs_through_the_real_capture_path() {
+    // ALSA's "null" capture device opens without a sound card; depending on
+    // the ALSA build it delivers silence or nothing at all. Either way the
+    // real path runs: cpal, the callback, the ring buffer and the resampler,
+    // or the stall watchdog, the reopen loop and its giving up. Skipped
+    // where the device does not exist (other hosts).
+    let config = MicConfig {
+        stall_ms: 300,
+        reopen_initial_ms: 10,
+        reopen_max_ms: 20,
+        reopen_max_attempts: Some(2),
+        ..MicConfig::default()
+    };
+    let mut source = match MicSource::open(Some("alsa:null"), config) {
+        Ok(source) => source,
+        Err(e) => {
+            println!("skipped: no ALSA null device here ({e})");
+            return;
+        }
+    };
+    let status = source.take_status_receiver().unwrap();
+    let mut frame = [1.0f32; 480];
+    let start = Instant::now();
+    match read_full(&mut source, &mut frame) {
+        Ok(n) => {
+            assert_eq!(n, 480);
+            assert!(frame.iter().all(|&s| s.abs() < 1e-6));
+            println!("alsa:null delivered silence");
+        }
+        Err(e) => {
+            assert!(
+                matches!(e, AudioError::DeviceLost { attempts: 2, .. }),
+                "{e}"
+            );
+            assert!(e.to_string().contains("stalled"), "{e}");
+            println!("alsa:null delivered nothing: {e}");
+        }
+    }
+    let statuses: Vec<_> = status.try_iter().collect();
+    println!("after {:?}: {statuses:?}", start.elapsed());
+    assert!(matches!(statuses[0], MicStatus::Opened { .. }));
+    source.stop_handle().stop();
+    assert_eq!(source.read(&mut frame).unwrap(), 0);
 }

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample};
@@ -41,6 +41,9 @@ pub const DEFAULT_POLL_MS: u64 = 5;
 pub const DEFAULT_REOPEN_INITIAL_MS: u64 = 500;
 /// Longest wait between reopen attempts (the backoff doubles up to this).
 pub const DEFAULT_REOPEN_MAX_MS: u64 = 8_000;
+/// A running stream that delivers nothing for this long counts as lost
+/// (some backends stall silently when a USB microphone is pulled).
+pub const DEFAULT_STALL_MS: u64 = 2_000;
 /// Status messages kept for a listener before new ones are dropped.
 pub const STATUS_CHANNEL_CAPACITY: usize = 64;
 
@@ -59,9 +62,12 @@ pub struct MicConfig {
     pub reopen_initial_ms: u64,
     /// Cap on the doubling wait between reopen attempts.
     pub reopen_max_ms: u64,
-    /// Give up (return [`AudioError::DeviceLost`]) after this many failed
-    /// attempts; `None` keeps trying, as a daemon should.
+    /// Give up (return [`AudioError::DeviceLost`]) after this many
+    /// attempts without audio flowing again; `None` keeps trying, as a
+    /// daemon should.
     pub reopen_max_attempts: Option<u32>,
+    /// A stream silent (no callbacks) for this long is treated as lost.
+    pub stall_ms: u64,
 }
 
 impl Default for MicConfig {
@@ -72,6 +78,7 @@ impl Default for MicConfig {
             reopen_initial_ms: DEFAULT_REOPEN_INITIAL_MS,
             reopen_max_ms: DEFAULT_REOPEN_MAX_MS,
             reopen_max_attempts: None,
+            stall_ms: DEFAULT_STALL_MS,
         }
     }
 }
@@ -325,7 +332,8 @@ where
     )
 }
 
-/// The named input device (by cpal device id or by name), or the default.
+/// The named input device (by cpal device id, the id without its host
+/// prefix, or its description), or the default.
 fn find_device(host: &cpal::Host, name: Option<&str>) -> Result<cpal::Device, AudioError> {
     let Some(name) = name else {
         return host
@@ -346,11 +354,21 @@ fn find_device(host: &cpal::Host, name: Option<&str>) -> Result<cpal::Device, Au
         })?;
     let mut names = Vec::new();
     for device in devices {
-        let device_name = device.to_string();
-        if device_name == name {
+        let description = device.to_string();
+        let id = device.id().ok();
+        // Accept the description, the full id ("alsa:hw:0,0") or the
+        // host's own part of it ("hw:0,0").
+        if description == name
+            || id
+                .as_ref()
+                .is_some_and(|id| id.id() == name || id.to_string() == name)
+        {
             return Ok(device);
         }
-        names.push(device_name);
+        names.push(match id {
+            Some(id) => format!("{id} ({description})"),
+            None => description,
+        });
     }
     Err(AudioError::DeviceNotFound {
         name: name.to_string(),
@@ -390,7 +408,8 @@ fn open_error(default: bool, device: &str, e: &cpal::Error) -> AudioError {
 
 /// The microphone: 16 kHz mono from the default (or a named) input device.
 ///
-/// `read` blocks until samples arrive. If the device fails, `read` keeps
+/// `read` blocks until samples arrive. If the device fails (an error from
+/// the host, or no audio for [`MicConfig::stall_ms`]), `read` keeps
 /// blocking while it reopens the device with backoff (reporting each step
 /// on the status channel); it returns [`AudioError::DeviceLost`] only if
 /// [`MicConfig::reopen_max_attempts`] is set and exhausted (a later `read`
@@ -408,6 +427,12 @@ pub struct MicSource {
     stop: StopHandle,
     reported_overruns: u64,
     reported_xruns: u64,
+    /// When audio last arrived (or the stream was opened): the stall
+    /// watchdog. Reading-side only; the callback never sees a clock.
+    last_audio: Instant,
+    /// Reopen attempts since audio last flowed, and the next wait.
+    attempts: u32,
+    backoff: Duration,
 }
 
 impl std::fmt::Debug for MicSource {
@@ -421,7 +446,8 @@ impl std::fmt::Debug for MicSource {
 }
 
 impl MicSource {
-    /// Opens `device` (a cpal device id or name; `None` = the default
+    /// Opens `device` (a cpal device id such as `alsa:hw:0,0`, the part
+    /// after the host, or the device's description; `None` = the default
     /// input) and starts capturing. No device → [`AudioError::NoInputDevice`],
     /// whose message says to use `--input FILE.wav` or `--input -`.
     pub fn open(device: Option<&str>, config: MicConfig) -> Result<Self, AudioError> {
@@ -460,7 +486,11 @@ impl MicSource {
             stop: StopHandle::default(),
             reported_overruns: 0,
             reported_xruns: 0,
-        })
+            last_audio: Instant::now(),
+            attempts: 0,
+            backoff: Duration::ZERO,
+        }
+        .with_initial_backoff())
     }
 
     /// The receiving end of the status channel (once; later calls return
@@ -542,22 +572,55 @@ impl MicSource {
         !self.stop.is_stopped()
     }
 
-    /// Replaces a failed stream: keeps what the old ring still held, then
-    /// reopens with doubling waits. Returns once reopened or stopped.
+    fn with_initial_backoff(mut self) -> Self {
+        self.backoff = self.initial_backoff();
+        self
+    }
+
+    fn initial_backoff(&self) -> Duration {
+        Duration::from_millis(self.config.reopen_initial_ms.max(1)).min(self.max_backoff())
+    }
+
+    fn max_backoff(&self) -> Duration {
+        Duration::from_millis(self.config.reopen_max_ms.max(1))
+    }
+
+    /// Audio flowed: the device is healthy again.
+    fn audio_arrived(&mut self) {
+        self.last_audio = Instant::now();
+        self.attempts = 0;
+        self.backoff = self.initial_backoff();
+    }
+
+    /// Replaces a failed or stalled stream: keeps what the old ring still
+    /// held, then reopens after doubling waits. Returns once a stream is
+    /// open (the attempt count and the backoff carry on until audio
+    /// actually flows) or the source was stopped.
     fn recover(&mut self, reason: &str) -> Result<(), AudioError> {
         self.send(MicStatus::Lost {
             error: reason.to_string(),
         });
         self.drain_ring();
         self.stream = None;
-        let max = Duration::from_millis(self.config.reopen_max_ms.max(1));
-        let mut delay = Duration::from_millis(self.config.reopen_initial_ms.max(1)).min(max);
-        let mut attempt = 0u32;
+        let mut last_error = reason.to_string();
         loop {
-            if !self.sleep_unless_stopped(delay) {
+            if let Some(max_attempts) = self.config.reopen_max_attempts
+                && self.attempts >= max_attempts
+            {
+                let attempts = self.attempts;
+                // A later read starts over.
+                self.attempts = 0;
+                self.backoff = self.initial_backoff();
+                return Err(AudioError::DeviceLost {
+                    attempts,
+                    detail: last_error,
+                });
+            }
+            if !self.sleep_unless_stopped(self.backoff) {
                 return Ok(());
             }
-            attempt += 1;
+            self.attempts += 1;
+            self.backoff = (self.backoff * 2).min(self.max_backoff());
             self.shared.failure.store(0, Ordering::Release);
             match self.backend.open(&self.shared, self.config.ring_ms) {
                 Ok(opened) => {
@@ -568,28 +631,25 @@ impl MicSource {
                     self.send(MicStatus::Reopened {
                         device: opened.device.clone(),
                         sample_rate: opened.sample_rate,
-                        attempts: attempt,
+                        attempts: self.attempts,
                     });
                     self.stream = Some(opened);
+                    self.last_audio = Instant::now();
                     return Ok(());
                 }
                 Err(e) => {
-                    if self
+                    last_error = e.to_string();
+                    let exhausted = self
                         .config
                         .reopen_max_attempts
-                        .is_some_and(|max_attempts| attempt >= max_attempts)
-                    {
-                        return Err(AudioError::DeviceLost {
-                            attempts: attempt,
-                            detail: e.to_string(),
+                        .is_some_and(|max_attempts| self.attempts >= max_attempts);
+                    if !exhausted {
+                        self.send(MicStatus::ReopenFailed {
+                            attempt: self.attempts,
+                            error: last_error.clone(),
+                            retry_in: self.backoff,
                         });
                     }
-                    delay = (delay * 2).min(max);
-                    self.send(MicStatus::ReopenFailed {
-                        attempt,
-                        error: e.to_string(),
-                        retry_in: delay,
-                    });
                 }
             }
         }
@@ -618,7 +678,17 @@ impl AudioSource for MicSource {
                 self.recover(failure_text(code))?;
                 continue;
             }
-            if self.drain_ring() == 0 {
+            if self.drain_ring() > 0 {
+                self.audio_arrived();
+            } else if self.last_audio.elapsed()
+                >= Duration::from_millis(self.config.stall_ms.max(1))
+            {
+                let reason = format!(
+                    "no audio from the device for {} ms (stalled)",
+                    self.config.stall_ms
+                );
+                self.recover(&reason)?;
+            } else {
                 std::thread::sleep(Duration::from_millis(self.config.poll_ms.max(1)));
             }
         }
@@ -638,7 +708,11 @@ mod tests {
     /// What a fake open does: fail with a message, or deliver samples.
     enum Step {
         Fail(&'static str),
-        Deliver { rate: u32, channels: u16, samples: Vec<f32> },
+        Deliver {
+            rate: u32,
+            channels: u16,
+            samples: Vec<f32>,
+        },
     }
 
     /// A backend that plays a script of opens; a delivered stream pushes
@@ -671,12 +745,7 @@ mod tests {
                     let capacity = (rate as u64 * ring_ms as u64 / 1000) as usize;
                     let (mut producer, consumer) = HeapRb::<f32>::new(capacity).split();
                     for chunk in samples.chunks(256 * channels as usize) {
-                        push_interleaved(
-                            &mut producer,
-                            chunk,
-                            channels as usize,
-                            &shared.overruns,
-                        );
+                        push_interleaved(&mut producer, chunk, channels as usize, &shared.overruns);
                     }
                     Ok(Opened {
                         _stream: Box::new(producer),
@@ -698,6 +767,7 @@ mod tests {
             reopen_initial_ms: 1,
             reopen_max_ms: 4,
             reopen_max_attempts: Some(5),
+            stall_ms: 10_000,
         }
     }
 
@@ -707,7 +777,10 @@ mod tests {
             script: Arc::new(Mutex::new(script.into())),
             opens: Arc::clone(&opens),
         };
-        (MicSource::with_backend(Box::new(fake), config).unwrap(), opens)
+        (
+            MicSource::with_backend(Box::new(fake), config).unwrap(),
+            opens,
+        )
     }
 
     fn read_n(source: &mut MicSource, n: usize) -> Vec<f32> {
@@ -718,7 +791,32 @@ mod tests {
     }
 
     #[test]
-    fn stereo_i16_like_input_is_averaged_to_mono_and_passed_at_16k() {
+    fn the_callback_converts_integer_formats_and_averages_channels() {
+        let (mut producer, mut consumer) = HeapRb::<f32>::new(64).split();
+        let overruns = AtomicU64::new(0);
+        // i16 stereo: (0.5, -0.25) → 0.125; (-1.0, -1.0) → -1.0.
+        push_interleaved(
+            &mut producer,
+            &[16_384i16, -8_192, -32_768, -32_768],
+            2,
+            &overruns,
+        );
+        // u16 mono: 49_152 → 0.5; 32_768 → 0.0.
+        push_interleaved(&mut producer, &[49_152u16, 32_768], 1, &overruns);
+        // f32 with three channels.
+        push_interleaved(&mut producer, &[0.3f32, 0.3, 0.3], 3, &overruns);
+        let mut out = [0.0f32; 8];
+        let n = consumer.pop_slice(&mut out);
+        let expected = [0.125, -1.0, 0.5, 0.0, 0.3];
+        assert_eq!(n, expected.len());
+        for (got, want) in out.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-4, "{out:?}");
+        }
+        assert_eq!(overruns.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn stereo_input_is_averaged_to_mono_and_passed_at_16k() {
         // Left = 0.5, right = -0.25 → mono 0.125.
         let samples: Vec<f32> = (0..1600).flat_map(|_| [0.5, -0.25]).collect();
         let (mut source, _) = mic(
@@ -730,7 +828,11 @@ mod tests {
             fast_config(),
         );
         let got = read_n(&mut source, 1600);
-        assert!(got.iter().all(|&s| (s - 0.125).abs() < 1e-6), "{:?}", &got[..4]);
+        assert!(
+            got.iter().all(|&s| (s - 0.125).abs() < 1e-6),
+            "{:?}",
+            &got[..4]
+        );
         assert_eq!(source.overruns(), 0);
     }
 
@@ -811,8 +913,70 @@ mod tests {
         assert_eq!(waits, [Duration::from_millis(2), Duration::from_millis(4)]);
         assert!(matches!(
             statuses.last(),
-            Some(MicStatus::Reopened { attempts: 3, sample_rate: 16_000, .. })
+            Some(MicStatus::Reopened {
+                attempts: 3,
+                sample_rate: 16_000,
+                ..
+            })
         ));
+    }
+
+    #[test]
+    fn a_stalled_device_is_reopened() {
+        let (mut source, opens) = mic(
+            vec![
+                Step::Deliver {
+                    rate: 16_000,
+                    channels: 1,
+                    samples: vec![0.25; 800],
+                },
+                Step::Deliver {
+                    rate: 16_000,
+                    channels: 1,
+                    samples: vec![0.5; 800],
+                },
+            ],
+            MicConfig {
+                stall_ms: 30,
+                ..fast_config()
+            },
+        );
+        let rx = source.take_status_receiver().unwrap();
+        let got = read_n(&mut source, 1_600);
+        assert_eq!(&got[798..802], [0.25, 0.25, 0.5, 0.5]);
+        assert_eq!(opens.load(Ordering::SeqCst), 2);
+        let statuses: Vec<_> = rx.try_iter().collect();
+        assert!(
+            matches!(&statuses[1], MicStatus::Lost { error } if error.contains("stalled")),
+            "{statuses:?}"
+        );
+        assert!(matches!(
+            statuses[2],
+            MicStatus::Reopened { attempts: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn a_device_that_reopens_but_stays_silent_is_given_up_on() {
+        let silent = || Step::Deliver {
+            rate: 16_000,
+            channels: 1,
+            samples: vec![],
+        };
+        let (mut source, opens) = mic(
+            vec![silent(), silent(), silent(), silent()],
+            MicConfig {
+                stall_ms: 10,
+                reopen_max_attempts: Some(2),
+                ..fast_config()
+            },
+        );
+        let err = source.read(&mut [0.0; 16]).unwrap_err();
+        assert!(
+            matches!(&err, AudioError::DeviceLost { attempts: 2, detail } if detail.contains("stalled")),
+            "{err}"
+        );
+        assert_eq!(opens.load(Ordering::SeqCst), 3);
     }
 
     #[test]

@@ -37,8 +37,8 @@ pub mod resample;
 pub mod source;
 
 pub use endpoint::{
-    EndReason, EndpointConfig, EndpointEvent, EndpointState, Endpointer, FRAME_SAMPLES,
-    Utterance, VadConfig,
+    EndReason, EndpointConfig, EndpointEvent, EndpointState, Endpointer, FRAME_SAMPLES, Utterance,
+    VadConfig,
 };
 pub use error::{AudioError, INPUT_HINT};
 pub use mic::{MicConfig, MicSource, MicStatus, StopHandle};

@@ -103,11 +103,6 @@ pub struct Resampler {
     down: u64,
     /// Taps on each side of the centre, in input samples.
     half: usize,
-    /// The sinc's cut-off in cycles per input sample.
-    cutoff: f64,
-    /// The window's half-width in input samples.
-    half_width: f64,
-    beta: f64,
     kernel: Kernel,
     /// Input samples; `history[0]` has absolute index `history_start`
     /// (negative indices are the zeros before the stream).
@@ -134,7 +129,10 @@ impl Resampler {
         output_rate: u32,
         config: ResamplerConfig,
     ) -> Result<Self, AudioError> {
-        for (rate, what) in [(input_rate, "resampler input"), (output_rate, "resampler output")] {
+        for (rate, what) in [
+            (input_rate, "resampler input"),
+            (output_rate, "resampler output"),
+        ] {
             if rate == 0 || rate > MAX_RATE {
                 return Err(AudioError::InvalidSampleRate {
                     rate,
@@ -168,9 +166,6 @@ impl Resampler {
             up,
             down,
             half,
-            cutoff,
-            half_width,
-            beta,
             kernel: Kernel::Identity,
             history: Vec::new(),
             history_start: 0,
@@ -185,7 +180,7 @@ impl Resampler {
             resampler.kernel = if exact {
                 let mut table = vec![0.0f32; up as usize * taps];
                 for (p, set) in table.chunks_exact_mut(taps).enumerate() {
-                    resampler.fill_coefficients(p as u64, set);
+                    fill(p as f64 / up as f64, half, cutoff, half_width, beta, set);
                 }
                 Kernel::Table(table)
             } else {
@@ -278,6 +273,7 @@ impl Resampler {
             let first = (self.pos - half + 1 - self.history_start) as usize;
             let window = &self.history[first..first + taps];
             let value = match &mut self.kernel {
+                // Not reached: `process` passes identity input through.
                 Kernel::Identity => window[self.half - 1],
                 Kernel::Table(table) => {
                     let start = self.phase as usize * taps;
@@ -313,17 +309,6 @@ impl Resampler {
             self.history.drain(..drop);
             self.history_start += drop as i64;
         }
-    }
-
-    fn fill_coefficients(&self, phase: u64, set: &mut [f32]) {
-        fill(
-            phase as f64 / self.up as f64,
-            self.half,
-            self.cutoff,
-            self.half_width,
-            self.beta,
-            set,
-        );
     }
 }
 

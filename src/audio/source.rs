@@ -166,8 +166,8 @@ impl WavSource {
             path: path.clone(),
             source,
         })?;
-        let reader = hound::WavReader::new(BufReader::new(file))
-            .map_err(|e| header_error(&path, e))?;
+        let reader =
+            hound::WavReader::new(BufReader::new(file)).map_err(|e| header_error(&path, e))?;
         let spec = reader.spec();
         match (spec.sample_format, spec.bits_per_sample) {
             (hound::SampleFormat::Int, 8 | 16 | 24 | 32) | (hound::SampleFormat::Float, 32) => {}
@@ -178,15 +178,14 @@ impl WavSource {
                 });
             }
         }
-        let resampler = Resampler::new(spec.sample_rate, SAMPLE_RATE).map_err(|_| {
-            AudioError::WavFormat {
+        let resampler =
+            Resampler::new(spec.sample_rate, SAMPLE_RATE).map_err(|_| AudioError::WavFormat {
                 path: path.clone(),
                 detail: format!(
                     "the header gives an unusable sample rate of {} Hz",
                     spec.sample_rate
                 ),
-            }
-        })?;
+            })?;
         let channels = usize::from(spec.channels);
         Ok(WavSource {
             expected_frames: u64::from(reader.duration()),
@@ -283,14 +282,12 @@ impl WavSource {
 
     fn read_error(&self, e: hound::Error) -> AudioError {
         match e {
-            hound::Error::IoError(io) if ends_early(&io) => {
-                AudioError::WavTruncated {
-                    path: self.path.clone(),
-                    read_frames: self.frames_read,
-                    expected_frames: self.expected_frames,
-                    detail: "unexpected end of file".to_string(),
-                }
-            }
+            hound::Error::IoError(io) if ends_early(&io) => AudioError::WavTruncated {
+                path: self.path.clone(),
+                read_frames: self.frames_read,
+                expected_frames: self.expected_frames,
+                detail: "unexpected end of file".to_string(),
+            },
             hound::Error::IoError(source) => AudioError::Io {
                 path: self.path.clone(),
                 source,
@@ -345,17 +342,14 @@ fn ends_early(e: &std::io::Error) -> bool {
 fn header_error(path: &Path, e: hound::Error) -> AudioError {
     let path = path.to_path_buf();
     match e {
-        hound::Error::IoError(io) if ends_early(&io) => {
-            AudioError::WavFormat {
-                path,
-                detail: "the file ends inside the header (empty, cut short, or not a WAV file)"
-                    .to_string(),
-            }
-        }
-        hound::Error::IoError(io) if io.kind() == ErrorKind::IsADirectory => AudioError::Io {
+        hound::Error::IoError(io) if ends_early(&io) => AudioError::WavFormat {
             path,
-            source: io,
+            detail: "the file ends inside the header (empty, cut short, or not a WAV file)"
+                .to_string(),
         },
+        hound::Error::IoError(io) if io.kind() == ErrorKind::IsADirectory => {
+            AudioError::Io { path, source: io }
+        }
         hound::Error::IoError(io) => AudioError::WavFormat {
             path,
             detail: format!("cannot read the header: {io}"),
@@ -472,7 +466,10 @@ impl<R: Read + Send> AudioSource for PcmStdinSource<R> {
             if samples == 0 {
                 continue;
             }
-            for (o, pair) in out.iter_mut().zip(self.bytes[..samples * 2].chunks_exact(2)) {
+            for (o, pair) in out
+                .iter_mut()
+                .zip(self.bytes[..samples * 2].chunks_exact(2))
+            {
                 *o = f32::from(i16::from_le_bytes([pair[0], pair[1]])) / 32768.0;
             }
             if let Some(pacer) = &mut self.pacer {

@@ -35,7 +35,7 @@
 //!
 //! Only the ordinary tokens are written (those before `<|endoftext|>`); the
 //! loader names the special ones itself, as for the models whisper.cpp
-//! converts. The tensor mapping is [`layout`]; see the module-level
+//! converts. The tensor mapping is the private `layout` function; see the
 //! documentation of [`crate::speech`] for the table.
 
 use std::collections::{HashMap, HashSet};
@@ -149,7 +149,7 @@ impl Progress {
     pub fn bar(&self, len: u64, message: &str) -> ProgressBar {
         let bar = ProgressBar::with_draw_target(Some(len), self.target());
         let style = ProgressStyle::with_template(
-            "{msg:24} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} eta {eta}",
+            "{msg:20} [{bar:25}] {bytes:>10}/{total_bytes:<10} eta {eta}",
         )
         .map(|s| s.progress_chars("=> "))
         .unwrap_or_else(|_| ProgressStyle::default_bar());
@@ -300,7 +300,10 @@ pub fn gpt2_char_to_byte(c: char) -> Option<u8> {
 /// Decodes a GPT-2 byte-level token string (`"Ġhello"`) to its bytes
 /// (`b" hello"`). Err: the first character outside the table.
 pub fn gpt2_token_bytes(token: &str) -> Result<Vec<u8>, char> {
-    token.chars().map(|c| gpt2_char_to_byte(c).ok_or(c)).collect()
+    token
+        .chars()
+        .map(|c| gpt2_char_to_byte(c).ok_or(c))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -336,8 +339,8 @@ pub fn mel_to_hz(mel: f64) -> f64 {
 
 /// librosa's `filters.mel(sr, n_fft, n_mels)` with its defaults (fmin 0,
 /// fmax sr/2, Slaney scale, Slaney area normalisation): `n_mels` rows of
-/// `n_fft / 2 + 1` weights, row-major. Computed in f64, returned as f32 like
-/// librosa. Whisper's `mel_filters.npz` is this for 16 kHz, n_fft 400.
+/// `n_fft / 2 + 1` weights, row-major, rounded as librosa rounds them
+/// (bit-identical to whisper's `mel_filters.npz` for 16 kHz, n_fft 400).
 pub fn mel_filters(sample_rate: f64, n_fft: usize, n_mels: usize) -> Vec<f32> {
     let n_freq = n_fft / 2 + 1;
     let fft_freqs: Vec<f64> = (0..n_freq)
@@ -364,8 +367,12 @@ pub fn mel_filters(sample_rate: f64, n_fft: usize, n_mels: usize) -> Vec<f32> {
         for &f in &fft_freqs {
             let lower = -(hz[m] - f) / below;
             let upper = (hz[m + 2] - f) / above;
-            let w = lower.min(upper).max(0.0);
-            weights.push((w * norm) as f32);
+            // librosa keeps the triangles in a float32 array and
+            // normalises that array in place: round, scale, round again.
+            // (numpy's maximum(0, -0.0) keeps the -0.0 at [0][0]; so do we.)
+            let w = lower.min(upper);
+            let w = if w < 0.0 { 0.0 } else { w } as f32;
+            weights.push((f64::from(w) * norm) as f32);
         }
     }
     weights
@@ -573,9 +580,9 @@ impl Cursor<'_> {
         let len = self.u16(what)?;
         let mut bytes = self.bytes(usize::from(len), what)?;
         if bytes.pop() != Some(0) {
-            return Err(self
-                .src
-                .invalid(format!("corrupt: {what} at byte {at} is not NUL-terminated")));
+            return Err(self.src.invalid(format!(
+                "corrupt: {what} at byte {at} is not NUL-terminated"
+            )));
         }
         String::from_utf8(bytes).map_err(|_| {
             self.src
@@ -584,7 +591,11 @@ impl Cursor<'_> {
     }
 
     fn skip(&mut self, n: u64, what: &str) -> Result<(), ConvertError> {
-        if self.pos.checked_add(n).is_none_or(|end| end > self.src.total) {
+        if self
+            .pos
+            .checked_add(n)
+            .is_none_or(|end| end > self.src.total)
+        {
             return Err(self.src.truncated(what, self.pos, n));
         }
         self.pos += n;
@@ -842,7 +853,15 @@ impl Layout {
 
     /// Rows `rows` of the CTranslate2 linear layer `src` (`src_rows` rows of
     /// `d_in`): its weight, and its bias when `with_bias`.
-    fn linear(&mut self, dst: &str, src: &str, src_rows: u64, d_in: u64, rows: (u64, u64), with_bias: bool) {
+    fn linear(
+        &mut self,
+        dst: &str,
+        src: &str,
+        src_rows: u64,
+        d_in: u64,
+        rows: (u64, u64),
+        with_bias: bool,
+    ) {
         let n = rows.1 - rows.0;
         self.specs.push(TensorSpec {
             name: format!("{dst}.weight"),
@@ -867,18 +886,47 @@ impl Layout {
     /// A layer norm: `gamma`/`beta` → `weight`/`bias`.
     fn norm(&mut self, dst: &str, src: &str) {
         let d = self.d;
-        self.push(format!("{dst}.weight"), &[d], Kind::F32, format!("{src}/gamma"), &[d]);
-        self.push(format!("{dst}.bias"), &[d], Kind::F32, format!("{src}/beta"), &[d]);
+        self.push(
+            format!("{dst}.weight"),
+            &[d],
+            Kind::F32,
+            format!("{src}/gamma"),
+            &[d],
+        );
+        self.push(
+            format!("{dst}.bias"),
+            &[d],
+            Kind::F32,
+            format!("{src}/beta"),
+            &[d],
+        );
     }
 
     /// Self-attention: the fused query/key/value matrix split in three.
     fn self_attention(&mut self, dst: &str, src: &str) {
         let d = self.d;
         let fused = format!("{src}/self_attention/linear_0");
-        self.norm(&format!("{dst}.attn_ln"), &format!("{src}/self_attention/layer_norm"));
+        self.norm(
+            &format!("{dst}.attn_ln"),
+            &format!("{src}/self_attention/layer_norm"),
+        );
         self.linear(&format!("{dst}.attn.query"), &fused, 3 * d, d, (0, d), true);
-        self.linear(&format!("{dst}.attn.key"), &fused, 3 * d, d, (d, 2 * d), false);
-        self.linear(&format!("{dst}.attn.value"), &fused, 3 * d, d, (2 * d, 3 * d), true);
+        self.linear(
+            &format!("{dst}.attn.key"),
+            &fused,
+            3 * d,
+            d,
+            (d, 2 * d),
+            false,
+        );
+        self.linear(
+            &format!("{dst}.attn.value"),
+            &fused,
+            3 * d,
+            d,
+            (2 * d, 3 * d),
+            true,
+        );
         let out = format!("{src}/self_attention/linear_1");
         self.linear(&format!("{dst}.attn.out"), &out, d, d, (0, d), true);
     }
@@ -887,15 +935,32 @@ impl Layout {
     fn cross_attention(&mut self, dst: &str, src: &str) {
         let d = self.d;
         let cross = format!("{src}/attention");
-        self.norm(&format!("{dst}.cross_attn_ln"), &format!("{cross}/layer_norm"));
+        self.norm(
+            &format!("{dst}.cross_attn_ln"),
+            &format!("{cross}/layer_norm"),
+        );
         let (q, kv, out) = (
             format!("{cross}/linear_0"),
             format!("{cross}/linear_1"),
             format!("{cross}/linear_2"),
         );
         self.linear(&format!("{dst}.cross_attn.query"), &q, d, d, (0, d), true);
-        self.linear(&format!("{dst}.cross_attn.key"), &kv, 2 * d, d, (0, d), false);
-        self.linear(&format!("{dst}.cross_attn.value"), &kv, 2 * d, d, (d, 2 * d), true);
+        self.linear(
+            &format!("{dst}.cross_attn.key"),
+            &kv,
+            2 * d,
+            d,
+            (0, d),
+            false,
+        );
+        self.linear(
+            &format!("{dst}.cross_attn.value"),
+            &kv,
+            2 * d,
+            d,
+            (d, 2 * d),
+            true,
+        );
         self.linear(&format!("{dst}.cross_attn.out"), &out, d, d, (0, d), true);
     }
 
@@ -1028,7 +1093,9 @@ fn hparams_of(src: &Joined, index: &Index) -> Result<Hparams, ConvertError> {
         ftype: GGML_FTYPE_F16,
     };
     if let Some(problem) = h.problem() {
-        return Err(src.invalid(format!("not a whisper model whisper.cpp can load: {problem}")));
+        return Err(src.invalid(format!(
+            "not a whisper model whisper.cpp can load: {problem}"
+        )));
     }
     // The output projection must be the token embedding (whisper ties them;
     // whisper.cpp has no separate projection).
@@ -1108,11 +1175,14 @@ fn read_vocabulary(path: &Path, n_vocab: i32) -> Result<Vec<Vec<u8>>, ConvertErr
             lines.len()
         )));
     }
-    let end = lines.iter().position(|l| *l == END_OF_TEXT).ok_or_else(|| {
-        bad(format!(
-            "no '{END_OF_TEXT}' token: not a whisper vocabulary"
-        ))
-    })?;
+    let end = lines
+        .iter()
+        .position(|l| *l == END_OF_TEXT)
+        .ok_or_else(|| {
+            bad(format!(
+                "no '{END_OF_TEXT}' token: not a whisper vocabulary"
+            ))
+        })?;
     lines[..end]
         .iter()
         .enumerate()
@@ -1252,7 +1322,8 @@ fn put_i32(w: &mut impl Write, v: i32) -> io::Result<()> {
 }
 
 fn to_i32(v: u64, what: &str) -> io::Result<i32> {
-    i32::try_from(v).map_err(|_| io::Error::other(format!("{what} {v} does not fit the ggml format")))
+    i32::try_from(v)
+        .map_err(|_| io::Error::other(format!("{what} {v} does not fit the ggml format")))
 }
 
 /// Converts a CTranslate2 whisper model to a ggml file at `output`.
@@ -1303,7 +1374,10 @@ pub fn convert(
             put_i32(&mut w, v)?;
         }
         put_i32(&mut w, hparams.n_mels)?;
-        put_i32(&mut w, to_i32((filters.len() / hparams.n_mels as usize) as u64, "n_fft")?)?;
+        put_i32(
+            &mut w,
+            to_i32((filters.len() / hparams.n_mels as usize) as u64, "n_fft")?,
+        )?;
         for f in &filters {
             w.write_all(&f.to_le_bytes())?;
         }
@@ -1566,7 +1640,8 @@ pub fn inspect_ggml(path: &Path, deep: bool) -> Result<GgmlInfo, ConvertError> {
             }
             dims.push(d as u64);
         }
-        let name = String::from_utf8_lossy(&g.bytes(name_len as u64, "a tensor name")?).into_owned();
+        let name =
+            String::from_utf8_lossy(&g.bytes(name_len as u64, "a tensor name")?).into_owned();
         let Some((shape, kind)) = expected.remove(&name) else {
             return Err(g.bad(format!(
                 "unknown or repeated tensor '{name}' at byte {at} (whisper.cpp refuses it)"
@@ -1590,13 +1665,21 @@ pub fn inspect_ggml(path: &Path, deep: bool) -> Result<GgmlInfo, ConvertError> {
             )));
         }
         let elements: u64 = dims.iter().product();
-        g.skip(elements / block * block_bytes, &format!("the data of '{name}'"))?;
+        g.skip(
+            elements / block * block_bytes,
+            &format!("the data of '{name}'"),
+        )?;
         seen += 1;
     }
     if !expected.is_empty() {
         let mut missing: Vec<String> = expected.into_keys().collect();
         missing.sort();
-        let shown = missing.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+        let shown = missing
+            .iter()
+            .take(4)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
         return Err(g.bad(format!(
             "{} tensor(s) missing (truncated?), e.g. {shown}",
             missing.len()
@@ -1653,6 +1736,13 @@ mod tests {
         }
 
         fn bytes(&self) -> Vec<u8> {
+            self.bytes_and_data_spans().0
+        }
+
+        /// The file, and where the variables' data lie in it (everything
+        /// else is structure).
+        fn bytes_and_data_spans(&self) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
+            let mut spans = Vec::new();
             let mut out = Vec::new();
             out.extend_from_slice(&6u32.to_le_bytes());
             put_str(&mut out, "WhisperSpec");
@@ -1666,6 +1756,7 @@ mod tests {
                 }
                 out.push(*dtype);
                 out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+                spans.push(out.len()..out.len() + data.len());
                 out.extend_from_slice(data);
             }
             out.extend_from_slice(&(self.aliases.len() as u32).to_le_bytes());
@@ -1673,7 +1764,7 @@ mod tests {
                 put_str(&mut out, a);
                 put_str(&mut out, t);
             }
-            out
+            (out, spans)
         }
     }
 
@@ -1871,7 +1962,17 @@ mod tests {
         assert_eq!((g.filters.0, g.filters.1), (80, 201));
         assert_eq!(g.filters.2, mel_filters(16000.0, 400, 80));
         // Ordinary tokens only, decoded from GPT-2's byte-level strings.
-        let want: Vec<&[u8]> = vec![b"!", b"a", b" the", b"\n", "é".as_bytes(), b"  ", b"", b" 10", &[0u8]];
+        let want: Vec<&[u8]> = vec![
+            b"!",
+            b"a",
+            b" the",
+            b"\n",
+            "é".as_bytes(),
+            b"  ",
+            b"",
+            b" 10",
+            &[0u8],
+        ];
         assert_eq!(g.tokens, want);
         // 7 encoder tensors + 15 per encoder block, 4 decoder + 24 per block.
         assert_eq!(g.tensors.len(), 7 + 15 * 2 + 4 + 24);
@@ -1887,15 +1988,30 @@ mod tests {
         assert_eq!(as_f32(k), qkv[d * d..2 * d * d]);
         assert_eq!(as_f32(v), qkv[2 * d * d..]);
         let qkv_bias = source_values(&w, "encoder/layer_1/self_attention/linear_0/bias");
-        assert_eq!(as_f32(tensor(&g, "encoder.blocks.1.attn.query.bias")), qkv_bias[..d]);
-        assert_eq!(as_f32(tensor(&g, "encoder.blocks.1.attn.value.bias")), qkv_bias[2 * d..]);
+        assert_eq!(
+            as_f32(tensor(&g, "encoder.blocks.1.attn.query.bias")),
+            qkv_bias[..d]
+        );
+        assert_eq!(
+            as_f32(tensor(&g, "encoder.blocks.1.attn.value.bias")),
+            qkv_bias[2 * d..]
+        );
         assert!(g.tensors.iter().all(|t| !t.0.contains("key.bias")));
 
         let kv = source_values(&w, "decoder/layer_0/attention/linear_1/weight");
-        assert_eq!(as_f32(tensor(&g, "decoder.blocks.0.cross_attn.key.weight")), kv[..d * d]);
-        assert_eq!(as_f32(tensor(&g, "decoder.blocks.0.cross_attn.value.weight")), kv[d * d..]);
+        assert_eq!(
+            as_f32(tensor(&g, "decoder.blocks.0.cross_attn.key.weight")),
+            kv[..d * d]
+        );
+        assert_eq!(
+            as_f32(tensor(&g, "decoder.blocks.0.cross_attn.value.weight")),
+            kv[d * d..]
+        );
         let kv_bias = source_values(&w, "decoder/layer_0/attention/linear_1/bias");
-        assert_eq!(as_f32(tensor(&g, "decoder.blocks.0.cross_attn.value.bias")), kv_bias[d..]);
+        assert_eq!(
+            as_f32(tensor(&g, "decoder.blocks.0.cross_attn.value.bias")),
+            kv_bias[d..]
+        );
         assert_eq!(
             as_f32(tensor(&g, "decoder.blocks.0.cross_attn.query.weight")),
             source_values(&w, "decoder/layer_0/attention/linear_0/weight")
@@ -1913,7 +2029,10 @@ mod tests {
         assert_eq!((bias.1.clone(), bias.2), (vec![1, 8], 0));
         let pe = tensor(&g, "encoder.positional_embedding");
         assert_eq!((pe.1.clone(), pe.2), (vec![8, 6], 0));
-        assert_eq!(as_f32(pe), source_values(&w, "encoder/position_encodings/encodings"));
+        assert_eq!(
+            as_f32(pe),
+            source_values(&w, "encoder/position_encodings/encodings")
+        );
         let te = tensor(&g, "decoder.token_embedding.weight");
         assert_eq!((te.1.clone(), te.2), (vec![8, 12], 1));
         let ln = tensor(&g, "decoder.ln.weight");
@@ -1933,9 +2052,15 @@ mod tests {
 
     #[test]
     fn float32_and_bfloat16_sources_give_the_same_file() {
-        let f16 = run(&fixture(&tiny_whisper(4).bytes(), &vocabulary())).unwrap().1;
-        let f32 = run(&fixture(&tiny_whisper(0).bytes(), &vocabulary())).unwrap().1;
-        let bf16 = run(&fixture(&tiny_whisper(5).bytes(), &vocabulary())).unwrap().1;
+        let f16 = run(&fixture(&tiny_whisper(4).bytes(), &vocabulary()))
+            .unwrap()
+            .1;
+        let f32 = run(&fixture(&tiny_whisper(0).bytes(), &vocabulary()))
+            .unwrap()
+            .1;
+        let bf16 = run(&fixture(&tiny_whisper(5).bytes(), &vocabulary()))
+            .unwrap()
+            .1;
         assert_eq!(f16, f32);
         assert_eq!(f16, bf16);
     }
@@ -1945,7 +2070,14 @@ mod tests {
         let bytes = tiny_whisper(4).bytes();
         let f = fixture(&bytes, &vocabulary());
         let whole = run(&f).unwrap().1;
-        for cut in [1, 5, 17, bytes.len() / 3, bytes.len() / 2 + 1, bytes.len() - 3] {
+        for cut in [
+            1,
+            5,
+            17,
+            bytes.len() / 3,
+            bytes.len() / 2 + 1,
+            bytes.len() - 3,
+        ] {
             let a = f.dir.path().join("model.bin.part1");
             let b = f.dir.path().join("model.bin.part2");
             std::fs::write(&a, &bytes[..cut]).unwrap();
@@ -1957,15 +2089,22 @@ mod tests {
         // A missing second part is a clear error, not a panic.
         let a = f.dir.path().join("model.bin.part1");
         std::fs::write(&a, &bytes[..bytes.len() / 2]).unwrap();
-        let err = convert(&[a], &f.vocab, &f.dir.path().join("x.bin"), &Progress::hidden())
-            .unwrap_err()
-            .to_string();
+        let err = convert(
+            &[a],
+            &f.vocab,
+            &f.dir.path().join("x.bin"),
+            &Progress::hidden(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("truncated"), "{err}");
     }
 
     fn assert_fails_cleanly(model: &[u8], vocab: &str, expect: &str) {
         let f = fixture(model, vocab);
-        let err = run(&f).err().unwrap_or_else(|| panic!("expected an error ({expect})"));
+        let err = run(&f)
+            .err()
+            .unwrap_or_else(|| panic!("expected an error ({expect})"));
         let msg = err.to_string();
         assert!(msg.contains(expect), "'{msg}' should mention '{expect}'");
         let left: Vec<_> = std::fs::read_dir(f.dir.path())
@@ -2048,18 +2187,47 @@ mod tests {
     }
 
     #[test]
-    fn every_byte_flip_in_the_header_region_is_handled() {
-        // Never a panic, whatever the corruption.
-        let good = tiny_whisper(4).bytes();
-        let vocab = vocabulary();
-        for at in (0..good.len()).step_by(97).chain(0..64) {
-            for flip in [0x01u8, 0x80, 0xff] {
+    fn every_corrupted_structure_byte_is_handled() {
+        // Flip bits in every byte that is not weight data (names, ranks,
+        // dimensions, types, sizes, counts, aliases): never a panic, never a
+        // partial file, and an error unless the flip is harmless.
+        let (good, data) = tiny_whisper(4).bytes_and_data_spans();
+        let f = fixture(&good, &vocabulary());
+        let out = f.dir.path().join("ggml.bin");
+        let structure: Vec<usize> = (0..good.len())
+            .filter(|i| !data.iter().any(|r| r.contains(i)))
+            .collect();
+        let mut failed = 0;
+        let mut total = 0;
+        // The file header, then a sample of the rest (each run costs a few
+        // milliseconds in a debug build).
+        let sample = structure
+            .iter()
+            .take(40)
+            .chain(structure.iter().skip(40).step_by(5));
+        for (n, &at) in sample.enumerate() {
+            for flip in [[0x01u8, 0x80][n % 2], 0xff] {
                 let mut bad = good.clone();
                 bad[at] ^= flip;
-                let f = fixture(&bad, &vocab);
-                let _ = run(&f);
+                std::fs::write(&f.model, &bad).unwrap();
+                let result = convert(
+                    std::slice::from_ref(&f.model),
+                    &f.vocab,
+                    &out,
+                    &Progress::hidden(),
+                );
+                total += 1;
+                if result.is_err() {
+                    failed += 1;
+                    assert!(!out.exists());
+                }
+                let _ = std::fs::remove_file(&out);
             }
         }
+        // The harmless flips: the revision, scalar settings' values we
+        // ignore, alignment-head values. Everything else is caught.
+        eprintln!("{failed} of {total} corruptions caught");
+        assert!(failed * 10 > total * 9, "{failed} of {total} caught");
     }
 
     #[test]
@@ -2072,13 +2240,32 @@ mod tests {
             inspect_ggml(&path, deep).map_err(|e| e.to_string())
         };
         assert!(check(&bytes, true).is_ok());
-        assert!(check(&bytes[..bytes.len() - 1], true).unwrap_err().contains("truncated"));
-        assert!(check(&bytes[..bytes.len() - 1], false).is_ok(), "shallow reads the header only");
-        assert!(check(&bytes[..30], false).unwrap_err().contains("truncated"));
-        assert!(check(b"GGUF\x03\0\0\0", false).unwrap_err().contains("bad magic"));
+        assert!(
+            check(&bytes[..bytes.len() - 1], true)
+                .unwrap_err()
+                .contains("truncated")
+        );
+        assert!(
+            check(&bytes[..bytes.len() - 1], false).is_ok(),
+            "shallow reads the header only"
+        );
+        assert!(
+            check(&bytes[..30], false)
+                .unwrap_err()
+                .contains("truncated")
+        );
+        assert!(
+            check(b"GGUF\x03\0\0\0", false)
+                .unwrap_err()
+                .contains("bad magic")
+        );
         let mut zero_heads = bytes.clone();
         zero_heads[16..20].copy_from_slice(&0i32.to_le_bytes());
-        assert!(check(&zero_heads, false).unwrap_err().contains("n_audio_head"));
+        assert!(
+            check(&zero_heads, false)
+                .unwrap_err()
+                .contains("n_audio_head")
+        );
         let mut extra = bytes.clone();
         extra.extend_from_slice(&bytes[bytes.len() - 40..]);
         assert!(check(&extra, true).is_err());
@@ -2103,7 +2290,11 @@ mod tests {
         assert_eq!(f32_to_f16(65520.0), 0x7c00, "rounds up to infinity");
         assert_eq!(f32_to_f16(65519.0), 0x7bff);
         assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00, "tie to even");
-        assert_eq!(f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02, "tie to even");
+        assert_eq!(
+            f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)),
+            0x3c02,
+            "tie to even"
+        );
         assert_eq!(f32_to_f16(2f32.powi(-24)), 0x0001);
         assert_eq!(f32_to_f16(2f32.powi(-25)), 0x0000, "tie to even zero");
         assert_eq!(f32_to_f16(1.5 * 2f32.powi(-25)), 0x0001);
@@ -2113,6 +2304,65 @@ mod tests {
         assert_eq!(f16_to_f32(0x03ff), 1023.0 * 2f32.powi(-24));
         assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
         assert_eq!(bf16_to_f32(0x3f80), 1.0);
+    }
+
+    #[test]
+    fn mel_filterbank_is_whispers() {
+        let m = mel_filters(16000.0, 400, 80);
+        assert_eq!(m.len(), 80 * 201);
+        // Bit-identical to openai-whisper's assets/mel_filters.npz["mel_80"]
+        // (made with librosa): the sha256 of its little-endian f32 bytes,
+        // and figures computed from it with numpy.
+        let bytes: Vec<u8> = m.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            "4f2701b1d287d74a0dc9871026e9519d98cb76426615f2539b0d151a0ae4ec2e"
+        );
+        assert_eq!(m.iter().filter(|x| **x != 0.0).count(), 391);
+        let total: f64 = m.iter().map(|&x| f64::from(x)).sum();
+        assert!((total - 1.999024092387117).abs() < 1e-12, "{total}");
+        // (row, argmax, max, row sum, first and last non-zero column)
+        let rows: [(usize, usize, f64, f64, usize, usize); 9] = [
+            (0, 1, 0.02486259490251541, 0.02486259490251541, 1, 1),
+            (1, 2, 0.022871771827340126, 0.024862593738362193, 1, 2),
+            (2, 3, 0.02088095061480999, 0.024862594436854124, 2, 3),
+            (10, 10, 0.01990821771323681, 0.024862592574208975, 10, 11),
+            (20, 20, 0.013890394009649754, 0.024862593971192837, 19, 20),
+            (39, 41, 0.011486922390758991, 0.02339493765612133, 40, 43),
+            (40, 43, 0.014735566452145576, 0.026664861012250185, 42, 44),
+            (60, 93, 0.006591092795133591, 0.02510154154151678, 90, 96),
+            (
+                79,
+                192,
+                0.0031647118739783764,
+                0.024925339792389423,
+                186,
+                199,
+            ),
+        ];
+        for (r, argmax, max, sum, first, last) in rows {
+            let row = &m[r * 201..(r + 1) * 201];
+            let mut best = 0;
+            for (i, &x) in row.iter().enumerate() {
+                if x > row[best] {
+                    best = i;
+                }
+            }
+            assert_eq!((best, f64::from(row[best])), (argmax, max), "row {r}");
+            let got: f64 = row.iter().map(|&x| f64::from(x)).sum();
+            assert!((got - sum).abs() < 1e-12, "row {r}: {got} vs {sum}");
+            let nz: Vec<usize> = (0..201).filter(|&i| row[i] != 0.0).collect();
+            assert_eq!((nz[0], nz[nz.len() - 1]), (first, last), "row {r}");
+        }
+        assert_eq!(f64::from(m[5 * 201 + 6]), 0.014908484183251858);
+        assert_eq!(f64::from(m[79 * 201 + 199]), 0.0004487590049393475);
+        assert!(m[0].is_sign_negative(), "librosa's -0.0 at [0][0]");
+        // The Slaney scale itself.
+        assert!((hz_to_mel(1000.0) - 15.0).abs() < 1e-12);
+        assert!((mel_to_hz(15.0) - 1000.0).abs() < 1e-9);
+        assert!((hz_to_mel(8000.0) - 45.245640471924965).abs() < 1e-9);
+        assert!((mel_to_hz(hz_to_mel(3456.0)) - 3456.0).abs() < 1e-9);
+        assert!((hz_to_mel(500.0) - 7.5).abs() < 1e-12);
     }
 
     #[test]
@@ -2134,6 +2384,10 @@ mod tests {
         assert_eq!(gpt2_token_bytes("âĢĻ").unwrap(), "’".as_bytes());
         assert_eq!(gpt2_token_bytes("ab\u{3000}"), Err('\u{3000}'));
         assert_eq!(gpt2_token_bytes("\u{144}"), Err('\u{144}'));
-        assert_eq!(gpt2_token_bytes(" "), Err(' '), "a raw space is not in the table");
+        assert_eq!(
+            gpt2_token_bytes(" "),
+            Err(' '),
+            "a raw space is not in the table"
+        );
     }
 }

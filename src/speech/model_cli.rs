@@ -137,7 +137,11 @@ pub fn run(
                     writeln!(out, "             problem: {problem}")?;
                 }
                 if e.state != "installed" && e.state != "other" && e.source.is_some() {
-                    writeln!(out, "             install: voicegate models install {}", e.name)?;
+                    writeln!(
+                        out,
+                        "             install: voicegate models install {}",
+                        e.name
+                    )?;
                 }
             }
             Ok(0)
@@ -150,10 +154,7 @@ pub fn run(
             } else {
                 let mut reports = Vec::new();
                 for spec in model::MODELS {
-                    if matches!(
-                        model::status(spec, models_dir),
-                        model::Status::NotInstalled
-                    ) {
+                    if matches!(model::status(spec, models_dir), model::Status::NotInstalled) {
                         continue;
                     }
                     reports.push(model::verify(spec.name, models_dir, &progress)?);
@@ -176,8 +177,12 @@ pub fn run(
                 match (&r.problem, &r.hparams) {
                     (None, Some(h)) => {
                         let pinned = match r.pinned {
-                            Some(true) => ", the pinned conversion",
-                            _ => "",
+                            Some(true) => ", the pinned conversion".to_string(),
+                            _ if model::find(&r.name).is_some() => format!(
+                                ", not the conversion this voicegate pins (`voicegate models install {}` updates it)",
+                                r.name
+                            ),
+                            _ => String::new(),
                         };
                         writeln!(
                             out,
@@ -208,5 +213,120 @@ pub fn run(
             }
             Ok(if ok { 0 } else { 1 })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: ModelsCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<ModelsCommand, clap::Error> {
+        let argv = std::iter::once("models").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|c| c.cmd)
+    }
+
+    fn output(cmd: ModelsCommand, dir: &Path, json: bool) -> (Result<i32, String>, String) {
+        let mut out = Vec::new();
+        let code = run(cmd, dir, json, &mut out).map_err(|e| e.to_string());
+        (code, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn arguments() {
+        match parse(&["install"]).unwrap() {
+            ModelsCommand::Install(a) => assert_eq!((a.name.as_str(), a.force), ("tiny.en", false)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["install", "base", "--force", "--wheels", "/w"]).unwrap() {
+            ModelsCommand::Install(a) => {
+                assert_eq!((a.name.as_str(), a.force), ("base", true));
+                assert_eq!(a.wheels.as_deref(), Some(Path::new("/w")));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse(&["install", "large"]).unwrap_err().to_string();
+        assert!(err.contains("tiny.en") && err.contains("base"), "{err}");
+        assert!(parse(&["verify", "base", "--file", "x.bin"]).is_err());
+        assert!(matches!(parse(&["list"]).unwrap(), ModelsCommand::List));
+    }
+
+    #[test]
+    fn an_empty_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, text) = output(ModelsCommand::List, dir.path(), false);
+        assert_eq!(code, Ok(0));
+        assert!(text.contains("tiny.en    not installed"), "{text}");
+        assert!(
+            text.contains("install: voicegate models install base"),
+            "{text}"
+        );
+
+        let (code, text) = output(ModelsCommand::List, dir.path(), true);
+        assert_eq!(code, Ok(0));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["models"][0]["name"], "tiny.en");
+        assert_eq!(v["models"][0]["state"], "not_installed");
+        assert_eq!(v["models"][0]["default"], true);
+
+        let verify_all = || {
+            ModelsCommand::Verify(VerifyArgs {
+                name: None,
+                file: None,
+            })
+        };
+        let (code, text) = output(verify_all(), dir.path(), false);
+        assert_eq!(code, Ok(1));
+        assert!(
+            text.contains("run `voicegate models install tiny.en`"),
+            "{text}"
+        );
+        let (code, text) = output(verify_all(), dir.path(), true);
+        assert_eq!(code, Ok(1));
+        assert!(text.contains("\"ok\":false"), "{text}");
+
+        let (code, text) = output(
+            ModelsCommand::Verify(VerifyArgs {
+                name: Some("base".into()),
+                file: None,
+            }),
+            dir.path(),
+            false,
+        );
+        assert_eq!(code, Ok(1));
+        assert_eq!(
+            text,
+            "base: not installed; run `voicegate models install base`\n"
+        );
+
+        let junk = dir.path().join("junk.bin");
+        std::fs::write(&junk, b"ggml? no").unwrap();
+        let (code, text) = output(
+            ModelsCommand::Verify(VerifyArgs {
+                name: None,
+                file: Some(junk),
+            }),
+            dir.path(),
+            false,
+        );
+        assert_eq!(code, Ok(1));
+        assert!(text.starts_with("junk.bin: bad magic"), "{text}");
+
+        let (code, _) = output(
+            ModelsCommand::Install(InstallArgs {
+                name: "huge".into(),
+                force: false,
+                wheels: None,
+            }),
+            dir.path(),
+            false,
+        );
+        assert!(code.unwrap_err().contains("unknown model 'huge'"));
     }
 }
