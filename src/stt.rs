@@ -244,10 +244,16 @@ impl Transcriber for WhisperTranscriber {
         let (mut text, mut confidence) = self.decode(samples, audio_ctx)?;
         let mut retried = false;
         let mut used_ctx = audio_ctx;
-        if audio_ctx < FULL_AUDIO_CTX && is_repetitive(&text) {
+        if let Some(once) = collapse_repeats(&text) {
+            // The decoder said the same sentence again and again: keep one.
+            text = once;
+        } else if audio_ctx < FULL_AUDIO_CTX && is_repetitive(&text) {
             (text, confidence) = self.decode(samples, FULL_AUDIO_CTX)?;
             retried = true;
             used_ctx = FULL_AUDIO_CTX;
+            if let Some(once) = collapse_repeats(&text) {
+                text = once;
+            }
         }
         Ok(Transcript {
             text,
@@ -277,6 +283,32 @@ pub fn window_for(samples: usize) -> usize {
 pub fn max_tokens_for(samples: usize) -> usize {
     let secs = samples / SAMPLE_RATE + 1;
     (secs * 8 + 16).min(224)
+}
+
+/// "Give me a latte. Give me a latte. Give me a" → "Give me a latte.":
+/// when every sentence after the first repeats the first (the last may be
+/// cut short by the token cap), the first alone. `None` otherwise.
+pub fn collapse_repeats(text: &str) -> Option<String> {
+    let mut sentences: Vec<&str> = Vec::new();
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if matches!(c, '.' | '?' | '!') {
+            let piece = text[start..i + c.len_utf8()].trim();
+            if !piece.is_empty() {
+                sentences.push(piece);
+            }
+            start = i + c.len_utf8();
+        }
+    }
+    let tail = text[start..].trim();
+    let first = *sentences.first()?;
+    let rest_count = sentences.len() - 1 + usize::from(!tail.is_empty());
+    if rest_count == 0 {
+        return None;
+    }
+    let same = sentences[1..].iter().all(|s| s.eq_ignore_ascii_case(first));
+    let tail_ok = tail.is_empty() || first.to_lowercase().starts_with(&tail.to_lowercase());
+    (same && tail_ok).then(|| first.to_string())
 }
 
 /// True if the text repeats itself the way a looping decoder does: the same
@@ -372,6 +404,26 @@ mod tests {
             ("", false),
         ] {
             assert_eq!(is_repetitive(text), repetitive, "{text}");
+        }
+    }
+
+    #[test]
+    fn repeated_sentences_collapse_to_one() {
+        for (text, once) in [
+            (
+                "Give me a latte. Give me a latte. Give me a",
+                Some("Give me a latte."),
+            ),
+            ("Yes. Yes. Yes.", Some("Yes.")),
+            (
+                "Can I get a mocha? Can I get a mocha?",
+                Some("Can I get a mocha?"),
+            ),
+            ("Set a timer. Cancel it.", None),
+            ("Play some jazz.", None),
+            ("", None),
+        ] {
+            assert_eq!(collapse_repeats(text).as_deref(), once, "{text}");
         }
     }
 

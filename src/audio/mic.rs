@@ -12,9 +12,11 @@
 //! stores an error code in an atomic.
 //!
 //! The reading side ([`MicSource::read`], on the caller's thread) pops the
-//! ring, resamples to 16 kHz and notices failures. A lost device is
-//! reopened with exponential backoff (0.5 s, 1 s, 2 s … capped at 8 s by
-//! default); each step is reported on a status channel
+//! ring, resamples to 16 kHz and notices failures: an error from the host,
+//! or no audio at all for [`DEFAULT_STALL_MS`] (some backends go silent
+//! instead of reporting an unplugged device). A lost device is reopened
+//! with exponential backoff (0.5 s, 1 s, 2 s … capped at 8 s by default);
+//! each step is reported on a status channel
 //! ([`MicSource::take_status_receiver`]) instead of being printed. Opening
 //! is behind a small private trait so that the reopen logic is tested
 //! without a sound card.
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample};
-use ringbuf::traits::{Consumer, Producer, Split};
+use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use ringbuf::{HeapCons, HeapRb};
 
 use super::resample::Resampler;
@@ -44,6 +46,9 @@ pub const DEFAULT_REOPEN_MAX_MS: u64 = 8_000;
 /// A running stream that delivers nothing for this long counts as lost
 /// (some backends stall silently when a USB microphone is pulled).
 pub const DEFAULT_STALL_MS: u64 = 2_000;
+/// Overrun and xrun reports are sent at most this often (the counts
+/// accumulate in between), so a struggling reader does not flood the log.
+pub const COUNTER_REPORT_INTERVAL_MS: u64 = 1_000;
 /// Status messages kept for a listener before new ones are dropped.
 pub const STATUS_CHANNEL_CAPACITY: usize = 64;
 
@@ -433,6 +438,8 @@ pub struct MicSource {
     /// Reopen attempts since audio last flowed, and the next wait.
     attempts: u32,
     backoff: Duration,
+    /// When overruns or xruns were last reported.
+    last_report: Option<Instant>,
 }
 
 impl std::fmt::Debug for MicSource {
@@ -489,6 +496,7 @@ impl MicSource {
             last_audio: Instant::now(),
             attempts: 0,
             backoff: Duration::ZERO,
+            last_report: None,
         }
         .with_initial_backoff())
     }
@@ -522,8 +530,16 @@ impl MicSource {
         let _ = self.status_tx.try_send(status);
     }
 
-    /// Reports overruns and host xruns that happened since the last call.
+    /// Reports overruns and host xruns that happened since the last report
+    /// (at most every [`COUNTER_REPORT_INTERVAL_MS`]).
     fn report_counters(&mut self) {
+        if self
+            .last_report
+            .is_some_and(|at| at.elapsed() < Duration::from_millis(COUNTER_REPORT_INTERVAL_MS))
+        {
+            return;
+        }
+        let before = (self.reported_overruns, self.reported_xruns);
         let total = self.shared.overruns.load(Ordering::Relaxed);
         if total > self.reported_overruns {
             self.send(MicStatus::Overruns {
@@ -537,24 +553,30 @@ impl MicSource {
             self.send(MicStatus::HostXruns { total: xruns });
             self.reported_xruns = xruns;
         }
+        if (self.reported_overruns, self.reported_xruns) != before {
+            self.last_report = Some(Instant::now());
+        }
     }
 
-    /// Pops whatever the ring holds into the resampler; returns how many
-    /// device samples were taken.
-    fn drain_ring(&mut self) -> usize {
+    /// Pops up to one ring's worth (the capacity when it was opened) of
+    /// device samples into the resampler, [`READ_CHUNK`] at a time, and
+    /// returns how many. Bounded, so a device that delivers faster than
+    /// real time cannot keep a read from returning.
+    fn drain_ring(&mut self, max_chunks: usize) -> usize {
         let Some(stream) = &mut self.stream else {
             return 0;
         };
         let mut taken = 0;
-        loop {
+        for _ in 0..max_chunks {
             let got = stream.consumer.pop_slice(&mut self.raw);
             if got == 0 {
-                return taken;
+                break;
             }
             taken += got;
             self.resampler
                 .process(&self.raw[..got], self.pending.buffer());
         }
+        taken
     }
 
     /// Sleeps for `duration` in short steps; returns false if stopped.
@@ -600,7 +622,11 @@ impl MicSource {
         self.send(MicStatus::Lost {
             error: reason.to_string(),
         });
-        self.drain_ring();
+        let ring_chunks = self
+            .stream
+            .as_ref()
+            .map_or(0, |s| s.consumer.capacity().get() / READ_CHUNK + 1);
+        self.drain_ring(ring_chunks);
         self.stream = None;
         let mut last_error = reason.to_string();
         loop {
@@ -678,7 +704,7 @@ impl AudioSource for MicSource {
                 self.recover(failure_text(code))?;
                 continue;
             }
-            if self.drain_ring() > 0 {
+            if self.drain_ring(1) > 0 {
                 self.audio_arrived();
             } else if self.last_audio.elapsed()
                 >= Duration::from_millis(self.config.stall_ms.max(1))

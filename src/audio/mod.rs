@@ -15,15 +15,17 @@
 //!   [`open_input`] which picks one from the `--input` value.
 //! - [`mic`]: [`MicSource`], the microphone. Its cpal callback only converts
 //!   and pushes into a preallocated lock-free ring buffer (overruns are
-//!   counted in an atomic); reading resamples; a lost device is reopened
-//!   with backoff and reported on a status channel. No device →
-//!   [`AudioError::NoInputDevice`], which suggests `--input`.
+//!   counted in an atomic); reading resamples; a lost (or silently
+//!   stalled) device is reopened with backoff and reported on a status
+//!   channel. No device → [`AudioError::NoInputDevice`], which suggests
+//!   `--input`.
 //! - [`resample`]: [`Resampler`], a streaming windowed-sinc (Kaiser)
 //!   resampler used by every source whose rate is not 16 kHz.
 //! - [`endpoint`]: [`Endpointer`], voice activity detection and
 //!   endpointing as a pure state machine over 30 ms frames: speech start,
 //!   end after 600 ms of silence, 10 s maximum, no speech within 5 s of
-//!   arming → back to idle; an always-armed mode for `--no-wake`.
+//!   arming → back to idle; an always-armed mode for `--no-wake`;
+//!   [`Endpointer::finish`] at the end of a file.
 //! - [`AudioError`]: every failure, with messages that say what to do.
 //!
 //! Rules: the capture callback never allocates, locks, logs or does I/O;
