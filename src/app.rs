@@ -373,13 +373,7 @@ fn pipeline(settings: &Settings) -> Result<Pipeline, AppError> {
     let intents = load_intents(&settings.intents_dir)?;
     Ok(Pipeline::start(
         intents,
-        PipelineConfig {
-            gate: settings.gate.clone(),
-            audit_db: settings.audit_db(),
-            state_db: settings.state_db(),
-            handlers: settings.handlers.clone(),
-            mpd: settings.mpd.clone(),
-        },
+        PipelineConfig::from_settings(settings),
     )?)
 }
 

@@ -430,16 +430,7 @@ async fn coordinate(
     spawn_reload(settings.intents_dir.clone(), tx.clone())?;
     drop(tx);
 
-    let pipeline = Pipeline::start(
-        intents,
-        PipelineConfig {
-            gate: settings.gate.clone(),
-            audit_db: settings.audit_db(),
-            state_db: settings.state_db(),
-            handlers: settings.handlers.clone(),
-            mpd: settings.mpd.clone(),
-        },
-    )?;
+    let pipeline = Pipeline::start(intents, PipelineConfig::from_settings(settings))?;
     let gate = GateThread::start(pipeline)?;
     let schedule =
         Schedule::open(settings.state_db()).map_err(crate::pipeline::PipelineError::from)?;

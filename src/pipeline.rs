@@ -177,6 +177,19 @@ pub struct PipelineConfig {
     pub mpd: MpdConfig,
 }
 
+impl PipelineConfig {
+    /// The pipeline's part of the settings.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        PipelineConfig {
+            gate: settings.gate.clone(),
+            audit_db: settings.audit_db(),
+            state_db: settings.state_db(),
+            handlers: settings.handlers.clone(),
+            mpd: settings.mpd.clone(),
+        }
+    }
+}
+
 /// A job for the executor thread.
 enum Job {
     Low(Box<ActionRequest>, mpsc::Sender<Outcome>),
