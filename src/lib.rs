@@ -33,5 +33,5 @@ pub mod eval;
 pub mod gate;
 pub mod intent;
 pub mod pipeline;
-pub mod stt;
 pub mod speech;
+pub mod stt;
