@@ -17,7 +17,6 @@ use crate::cli::{
 use crate::config::{ConfigError, Settings};
 use crate::gate::{PinHash, Utterance};
 use crate::intent::suite::{self, SuiteError};
-use crate::intent::yaml;
 use crate::intent::{Diagnostic, IntentSet, ListDef, LoadError, Recognition};
 use crate::pipeline::{Event, Pipeline, PipelineConfig, PipelineError};
 
@@ -129,18 +128,7 @@ fn fixture_lists(fixtures: Option<&Path>) -> Result<HashMap<String, ListDef>, Ap
     let Some(path) = fixtures else {
         return Ok(HashMap::new());
     };
-    let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let node = yaml::parse(&text).map_err(|e| SuiteError::Format {
-        path: path.to_path_buf(),
-        message: format!(
-            "malformed YAML at {}:{}: {}",
-            e.pos.line, e.pos.col, e.message
-        ),
-    })?;
-    Ok(suite::fixture_lists(&node, path)?)
+    Ok(suite::read_fixture_lists(path)?)
 }
 
 fn check(settings: &Settings, args: CheckArgs, out: &mut dyn Write) -> Result<i32, AppError> {

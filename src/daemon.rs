@@ -263,58 +263,41 @@ fn spawn_audio(
                 audio_clock
                     .map(|start| start + TimeDelta::milliseconds((samples * 1000 / 16_000) as i64))
             };
-            let mut ended = false;
-            let mut trailing = 0usize;
-            loop {
-                let n = if ended {
-                    // Flush: silence closes an utterance still open at the end.
-                    frame.fill(0.0);
-                    trailing += 1;
-                    if trailing > 60 {
-                        break;
-                    }
-                    FRAME_SAMPLES
-                } else {
-                    match audio::read_full(&mut source, &mut frame) {
-                        Ok(0) => {
-                            ended = true;
-                            continue;
-                        }
-                        Ok(n) => {
-                            frame[n..].fill(0.0);
-                            n
-                        }
-                        Err(e) => {
-                            let _ = tx.blocking_send(Input::Notice(format!("audio input: {e}")));
-                            ended = true;
-                            continue;
-                        }
+            // Transcribes one utterance and hands it over; false when the
+            // coordinator has gone.
+            let deliver = |samples: Vec<f32>, when: Option<DateTime<Utc>>| -> bool {
+                let utterance = match stt.transcribe(samples, StdDuration::from_secs(60)) {
+                    Ok(t) if !t.text.is_empty() => Utterance {
+                        text: t.text,
+                        confidence: Some(t.confidence),
+                        wake_score: None,
+                    },
+                    Ok(_) => return true,
+                    Err(e) => {
+                        return tx
+                            .blocking_send(Input::Notice(format!("transcription: {e}")))
+                            .is_ok();
                     }
                 };
-                if !ended {
-                    read += n as u64;
-                }
-                if let Some(EndpointEvent::Utterance(u)) = endpointer.push(&frame) {
-                    let when = at(read);
-                    let utterance = match stt.transcribe(u.samples, StdDuration::from_secs(60)) {
-                        Ok(t) if !t.text.is_empty() => Some(Utterance {
-                            text: t.text,
-                            confidence: Some(t.confidence),
-                            wake_score: None,
-                        }),
-                        Ok(_) => None,
-                        Err(e) => {
-                            let _ = tx.blocking_send(Input::Notice(format!("transcription: {e}")));
-                            None
-                        }
-                    };
-                    if let Some(utterance) = utterance
-                        && tx.blocking_send(Input::Utterance(utterance, when)).is_err()
-                    {
-                        return;
+                tx.blocking_send(Input::Utterance(utterance, when)).is_ok()
+            };
+            loop {
+                let n = match audio::read_full(&mut source, &mut frame) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Input::Notice(format!("audio input: {e}")));
+                        break;
                     }
+                };
+                frame[n..].fill(0.0);
+                read += n as u64;
+                if let Some(EndpointEvent::Utterance(u)) = endpointer.push(&frame)
+                    && !deliver(u.samples, at(read))
+                {
+                    return;
                 }
-                if audio_clock.is_some() && read >= next_tick && !ended {
+                if audio_clock.is_some() && read >= next_tick {
                     next_tick += 16_000;
                     if let Some(when) = at(read)
                         && tx.blocking_send(Input::Tick(when)).is_err()
@@ -322,6 +305,12 @@ fn spawn_audio(
                         return;
                     }
                 }
+            }
+            // The input ended: a command still being spoken is complete.
+            if let Some(EndpointEvent::Utterance(u)) = endpointer.finish()
+                && !deliver(u.samples, at(read))
+            {
+                return;
             }
             let _ = tx.blocking_send(Input::Ended(at(read)));
         })

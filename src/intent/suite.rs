@@ -261,12 +261,16 @@ fn parse_yaml(path: &Path, text: &str) -> Result<Node, SuiteError> {
     })
 }
 
+/// Reads a fixture file and returns its `name`, `area` and `floor` lists.
+pub fn read_fixture_lists(path: &Path) -> Result<HashMap<String, ListDef>, SuiteError> {
+    let fixtures = parse_yaml(path, &read(path)?)?;
+    fixture_lists(&fixtures, path)
+}
+
 /// Builds the intent set for a suite: `sentences` plus the fixture lists in
 /// `tests/_fixtures.yaml`.
 pub fn suite_set(sentences: &Path, tests: &Path) -> Result<IntentSet, SuiteError> {
-    let fixtures_path = tests.join("_fixtures.yaml");
-    let fixtures = parse_yaml(&fixtures_path, &read(&fixtures_path)?)?;
-    let lists = fixture_lists(&fixtures, &fixtures_path)?;
+    let lists = read_fixture_lists(&tests.join("_fixtures.yaml"))?;
     let files = load::read_dir(sentences).map_err(|source| SuiteError::Io {
         path: sentences.to_path_buf(),
         source,
