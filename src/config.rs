@@ -30,6 +30,13 @@
 //!
 //! [speech]
 //! tts_command = "espeak-ng"          # speaks responses; default espeak-ng if installed
+//!
+//! [wakeword]
+//! ack_command = "aplay ding.wav"     # plays on wake; default: a short bundled chime; "none"
+//! [[wakeword.words]]                 # default: one word, models/jarvis.rpw
+//! model = "models/jarvis.rpw"        # from `voicegate wakeword train`
+//! phrase = "jarvis"                  # default: the model's manifest
+//! sensitivity = 0.5                  # 0..1, higher wakes more easily
 //! ```
 
 use std::collections::BTreeMap;
@@ -82,6 +89,24 @@ struct FileConfig {
     alarms: AlarmsSection,
     #[serde(default)]
     speech: SpeechSection,
+    #[serde(default)]
+    wakeword: WakewordSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WakewordSection {
+    ack_command: Option<String>,
+    #[serde(default)]
+    words: Vec<WordEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WordEntry {
+    model: PathBuf,
+    phrase: Option<String>,
+    sensitivity: Option<f32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +161,34 @@ pub struct Settings {
     pub ring_command: Option<String>,
     /// Command that speaks responses (text on stdin).
     pub tts_command: Option<String>,
+    /// The wake words (never empty: the default is "jarvis").
+    pub wake_words: Vec<WakeWordSetting>,
+    /// Command run when a wake word is heard (`None`: the bundled chime;
+    /// `Some("none")`: silence).
+    pub ack_command: Option<String>,
+}
+
+/// One configured wake word, as the file says it (the model is loaded, and
+/// its manifest read, when the daemon starts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WakeWordSetting {
+    /// The stage-1 model file.
+    pub model: PathBuf,
+    /// The phrase whisper verifies (`None`: from the model's manifest).
+    pub phrase: Option<String>,
+    /// 0..1.
+    pub sensitivity: f32,
+}
+
+/// The wake word model shipped in `models/`: `./models/jarvis.rpw` when run
+/// from a checkout, else the one beside the source tree the binary was
+/// built from.
+pub fn default_wake_model() -> PathBuf {
+    let local = PathBuf::from("models/jarvis.rpw");
+    if local.is_file() {
+        return local;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/jarvis.rpw")
 }
 
 impl Settings {
@@ -236,6 +289,27 @@ impl Settings {
                 MpdAddress::parse(address).map_err(|e| invalid(format!("[music] mpd: {e}")))?;
         }
         mpd.password = file.music.password.clone();
+        let mut wake_words = Vec::new();
+        for w in &file.wakeword.words {
+            let sensitivity = w.sensitivity.unwrap_or(0.5);
+            if !(0.0..=1.0).contains(&sensitivity) {
+                return Err(invalid(format!(
+                    "[[wakeword.words]] sensitivity must be in 0..1, got {sensitivity}"
+                )));
+            }
+            wake_words.push(WakeWordSetting {
+                model: base.join(&w.model),
+                phrase: w.phrase.clone(),
+                sensitivity,
+            });
+        }
+        if wake_words.is_empty() {
+            wake_words.push(WakeWordSetting {
+                model: default_wake_model(),
+                phrase: None,
+                sensitivity: 0.5,
+            });
+        }
         Ok(Settings {
             intents_dir,
             data_dir,
@@ -245,6 +319,8 @@ impl Settings {
             mpd,
             ring_command: file.alarms.ring_command.clone(),
             tts_command: file.speech.tts_command.clone(),
+            wake_words,
+            ack_command: file.wakeword.ack_command.clone(),
         })
     }
 }

@@ -38,16 +38,22 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actions::alarms::{self, Schedule, State};
-use crate::actions::ring::{Ringer, configured_ringer};
+use crate::actions::ring::{AudioRinger, Ringer, configured_ringer};
 use crate::app::{AppError, print_events};
 use crate::audio::{
-    self, AudioSource, EndpointConfig, EndpointEvent, Endpointer, FRAME_SAMPLES, MicConfig,
+    self, AudioSource, EndpointConfig, EndpointEvent, EndpointState, Endpointer, FRAME_SAMPLES,
+    MicConfig,
 };
 use crate::config::Settings;
 use crate::gate::Utterance;
 use crate::intent::IntentSet;
 use crate::pipeline::{Event, Pipeline, PipelineConfig};
 use crate::stt::{SttOptions, SttThread, WhisperTranscriber};
+use crate::wakeword::{
+    self,
+    detector::{Detection, Detector, Outcome, WakeWord},
+};
+use std::sync::Arc;
 
 /// Where utterances come from.
 #[derive(Debug, Clone, Default)]
@@ -68,6 +74,10 @@ pub struct RunOptions {
     pub tts: Option<String>,
     /// Silence that ends a command, ms.
     pub silence_end_ms: u32,
+    /// The wake words; empty: `--no-wake` (every utterance is a command).
+    pub wake_words: Vec<WakeWord>,
+    /// The acknowledgement command (`None`: the bundled chime; "none").
+    pub ack_command: Option<String>,
 }
 
 /// What can wake the coordinator.
@@ -85,6 +95,8 @@ enum Input {
     ReloadFailed(String),
     /// Something to log (audio device lost and reopened, ...).
     Notice(String),
+    /// A wake word was heard.
+    Wake(Detection),
 }
 
 /// Longest the loop sleeps without checking the schedule (another process,
@@ -244,44 +256,75 @@ fn spawn_stdin_text(tx: mpsc::Sender<Input>) -> Result<(), AppError> {
     Ok(())
 }
 
-/// The audio path: source → endpointer → whisper → utterances.
+/// What the coordinator tells the audio thread: whether a confirmation is
+/// pending (then the reply is listened for without the wake word). Sent
+/// after every utterance the audio thread delivers, which waits for it, so
+/// that file input read faster than real time cannot run past a question.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AudioControl {
+    /// A read-back waits for yes or no.
+    ExpectReply(bool),
+}
+
+/// How long the audio thread waits for the coordinator to answer an
+/// utterance (the gate thread is quick; this only guards a stuck process).
+const CONTROL_WAIT: StdDuration = StdDuration::from_secs(30);
+
+/// The audio path: source → [wake word →] endpointer → whisper → utterances.
+///
+/// With a wake-word detector, idle listening runs only its first stage
+/// (the detector calls whisper only when that fires); a detection arms the
+/// endpointer, whose buffer still holds speech that began just before, so
+/// a command said in the same breath is kept whole and the wake phrase is
+/// cut from the transcript. Without one (`--no-wake`) the endpointer is
+/// always armed.
 fn spawn_audio(
     mut source: Box<dyn AudioSource>,
-    stt: SttThread,
+    stt: Arc<SttThread>,
+    mut detector: Option<Detector<Arc<SttThread>>>,
     endpoint: EndpointConfig,
     audio_clock: Option<DateTime<Utc>>,
     tx: mpsc::Sender<Input>,
+    control: std_mpsc::Receiver<AudioControl>,
 ) -> Result<(), AppError> {
     thread::Builder::new()
         .name("voicegate-audio".into())
         .spawn(move || {
             let mut endpointer = Endpointer::new(endpoint);
+            let phrases: Vec<String> = detector
+                .as_ref()
+                .map(|d| d.words().map(|w| w.phrase.clone()).collect())
+                .unwrap_or_default();
             let mut frame = vec![0.0f32; FRAME_SAMPLES];
             let mut read: u64 = 0;
             let mut next_tick: u64 = 16_000;
+            // Awake: the wake word was heard (its score), a command is due.
+            let mut awake: Option<f32> = None;
+            // A read-back waits for its answer: listen without the wake word.
+            let mut expect_reply = false;
             let at = |samples: u64| {
                 audio_clock
                     .map(|start| start + TimeDelta::milliseconds((samples * 1000 / 16_000) as i64))
             };
-            // Transcribes one utterance and hands it over; false when the
-            // coordinator has gone.
-            let deliver = |samples: Vec<f32>, when: Option<DateTime<Utc>>| -> bool {
-                let utterance = match stt.transcribe(samples, StdDuration::from_secs(60)) {
-                    Ok(t) if !t.text.is_empty() => Utterance {
-                        text: t.text,
-                        confidence: Some(t.confidence),
-                        wake_score: None,
-                    },
-                    Ok(_) => return true,
-                    Err(e) => {
-                        return tx
-                            .blocking_send(Input::Notice(format!("transcription: {e}")))
-                            .is_ok();
-                    }
-                };
-                tx.blocking_send(Input::Utterance(utterance, when)).is_ok()
+            // Transcribes one utterance; None if nothing was said (only the
+            // wake phrase, or nothing whisper could write down).
+            let transcribe = |samples: Vec<f32>| -> Result<Option<(String, f32)>, String> {
+                let t = stt
+                    .transcribe(samples, StdDuration::from_secs(60))
+                    .map_err(|e| format!("transcription: {e}"))?;
+                let mut text = t.text;
+                for phrase in &phrases {
+                    text = wakeword::strip_wake_phrase(&text, phrase);
+                }
+                Ok((!text.is_empty()).then_some((text, t.confidence)))
             };
             loop {
+                while let Ok(AudioControl::ExpectReply(flag)) = control.try_recv() {
+                    expect_reply = flag;
+                }
+                if expect_reply && endpointer.state() == EndpointState::Idle {
+                    endpointer.arm();
+                }
                 let n = match audio::read_full(&mut source, &mut frame) {
                     Ok(0) => break,
                     Ok(n) => n,
@@ -292,30 +335,198 @@ fn spawn_audio(
                 };
                 frame[n..].fill(0.0);
                 read += n as u64;
-                if let Some(EndpointEvent::Utterance(u)) = endpointer.push(&frame)
-                    && !deliver(u.samples, at(read))
+                if let Some(d) = detector.as_mut()
+                    && awake.is_none()
+                    && !expect_reply
                 {
-                    return;
+                    match d.push(&frame) {
+                        Ok(Outcome::Detected(detection)) => {
+                            awake = Some(detection.score);
+                            // The command starts with the wake word (cut from
+                            // the transcript later), so nothing said in the
+                            // same breath is lost.
+                            endpointer.arm_since(detection.window_samples);
+                            if tx.blocking_send(Input::Wake(detection)).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            let _ = tx.blocking_send(Input::Notice(format!("wake word: {e}")));
+                        }
+                    }
                 }
-                if audio_clock.is_some() && read >= next_tick {
-                    next_tick += 16_000;
-                    if let Some(when) = at(read)
-                        && tx.blocking_send(Input::Tick(when)).is_err()
-                    {
-                        return;
+                let event = endpointer.push(&frame);
+                let samples = match event {
+                    Some(EndpointEvent::Utterance(u)) => u.samples,
+                    Some(EndpointEvent::NoSpeech) => {
+                        if awake.take().is_some() && !expect_reply {
+                            let notice = Input::Notice("woke, but no command followed".into());
+                            if tx.blocking_send(notice).is_err() {
+                                return;
+                            }
+                        }
+                        if let Some(d) = detector.as_mut() {
+                            d.reset();
+                        }
+                        continue;
+                    }
+                    _ => {
+                        if audio_clock.is_some() && read >= next_tick {
+                            next_tick += 16_000;
+                            if let Some(when) = at(read)
+                                && tx.blocking_send(Input::Tick(when)).is_err()
+                            {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                };
+                match transcribe(samples) {
+                    Ok(Some((text, confidence))) => {
+                        let utterance = Utterance {
+                            text,
+                            confidence: Some(confidence),
+                            wake_score: awake.take(),
+                        };
+                        if tx
+                            .blocking_send(Input::Utterance(utterance, at(read)))
+                            .is_err()
+                        {
+                            return;
+                        }
+                        // Wait for the gate's answer: it says whether a
+                        // reply is due next.
+                        match control.recv_timeout(CONTROL_WAIT) {
+                            Ok(AudioControl::ExpectReply(flag)) => expect_reply = flag,
+                            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+                            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                        }
+                        if let Some(d) = detector.as_mut() {
+                            d.reset();
+                        }
+                    }
+                    Ok(None) => {
+                        // Only the wake word so far (or nothing intelligible):
+                        // still awake, the command may follow.
+                        if awake.is_some() || expect_reply {
+                            endpointer.arm();
+                        }
+                    }
+                    Err(notice) => {
+                        awake = None;
+                        if tx.blocking_send(Input::Notice(notice)).is_err() {
+                            return;
+                        }
                     }
                 }
             }
             // The input ended: a command still being spoken is complete.
             if let Some(EndpointEvent::Utterance(u)) = endpointer.finish()
-                && !deliver(u.samples, at(read))
+                && let Ok(Some((text, confidence))) = transcribe(u.samples)
             {
-                return;
+                let utterance = Utterance {
+                    text,
+                    confidence: Some(confidence),
+                    wake_score: awake.take(),
+                };
+                if tx
+                    .blocking_send(Input::Utterance(utterance, at(read)))
+                    .is_err()
+                {
+                    return;
+                }
+                let _ = control.recv_timeout(CONTROL_WAIT);
             }
             let _ = tx.blocking_send(Input::Ended(at(read)));
         })
         .map_err(AppError::Output)?;
     Ok(())
+}
+
+/// Plays the acknowledgement when a wake word is heard, on its own thread
+/// so the coordinator never waits for a sound: the configured command, or
+/// the bundled chime on the default output device. A failure is logged
+/// once and the daemon goes on silently.
+struct Acknowledger {
+    tx: Option<std_mpsc::SyncSender<()>>,
+}
+
+impl Acknowledger {
+    fn start(command: Option<String>) -> Acknowledger {
+        if command.as_deref() == Some("none") {
+            return Acknowledger { tx: None };
+        }
+        let (tx, rx) = std_mpsc::sync_channel::<()>(1);
+        let spawned = thread::Builder::new()
+            .name("voicegate-ack".into())
+            .spawn(move || {
+                let mut warned = false;
+                let mut chime: Option<AudioRinger> = None;
+                for () in rx {
+                    let result = match &command {
+                        Some(cmd) => std::process::Command::new("sh")
+                            .arg("-c")
+                            .arg(cmd)
+                            .stdin(std::process::Stdio::null())
+                            .stdout(std::process::Stdio::null())
+                            .status()
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                        None => {
+                            let ringer = chime.get_or_insert_with(|| {
+                                AudioRinger::from_samples(ack_chime(), 16_000)
+                            });
+                            let played = ringer.start("wake").map_err(|e| e.to_string());
+                            thread::sleep(ACK_LENGTH);
+                            ringer.stop();
+                            played
+                        }
+                    };
+                    if let Err(e) = result
+                        && !warned
+                    {
+                        warned = true;
+                        eprintln!("voicegate: cannot play the wake acknowledgement: {e}");
+                    }
+                }
+            });
+        Acknowledger {
+            tx: spawned.ok().map(|_| tx),
+        }
+    }
+
+    fn ack(&self) {
+        if let Some(tx) = &self.tx {
+            // Already playing one: skip rather than queue.
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+/// Length of the bundled acknowledgement.
+const ACK_LENGTH: StdDuration = StdDuration::from_millis(180);
+
+/// The bundled acknowledgement: two short rising tones (A5, E6), each with
+/// a soft attack and decay, 180 ms at 16 kHz.
+fn ack_chime() -> Vec<f32> {
+    let rate = 16_000.0f32;
+    let total = (ACK_LENGTH.as_secs_f32() * rate) as usize;
+    let half = total / 2;
+    (0..total)
+        .map(|i| {
+            let (freq, j) = if i < half {
+                (880.0, i)
+            } else {
+                (1318.5, i - half)
+            };
+            let t = j as f32 / rate;
+            let attack = (j as f32 / (0.005 * rate)).min(1.0);
+            let decay = (-t * 25.0).exp();
+            0.3 * attack * decay * (2.0 * std::f32::consts::PI * freq * t).sin()
+        })
+        .collect()
 }
 
 /// Newest modification time of the intent files (or `None` if unreadable).
@@ -394,6 +605,9 @@ async fn coordinate(
     // Inputs first: a missing microphone or model is an error before anything starts.
     let file_input = options.input.as_deref().is_some_and(|i| i != "-");
     let audio_clock = (file_input && !options.realtime).then(Utc::now);
+    let (control_tx, control_rx) = std_mpsc::sync_channel::<AudioControl>(8);
+    // Only the audio path listens for control messages.
+    let control = (!options.text).then_some(control_tx);
     if options.text {
         spawn_stdin_text(tx.clone())?;
     } else {
@@ -402,7 +616,14 @@ async fn coordinate(
             .map_err(|e| AppError::Usage(e.to_string()))?;
         let engine = WhisperTranscriber::load(&model, options.stt.clone())
             .map_err(|e| AppError::Usage(e.to_string()))?;
-        let stt = SttThread::start(Box::new(engine)).map_err(|e| AppError::Usage(e.to_string()))?;
+        let stt = Arc::new(
+            SttThread::start(Box::new(engine)).map_err(|e| AppError::Usage(e.to_string()))?,
+        );
+        let detector = if options.wake_words.is_empty() {
+            None
+        } else {
+            Some(Detector::new(&options.wake_words, Arc::clone(&stt))?)
+        };
         let source = audio::open_input(
             options.input.as_deref(),
             options.realtime,
@@ -410,11 +631,26 @@ async fn coordinate(
             MicConfig::default(),
         )
         .map_err(|e| AppError::Usage(e.to_string()))?;
-        let mut endpoint = EndpointConfig::always_armed();
+        let mut endpoint = if detector.is_some() {
+            EndpointConfig {
+                idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
+                ..EndpointConfig::default()
+            }
+        } else {
+            EndpointConfig::always_armed()
+        };
         if options.silence_end_ms > 0 {
             endpoint.silence_end_ms = options.silence_end_ms;
         }
-        spawn_audio(source, stt, endpoint, audio_clock, tx.clone())?;
+        spawn_audio(
+            source,
+            stt,
+            detector,
+            endpoint,
+            audio_clock,
+            tx.clone(),
+            control_rx,
+        )?;
     }
     spawn_reload(settings.intents_dir.clone(), tx.clone())?;
     drop(tx);
@@ -425,12 +661,29 @@ async fn coordinate(
         Schedule::open(settings.state_db()).map_err(crate::pipeline::PipelineError::from)?;
     let mut ringer = configured_ringer(settings.ring_command.as_deref());
     let speaker = Speaker::start(options.tts.clone());
+    let acknowledger = Acknowledger::start(options.ack_command.clone());
+    // Tells the audio thread whether a reply is due (see `AudioControl`).
+    let tell_audio = |deadline: Option<DateTime<Utc>>| {
+        if let Some(c) = &control {
+            let _ = c.try_send(AudioControl::ExpectReply(deadline.is_some()));
+        }
+    };
     let emit = |events: &[Event], out: &mut dyn Write| -> Result<(), AppError> {
         print_events(events, json, out)?;
         speaker.speak(events);
         Ok(())
     };
 
+    let wake = if options.text || options.wake_words.is_empty() {
+        String::new()
+    } else {
+        let phrases: Vec<&str> = options
+            .wake_words
+            .iter()
+            .map(|w| w.phrase.as_str())
+            .collect();
+        format!(" for \"{}\"", phrases.join("\" or \""))
+    };
     let source = if options.text {
         "typed input on stdin"
     } else if file_input {
@@ -441,7 +694,7 @@ async fn coordinate(
         "the microphone"
     };
     let now = Utc::now();
-    let mut events = vec![say(format!("voicegate is listening to {source}."))];
+    let mut events = vec![say(format!("voicegate is listening to {source}{wake}."))];
     events.extend(gate.call(Call::Recover(now)).await.0);
     match schedule.missed_at_start(now, TimeDelta::seconds(START_GRACE_SECS)) {
         Ok(missed) => {
@@ -472,6 +725,7 @@ async fn coordinate(
             let (ev, d) = gate.call(Call::Tick(now)).await;
             events.extend(ev);
             deadline = d;
+            tell_audio(deadline);
         }
         match schedule.due(now) {
             Ok(fired) => {
@@ -523,8 +777,17 @@ async fn coordinate(
                     gate_now = at;
                 }
                 let when = at.unwrap_or_else(Utc::now);
-                let (events, d) = gate.call(Call::Handle(Box::new(utterance), when)).await;
+                let mut events = Vec::new();
+                if let Some(confidence) = utterance.confidence {
+                    events.push(Event::Heard {
+                        text: utterance.text.clone(),
+                        confidence,
+                    });
+                }
+                let (handled, d) = gate.call(Call::Handle(Box::new(utterance), when)).await;
+                events.extend(handled);
                 deadline = d;
+                tell_audio(deadline);
                 emit(&events, out)?;
                 if ringing && !any_ringing(&schedule) {
                     ringer.stop();
@@ -537,6 +800,7 @@ async fn coordinate(
                 if deadline.is_some_and(|d| at >= d) {
                     let (events, d) = gate.call(Call::Tick(at)).await;
                     deadline = d;
+                    tell_audio(deadline);
                     emit(&events, out)?;
                 }
             }
@@ -570,6 +834,16 @@ async fn coordinate(
                 )?;
             }
             Input::Notice(text) => eprintln!("voicegate: {text}"),
+            Input::Wake(detection) => {
+                acknowledger.ack();
+                emit(
+                    &[Event::Wake {
+                        phrase: detection.phrase,
+                        score: detection.score,
+                    }],
+                    out,
+                )?;
+            }
         }
     }
 }

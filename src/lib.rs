@@ -15,10 +15,13 @@
 //!   no I/O after loading, no clock reads.
 //! - [`cli`]: the command-line arguments (raw); [`config`]: the config file
 //!   and flags merged once into typed [`config::Settings`].
+//! - [`gate`]: the action gate (pure state machine); [`pipeline`]: gate +
+//!   audit + executors; [`audit`]: the hash-chained log; [`actions`]: the
+//!   executors.
+//! - [`audio`]: sources, resampling, endpointing; [`stt`]: whisper on its own
+//!   thread; [`speech`]: model install and conversion; [`wakeword`]: the
+//!   two-stage wake word detector and its trainer; [`daemon`]: `voicegate run`.
 //! - [`app`]: what each command does; `main.rs` only parses and calls it.
-//!
-//! What is deliberately not here yet: the action gate, the audio path and the
-//! audit log arrive with their own modules.
 
 #![warn(missing_docs)]
 
@@ -35,3 +38,4 @@ pub mod intent;
 pub mod pipeline;
 pub mod speech;
 pub mod stt;
+pub mod wakeword;

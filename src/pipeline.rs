@@ -122,6 +122,21 @@ pub enum Event {
         /// Why.
         why: NotUnderstood,
     },
+    /// A wake word was heard (both detector stages agreed).
+    Wake {
+        /// The phrase.
+        phrase: String,
+        /// The wake score (0..1): the phrase's mean token probability in
+        /// whisper's check.
+        score: f32,
+    },
+    /// What was heard, as transcribed (the wake phrase removed).
+    Heard {
+        /// The transcript.
+        text: String,
+        /// whisper's confidence (0..1).
+        confidence: f32,
+    },
     /// What voicegate says.
     Response {
         /// The words.

@@ -15,6 +15,15 @@
 //!   know ("americano", "double shot").
 //! - **A confidence.** The geometric mean of the text tokens' probabilities,
 //!   in 0..1; the gate asks again below its threshold.
+//! - **Optionally, a grammar** ([`SttGrammar`], `--grammar`): the loaded
+//!   intents' sentences as an automaton (`intent::grammar`), applied in a
+//!   logits callback: tokens that would leave it are penalised. whisper-rs
+//!   0.16's own `FullParams::set_grammar` cannot be used: it hands
+//!   whisper.cpp a flat element array where a table of per-rule pointers is
+//!   expected. With a grammar the confidence uses the probabilities from
+//!   before the penalty, so a sentence the decoder was pushed into scores
+//!   low (measured: a misheard coffee order forced into "Previous track"
+//!   scored 0.004).
 //!
 //! [`SttThread`] owns the engine on its own thread: inference never runs on
 //! an async runtime or on the gate's thread.
@@ -28,6 +37,8 @@ use serde::Serialize;
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
+
+use crate::intent::grammar::{Char, Cursor, Dfa, Grammar, symbol};
 
 /// Audio rate the engines take.
 pub const SAMPLE_RATE: usize = 16_000;
@@ -80,6 +91,11 @@ pub struct Transcript {
 pub trait Transcriber: Send {
     /// Transcribes 16 kHz mono samples.
     fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, SttError>;
+
+    /// How well `phrase` explains the start of `samples`: the mean
+    /// log-probability of its tokens with the decoder forced through them
+    /// (the wake word's second stage).
+    fn phrase_logprob(&mut self, samples: &[f32], phrase: &str) -> Result<f32, SttError>;
 }
 
 /// How whisper is run.
@@ -91,6 +107,25 @@ pub struct SttOptions {
     pub shrink_window: bool,
     /// Initial prompt (vocabulary bias); empty for none.
     pub prompt: String,
+    /// Constrain decoding to the intents' sentences (see [`SttGrammar`]).
+    pub grammar: Option<SttGrammar>,
+    /// The smallest shrunk encoder window, in frames (see [`MIN_AUDIO_CTX`]).
+    pub min_audio_ctx: usize,
+}
+
+/// Grammar-constrained decoding: while the transcript so far can still
+/// become a sentence of `grammar`, every vocabulary token that would leave
+/// the grammar has `penalty` taken off its logit (and so does
+/// end-of-text while the sentence is unfinished). Once the decoder leaves
+/// the grammar anyway, decoding is free again. The transcript's confidence
+/// is computed from the probabilities *before* the penalty, so a sentence
+/// the grammar pushed the decoder into does not look surer than it was.
+#[derive(Debug, Clone)]
+pub struct SttGrammar {
+    /// The sentences.
+    pub grammar: Grammar,
+    /// Logit penalty for leaving the grammar; infinite forbids it.
+    pub penalty: f32,
 }
 
 impl Default for SttOptions {
@@ -102,6 +137,8 @@ impl Default for SttOptions {
                 .min(4),
             shrink_window: true,
             prompt: String::new(),
+            grammar: None,
+            min_audio_ctx: MIN_AUDIO_CTX,
         }
     }
 }
@@ -113,6 +150,9 @@ pub struct WhisperTranscriber {
     _ctx: WhisperContext,
     state: WhisperState,
     options: SttOptions,
+    /// The grammar's decoding state, if decoding is constrained; boxed so
+    /// its address is stable while whisper's callback holds it.
+    grammar: Option<Box<GrammarDecode>>,
 }
 
 impl WhisperTranscriber {
@@ -132,10 +172,15 @@ impl WhisperTranscriber {
         let ctx = WhisperContext::new_with_params(path_str, WhisperContextParameters::default())
             .map_err(|e| load_err(e.to_string()))?;
         let state = ctx.create_state().map_err(|e| load_err(e.to_string()))?;
+        let grammar = options
+            .grammar
+            .as_ref()
+            .map(|g| Box::new(GrammarDecode::new(&ctx, g)));
         Ok(WhisperTranscriber {
             _ctx: ctx,
             state,
             options,
+            grammar,
         })
     }
 
@@ -163,6 +208,19 @@ impl WhisperTranscriber {
             params.set_initial_prompt(&self.options.prompt);
         }
         // whisper needs at least 1 s of audio; pad short clips with silence.
+        let grammar_ptr = self.grammar.as_mut().map(|g| {
+            g.reset();
+            &mut **g as *mut GrammarDecode
+        });
+        if let Some(ptr) = grammar_ptr {
+            // SAFETY: the callback only touches `logits` and the box, which
+            // lives in `self` (untouched by anything else) until after
+            // `full` returns.
+            unsafe {
+                params.set_filter_logits_callback(Some(constrain_to_grammar));
+                params.set_filter_logits_callback_user_data(ptr as *mut std::os::raw::c_void);
+            }
+        }
         let mut padded;
         let audio = if samples.len() < SAMPLE_RATE + SAMPLE_RATE / 10 {
             padded = samples.to_vec();
@@ -177,6 +235,9 @@ impl WhisperTranscriber {
         let mut text = String::new();
         let mut log_sum = 0.0f64;
         let mut count = 0usize;
+        // Unpenalised log-probabilities of the chosen tokens, in order.
+        let raw: &[(i32, f32)] = self.grammar.as_ref().map_or(&[], |g| &g.raw_logprobs);
+        let mut raw_at = 0usize;
         for segment in self.state.as_iter() {
             text.push_str(
                 &segment
@@ -192,7 +253,15 @@ impl WhisperTranscriber {
                 if bytes.starts_with("[_") || bytes.starts_with("<|") {
                     continue;
                 }
-                let p = token.token_probability().clamp(1e-6, 1.0);
+                let mut p = token.token_probability();
+                if let Some(k) = raw[raw_at..]
+                    .iter()
+                    .position(|(id, _)| *id == token.token_id())
+                {
+                    p = raw[raw_at + k].1.exp();
+                    raw_at += k + 1;
+                }
+                let p = p.clamp(1e-6, 1.0);
                 log_sum += f64::from(p).ln();
                 count += 1;
             }
@@ -216,7 +285,7 @@ impl WhisperTranscriber {
     ) -> Result<Transcript, SttError> {
         let started = Instant::now();
         let ctx = if audio_ctx == 0 {
-            window_for(samples.len())
+            window_with_min(samples.len(), self.options.min_audio_ctx)
         } else {
             audio_ctx
         };
@@ -232,12 +301,311 @@ impl WhisperTranscriber {
     }
 }
 
+/// What the grammar callback needs: the automaton, each vocabulary
+/// token's characters, and where the transcript has got to.
+struct GrammarDecode {
+    dfa: Dfa,
+    /// Characters of each text token (ids below end-of-text).
+    tokens: Vec<Box<[Char]>>,
+    eot: i32,
+    penalty: f32,
+    cursor: Cursor,
+    /// Tokens of the sequence already read into `cursor`.
+    fed: usize,
+    /// The previous step's logits before the penalty, and their
+    /// log-sum-exp, for the unpenalised probability of the token chosen.
+    prev_logits: Vec<f32>,
+    prev_lse: Option<f32>,
+    raw_logprobs: Vec<(i32, f32)>,
+}
+
+impl GrammarDecode {
+    fn new(ctx: &WhisperContext, g: &SttGrammar) -> GrammarDecode {
+        let eot = ctx.token_eot();
+        let tokens = (0..eot)
+            .map(|id| match ctx.token_to_bytes(id) {
+                Ok(bytes) => match std::str::from_utf8(bytes) {
+                    Ok(text) => text.chars().map(symbol).collect(),
+                    // Part of a multi-byte character: not in the alphabet.
+                    Err(_) => vec![Char::Invalid].into_boxed_slice(),
+                },
+                Err(_) => vec![Char::Invalid].into_boxed_slice(),
+            })
+            .collect();
+        let mut dfa = Dfa::new(g.grammar.clone());
+        let cursor = dfa.start();
+        GrammarDecode {
+            dfa,
+            tokens,
+            eot,
+            penalty: g.penalty,
+            cursor,
+            fed: 0,
+            prev_logits: Vec::new(),
+            prev_lse: None,
+            raw_logprobs: Vec::new(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.cursor = self.dfa.start();
+        self.fed = 0;
+        self.prev_lse = None;
+        self.raw_logprobs.clear();
+    }
+
+    /// One decoding step: `sequence` is the tokens chosen so far.
+    fn step(&mut self, sequence: &[i32], logits: &mut [f32]) {
+        if let (Some(&last), Some(lse)) = (sequence.last(), self.prev_lse)
+            && let Some(&l) = self.prev_logits.get(last as usize)
+        {
+            self.raw_logprobs.push((last, l - lse));
+        }
+        for &id in &sequence[self.fed.min(sequence.len())..] {
+            // Special tokens (timestamps, end-of-text) are not text.
+            if let Some(chars) = usize::try_from(id).ok().and_then(|i| self.tokens.get(i)) {
+                self.cursor = self.dfa.feed_chars(self.cursor, chars);
+            }
+        }
+        self.fed = sequence.len();
+        self.prev_logits.clear();
+        self.prev_logits.extend_from_slice(logits);
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = logits
+            .iter()
+            .filter(|l| l.is_finite())
+            .map(|&l| f64::from(l - max).exp())
+            .sum();
+        self.prev_lse = (sum > 0.0).then(|| max + sum.ln() as f32);
+        if self.cursor.is_dead() {
+            return;
+        }
+        let mut rejected = Vec::new();
+        let mut allowed = 0usize;
+        for (id, chars) in self.tokens.iter().enumerate() {
+            if chars.is_empty() || id >= logits.len() || !logits[id].is_finite() {
+                continue;
+            }
+            if self.dfa.feed_chars(self.cursor, chars).is_dead() {
+                rejected.push(id);
+            } else {
+                allowed += 1;
+            }
+        }
+        let eot = self.eot as usize;
+        let eot_rejected = !self.dfa.is_accepting(self.cursor) && eot < logits.len();
+        if eot_rejected {
+            rejected.push(eot);
+        } else if eot < logits.len() && logits[eot].is_finite() {
+            allowed += 1;
+        }
+        if allowed == 0 {
+            // Nothing the grammar allows is possible: decode freely rather
+            // than leave whisper no finite choice.
+            self.cursor = self.dfa.dead();
+            return;
+        }
+        for id in rejected {
+            if self.penalty.is_infinite() {
+                logits[id] = f32::NEG_INFINITY;
+            } else {
+                logits[id] -= self.penalty;
+            }
+        }
+    }
+}
+
+/// whisper.cpp calls this once per decoding step with the next token's
+/// logits: tokens that would leave the grammar are penalised.
+unsafe extern "C" fn constrain_to_grammar(
+    _ctx: *mut whisper_rs::WhisperSysContext,
+    _state: *mut whisper_rs::WhisperSysState,
+    tokens: *const whisper_rs::WhisperTokenData,
+    n_tokens: std::os::raw::c_int,
+    logits: *mut f32,
+    user_data: *mut std::os::raw::c_void,
+) {
+    if user_data.is_null() || logits.is_null() {
+        return;
+    }
+    // SAFETY: user_data is the `GrammarDecode` that `decode` keeps alive
+    // (and does not touch) for the duration of `full`, which calls us on
+    // its own thread; logits has n_vocab entries; tokens has n_tokens.
+    let decode = unsafe { &mut *(user_data as *mut GrammarDecode) };
+    let n = n_tokens.max(0) as usize;
+    let sequence: Vec<i32> = if tokens.is_null() || n == 0 {
+        Vec::new()
+    } else {
+        unsafe { std::slice::from_raw_parts(tokens, n) }
+            .iter()
+            .map(|t| t.id)
+            .collect()
+    };
+    let n_vocab = decode.eot.max(0) as usize + 1;
+    // The vocabulary runs past end-of-text (special tokens); only the text
+    // tokens and end-of-text itself are touched.
+    let logits = unsafe { std::slice::from_raw_parts_mut(logits, n_vocab) };
+    decode.step(&sequence, logits);
+}
+
+/// How well a phrase explains a clip: whisper's decoder is forced through
+/// the phrase's tokens and the log-probability of each is recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhraseScore {
+    /// Mean natural-log probability of the phrase's tokens (≤ 0).
+    pub mean_logprob: f32,
+    /// The lowest single-token log-probability.
+    pub min_logprob: f32,
+    /// Seconds spent.
+    pub secs: f32,
+}
+
+/// What the logits callback needs: the tokens to force and where to put
+/// their log-probabilities.
+struct ForcedDecode {
+    n_vocab: usize,
+    tokens: Vec<i32>,
+    logprobs: Vec<f32>,
+}
+
+/// whisper.cpp calls this once per decoding step with the next token's
+/// logits (blank and special tokens already suppressed). It records the
+/// log-probability of the phrase's next token, then leaves only that token
+/// possible so that greedy decoding follows the phrase.
+unsafe extern "C" fn force_phrase(
+    _ctx: *mut whisper_rs::WhisperSysContext,
+    _state: *mut whisper_rs::WhisperSysState,
+    _tokens: *const whisper_rs::WhisperTokenData,
+    n_tokens: std::os::raw::c_int,
+    logits: *mut f32,
+    user_data: *mut std::os::raw::c_void,
+) {
+    if user_data.is_null() || logits.is_null() {
+        return;
+    }
+    // SAFETY: user_data is the `ForcedDecode` that `score_phrase` keeps
+    // alive (and does not touch) for the duration of `full`, which calls us
+    // on its own thread; logits has n_vocab entries.
+    let forced = unsafe { &mut *(user_data as *mut ForcedDecode) };
+    let step = n_tokens.max(0) as usize;
+    let Some(&target) = forced.tokens.get(step) else {
+        return;
+    };
+    let n_vocab = forced.n_vocab;
+    if target < 0 || target as usize >= n_vocab {
+        return;
+    }
+    let logits = unsafe { std::slice::from_raw_parts_mut(logits, n_vocab) };
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits
+        .iter()
+        .filter(|l| l.is_finite())
+        .map(|&l| f64::from(l - max).exp())
+        .sum();
+    let target_logit = logits
+        .get(target as usize)
+        .copied()
+        .unwrap_or(f32::NEG_INFINITY);
+    let logprob = if target_logit.is_finite() && sum > 0.0 {
+        (f64::from(target_logit - max) - sum.ln()) as f32
+    } else {
+        -100.0
+    };
+    if forced.logprobs.len() == step {
+        forced.logprobs.push(logprob);
+    }
+    for (i, l) in logits.iter_mut().enumerate() {
+        if i != target as usize {
+            *l = f32::NEG_INFINITY;
+        }
+    }
+    logits[target as usize] = 0.0;
+}
+
+impl WhisperTranscriber {
+    /// The phrase's tokens as whisper spells it after the start of a
+    /// transcript (" Jarvis").
+    pub fn phrase_tokens(&self, phrase: &str) -> Result<Vec<i32>, SttError> {
+        self._ctx
+            .tokenize(phrase, 64)
+            .map_err(|e| SttError::Decode(format!("cannot tokenize {phrase:?}: {e}")))
+    }
+
+    /// Scores how well `tokens` (from [`Self::phrase_tokens`]) transcribe
+    /// the start of `samples`, with the encoder window shrunk to the clip.
+    pub fn score_phrase(
+        &mut self,
+        samples: &[f32],
+        tokens: &[i32],
+        prompt: Option<&str>,
+    ) -> Result<PhraseScore, SttError> {
+        let started = Instant::now();
+        let mut forced = Box::new(ForcedDecode {
+            n_vocab: self._ctx.n_vocab().max(0) as usize,
+            tokens: tokens.to_vec(),
+            logprobs: Vec::with_capacity(tokens.len()),
+        });
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        // One thread: a check of a 2 s window is small enough that a second
+        // thread mostly spins (measured: the same CPU time or more), and the
+        // wake word's budget is CPU, not latency.
+        params.set_n_threads(1);
+        params.set_language(Some("en"));
+        params.set_no_context(true);
+        params.set_single_segment(true);
+        params.set_no_timestamps(true);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_special(false);
+        params.set_print_timestamps(false);
+        params.set_suppress_blank(true);
+        params.set_temperature(0.0);
+        params.set_temperature_inc(0.0);
+        params.set_max_tokens(tokens.len() as i32);
+        if let Some(prompt) = prompt {
+            params.set_initial_prompt(prompt);
+        }
+        let min_len = SAMPLE_RATE + SAMPLE_RATE / 10;
+        let mut padded = samples.to_vec();
+        if padded.len() < min_len {
+            padded.resize(min_len, 0.0);
+        }
+        let frames = padded.len() * FRAMES_PER_SECOND / SAMPLE_RATE;
+        params.set_audio_ctx((frames + 16).min(FULL_AUDIO_CTX) as i32);
+        // SAFETY: the callback only reads `logits` and the box, which lives
+        // until after `full` returns.
+        unsafe {
+            params.set_filter_logits_callback(Some(force_phrase));
+            params.set_filter_logits_callback_user_data(
+                &mut *forced as *mut ForcedDecode as *mut std::os::raw::c_void,
+            );
+        }
+        self.state
+            .full(params, &padded)
+            .map_err(|e| SttError::Decode(e.to_string()))?;
+        let mut lp = forced.logprobs.clone();
+        lp.resize(tokens.len(), -100.0);
+        let mean = lp.iter().sum::<f32>() / lp.len().max(1) as f32;
+        let min = lp.iter().copied().fold(0.0f32, f32::min);
+        Ok(PhraseScore {
+            mean_logprob: mean,
+            min_logprob: min,
+            secs: started.elapsed().as_secs_f32(),
+        })
+    }
+}
+
 impl Transcriber for WhisperTranscriber {
+    fn phrase_logprob(&mut self, samples: &[f32], phrase: &str) -> Result<f32, SttError> {
+        let tokens = self.phrase_tokens(phrase)?;
+        Ok(self.score_phrase(samples, &tokens, None)?.mean_logprob)
+    }
+
     fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, SttError> {
         let started = Instant::now();
         let audio_secs = samples.len() as f32 / SAMPLE_RATE as f32;
         let audio_ctx = if self.options.shrink_window {
-            window_for(samples.len())
+            window_with_min(samples.len(), self.options.min_audio_ctx)
         } else {
             FULL_AUDIO_CTX
         };
@@ -269,13 +637,18 @@ impl Transcriber for WhisperTranscriber {
 /// The smallest encoder window used. Measured on the speech fixtures with
 /// tiny.en: windows under ~7 s (350 frames) make the decoder loop on short
 /// commands ("Yes. Yes. Yes. ..."); 384 frames (7.7 s) never did.
-const MIN_AUDIO_CTX: usize = 384;
+pub const MIN_AUDIO_CTX: usize = 384;
 
 /// The encoder window for `samples` of audio: its length in encoder frames
 /// plus a margin, at least [`MIN_AUDIO_CTX`].
 pub fn window_for(samples: usize) -> usize {
+    window_with_min(samples, MIN_AUDIO_CTX)
+}
+
+/// [`window_for`] with another smallest window (at least 64 frames).
+pub fn window_with_min(samples: usize, min: usize) -> usize {
     let frames = samples * FRAMES_PER_SECOND / SAMPLE_RATE;
-    (frames + frames / 10 + 32).clamp(MIN_AUDIO_CTX, FULL_AUDIO_CTX)
+    (frames + frames / 10 + 32).clamp(min.clamp(64, FULL_AUDIO_CTX), FULL_AUDIO_CTX)
 }
 
 /// The most tokens a command of `samples` can need: fast speech is about 4
@@ -342,9 +715,14 @@ fn silence_whisper_logs() {
     whisper_rs::install_logging_hooks();
 }
 
-type Job = (Vec<f32>, mpsc::Sender<Result<Transcript, SttError>>);
+/// Work for the transcription thread.
+enum Job {
+    Transcribe(Vec<f32>, mpsc::Sender<Result<Transcript, SttError>>),
+    Score(Vec<f32>, String, mpsc::Sender<Result<f32, SttError>>),
+}
 
-/// A transcriber on its own thread.
+/// A transcriber on its own thread. Cloning the handle is not offered:
+/// one owner (the audio thread) asks and waits.
 pub struct SttThread {
     jobs: Option<mpsc::SyncSender<Job>>,
     handle: Option<thread::JoinHandle<()>>,
@@ -357,8 +735,15 @@ impl SttThread {
         let handle = thread::Builder::new()
             .name("voicegate-stt".into())
             .spawn(move || {
-                for (samples, reply) in rx {
-                    let _ = reply.send(engine.transcribe(&samples));
+                for job in rx {
+                    match job {
+                        Job::Transcribe(samples, reply) => {
+                            let _ = reply.send(engine.transcribe(&samples));
+                        }
+                        Job::Score(samples, phrase, reply) => {
+                            let _ = reply.send(engine.phrase_logprob(&samples, &phrase));
+                        }
+                    }
                 }
             })
             .map_err(|e| SttError::Decode(format!("cannot start the transcription thread: {e}")))?;
@@ -371,12 +756,29 @@ impl SttThread {
     /// Transcribes on the thread and waits for the result.
     pub fn transcribe(&self, samples: Vec<f32>, timeout: Duration) -> Result<Transcript, SttError> {
         let (tx, rx) = mpsc::channel();
+        self.send(Job::Transcribe(samples, tx))?;
+        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+    }
+
+    /// Scores a phrase on the thread (see [`Transcriber::phrase_logprob`])
+    /// and waits for the result.
+    pub fn phrase_logprob(
+        &self,
+        samples: Vec<f32>,
+        phrase: &str,
+        timeout: Duration,
+    ) -> Result<f32, SttError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Score(samples, phrase.to_string(), tx))?;
+        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+    }
+
+    fn send(&self, job: Job) -> Result<(), SttError> {
         self.jobs
             .as_ref()
             .ok_or(SttError::Stopped)?
-            .send((samples, tx))
-            .map_err(|_| SttError::Stopped)?;
-        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+            .send(job)
+            .map_err(|_| SttError::Stopped)
     }
 }
 

@@ -46,26 +46,59 @@ fn home() -> Home {
     Home { _dir: dir, data }
 }
 
-fn run(home: &Home, model: &Path, wav: &str) -> Vec<Value> {
+/// Runs the daemon on `input` (a WAV path), waking on the shipped
+/// "jarvis" model unless `extra` says otherwise.
+fn run_on(home: &Home, model: &Path, input: &Path, extra: &[&str]) -> Vec<Value> {
     let o: Output = Command::new(env!("CARGO_BIN_EXE_voicegate"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["--json", "--data-dir"])
         .arg(&home.data)
-        .args(["run", "--no-wake", "--tts", "none", "--model"])
+        .args(["run", "--tts", "none", "--ack", "none", "--model"])
         .arg(model)
+        .args(extra)
         .arg("--input")
-        .arg(fixture(wav))
+        .arg(input)
         .output()
         .expect("voicegate run");
     assert!(
         o.status.success(),
-        "{wav}: {}",
+        "{}: {}",
+        input.display(),
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
+}
+
+fn run(home: &Home, model: &Path, wav: &str) -> Vec<Value> {
+    run_on(home, model, &fixture(wav), &[])
+}
+
+/// A conversation made of committed fixtures played one after the other
+/// (each already ends in a second of silence), then `tail_secs` of silence.
+fn conversation(home: &Home, parts: &[&str], tail_secs: u32) -> PathBuf {
+    let path = home._dir.path().join(format!("{}.wav", parts.join("+")));
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&path, spec).expect("create wav");
+    for part in parts {
+        let mut r = hound::WavReader::open(fixture(part)).expect("fixture");
+        assert_eq!(r.spec(), spec, "{part}");
+        for s in r.samples::<i16>() {
+            w.write_sample(s.expect("sample")).expect("write");
+        }
+    }
+    for _ in 0..tail_secs * 16_000 {
+        w.write_sample(0i16).expect("write");
+    }
+    w.finalize().expect("finalize");
+    path
 }
 
 fn kinds(events: &[Value]) -> Vec<&str> {
@@ -100,11 +133,29 @@ macro_rules! need_model {
     };
 }
 
+/// The wake event comes first, and whisper's text of the command has no
+/// wake word left in it.
+fn assert_woken(ev: &[Value]) {
+    let k = kinds(ev);
+    let wake = k
+        .iter()
+        .position(|e| *e == "wake")
+        .unwrap_or_else(|| panic!("no wake: {ev:#?}"));
+    assert_eq!(ev[wake]["phrase"], "jarvis", "{ev:#?}");
+    let intent = k.iter().position(|e| *e == "intent");
+    assert!(intent.is_none_or(|i| wake < i), "{ev:#?}");
+    for heard in ev.iter().filter(|e| e["event"] == "heard") {
+        let text = heard["text"].as_str().unwrap_or("").to_lowercase();
+        assert!(!text.contains("jarvis"), "{ev:#?}");
+    }
+}
+
 #[test]
 fn set_an_alarm_by_voice() {
     let model = need_model!();
     let home = home();
-    let ev = run(&home, &model, "alarm.wav");
+    let ev = run(&home, &model, "jarvis_alarm.wav");
+    assert_woken(&ev);
     let intent = ev
         .iter()
         .find(|e| e["event"] == "intent")
@@ -118,7 +169,8 @@ fn set_an_alarm_by_voice() {
 fn play_music_by_voice() {
     let model = need_model!();
     let home = home();
-    let ev = run(&home, &model, "music.wav");
+    let ev = run(&home, &model, "jarvis_music.wav");
+    assert_woken(&ev);
     let intent = ev
         .iter()
         .find(|e| e["event"] == "intent")
@@ -137,7 +189,10 @@ fn play_music_by_voice() {
 fn purchase_then_yes_runs_once_and_is_audited() {
     let model = need_model!();
     let home = home();
-    let ev = run(&home, &model, "purchase_yes.wav");
+    // The reply needs no wake word: a read-back is waiting for it.
+    let input = conversation(&home, &["jarvis_purchase.wav", "yes.wav"], 0);
+    let ev = run_on(&home, &model, &input, &[]);
+    assert_woken(&ev);
     let k = kinds(&ev);
     let confirm = k
         .iter()
@@ -162,8 +217,13 @@ fn purchase_then_yes_runs_once_and_is_audited() {
         ["requested", "confirmed", "executed"],
         "{rows:#?}"
     );
-    // Spoken, so the transcription confidence is on record.
+    // Spoken after a wake word: the transcription confidence and the wake
+    // score are on record.
     assert!(rows[0]["confidence"].is_number(), "{rows:#?}");
+    let wake = rows[0]["wake_score"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{rows:#?}"));
+    assert!(wake > 0.0 && wake <= 1.0, "{rows:#?}");
     assert!(
         rows[1]["reply_transcript"]
             .as_str()
@@ -176,7 +236,9 @@ fn purchase_then_yes_runs_once_and_is_audited() {
 fn purchase_then_no_is_declined() {
     let model = need_model!();
     let home = home();
-    let ev = run(&home, &model, "purchase_no.wav");
+    let input = conversation(&home, &["jarvis_purchase.wav", "no.wav"], 0);
+    let ev = run_on(&home, &model, &input, &[]);
+    assert_woken(&ev);
     let k = kinds(&ev);
     assert!(k.contains(&"confirm_request"), "{ev:#?}");
     assert!(k.contains(&"declined"), "{ev:#?}");
@@ -187,7 +249,9 @@ fn purchase_then_no_is_declined() {
 fn booking_then_silence_expires() {
     let model = need_model!();
     let home = home();
-    let ev = run(&home, &model, "booking_silence.wav");
+    let input = conversation(&home, &["jarvis_booking.wav"], 10);
+    let ev = run_on(&home, &model, &input, &[]);
+    assert_woken(&ev);
     let k = kinds(&ev);
     assert!(k.contains(&"confirm_request"), "{ev:#?}");
     assert!(k.contains(&"expired"), "{ev:#?}");
@@ -198,4 +262,31 @@ fn booking_then_silence_expires() {
         .map(|r| r["outcome"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(outcomes, ["requested", "expired"], "{rows:#?}");
+}
+
+#[test]
+fn a_command_without_the_wake_word_is_ignored() {
+    let model = need_model!();
+    let home = home();
+    let ev = run(&home, &model, "purchase_yes.wav");
+    let k = kinds(&ev);
+    assert!(!k.contains(&"wake"), "{ev:#?}");
+    assert!(!k.contains(&"intent"), "{ev:#?}");
+    assert!(!k.contains(&"executed"), "{ev:#?}");
+    assert!(audit(&home).is_empty());
+}
+
+#[test]
+fn no_wake_mode_takes_every_utterance() {
+    let model = need_model!();
+    let home = home();
+    let ev = run_on(&home, &model, &fixture("timer.wav"), &["--no-wake"]);
+    let k = kinds(&ev);
+    assert!(!k.contains(&"wake"), "{ev:#?}");
+    let intent = ev
+        .iter()
+        .find(|e| e["event"] == "intent")
+        .unwrap_or_else(|| panic!("{ev:#?}"));
+    assert_eq!(intent["intent"], "StartTimer", "{ev:#?}");
+    assert!(k.contains(&"executed"), "{ev:#?}");
 }

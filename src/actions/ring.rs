@@ -286,6 +286,16 @@ impl AudioRinger {
         })
     }
 
+    /// A ringer with mono samples in -1.0..=1.0 at `rate` Hz.
+    pub fn from_samples(sound: Vec<f32>, rate: u32) -> Self {
+        AudioRinger {
+            sound,
+            rate: rate.max(1),
+            stream: None,
+            failed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// The decoded sound: mono samples and their rate.
     pub fn sound(&self) -> (&[f32], u32) {
         (&self.sound, self.rate)

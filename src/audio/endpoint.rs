@@ -159,6 +159,9 @@ pub struct EndpointConfig {
     /// `--no-wake`: always listening, every utterance handed over, no
     /// timeout.
     pub always_armed: bool,
+    /// Audio (ms) kept while idle, so that [`Endpointer::arm_since`] can
+    /// reach back to a wake word that began this long ago.
+    pub idle_history_ms: u32,
     /// The detector's settings.
     pub vad: VadConfig,
 }
@@ -173,6 +176,7 @@ impl Default for EndpointConfig {
             pre_roll_ms: DEFAULT_PRE_ROLL_MS,
             post_roll_ms: DEFAULT_POST_ROLL_MS,
             always_armed: false,
+            idle_history_ms: 0,
             vad: VadConfig::default(),
         }
     }
@@ -631,6 +635,20 @@ impl Endpointer {
         }
     }
 
+    /// The wake word fired, and it began `samples_ago` samples before the
+    /// last frame: speech is under way from there, so the utterance holds
+    /// the wake word and whatever follows it in the same breath ("jarvis,
+    /// set a timer"), and ends at the next pause as usual. Reaches back at
+    /// most as far as the audio kept ([`EndpointConfig::idle_history_ms`]).
+    pub fn arm_since(&mut self, samples_ago: u64) {
+        let start = self.pos.saturating_sub(samples_ago).max(self.buf_start);
+        self.phase = Phase::Speaking {
+            start,
+            last_voiced_end: self.pos,
+            silence: 0,
+        };
+    }
+
     /// Back to idle, dropping any utterance in progress (no effect when
     /// always armed, other than dropping the utterance).
     pub fn disarm(&mut self) {
@@ -775,7 +793,8 @@ impl Endpointer {
                 .samples(self.config.vad.start_ms)
                 .max(self.run_len)
                 .min(self.config.samples(self.config.max_utterance_ms))
-            + 2 * FRAME_SAMPLES as u64) as usize;
+            + 2 * FRAME_SAMPLES as u64)
+            .max(self.config.samples(self.config.idle_history_ms)) as usize;
         if self.buf.len() > 2 * keep {
             let drop = self.buf.len() - keep;
             self.buf.drain(..drop);

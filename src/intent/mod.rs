@@ -20,6 +20,7 @@
 pub mod builtins;
 pub mod compile;
 pub mod diag;
+pub mod grammar;
 pub mod load;
 pub mod matcher;
 pub mod normalize;
