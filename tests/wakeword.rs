@@ -200,3 +200,72 @@ fn a_damaged_or_missing_wake_model_is_a_clear_error() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn the_config_names_several_wake_words_each_with_its_sensitivity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = repo("models/jarvis.rpw");
+    let write = |name: &str, body: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).expect("write config");
+        path
+    };
+    // Out of range: a clear error naming the key.
+    let bad = write(
+        "bad.toml",
+        format!(
+            "[[wakeword.words]]\nmodel = {:?}\nsensitivity = 2.0\n",
+            models.display().to_string()
+        ),
+    );
+    let o = bin()
+        .arg("--config")
+        .arg(&bad)
+        .args(["intents", "check"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(stderr.contains("sensitivity"), "{stderr}");
+
+    let Some(whisper) = whisper_model() else {
+        eprintln!("skipping the rest: no whisper model (scripts/test.sh installs it)");
+        return;
+    };
+    // Two words: the second (a phrase nobody says) never wakes; the first
+    // does, and the wake event names it.
+    let good = write(
+        "good.toml",
+        format!(
+            "intents_dir = {intents:?}\n\
+             [[wakeword.words]]\nmodel = {m:?}\nphrase = \"toaster\"\nsensitivity = 0.2\n\
+             [[wakeword.words]]\nmodel = {m:?}\nphrase = \"jarvis\"\nsensitivity = 0.6\n",
+            intents = repo("intents").display().to_string(),
+            m = models.display().to_string()
+        ),
+    );
+    let o = bin()
+        .arg("--config")
+        .arg(&good)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--json", "run", "--tts", "none", "--ack", "none", "--model"])
+        .arg(&whisper)
+        .args(["--input", "tests/data/speech/jarvis_timer.wav"])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let wakes: Vec<&Value> = events.iter().filter(|e| e["event"] == "wake").collect();
+    assert_eq!(wakes.len(), 1, "{events:#?}");
+    assert_eq!(wakes[0]["phrase"], "jarvis", "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "intent" && e["intent"] == "StartTimer"),
+        "{events:#?}"
+    );
+}

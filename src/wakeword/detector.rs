@@ -262,8 +262,9 @@ pub struct Detector<V: Verifier> {
     history_len: usize,
     pos: u64,
     quiet_until: u64,
-    /// Stage 1 fired: (word, its score, verify at this position).
-    pending: Option<(usize, f32, u64)>,
+    /// Stage 1 fired: verify at this position, each word's best stage-1
+    /// score so far (`None`: that word did not fire).
+    pending: Option<(u64, Vec<Option<f32>>)>,
     /// State of the dither's generator (xorshift32; fixed seed, so a file
     /// gives the same result every run).
     dither: u32,
@@ -378,6 +379,7 @@ impl<V: Verifier> Detector<V> {
         self.history.drain(..excess);
 
         let dithered = self.dithered(frame);
+        let n = self.spotters.len();
         for (i, s) in self.spotters.iter_mut().enumerate() {
             let Some(d) = s.engine.process_samples(dithered.clone()) else {
                 continue;
@@ -385,23 +387,44 @@ impl<V: Verifier> Detector<V> {
             if self.pos < self.quiet_until {
                 continue;
             }
-            match &mut self.pending {
-                Some((_, score, _)) if *score >= d.score => {}
-                Some((word, score, _)) => (*word, *score) = (i, d.score),
-                None => {
-                    self.stats.stage1_triggers += 1;
-                    let at = self.pos + u64::from(VERIFY_DELAY_MS) * 16;
-                    self.pending = Some((i, d.score, at));
-                }
+            let (_, scores) = self.pending.get_or_insert_with(|| {
+                let at = self.pos + u64::from(VERIFY_DELAY_MS) * 16;
+                (at, vec![None; n])
+            });
+            if scores.iter().all(Option::is_none) {
+                self.stats.stage1_triggers += 1;
+            }
+            if scores[i].is_none_or(|best| d.score > best) {
+                scores[i] = Some(d.score);
             }
         }
-        match self.pending {
-            Some((i, stage1_score, at)) if self.pos >= at => {
-                self.pending = None;
-                self.verify(i, stage1_score)
-            }
+        match &self.pending {
+            Some((at, _)) if self.pos >= *at => self.verify_pending(),
             _ => Ok(Outcome::Nothing),
         }
+    }
+
+    /// Stage 2 for every word whose stage 1 fired, best stage-1 score
+    /// first; the first the verifier accepts wins. (Two words may fire on
+    /// the same audio; checking only the top one would lose the other.)
+    fn verify_pending(&mut self) -> Result<Outcome, WakewordError> {
+        let Some((_, scores)) = self.pending.take() else {
+            return Ok(Outcome::Nothing);
+        };
+        let mut candidates: Vec<(usize, f32)> = scores
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.map(|s| (i, s)))
+            .collect();
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut outcome = Outcome::Nothing;
+        for (i, score) in candidates {
+            outcome = self.verify(i, score)?;
+            if matches!(outcome, Outcome::Detected(_)) {
+                break;
+            }
+        }
+        Ok(outcome)
     }
 
     /// Stage 2 on the buffered audio.
@@ -440,10 +463,7 @@ impl<V: Verifier> Detector<V> {
     /// The input ended: a trigger still waiting for its delay is verified
     /// now, on what there is.
     pub fn finish(&mut self) -> Result<Outcome, WakewordError> {
-        match self.pending.take() {
-            Some((i, score, _)) => self.verify(i, score),
-            None => Ok(Outcome::Nothing),
-        }
+        self.verify_pending()
     }
 }
 

@@ -6,7 +6,7 @@
 //!   rustpotter training, the manifest beside the model.
 //! - [`synth`]: speech synthesis for training (espeak-ng, piper).
 //! - [`augment`]: seeded augmentation (speed, gain, noise, reverberation).
-//! - [`bench`]: `voicegate wakeword test`: detection and false-alarm figures.
+//! - [`bench`](mod@bench): `voicegate wakeword test`: detection and false-alarm figures.
 //! - [`cli`]: the clap types and dispatch.
 
 pub mod augment;
