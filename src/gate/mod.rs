@@ -673,6 +673,19 @@ impl Gate {
             ));
             return;
         }
+        // Unsure of what was heard: even a low-stakes command is not
+        // guessed at (a timer set from misheard kitchen noise is still
+        // wrong); high-stakes requests are refused, and audited, below.
+        if risk == Risk::Low
+            && utterance
+                .confidence
+                .is_some_and(|c| c < self.config.min_confidence)
+        {
+            out.push(Output::Say(
+                "I'm not sure I heard that right; please say it again.".into(),
+            ));
+            return;
+        }
         if risk == Risk::Low {
             if request.kind.is_empty() {
                 out.push(Output::Say(format!(
