@@ -779,10 +779,11 @@ fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Resu
         |r| {
             if verbose {
                 lines.push(format!(
-                    "{} {} {:.0} ms \"{}\" {}",
+                    "{} {} {:.0} ms conf {:.2} \"{}\" {}",
                     if r.accepted { "ok  " } else { "MISS" },
                     r.file,
                     r.latency_ms,
+                    r.confidence,
                     r.transcript,
                     r.intent.as_deref().unwrap_or("-")
                 ));
