@@ -318,6 +318,26 @@ fn spawn_audio(
                 }
                 Ok((!text.is_empty()).then_some((text, t.confidence)))
             };
+            // Hands a command to the coordinator and waits for its answer:
+            // `Some(Some(flag))` says whether a reply is due next,
+            // `Some(None)` no answer in time, `None` the coordinator is gone.
+            let deliver = |text: String,
+                           confidence: f32,
+                           wake_score: Option<f32>,
+                           when: Option<DateTime<Utc>>|
+             -> Option<Option<bool>> {
+                let utterance = Utterance {
+                    text,
+                    confidence: Some(confidence),
+                    wake_score,
+                };
+                tx.blocking_send(Input::Utterance(utterance, when)).ok()?;
+                match control.recv_timeout(CONTROL_WAIT) {
+                    Ok(AudioControl::ExpectReply(flag)) => Some(Some(flag)),
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => None,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => Some(None),
+                }
+            };
             loop {
                 while let Ok(AudioControl::ExpectReply(flag)) = control.try_recv() {
                     expect_reply = flag;
@@ -385,23 +405,10 @@ fn spawn_audio(
                 };
                 match transcribe(samples) {
                     Ok(Some((text, confidence))) => {
-                        let utterance = Utterance {
-                            text,
-                            confidence: Some(confidence),
-                            wake_score: awake.take(),
-                        };
-                        if tx
-                            .blocking_send(Input::Utterance(utterance, at(read)))
-                            .is_err()
-                        {
-                            return;
-                        }
-                        // Wait for the gate's answer: it says whether a
-                        // reply is due next.
-                        match control.recv_timeout(CONTROL_WAIT) {
-                            Ok(AudioControl::ExpectReply(flag)) => expect_reply = flag,
-                            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
-                            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                        match deliver(text, confidence, awake.take(), at(read)) {
+                            None => return,
+                            Some(Some(flag)) => expect_reply = flag,
+                            Some(None) => {}
                         }
                         if let Some(d) = detector.as_mut() {
                             d.reset();
@@ -425,19 +432,9 @@ fn spawn_audio(
             // The input ended: a command still being spoken is complete.
             if let Some(EndpointEvent::Utterance(u)) = endpointer.finish()
                 && let Ok(Some((text, confidence))) = transcribe(u.samples)
+                && deliver(text, confidence, awake.take(), at(read)).is_none()
             {
-                let utterance = Utterance {
-                    text,
-                    confidence: Some(confidence),
-                    wake_score: awake.take(),
-                };
-                if tx
-                    .blocking_send(Input::Utterance(utterance, at(read)))
-                    .is_err()
-                {
-                    return;
-                }
-                let _ = control.recv_timeout(CONTROL_WAIT);
+                return;
             }
             let _ = tx.blocking_send(Input::Ended(at(read)));
         })

@@ -185,19 +185,7 @@ impl WhisperTranscriber {
     }
 
     fn decode(&mut self, samples: &[f32], audio_ctx: usize) -> Result<(String, f32), SttError> {
-        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-        params.set_n_threads(self.options.threads as i32);
-        params.set_language(Some("en"));
-        params.set_no_context(true);
-        params.set_single_segment(true);
-        params.set_no_timestamps(true);
-        params.set_print_progress(false);
-        params.set_print_realtime(false);
-        params.set_print_special(false);
-        params.set_print_timestamps(false);
-        params.set_suppress_blank(true);
-        params.set_temperature(0.0);
-        params.set_temperature_inc(0.0);
+        let mut params = greedy_params(self.options.threads);
         if audio_ctx < FULL_AUDIO_CTX {
             params.set_audio_ctx(audio_ctx as i32);
         }
@@ -545,22 +533,10 @@ impl WhisperTranscriber {
             tokens: tokens.to_vec(),
             logprobs: Vec::with_capacity(tokens.len()),
         });
-        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
         // One thread: a check of a 2 s window is small enough that a second
         // thread mostly spins (measured: the same CPU time or more), and the
         // wake word's budget is CPU, not latency.
-        params.set_n_threads(1);
-        params.set_language(Some("en"));
-        params.set_no_context(true);
-        params.set_single_segment(true);
-        params.set_no_timestamps(true);
-        params.set_print_progress(false);
-        params.set_print_realtime(false);
-        params.set_print_special(false);
-        params.set_print_timestamps(false);
-        params.set_suppress_blank(true);
-        params.set_temperature(0.0);
-        params.set_temperature_inc(0.0);
+        let mut params = greedy_params(1);
         params.set_max_tokens(tokens.len() as i32);
         if let Some(prompt) = prompt {
             params.set_initial_prompt(prompt);
@@ -632,6 +608,25 @@ impl Transcriber for WhisperTranscriber {
             retried,
         })
     }
+}
+
+/// The settings every decode shares: greedy, English, one segment, no
+/// timestamps, no temperature fallback, nothing printed.
+fn greedy_params<'a, 'b>(threads: usize) -> FullParams<'a, 'b> {
+    let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    params.set_n_threads(threads as i32);
+    params.set_language(Some("en"));
+    params.set_no_context(true);
+    params.set_single_segment(true);
+    params.set_no_timestamps(true);
+    params.set_print_progress(false);
+    params.set_print_realtime(false);
+    params.set_print_special(false);
+    params.set_print_timestamps(false);
+    params.set_suppress_blank(true);
+    params.set_temperature(0.0);
+    params.set_temperature_inc(0.0);
+    params
 }
 
 /// The smallest encoder window used. Measured on the speech fixtures with
