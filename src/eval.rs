@@ -183,6 +183,12 @@ pub fn mix(speech: &[f32], noise: &[f32], snr_db: f64, offset: usize) -> Vec<f32
     mixed
 }
 
+/// Where in the noise clip number `index` (in label order) starts: a
+/// different stretch for each clip, the same on every run.
+pub fn noise_offset(index: usize) -> usize {
+    index * 7919 * 16
+}
+
 /// Is the recognised result what the label says?
 pub fn accepted(label: &Label, intent: Option<&str>, slots: &Map<String, Value>) -> bool {
     let want_intent = INTENT_MAP
@@ -271,7 +277,7 @@ pub fn run(
         }
         let clean = read_wav(&path)?;
         let audio = match noise {
-            Some((noise, snr)) => mix(&clean, noise, snr, index * 7919 * 16),
+            Some((noise, snr)) => mix(&clean, noise, snr, noise_offset(index)),
             None => clean,
         };
         // The clock starts when the last sample has arrived.
