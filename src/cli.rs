@@ -80,20 +80,25 @@ pub struct SpeechArgs {
     /// A ggml whisper model file (default: the installed tiny.en).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
-    /// Decode without the vocabulary prompt.
-    #[arg(long)]
+    /// Decode without the vocabulary prompt (free decoding only; the
+    /// grammar decodes without it unless --prompt).
+    #[arg(long, conflicts_with = "prompt")]
     pub no_prompt: bool,
+    /// Decode with the vocabulary prompt, also with the grammar.
+    #[arg(long)]
+    pub prompt: bool,
     /// Encode the full 30 s window instead of shrinking it to the utterance.
     #[arg(long)]
     pub full_window: bool,
     /// Inference threads (default: the CPU count, at most 4).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Constrain decoding to the loaded intents' sentences (a grammar built
-    /// from the templates; tokens leaving it are penalised).
+    /// Constrain decoding to the loaded intents' sentences (the default;
+    /// kept so scripts that pass it still work).
     #[arg(long, conflicts_with = "no_grammar")]
     pub grammar: bool,
-    /// Decode without the intents' grammar.
+    /// Decode freely instead of within the intents' grammar (greedy, with
+    /// the vocabulary prompt).
     #[arg(long)]
     pub no_grammar: bool,
     /// Logit penalty for tokens that leave the grammar (default "inf":
@@ -103,9 +108,18 @@ pub struct SpeechArgs {
     /// Leave sentences with free-text (wildcard) slots out of the grammar.
     #[arg(long)]
     pub grammar_skip_wildcards: bool,
-    /// Smallest shrunk encoder window, in frames of 20 ms (default 384).
+    /// Smallest shrunk encoder window, in frames of 20 ms (default 256
+    /// with the grammar, 384 without).
     #[arg(long, value_name = "FRAMES")]
     pub min_window: Option<usize>,
+    /// Beam search with N hypotheses (default 3 with the grammar, 1 —
+    /// greedy — without).
+    #[arg(long, value_name = "N")]
+    pub beam: Option<usize>,
+    /// Decode again with the full window when the confidence is below C
+    /// (default 0.3 with the grammar, 0 — never — without).
+    #[arg(long, value_name = "C")]
+    pub retry_below: Option<f32>,
 }
 
 /// `voicegate run`
@@ -189,6 +203,10 @@ pub struct EvalArgs {
     /// Print every clip's result.
     #[arg(long)]
     pub verbose: bool,
+    /// Transcribe each whole clip (as the benchmark feeds other engines)
+    /// instead of the utterance the endpointer cuts out of it.
+    #[arg(long)]
+    pub whole_clip: bool,
     /// Speech options.
     #[command(flatten)]
     pub speech: SpeechArgs,

@@ -5,7 +5,10 @@
 //!  stdin thread ─┤
 //!  reload thread ┼──▶ bounded channel ──▶ coordinator (tokio) ──▶ gate thread (Pipeline)
 //!  signals ──────┘                           │  timers: confirm expiry, alarms
-//!                                            └──▶ stdout (events), TTS, ringer
+//!                                            ├──▶ stdout (events), TTS, ringer
+//!                                            ├──▶ audio thread: what is due next
+//!                                            │    (a command, a reply, a PIN)
+//!                                            └──▶ whisper thread: a reloaded grammar
 //! ```
 //!
 //! One coordinator loop over a closed [`Input`] enum. Producers are plain
@@ -26,6 +29,20 @@
 //! interrupted between confirmation and result (see `pipeline`), and alarms
 //! that came due while it was down (reported, never rung late). On SIGINT or
 //! SIGTERM it stops cleanly: a pending confirmation is recorded as expired.
+//!
+//! **The grammar.** When transcription is constrained to the intents'
+//! sentences (`SttOptions::grammar`), two things keep it right:
+//! - *Reload.* The reload thread builds the grammar of a changed, clean set
+//!   of intent files itself (off the runtime) and sends it with the set
+//!   (`Input::Reload`); the coordinator hands the set to the gate thread
+//!   and the grammar to the transcription thread (`SttThread::set_grammar`),
+//!   which uses it from the next utterance.
+//! - *PIN.* A spoken PIN is no sentence of any intent, so the grammar would
+//!   force it into some command. After every gate call the gate thread
+//!   reports, besides the deadline, whether the gate waits for a PIN
+//!   (`GateState`); the coordinator passes that on to the audio thread
+//!   (`AudioControl::Expect` with `Expect::Pin`), which decodes that one
+//!   utterance without the grammar (`SttThread::transcribe_free`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,7 +65,7 @@ use crate::config::Settings;
 use crate::gate::Utterance;
 use crate::intent::IntentSet;
 use crate::pipeline::{Event, Pipeline, PipelineConfig};
-use crate::stt::{SttOptions, SttThread, WhisperTranscriber};
+use crate::stt::{SttGrammar, SttOptions, SttThread, Transcript, WhisperTranscriber};
 use crate::wakeword::{
     self,
     detector::{Detection, Detector, Outcome, WakeWord},
@@ -89,8 +106,9 @@ enum Input {
     Tick(DateTime<Utc>),
     /// The input ended (file input), at this audio time.
     Ended(Option<DateTime<Utc>>),
-    /// The intent files changed and check clean.
-    Reload(Box<IntentSet>),
+    /// The intent files changed and check clean; with the transcription
+    /// grammar of the new set when decoding is constrained to one.
+    Reload(Box<IntentSet>, Option<SttGrammar>),
     /// The intent files changed but have errors; the old set stays.
     ReloadFailed(String),
     /// Something to log (audio device lost and reopened, ...).
@@ -123,21 +141,28 @@ enum Call {
     Intents(Box<IntentSet>),
 }
 
+/// What the coordinator needs to know about the gate after each call (read
+/// from the gate's state, never from what was said).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct GateState {
+    /// When the pending confirmation expires, if one is pending.
+    deadline: Option<DateTime<Utc>>,
+    /// The gate waits for a spoken PIN (see `Gate::awaiting_pin`).
+    pin: bool,
+}
+
+/// What the gate thread answers: events, and the gate's state after them.
+type Reply = (Vec<Event>, GateState);
+
 /// The pipeline on its own thread: SQLite and executors never block the
 /// coordinator's runtime.
-/// What the gate thread answers: events, and the pending deadline.
-type Reply = (Vec<Event>, Option<DateTime<Utc>>);
-
 struct GateThread {
     calls: std_mpsc::SyncSender<(Call, oneshot::Sender<Reply>)>,
 }
 
 impl GateThread {
     fn start(mut pipeline: Pipeline) -> Result<GateThread, AppError> {
-        let (tx, rx) = std_mpsc::sync_channel::<(
-            Call,
-            oneshot::Sender<(Vec<Event>, Option<DateTime<Utc>>)>,
-        )>(8);
+        let (tx, rx) = std_mpsc::sync_channel::<(Call, oneshot::Sender<Reply>)>(8);
         thread::Builder::new()
             .name("voicegate-gate".into())
             .spawn(move || {
@@ -156,7 +181,11 @@ impl GateThread {
                             Vec::new()
                         }
                     };
-                    let _ = reply.send((events, pipeline.deadline()));
+                    let state = GateState {
+                        deadline: pipeline.deadline(),
+                        pin: pipeline.awaiting_pin(),
+                    };
+                    let _ = reply.send((events, state));
                 }
             })
             .map_err(AppError::Output)?;
@@ -172,7 +201,7 @@ impl GateThread {
             .await
             .unwrap_or(false);
         if !sent {
-            return (vec![say("The gate stopped.".into())], None);
+            return (vec![say("The gate stopped.".into())], GateState::default());
         }
         rx.await.unwrap_or_default()
     }
@@ -256,14 +285,66 @@ fn spawn_stdin_text(tx: mpsc::Sender<Input>) -> Result<(), AppError> {
     Ok(())
 }
 
-/// What the coordinator tells the audio thread: whether a confirmation is
-/// pending (then the reply is listened for without the wake word). Sent
-/// after every utterance the audio thread delivers, which waits for it, so
-/// that file input read faster than real time cannot run past a question.
+/// What the coordinator tells the audio thread: what the next utterance is
+/// expected to be. Sent after every utterance the audio thread delivers,
+/// which waits for it, so that file input read faster than real time cannot
+/// run past a question; and whenever the gate's state changes otherwise (a
+/// confirmation expired).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum AudioControl {
-    /// A read-back waits for yes or no.
-    ExpectReply(bool),
+    /// The next utterance is this.
+    Expect(Expect),
+}
+
+/// What the next utterance is expected to be, from the gate's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Expect {
+    /// A command: after the wake word (or any utterance with `--no-wake`).
+    #[default]
+    Command,
+    /// The answer to a read-back (yes or no): listened for without the
+    /// wake word.
+    Reply,
+    /// A spoken PIN: listened for without the wake word, and decoded
+    /// without the intents' grammar (digits are no intent's sentence).
+    Pin,
+}
+
+impl Expect {
+    /// What the gate, in `state`, waits for.
+    fn from_gate(state: GateState) -> Expect {
+        match state {
+            GateState { deadline: None, .. } => Expect::Command,
+            GateState { pin: true, .. } => Expect::Pin,
+            GateState { pin: false, .. } => Expect::Reply,
+        }
+    }
+
+    /// A reply is due: listen without the wake word.
+    fn is_reply(self) -> bool {
+        self != Expect::Command
+    }
+
+    /// Decode the utterance without the grammar
+    /// (`SttThread::transcribe_free`) instead of `SttThread::transcribe`.
+    fn decode_free(self) -> bool {
+        self == Expect::Pin
+    }
+}
+
+/// Transcribes one utterance on the transcription thread, constrained to
+/// the grammar (if there is one) unless `expect` says otherwise.
+fn transcribe_for(
+    stt: &SttThread,
+    expect: Expect,
+    samples: Vec<f32>,
+) -> Result<Transcript, crate::stt::SttError> {
+    let timeout = StdDuration::from_secs(60);
+    if expect.decode_free() {
+        stt.transcribe_free(samples, timeout)
+    } else {
+        stt.transcribe(samples, timeout)
+    }
 }
 
 /// How long the audio thread waits for the coordinator to answer an
@@ -277,7 +358,8 @@ const CONTROL_WAIT: StdDuration = StdDuration::from_secs(30);
 /// endpointer, whose buffer still holds speech that began just before, so
 /// a command said in the same breath is kept whole and the wake phrase is
 /// cut from the transcript. Without one (`--no-wake`) the endpointer is
-/// always armed.
+/// always armed. While a reply is due ([`Expect`]) it listens without the
+/// wake word, and a PIN is decoded without the grammar.
 fn spawn_audio(
     mut source: Box<dyn AudioSource>,
     stt: Arc<SttThread>,
@@ -300,32 +382,33 @@ fn spawn_audio(
             let mut next_tick: u64 = 16_000;
             // Awake: the wake word was heard (its score), a command is due.
             let mut awake: Option<f32> = None;
-            // A read-back waits for its answer: listen without the wake word.
-            let mut expect_reply = false;
+            // What the gate waits for: a read-back's answer or a PIN is
+            // listened for without the wake word (a PIN without the grammar).
+            let mut expect = Expect::Command;
             let at = |samples: u64| {
                 audio_clock
                     .map(|start| start + TimeDelta::milliseconds((samples * 1000 / 16_000) as i64))
             };
             // Transcribes one utterance; None if nothing was said (only the
             // wake phrase, or nothing whisper could write down).
-            let transcribe = |samples: Vec<f32>| -> Result<Option<(String, f32)>, String> {
-                let t = stt
-                    .transcribe(samples, StdDuration::from_secs(60))
-                    .map_err(|e| format!("transcription: {e}"))?;
-                let mut text = t.text;
-                for phrase in &phrases {
-                    text = wakeword::strip_wake_phrase(&text, phrase);
-                }
-                Ok((!text.is_empty()).then_some((text, t.confidence)))
-            };
+            let transcribe =
+                |samples: Vec<f32>, expect: Expect| -> Result<Option<(String, f32)>, String> {
+                    let t = transcribe_for(&stt, expect, samples)
+                        .map_err(|e| format!("transcription: {e}"))?;
+                    let mut text = t.text;
+                    for phrase in &phrases {
+                        text = wakeword::strip_wake_phrase(&text, phrase);
+                    }
+                    Ok((!text.is_empty()).then_some((text, t.confidence)))
+                };
             // Hands a command to the coordinator and waits for its answer:
-            // `Some(Some(flag))` says whether a reply is due next,
-            // `Some(None)` no answer in time, `None` the coordinator is gone.
+            // `Some(Some(expect))` says what is due next, `Some(None)` no
+            // answer in time, `None` the coordinator is gone.
             let deliver = |text: String,
                            confidence: f32,
                            wake_score: Option<f32>,
                            when: Option<DateTime<Utc>>|
-             -> Option<Option<bool>> {
+             -> Option<Option<Expect>> {
                 let utterance = Utterance {
                     text,
                     confidence: Some(confidence),
@@ -333,16 +416,16 @@ fn spawn_audio(
                 };
                 tx.blocking_send(Input::Utterance(utterance, when)).ok()?;
                 match control.recv_timeout(CONTROL_WAIT) {
-                    Ok(AudioControl::ExpectReply(flag)) => Some(Some(flag)),
+                    Ok(AudioControl::Expect(next)) => Some(Some(next)),
                     Err(std_mpsc::RecvTimeoutError::Disconnected) => None,
                     Err(std_mpsc::RecvTimeoutError::Timeout) => Some(None),
                 }
             };
             loop {
-                while let Ok(AudioControl::ExpectReply(flag)) = control.try_recv() {
-                    expect_reply = flag;
+                while let Ok(AudioControl::Expect(next)) = control.try_recv() {
+                    expect = next;
                 }
-                if expect_reply && endpointer.state() == EndpointState::Idle {
+                if expect.is_reply() && endpointer.state() == EndpointState::Idle {
                     endpointer.arm();
                 }
                 let n = match audio::read_full(&mut source, &mut frame) {
@@ -357,7 +440,7 @@ fn spawn_audio(
                 read += n as u64;
                 if let Some(d) = detector.as_mut()
                     && awake.is_none()
-                    && !expect_reply
+                    && !expect.is_reply()
                 {
                     match d.push(&frame) {
                         Ok(Outcome::Detected(detection)) => {
@@ -380,7 +463,7 @@ fn spawn_audio(
                 let samples = match event {
                     Some(EndpointEvent::Utterance(u)) => u.samples,
                     Some(EndpointEvent::NoSpeech) => {
-                        if awake.take().is_some() && !expect_reply {
+                        if awake.take().is_some() && !expect.is_reply() {
                             let notice = Input::Notice("woke, but no command followed".into());
                             if tx.blocking_send(notice).is_err() {
                                 return;
@@ -403,11 +486,11 @@ fn spawn_audio(
                         continue;
                     }
                 };
-                match transcribe(samples) {
+                match transcribe(samples, expect) {
                     Ok(Some((text, confidence))) => {
                         match deliver(text, confidence, awake.take(), at(read)) {
                             None => return,
-                            Some(Some(flag)) => expect_reply = flag,
+                            Some(Some(next)) => expect = next,
                             Some(None) => {}
                         }
                         if let Some(d) = detector.as_mut() {
@@ -417,7 +500,7 @@ fn spawn_audio(
                     Ok(None) => {
                         // Only the wake word so far (or nothing intelligible):
                         // still awake, the command may follow.
-                        if awake.is_some() || expect_reply {
+                        if awake.is_some() || expect.is_reply() {
                             endpointer.arm();
                         }
                     }
@@ -431,7 +514,7 @@ fn spawn_audio(
             }
             // The input ended: a command still being spoken is complete.
             if let Some(EndpointEvent::Utterance(u)) = endpointer.finish()
-                && let Ok(Some((text, confidence))) = transcribe(u.samples)
+                && let Ok(Some((text, confidence))) = transcribe(u.samples, expect)
                 && deliver(text, confidence, awake.take(), at(read)).is_none()
             {
                 return;
@@ -537,11 +620,22 @@ fn intents_stamp(dir: &Path) -> Option<SystemTime> {
 
 /// Watches the intent files; a change that checks clean is loaded, one with
 /// errors is reported (with file:line:col) and the running set kept.
-fn spawn_reload(dir: PathBuf, tx: mpsc::Sender<Input>) -> Result<(), AppError> {
+///
+/// With `grammar` (the transcription grammar in use, as a template), a set
+/// that loads is sent with its own grammar, built here like the template
+/// (same options and penalty): building it is heavy work, kept off the
+/// coordinator's runtime.
+fn spawn_reload(
+    dir: PathBuf,
+    grammar: Option<SttGrammar>,
+    tx: mpsc::Sender<Input>,
+) -> Result<(), AppError> {
+    // Taken before the thread starts, so a change made right after this
+    // returns is seen as one.
+    let mut stamp = intents_stamp(&dir);
     thread::Builder::new()
         .name("voicegate-reload".into())
         .spawn(move || {
-            let mut stamp = intents_stamp(&dir);
             loop {
                 thread::sleep(StdDuration::from_secs(1));
                 if tx.is_closed() {
@@ -560,7 +654,8 @@ fn spawn_reload(dir: PathBuf, tx: mpsc::Sender<Input>) -> Result<(), AppError> {
                             .map(|d| d.to_string())
                             .collect();
                         if errors.is_empty() {
-                            Input::Reload(Box::new(set))
+                            let rebuilt = grammar.as_ref().map(|g| g.rebuilt(&set));
+                            Input::Reload(Box::new(set), rebuilt)
                         } else {
                             Input::ReloadFailed(errors.join("\n\n"))
                         }
@@ -605,6 +700,9 @@ async fn coordinate(
     let (control_tx, control_rx) = std_mpsc::sync_channel::<AudioControl>(8);
     // Only the audio path listens for control messages.
     let control = (!options.text).then_some(control_tx);
+    // The transcription thread, for the coordinator too (a reload swaps
+    // its grammar); `None` with typed input.
+    let mut stt_handle: Option<Arc<SttThread>> = None;
     if options.text {
         spawn_stdin_text(tx.clone())?;
     } else {
@@ -616,6 +714,7 @@ async fn coordinate(
         let stt = Arc::new(
             SttThread::start(Box::new(engine)).map_err(|e| AppError::Usage(e.to_string()))?,
         );
+        stt_handle = Some(Arc::clone(&stt));
         let detector = if options.wake_words.is_empty() {
             None
         } else {
@@ -649,7 +748,12 @@ async fn coordinate(
             control_rx,
         )?;
     }
-    spawn_reload(settings.intents_dir.clone(), tx.clone())?;
+    // The grammar is rebuilt on reload only if decoding uses one.
+    let grammar_template = stt_handle
+        .as_ref()
+        .and(options.stt.grammar.as_ref())
+        .cloned();
+    spawn_reload(settings.intents_dir.clone(), grammar_template, tx.clone())?;
     drop(tx);
 
     let pipeline = Pipeline::start(intents, PipelineConfig::from_settings(settings))?;
@@ -659,10 +763,10 @@ async fn coordinate(
     let mut ringer = configured_ringer(settings.ring_command.as_deref());
     let speaker = Speaker::start(options.tts.clone());
     let acknowledger = Acknowledger::start(options.ack_command.clone());
-    // Tells the audio thread whether a reply is due (see `AudioControl`).
-    let tell_audio = |deadline: Option<DateTime<Utc>>| {
+    // Tells the audio thread what is due next (see `AudioControl`).
+    let tell_audio = |state: GateState| {
         if let Some(c) = &control {
-            let _ = c.try_send(AudioControl::ExpectReply(deadline.is_some()));
+            let _ = c.try_send(AudioControl::Expect(Expect::from_gate(state)));
         }
     };
     let emit = |events: &[Event], out: &mut dyn Write| -> Result<(), AppError> {
@@ -711,18 +815,19 @@ async fn coordinate(
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(AppError::Output)?;
     let mut ringing = false;
-    let mut deadline: Option<DateTime<Utc>> = None;
+    // The gate's state after the last call: the deadline, a PIN awaited.
+    let mut state = GateState::default();
     // The gate's clock: audio time for fast file input, else the wall clock.
     let mut gate_now = audio_clock;
     loop {
         // Wall-clock work: alarms, and confirm expiry when live.
         let now = Utc::now();
         let mut events = Vec::new();
-        if audio_clock.is_none() && deadline.is_some_and(|d| now >= d) {
-            let (ev, d) = gate.call(Call::Tick(now)).await;
+        if audio_clock.is_none() && state.deadline.is_some_and(|d| now >= d) {
+            let (ev, s) = gate.call(Call::Tick(now)).await;
             events.extend(ev);
-            deadline = d;
-            tell_audio(deadline);
+            state = s;
+            tell_audio(state);
         }
         match schedule.due(now) {
             Ok(fired) => {
@@ -742,7 +847,7 @@ async fn coordinate(
 
         let mut wait = MAX_SLEEP;
         let live_deadline = if audio_clock.is_none() {
-            deadline
+            state.deadline
         } else {
             None
         };
@@ -781,10 +886,10 @@ async fn coordinate(
                         confidence,
                     });
                 }
-                let (handled, d) = gate.call(Call::Handle(Box::new(utterance), when)).await;
+                let (handled, s) = gate.call(Call::Handle(Box::new(utterance), when)).await;
                 events.extend(handled);
-                deadline = d;
-                tell_audio(deadline);
+                state = s;
+                tell_audio(state);
                 emit(&events, out)?;
                 if ringing && !any_ringing(&schedule) {
                     ringer.stop();
@@ -794,16 +899,16 @@ async fn coordinate(
             }
             Input::Tick(at) => {
                 gate_now = Some(at);
-                if deadline.is_some_and(|d| at >= d) {
-                    let (events, d) = gate.call(Call::Tick(at)).await;
-                    deadline = d;
-                    tell_audio(deadline);
+                if state.deadline.is_some_and(|d| at >= d) {
+                    let (events, s) = gate.call(Call::Tick(at)).await;
+                    state = s;
+                    tell_audio(state);
                     emit(&events, out)?;
                 }
             }
             Input::Ended(at) => {
                 // After the file, time runs on: a pending confirmation expires.
-                let end = deadline.or(at).unwrap_or_else(Utc::now);
+                let end = state.deadline.or(at).unwrap_or_else(Utc::now);
                 let (mut events, _) = gate.call(Call::Tick(end)).await;
                 events.extend(gate.call(Call::Shutdown(end)).await.0);
                 ringer.stop();
@@ -811,13 +916,23 @@ async fn coordinate(
                 emit(&events, out)?;
                 return Ok(0);
             }
-            Input::Reload(set) => {
+            Input::Reload(set, grammar) => {
                 let count = set.intents().len();
                 gate.call(Call::Intents(set)).await;
-                emit(
-                    &[say(format!("Reloaded the intent files ({count} intents)."))],
-                    out,
-                )?;
+                let mut events = vec![say(format!("Reloaded the intent files ({count} intents)."))];
+                if let (Some(stt), Some(grammar)) = (&stt_handle, grammar) {
+                    // The transcription thread's queue may be full while it
+                    // decodes: send from a blocking task, not the runtime.
+                    let stt = Arc::clone(stt);
+                    let sent = tokio::task::spawn_blocking(move || stt.set_grammar(Some(grammar)))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()));
+                    if let Err(e) = sent {
+                        events.push(say(format!("I could not update the speech grammar: {e}")));
+                    }
+                }
+                emit(&events, out)?;
             }
             Input::ReloadFailed(errors) => {
                 eprintln!(
@@ -852,4 +967,304 @@ fn any_ringing(schedule: &Schedule) -> bool {
         .iter()
         .chain(timers.iter())
         .any(|e| e.state == State::Ringing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::AudioError;
+    use crate::intent::grammar::{Grammar, GrammarOptions};
+    use crate::stt::{SttError, Transcriber};
+    use std::sync::Mutex;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_780_000_000 + secs, 0).expect("a time")
+    }
+
+    #[test]
+    fn what_is_expected_follows_the_gate_state() {
+        // (deadline, pin) → expected, listen without the wake word, decode freely.
+        for (deadline, pin, expect, reply, free) in [
+            (None, false, Expect::Command, false, false),
+            (Some(at(10)), false, Expect::Reply, true, false),
+            (Some(at(10)), true, Expect::Pin, true, true),
+            // Nothing pending: no PIN can be awaited, whatever the flag.
+            (None, true, Expect::Command, false, false),
+        ] {
+            let got = Expect::from_gate(GateState { deadline, pin });
+            assert_eq!(got, expect, "{deadline:?} {pin}");
+            assert_eq!(got.is_reply(), reply, "{got:?}");
+            assert_eq!(got.decode_free(), free, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn the_gate_thread_reports_when_a_pin_is_awaited() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (set, _) =
+            IntentSet::load_path(Path::new(GATE_INTENTS), &Default::default()).expect("load");
+        let config = PipelineConfig {
+            gate: crate::gate::GateConfig {
+                pin: Some(crate::gate::PinHash::new("4321")),
+                pin_kinds: vec!["purchase.order".into()],
+                ..Default::default()
+            },
+            audit_db: dir.path().join("audit.db"),
+            state_db: dir.path().join("state.db"),
+            handlers: Default::default(),
+            mpd: Default::default(),
+        };
+        let gate = GateThread::start(Pipeline::start(set, config).expect("pipeline"))
+            .expect("gate thread");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let now = Utc::now();
+        // What the coordinator tells the audio thread after each utterance.
+        let mut told = Vec::new();
+        for (k, text) in [
+            "buy paper towels",
+            "yes",
+            "one two three four",
+            "four three two one",
+            "book a table for 2",
+            "yes",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let call = Call::Handle(
+                Box::new(Utterance::typed(text)),
+                now + TimeDelta::seconds(k as i64),
+            );
+            let (_, state) = runtime.block_on(gate.call(call));
+            told.push(Expect::from_gate(state));
+        }
+        assert_eq!(
+            told,
+            [
+                Expect::Reply,
+                Expect::Pin,
+                Expect::Pin,
+                Expect::Command,
+                Expect::Reply,
+                Expect::Command
+            ]
+        );
+    }
+
+    /// Says which call decoded each utterance.
+    struct Fake {
+        calls: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    impl Fake {
+        fn answer(&self, call: &'static str) -> Result<Transcript, SttError> {
+            self.calls.lock().expect("lock").push(call);
+            Ok(Transcript {
+                text: format!("decoded by {call}"),
+                confidence: 0.9,
+                audio_secs: 1.0,
+                decode_secs: 0.0,
+                audio_ctx: 1500,
+                retried: false,
+            })
+        }
+    }
+
+    impl Transcriber for Fake {
+        fn transcribe(&mut self, _samples: &[f32]) -> Result<Transcript, SttError> {
+            self.answer("grammar")
+        }
+
+        fn transcribe_free(&mut self, _samples: &[f32]) -> Result<Transcript, SttError> {
+            self.answer("free")
+        }
+
+        fn phrase_logprob(&mut self, _samples: &[f32], _phrase: &str) -> Result<f32, SttError> {
+            Ok(0.0)
+        }
+    }
+
+    /// Samples from memory, as fast as they are read.
+    struct Samples {
+        samples: Vec<f32>,
+        at: usize,
+    }
+
+    impl AudioSource for Samples {
+        fn read(&mut self, out: &mut [f32]) -> Result<usize, AudioError> {
+            let n = out.len().min(self.samples.len() - self.at);
+            out[..n].copy_from_slice(&self.samples[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    /// `bursts` tone bursts (800 ms, 440 Hz, -20 dBFS: speech to the
+    /// endpointer), each followed by 1.5 s of silence, after 1 s of it.
+    fn bursts(bursts: usize) -> Vec<f32> {
+        let ms = |n: usize| n * 16;
+        let amp = 0.1 * 2f32.sqrt();
+        let mut signal = vec![0.0; ms(1_000)];
+        for _ in 0..bursts {
+            signal.extend(
+                (0..ms(800)).map(|i| {
+                    amp * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16_000.0).sin()
+                }),
+            );
+            signal.resize(signal.len() + ms(1_500), 0.0);
+        }
+        signal
+    }
+
+    #[test]
+    fn the_audio_thread_decodes_a_pin_without_the_grammar() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let stt = Arc::new(
+            SttThread::start(Box::new(Fake {
+                calls: Arc::clone(&calls),
+            }))
+            .expect("stt thread"),
+        );
+        // What the coordinator answers after each utterance: a purchase is
+        // read back, "yes" is said to a PIN kind, the PIN, then a command.
+        let answers = [Expect::Reply, Expect::Pin, Expect::Command, Expect::Command];
+        let (tx, mut rx) = mpsc::channel::<Input>(8);
+        let (control_tx, control_rx) = std_mpsc::sync_channel::<AudioControl>(8);
+        spawn_audio(
+            Box::new(Samples {
+                samples: bursts(answers.len()),
+                at: 0,
+            }),
+            stt,
+            None,
+            EndpointConfig::always_armed(),
+            None,
+            tx,
+            control_rx,
+        )
+        .expect("audio thread");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut heard = Vec::new();
+        runtime.block_on(async {
+            loop {
+                let input = tokio::time::timeout(StdDuration::from_secs(20), rx.recv())
+                    .await
+                    .expect("the audio thread answers in time");
+                match input {
+                    Some(Input::Utterance(u, _)) => {
+                        let answer = answers.get(heard.len()).copied().unwrap_or_default();
+                        heard.push(u.text);
+                        control_tx
+                            .send(AudioControl::Expect(answer))
+                            .expect("control");
+                    }
+                    Some(Input::Ended(_)) | None => break,
+                    Some(_) => {}
+                }
+            }
+        });
+        assert_eq!(
+            heard,
+            [
+                "decoded by grammar",
+                "decoded by grammar",
+                "decoded by free",
+                "decoded by grammar"
+            ],
+            "the utterance after Expect::Pin, and only it, is decoded freely"
+        );
+        assert_eq!(
+            *calls.lock().expect("lock"),
+            ["grammar", "grammar", "free", "grammar"]
+        );
+    }
+
+    const GATE_INTENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/gate/intents.yaml");
+
+    const GARDEN: &str = "language: en
+intents:
+  WaterPlants:
+    risk: low
+    action: {kind: garden.water}
+    data:
+      - sentences: [\"water the (plants|garden)\"]
+";
+
+    /// A temp intent dir holding the gate tests' intents, its file dated
+    /// an hour back (so that a file added now is surely newer).
+    fn intent_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path().join("base.yaml");
+        std::fs::copy(GATE_INTENTS, &base).expect("copy the intents");
+        std::fs::File::options()
+            .write(true)
+            .open(&base)
+            .and_then(|f| f.set_modified(SystemTime::now() - StdDuration::from_secs(3600)))
+            .expect("date the file back");
+        dir
+    }
+
+    /// The next reload message, within 10 s.
+    fn next_reload(rx: &mut mpsc::Receiver<Input>) -> Input {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime
+            .block_on(async { tokio::time::timeout(StdDuration::from_secs(10), rx.recv()).await })
+            .expect("a reload within 10 s")
+            .expect("the reload thread is running")
+    }
+
+    #[test]
+    fn a_reload_carries_the_grammar_of_the_new_files() {
+        let dir = intent_dir();
+        let (set, _) = IntentSet::load_path(dir.path(), &Default::default()).expect("load");
+        let options = GrammarOptions {
+            skip_wildcards: true,
+            ..GrammarOptions::default()
+        };
+        let template = SttGrammar {
+            grammar: Grammar::build(set.definitions(), &options),
+            options: options.clone(),
+            penalty: 7.5,
+        };
+        assert!(template.grammar.accepts("get me a taxi"));
+        assert!(!template.grammar.accepts("water the garden"));
+
+        let (tx, mut rx) = mpsc::channel::<Input>(4);
+        spawn_reload(dir.path().to_path_buf(), Some(template), tx).expect("reload thread");
+        std::fs::write(dir.path().join("garden.yaml"), GARDEN).expect("new intent file");
+        match next_reload(&mut rx) {
+            Input::Reload(set, Some(grammar)) => {
+                assert!(set.intent("WaterPlants").is_some());
+                assert!(grammar.grammar.accepts("water the garden"));
+                assert!(grammar.grammar.accepts("water the plants"));
+                assert!(grammar.grammar.accepts("get me a taxi"));
+                assert!(!grammar.grammar.accepts("water the lawn"));
+                // Built like the template.
+                assert_eq!(grammar.options, options);
+                assert_eq!(grammar.penalty, 7.5);
+            }
+            other => panic!("want a reload with a grammar, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reload_without_a_grammar_in_use_carries_none() {
+        let dir = intent_dir();
+        let (tx, mut rx) = mpsc::channel::<Input>(4);
+        spawn_reload(dir.path().to_path_buf(), None, tx).expect("reload thread");
+        std::fs::write(dir.path().join("garden.yaml"), GARDEN).expect("new intent file");
+        match next_reload(&mut rx) {
+            Input::Reload(set, None) => assert!(set.intent("WaterPlants").is_some()),
+            other => panic!("want a reload without a grammar, got {other:?}"),
+        }
+    }
 }

@@ -453,6 +453,11 @@ impl Pipeline {
         self.gate.deadline()
     }
 
+    /// True while the gate waits for a spoken PIN (see [`Gate::awaiting_pin`]).
+    pub fn awaiting_pin(&self) -> bool {
+        self.gate.awaiting_pin()
+    }
+
     /// Records actions a previous run left between `confirmed` and a result.
     /// Never runs them again.
     pub fn recover(&mut self, now: DateTime<Utc>) -> Vec<Event> {

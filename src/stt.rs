@@ -1,33 +1,33 @@
 //! Speech to text: a small synchronous trait, and whisper.cpp behind it.
 //!
-//! The model is loaded once; each utterance (16 kHz mono f32) is decoded
-//! greedily in English with these choices, each measured in the speech
-//! benchmark (see the README's figures):
+//! The model is loaded once; each utterance (16 kHz mono f32) is decoded in
+//! English with these choices, each measured in the speech benchmark (see
+//! the README's figures and ARCHITECTURE.md):
 //!
+//! - **A grammar** ([`SttGrammar`], the daemon's default): the loaded
+//!   intents' sentences as an automaton (`intent::grammar`), applied in a
+//!   logits callback (`GrammarDecode`) that forbids every token leaving
+//!   it or breaking how whisper spells a sentence (`Shape`). whisper-rs
+//!   0.16's own `FullParams::set_grammar` cannot be used: it hands
+//!   whisper.cpp a flat element array where a table of per-rule pointers is
+//!   expected. With the grammar, decoding is a beam search ([`SttOptions::beam`]).
 //! - **A shrunk encoder window.** whisper always encodes 30 s; for a 2 s
 //!   command that is mostly padding. `audio_ctx` is set to the utterance's
 //!   length (50 frames per second, plus a margin), which is several times
-//!   faster. It can make the decoder loop on a phrase, so the output is
-//!   checked for repetition, and a repeated transcript is decoded again with
-//!   the full window.
-//! - **A vocabulary prompt.** The initial prompt is a few sentences in the
-//!   intents' vocabulary, which biases decoding toward words the intents
-//!   know ("americano", "double shot").
+//!   faster. Free decoding can loop with it, so its output is checked for
+//!   repetition, and a repeated transcript is decoded again with the full
+//!   window; an unsure one ([`SttOptions::retry_below`]) too.
+//! - **A vocabulary prompt** (free decoding): a few sentences in the
+//!   intents' vocabulary bias decoding toward words the intents know.
 //! - **A confidence.** The geometric mean of the text tokens' probabilities,
-//!   in 0..1; the gate asks again below its threshold.
-//! - **Optionally, a grammar** ([`SttGrammar`], `--grammar`): the loaded
-//!   intents' sentences as an automaton (`intent::grammar`), applied in a
-//!   logits callback: tokens that would leave it are penalised. whisper-rs
-//!   0.16's own `FullParams::set_grammar` cannot be used: it hands
-//!   whisper.cpp a flat element array where a table of per-rule pointers is
-//!   expected. With a grammar the confidence uses the probabilities from
-//!   before the penalty, so a sentence the decoder was pushed into scores
-//!   low (measured: a misheard coffee order forced into "Previous track"
-//!   scored 0.004).
+//!   in 0..1, as the *unconstrained* model gives them (the grammar's
+//!   renormalisation taken back out), so a sentence the decoder was pushed
+//!   into scores low; the gate asks again below its threshold.
 //!
 //! [`SttThread`] owns the engine on its own thread: inference never runs on
 //! an async runtime or on the gate's thread.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
@@ -38,7 +38,7 @@ use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
 
-use crate::intent::grammar::{Char, Cursor, Dfa, Grammar, symbol};
+use crate::intent::grammar::{Char, Cursor, Dfa, Grammar, GrammarOptions, Shape, symbol};
 
 /// Audio rate the engines take.
 pub const SAMPLE_RATE: usize = 16_000;
@@ -96,6 +96,17 @@ pub trait Transcriber: Send {
     /// log-probability of its tokens with the decoder forced through them
     /// (the wake word's second stage).
     fn phrase_logprob(&mut self, samples: &[f32], phrase: &str) -> Result<f32, SttError>;
+
+    /// Transcribes without the intents' grammar, whatever the options say:
+    /// for a reply that is not a sentence of any intent (a spoken PIN).
+    fn transcribe_free(&mut self, samples: &[f32]) -> Result<Transcript, SttError> {
+        self.transcribe(samples)
+    }
+
+    /// Replaces the grammar decoding is constrained to (the intent files
+    /// were reloaded); `None` decodes freely from now on. Engines without
+    /// a grammar ignore it.
+    fn set_grammar(&mut self, _grammar: Option<SttGrammar>) {}
 }
 
 /// How whisper is run.
@@ -111,6 +122,11 @@ pub struct SttOptions {
     pub grammar: Option<SttGrammar>,
     /// The smallest shrunk encoder window, in frames (see [`MIN_AUDIO_CTX`]).
     pub min_audio_ctx: usize,
+    /// Hypotheses kept by beam search; 1 decodes greedily.
+    pub beam: usize,
+    /// Below this confidence, a shrunk-window transcript is decoded again
+    /// with the full window and the surer of the two kept (0: never).
+    pub retry_below: f32,
 }
 
 /// Grammar-constrained decoding: while the transcript so far can still
@@ -124,8 +140,22 @@ pub struct SttOptions {
 pub struct SttGrammar {
     /// The sentences.
     pub grammar: Grammar,
+    /// What went into it (to build it again when the intents change).
+    pub options: GrammarOptions,
     /// Logit penalty for leaving the grammar; infinite forbids it.
     pub penalty: f32,
+}
+
+impl SttGrammar {
+    /// The grammar of `intents`, built like this one (same options and
+    /// penalty): for when the intent files are reloaded.
+    pub fn rebuilt(&self, intents: &crate::intent::IntentSet) -> SttGrammar {
+        SttGrammar {
+            grammar: Grammar::build(intents.definitions(), &self.options),
+            options: self.options.clone(),
+            penalty: self.penalty,
+        }
+    }
 }
 
 impl Default for SttOptions {
@@ -139,6 +169,8 @@ impl Default for SttOptions {
             prompt: String::new(),
             grammar: None,
             min_audio_ctx: MIN_AUDIO_CTX,
+            beam: 1,
+            retry_below: 0.0,
         }
     }
 }
@@ -186,6 +218,15 @@ impl WhisperTranscriber {
 
     fn decode(&mut self, samples: &[f32], audio_ctx: usize) -> Result<(String, f32), SttError> {
         let mut params = greedy_params(self.options.threads);
+        if self.options.beam > 1 {
+            params = decode_params(
+                self.options.threads,
+                SamplingStrategy::BeamSearch {
+                    beam_size: self.options.beam as i32,
+                    patience: -1.0,
+                },
+            );
+        }
         if audio_ctx < FULL_AUDIO_CTX {
             params.set_audio_ctx(audio_ctx as i32);
         }
@@ -196,9 +237,9 @@ impl WhisperTranscriber {
             params.set_initial_prompt(&self.options.prompt);
         }
         // whisper needs at least 1 s of audio; pad short clips with silence.
-        let grammar_ptr = self.grammar.as_mut().map(|g| {
+        let grammar_ptr = self.grammar.as_ref().map(|g| {
             g.reset();
-            &mut **g as *mut GrammarDecode
+            &**g as *const GrammarDecode
         });
         if let Some(ptr) = grammar_ptr {
             // SAFETY: the callback only touches `logits` and the box, which
@@ -223,9 +264,8 @@ impl WhisperTranscriber {
         let mut text = String::new();
         let mut log_sum = 0.0f64;
         let mut count = 0usize;
-        // Unpenalised log-probabilities of the chosen tokens, in order.
-        let raw: &[(i32, f32)] = self.grammar.as_ref().map_or(&[], |g| &g.raw_logprobs);
-        let mut raw_at = 0usize;
+        // The tokens so far, as the grammar callback saw them.
+        let mut prefix: Vec<i32> = Vec::new();
         for segment in self.state.as_iter() {
             text.push_str(
                 &segment
@@ -237,20 +277,20 @@ impl WhisperTranscriber {
                     continue;
                 };
                 let bytes = token.to_str_lossy().unwrap_or_default();
+                let id = token.token_id();
                 // Special tokens ([_BEG_], <|endoftext|>, timestamps) are not text.
                 if bytes.starts_with("[_") || bytes.starts_with("<|") {
+                    prefix.push(id);
                     continue;
                 }
-                let mut p = token.token_probability();
-                if let Some(k) = raw[raw_at..]
-                    .iter()
-                    .position(|(id, _)| *id == token.token_id())
-                {
-                    p = raw[raw_at + k].1.exp();
-                    raw_at += k + 1;
-                }
-                let p = p.clamp(1e-6, 1.0);
-                log_sum += f64::from(p).ln();
+                let p = token.token_probability().clamp(1e-6, 1.0);
+                let lp = match &self.grammar {
+                    // The probability before the grammar's penalty.
+                    Some(g) => g.raw_logprob(&prefix, p.ln()),
+                    None => p.ln(),
+                };
+                prefix.push(id);
+                log_sum += f64::from(lp.max(1e-6f32.ln()));
                 count += 1;
             }
         }
@@ -290,21 +330,41 @@ impl WhisperTranscriber {
 }
 
 /// What the grammar callback needs: the automaton, each vocabulary
-/// token's characters, and where the transcript has got to.
+/// token's text, and what it has learnt about the sequences seen so far.
+///
+/// whisper.cpp calls the callback once per decoding step *per decoder*:
+/// with beam search several hypotheses are extended in parallel threads.
+/// So nothing here assumes one growing sequence: each call names its
+/// sequence (the tokens chosen so far), whose grammar cursor and text shape
+/// are looked up from its parent's (computed one step earlier), and the
+/// state sits behind a mutex.
 struct GrammarDecode {
-    dfa: Dfa,
-    /// Characters of each text token (ids below end-of-text).
-    tokens: Vec<Box<[Char]>>,
+    /// Characters of each text token (ids below end-of-text), classified
+    /// for the grammar and as written, for [`Shape`].
+    tokens: Vec<(Box<[Char]>, Box<str>)>,
     eot: i32,
     penalty: f32,
-    cursor: Cursor,
-    /// Tokens of the sequence already read into `cursor`.
-    fed: usize,
-    /// The previous step's logits before the penalty, and their
-    /// log-sum-exp, for the unpenalised probability of the token chosen.
-    prev_logits: Vec<f32>,
-    prev_lse: Option<f32>,
-    raw_logprobs: Vec<(i32, f32)>,
+    state: std::sync::Mutex<GrammarState>,
+}
+
+/// The mutable part of [`GrammarDecode`].
+struct GrammarState {
+    dfa: Dfa,
+    /// The DFA's start, taken once per decode (taking it may rebuild the DFA).
+    start: Cursor,
+    /// Where each sequence seen has got to; `None` once it left the
+    /// grammar (decoding is then ended).
+    at: HashMap<Vec<i32>, Option<(Cursor, Shape)>>,
+    /// For each sequence seen, log of the share of probability the
+    /// grammar let through at its next step: a token's unpenalised
+    /// log-probability is whisper's (renormalised) one plus this.
+    kept_mass: HashMap<Vec<i32>, f32>,
+    /// For each grammar position met, the tokens the grammar allows there
+    /// (before the spelling rules): most positions allow a few dozen of
+    /// the 51 864, so each step after the first visit is cheap.
+    /// With each, whether the sentence is complete after it (a full stop
+    /// may only come there).
+    allowed: HashMap<Cursor, std::sync::Arc<[(u32, bool)]>>,
 }
 
 impl GrammarDecode {
@@ -313,98 +373,176 @@ impl GrammarDecode {
         let tokens = (0..eot)
             .map(|id| match ctx.token_to_bytes(id) {
                 Ok(bytes) => match std::str::from_utf8(bytes) {
-                    Ok(text) => text.chars().map(symbol).collect(),
+                    Ok(text) => (text.chars().map(symbol).collect(), text.into()),
                     // Part of a multi-byte character: not in the alphabet.
-                    Err(_) => vec![Char::Invalid].into_boxed_slice(),
+                    Err(_) => (vec![Char::Invalid].into_boxed_slice(), "".into()),
                 },
-                Err(_) => vec![Char::Invalid].into_boxed_slice(),
+                Err(_) => (vec![Char::Invalid].into_boxed_slice(), "".into()),
             })
             .collect();
         let mut dfa = Dfa::new(g.grammar.clone());
-        let cursor = dfa.start();
         GrammarDecode {
-            dfa,
             tokens,
             eot,
             penalty: g.penalty,
-            cursor,
-            fed: 0,
-            prev_logits: Vec::new(),
-            prev_lse: None,
-            raw_logprobs: Vec::new(),
+            state: std::sync::Mutex::new(GrammarState {
+                start: dfa.start(),
+                dfa,
+                at: HashMap::new(),
+                kept_mass: HashMap::new(),
+                allowed: HashMap::new(),
+            }),
         }
     }
 
-    fn reset(&mut self) {
-        self.cursor = self.dfa.start();
-        self.fed = 0;
-        self.prev_lse = None;
-        self.raw_logprobs.clear();
+    fn lock(&self) -> std::sync::MutexGuard<'_, GrammarState> {
+        // A panic in another decoder's callback cannot leave the maps
+        // half-written in a way that matters: they are caches.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One decoding step: `sequence` is the tokens chosen so far.
-    fn step(&mut self, sequence: &[i32], logits: &mut [f32]) {
-        if let (Some(&last), Some(lse)) = (sequence.last(), self.prev_lse)
-            && let Some(&l) = self.prev_logits.get(last as usize)
-        {
-            self.raw_logprobs.push((last, l - lse));
+    fn reset(&self) {
+        let mut st = self.lock();
+        st.at.clear();
+        st.kept_mass.clear();
+        // The DFA starts afresh when it has grown too big; positions
+        // cached for the old one mean nothing then.
+        let before = st.dfa.states();
+        st.start = st.dfa.start();
+        if st.dfa.states() < before {
+            st.allowed.clear();
         }
-        for &id in &sequence[self.fed.min(sequence.len())..] {
-            // Special tokens (timestamps, end-of-text) are not text.
-            if let Some(chars) = usize::try_from(id).ok().and_then(|i| self.tokens.get(i)) {
-                self.cursor = self.dfa.feed_chars(self.cursor, chars);
-            }
+    }
+
+    /// The unpenalised log-probability of the token after `prefix`, given
+    /// whisper's renormalised one.
+    fn raw_logprob(&self, prefix: &[i32], logprob: f32) -> f32 {
+        logprob + self.lock().kept_mass.get(prefix).copied().unwrap_or(0.0)
+    }
+
+    /// Where `sequence` has got to, from its parent's position.
+    fn position(&self, st: &mut GrammarState, sequence: &[i32]) -> Option<(Cursor, Shape)> {
+        if let Some(&at) = st.at.get(sequence) {
+            return at;
         }
-        self.fed = sequence.len();
-        self.prev_logits.clear();
-        self.prev_logits.extend_from_slice(logits);
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f64 = logits
-            .iter()
-            .filter(|l| l.is_finite())
-            .map(|&l| f64::from(l - max).exp())
-            .sum();
-        self.prev_lse = (sum > 0.0).then(|| max + sum.ln() as f32);
-        if self.cursor.is_dead() {
-            return;
-        }
-        let mut rejected = Vec::new();
-        let mut allowed = 0usize;
-        for (id, chars) in self.tokens.iter().enumerate() {
-            if chars.is_empty() || id >= logits.len() || !logits[id].is_finite() {
-                continue;
-            }
-            if self.dfa.feed_chars(self.cursor, chars).is_dead() {
-                rejected.push(id);
-            } else {
-                allowed += 1;
-            }
-        }
+        let at = match sequence.split_last() {
+            None => Some((st.start, Shape::default())),
+            Some((&last, parent)) => self.position(st, parent).and_then(|(cursor, shape)| {
+                match usize::try_from(last).ok().and_then(|i| self.tokens.get(i)) {
+                    Some((chars, text)) => {
+                        let cursor = st.dfa.feed_chars(cursor, chars);
+                        let shape = shape.feed_str(text)?;
+                        (!cursor.is_dead()).then_some((cursor, shape))
+                    }
+                    // Special tokens (timestamps) are not text.
+                    None => Some((cursor, shape)),
+                }
+            }),
+        };
+        st.at.insert(sequence.to_vec(), at);
+        at
+    }
+
+    /// One decoding step of one hypothesis: `sequence` is its tokens so far.
+    fn step(&self, sequence: &[i32], logits: &mut [f32]) {
+        let lse = |logits: &[f32]| {
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = logits
+                .iter()
+                .filter(|l| l.is_finite())
+                .map(|&l| f64::from(l - max).exp())
+                .sum();
+            (sum > 0.0).then(|| max + sum.ln() as f32)
+        };
         let eot = self.eot as usize;
-        let eot_rejected = !self.dfa.is_accepting(self.cursor) && eot < logits.len();
-        if eot_rejected {
-            rejected.push(eot);
-        } else if eot < logits.len() && logits[eot].is_finite() {
-            allowed += 1;
-        }
-        if allowed == 0 {
-            // Nothing the grammar allows is possible: decode freely rather
-            // than leave whisper no finite choice.
-            self.cursor = self.dfa.dead();
+        let mut st = self.lock();
+        let st = &mut *st;
+        let before = lse(logits);
+        let Some((cursor, shape)) = self.position(st, sequence) else {
+            // Left the grammar (cannot happen while the penalty is
+            // infinite): end here; the matcher will not understand it.
+            end_now(logits, eot);
             return;
-        }
-        for id in rejected {
-            if self.penalty.is_infinite() {
-                logits[id] = f32::NEG_INFINITY;
-            } else {
-                logits[id] -= self.penalty;
+        };
+        let in_grammar = match st.allowed.get(&cursor) {
+            Some(ids) => ids.clone(),
+            None => {
+                let ids: std::sync::Arc<[(u32, bool)]> = self
+                    .tokens
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (chars, _))| !chars.is_empty())
+                    .filter_map(|(id, (chars, _))| {
+                        let next = st.dfa.feed_chars(cursor, chars);
+                        (!next.is_dead()).then(|| (id as u32, st.dfa.is_accepting(next)))
+                    })
+                    .collect();
+                st.allowed.insert(cursor, ids.clone());
+                ids
             }
+        };
+        // Penalise everything, then give the tokens that fit their logits back.
+        let text_tokens = self.tokens.len().min(logits.len());
+        let original: Vec<(usize, f32)> = in_grammar
+            .iter()
+            .map(|&(id, complete)| (id as usize, complete))
+            .filter(|&(id, _)| id < text_tokens && logits[id].is_finite())
+            .filter(|&(id, complete)| {
+                // Spelt the way whisper writes, and a full stop only where
+                // the sentence is complete (else it is a dead end).
+                shape
+                    .feed_str(&self.tokens[id].1)
+                    .is_some_and(|s| complete || !s.ends_sentence())
+            })
+            .map(|(id, _)| (id, logits[id]))
+            .collect();
+        let allowed_eot = usize::from(
+            st.dfa.is_accepting(cursor) && eot < logits.len() && logits[eot].is_finite(),
+        );
+        let allowed = original.len() + allowed_eot;
+        for l in &mut logits[..text_tokens] {
+            if self.penalty.is_infinite() {
+                *l = f32::NEG_INFINITY;
+            } else {
+                *l -= self.penalty;
+            }
+        }
+        for (id, l) in original {
+            logits[id] = l;
+        }
+        if eot < logits.len() {
+            if st.dfa.is_accepting(cursor) {
+                // End-of-text is allowed as it is.
+            } else if self.penalty.is_infinite() {
+                logits[eot] = f32::NEG_INFINITY;
+            } else {
+                logits[eot] -= self.penalty;
+            }
+        }
+        if allowed == 0 && self.penalty.is_infinite() {
+            // Nothing the grammar allows is possible: end the hypothesis
+            // (an unfinished sentence, which the matcher refuses) rather
+            // than leave whisper no finite choice.
+            end_now(logits, eot);
+        }
+        if let (Some(before), Some(after)) = (before, lse(logits)) {
+            st.kept_mass.insert(sequence.to_vec(), after - before);
         }
     }
 }
 
-/// whisper.cpp calls this once per decoding step with the next token's
-/// logits: tokens that would leave the grammar are penalised.
+/// Leaves end-of-text as the only choice.
+fn end_now(logits: &mut [f32], eot: usize) {
+    for l in logits.iter_mut() {
+        *l = f32::NEG_INFINITY;
+    }
+    if let Some(l) = logits.get_mut(eot) {
+        *l = 0.0;
+    }
+}
+
+/// whisper.cpp calls this once per decoding step and hypothesis with the
+/// next token's logits: tokens that would leave the grammar are penalised.
 unsafe extern "C" fn constrain_to_grammar(
     _ctx: *mut whisper_rs::WhisperSysContext,
     _state: *mut whisper_rs::WhisperSysState,
@@ -417,9 +555,10 @@ unsafe extern "C" fn constrain_to_grammar(
         return;
     }
     // SAFETY: user_data is the `GrammarDecode` that `decode` keeps alive
-    // (and does not touch) for the duration of `full`, which calls us on
-    // its own thread; logits has n_vocab entries; tokens has n_tokens.
-    let decode = unsafe { &mut *(user_data as *mut GrammarDecode) };
+    // for the duration of `full`; it is only used through `&` (its mutable
+    // part is behind a mutex), so calls from several decoder threads are
+    // fine. logits has n_vocab entries; tokens has n_tokens.
+    let decode = unsafe { &*(user_data as *const GrammarDecode) };
     let n = n_tokens.max(0) as usize;
     let sequence: Vec<i32> = if tokens.is_null() || n == 0 {
         Vec::new()
@@ -577,6 +716,20 @@ impl Transcriber for WhisperTranscriber {
         Ok(self.score_phrase(samples, &tokens, None)?.mean_logprob)
     }
 
+    fn transcribe_free(&mut self, samples: &[f32]) -> Result<Transcript, SttError> {
+        let grammar = self.grammar.take();
+        let result = self.transcribe(samples);
+        self.grammar = grammar;
+        result
+    }
+
+    fn set_grammar(&mut self, grammar: Option<SttGrammar>) {
+        self.grammar = grammar
+            .as_ref()
+            .map(|g| Box::new(GrammarDecode::new(&self._ctx, g)));
+        self.options.grammar = grammar;
+    }
+
     fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, SttError> {
         let started = Instant::now();
         let audio_secs = samples.len() as f32 / SAMPLE_RATE as f32;
@@ -598,6 +751,16 @@ impl Transcriber for WhisperTranscriber {
             if let Some(once) = collapse_repeats(&text) {
                 text = once;
             }
+        } else if audio_ctx < FULL_AUDIO_CTX && confidence < self.options.retry_below {
+            // Unsure (whisper's own decoder falls back on a low mean
+            // log-probability too): decode once more with the full window,
+            // which hears the clip differently, and keep the surer reading.
+            let (again, again_conf) = self.decode(samples, FULL_AUDIO_CTX)?;
+            retried = true;
+            if again_conf > confidence && collapse_repeats(&again).is_none() {
+                (text, confidence) = (again, again_conf);
+                used_ctx = FULL_AUDIO_CTX;
+            }
         }
         Ok(Transcript {
             text,
@@ -613,7 +776,12 @@ impl Transcriber for WhisperTranscriber {
 /// The settings every decode shares: greedy, English, one segment, no
 /// timestamps, no temperature fallback, nothing printed.
 fn greedy_params<'a, 'b>(threads: usize) -> FullParams<'a, 'b> {
-    let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    decode_params(threads, SamplingStrategy::Greedy { best_of: 1 })
+}
+
+/// [`greedy_params`] with another sampling strategy.
+fn decode_params<'a, 'b>(threads: usize, strategy: SamplingStrategy) -> FullParams<'a, 'b> {
+    let mut params = FullParams::new(strategy);
     params.set_n_threads(threads as i32);
     params.set_language(Some("en"));
     params.set_no_context(true);
@@ -712,8 +880,10 @@ fn silence_whisper_logs() {
 
 /// Work for the transcription thread.
 enum Job {
-    Transcribe(Vec<f32>, mpsc::Sender<Result<Transcript, SttError>>),
+    /// Samples; true to decode without the grammar; where to answer.
+    Transcribe(Vec<f32>, bool, mpsc::Sender<Result<Transcript, SttError>>),
     Score(Vec<f32>, String, mpsc::Sender<Result<f32, SttError>>),
+    SetGrammar(Option<SttGrammar>),
 }
 
 /// A transcriber on its own thread. Cloning the handle is not offered:
@@ -732,9 +902,14 @@ impl SttThread {
             .spawn(move || {
                 for job in rx {
                     match job {
-                        Job::Transcribe(samples, reply) => {
-                            let _ = reply.send(engine.transcribe(&samples));
+                        Job::Transcribe(samples, free, reply) => {
+                            let _ = reply.send(if free {
+                                engine.transcribe_free(&samples)
+                            } else {
+                                engine.transcribe(&samples)
+                            });
                         }
+                        Job::SetGrammar(grammar) => engine.set_grammar(grammar),
                         Job::Score(samples, phrase, reply) => {
                             let _ = reply.send(engine.phrase_logprob(&samples, &phrase));
                         }
@@ -751,8 +926,26 @@ impl SttThread {
     /// Transcribes on the thread and waits for the result.
     pub fn transcribe(&self, samples: Vec<f32>, timeout: Duration) -> Result<Transcript, SttError> {
         let (tx, rx) = mpsc::channel();
-        self.send(Job::Transcribe(samples, tx))?;
+        self.send(Job::Transcribe(samples, false, tx))?;
         rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+    }
+
+    /// [`SttThread::transcribe`] without the grammar (see
+    /// [`Transcriber::transcribe_free`]).
+    pub fn transcribe_free(
+        &self,
+        samples: Vec<f32>,
+        timeout: Duration,
+    ) -> Result<Transcript, SttError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Transcribe(samples, true, tx))?;
+        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+    }
+
+    /// Swaps the grammar (after the intent files were reloaded); takes
+    /// effect from the next utterance.
+    pub fn set_grammar(&self, grammar: Option<SttGrammar>) -> Result<(), SttError> {
+        self.send(Job::SetGrammar(grammar))
     }
 
     /// Scores a phrase on the thread (see [`Transcriber::phrase_logprob`])

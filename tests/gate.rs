@@ -1,6 +1,7 @@
 //! The action gate's rules, as data: `tests/data/gate/cases.yaml` lists
 //! conversations (what is said when) and the gate outputs each step must
-//! produce. Time is injected: every step says its own time.
+//! produce. Time is injected: every step says its own time. A step may
+//! also say whether the gate then waits for a spoken PIN (`awaiting_pin`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -110,6 +111,15 @@ fn check(case: &Yaml, intents: &IntentSet) -> Result<(), String> {
             return Err(format!(
                 "step {i} ({:?}): got {got:?}, want {want:?}\n  outputs: {outputs:#?}",
                 step["say"].as_str()
+            ));
+        }
+        if let Some(want) = step["awaiting_pin"].as_bool()
+            && gate.awaiting_pin() != want
+        {
+            return Err(format!(
+                "step {i} ({:?}): awaiting_pin() is {}, want {want}",
+                step["say"].as_str(),
+                gate.awaiting_pin()
             ));
         }
         for output in &outputs {

@@ -363,6 +363,13 @@ impl Gate {
         self.pending.as_ref().map(|p| &p.request.id)
     }
 
+    /// True while the gate waits for a spoken PIN ("yes" was said to a
+    /// read-back of a PIN kind): the next utterance is digits, not a
+    /// sentence of any intent (the daemon decodes it without the grammar).
+    pub fn awaiting_pin(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| p.stage == Stage::Pin)
+    }
+
     /// Lets time pass: expires the pending action if its time is up.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Output> {
         match &self.pending {

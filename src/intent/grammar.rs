@@ -26,13 +26,14 @@ pub type Sym = u8;
 
 /// The word separator (any run of whitespace and punctuation).
 pub const SEP: Sym = 37;
-/// Number of symbols: a–z (0–25), 0–9 (26–35), apostrophe (36), separator.
-const ALPHABET: usize = 38;
+/// Number of symbols: a–z (0–25), 0–9 (26–35), apostrophe (36), separator
+/// (37), percent sign (38).
+const ALPHABET: usize = 39;
 
 /// What a character of a transcript is to the grammar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Char {
-    /// A letter, digit or apostrophe.
+    /// A letter, digit, apostrophe or percent sign.
     Sym(Sym),
     /// Whitespace or punctuation: a word boundary.
     Sep,
@@ -50,6 +51,8 @@ pub fn symbol(c: char) -> Char {
         'A'..='Z' => Char::Sym(c.to_ascii_lowercase() as u8 - b'a'),
         '0'..='9' => Char::Sym(26 + (c as u8 - b'0')),
         '\'' | '\u{2019}' => Char::Sym(36),
+        // "40%": part of the word, as the matcher reads it.
+        '%' => Char::Sym(38),
         // What whisper puts between and after words. Other punctuation
         // (quotes, brackets, "$", "_") is how a decoder pushed off its
         // course escapes, so it is not part of any sentence.
@@ -59,14 +62,18 @@ pub fn symbol(c: char) -> Char {
 }
 
 /// Which intents go into the grammar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GrammarOptions {
     /// Leave out sentences that use a wildcard list (free text): with them
-    /// in, anything after their carrier words is allowed (and a wildcard
-    /// in the middle of a sentence, "set a {label} alarm", lets anything
-    /// at all follow "set a"). Times and dates are any words too, but only
-    /// after their carrier words; ranges are number words and digits.
+    /// in, up to [`MAX_FREE_WORDS`] words are allowed where the wildcard
+    /// stands (and a wildcard in the middle of a sentence, "set a {label}
+    /// alarm", lets that many words of anything follow "set a"). Times and
+    /// dates are the shapes the matcher's parsers read; ranges are number
+    /// words and digits.
     pub skip_wildcards: bool,
+    /// Phrases a sentence may start with, then a separator: the wake words
+    /// ("Jarvis, set a timer ..."), which the daemon cuts off afterwards.
+    pub lead_in: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +104,10 @@ struct Frag {
     /// fragment's continuation.
     outs: Vec<u32>,
 }
+
+/// Free text (a wildcard list, a too-long permutation) is at most this many
+/// words: an alarm label, an artist, a place.
+pub const MAX_FREE_WORDS: usize = 6;
 
 /// Rules nest at most this deep (cycles are cut here).
 const MAX_DEPTH: usize = 24;
@@ -204,47 +215,236 @@ impl<'d> Builder<'d> {
         }
     }
 
-    /// One or more words: `w` reads a character, `m` loops or ends the
-    /// word, `x` (the exit) may also take a separator and start again.
-    fn any_words(&mut self) -> Frag {
+    /// One word of free text: `w` reads a character, `m` loops or ends
+    /// the word.
+    fn any_word(&mut self) -> Frag {
         let w = self.push(NState::AnyWordChar(u32::MAX));
-        let sep = self.push(NState::Sym(SEP, w));
-        let x = self.push(NState::Split(vec![sep]));
-        let m = self.push(NState::Split(vec![w, x]));
+        let m = self.push(NState::Split(vec![w]));
         self.patch(&[w], m);
         Frag {
             start: w,
-            outs: vec![x],
+            outs: vec![m],
         }
+    }
+
+    /// Free text: one to [`MAX_FREE_WORDS`] words. Bounded, so that a
+    /// decoder cannot loop inside it ("with cream, with cream, with ...").
+    fn any_words(&mut self) -> Frag {
+        // A word, then up to MAX_FREE_WORDS - 1 optional (separator, word):
+        // the optional parts are all alike, so skipping one and taking the
+        // next is the same text.
+        let mut parts = vec![self.any_word()];
+        for _ in 1..MAX_FREE_WORDS {
+            let sep = self.sym(SEP);
+            let word = self.any_word();
+            let more = self.seq(vec![sep, word]);
+            parts.push(self.optional(more));
+        }
+        self.seq(parts)
     }
 
     /// A number: one or more words of digits or number words ("25",
     /// "twenty five", "2.5", "a hundred").
     fn number(&mut self) -> Frag {
+        // The first word, then any number of further words. Only the first
+        // may be "a" ("a hundred", "a half"): a loop through "a" and "and"
+        // is where a decoder pushed into a number runs around.
+        let first = self.number_word(true);
+        let next = self.number_word(false);
+        let sep = self.push(NState::Sym(SEP, next.start));
+        let exit = self.push(NState::Split(vec![sep]));
+        self.patch(&first.outs, exit);
+        self.patch(&next.outs, exit);
+        Frag {
+            start: first.start,
+            outs: vec![exit],
+        }
+    }
+
+    /// One of several literal phrases.
+    fn phrases(&mut self, phrases: &[&str]) -> Frag {
+        let frags = phrases.iter().map(|p| self.text(p)).collect();
+        self.alt(frags)
+    }
+
+    /// `frag`, or nothing.
+    fn optional(&mut self, frag: Frag) -> Frag {
+        let none = self.empty();
+        self.alt(vec![frag, none])
+    }
+
+    /// A separator, then `frag`.
+    fn after_sep(&mut self, frag: Frag) -> Frag {
+        let sep = self.sym(SEP);
+        self.seq(vec![sep, frag])
+    }
+
+    /// A clock time, in the shapes `builtins::parse_time` reads: "noon",
+    /// "7", "7:30" (the colon is a separator), "seven thirty", "seven oh
+    /// five", "half past 7", "20 minutes to 8", each with an optional
+    /// "am", "p.m.", "o'clock", "in the evening", "tonight"...
+    fn time(&mut self) -> Frag {
+        let named = self.phrases(&["noon", "midday", "midnight"]);
+        let lead = {
+            let fraction = self.phrases(&["half", "quarter"]);
+            let minutes = {
+                let n = self.number();
+                let unit = self.phrases(&["minute", "minutes"]);
+                let unit = self.after_sep(unit);
+                let unit = self.optional(unit);
+                self.seq(vec![n, unit])
+            };
+            let amount = self.alt(vec![fraction, minutes]);
+            let dir = self.phrases(&["past", "after", "to", "till", "before"]);
+            let dir = self.after_sep(dir);
+            let sep = self.sym(SEP);
+            let lead = self.seq(vec![amount, dir, sep]);
+            self.optional(lead)
+        };
+        // `number` already reads "7 30", "seven thirty" and "7:30".
+        let hour = self.number();
+        let oh = {
+            let oh = self.phrases(&["oh", "o"]);
+            let oh = self.after_sep(oh);
+            let n = self.number();
+            let n = self.after_sep(n);
+            let oh = self.seq(vec![oh, n]);
+            self.optional(oh)
+        };
+        let meridiem = {
+            let m = self.phrases(&[
+                "am",
+                "pm",
+                "a m",
+                "p m",
+                "o'clock",
+                "oclock",
+                "in the morning",
+                "in the afternoon",
+                "in the evening",
+                "at night",
+                "tonight",
+            ]);
+            let m = self.after_sep(m);
+            // "7pm", "7am": written without a space.
+            let glued = self.phrases(&["am", "pm"]);
+            let m = self.alt(vec![m, glued]);
+            self.optional(m)
+        };
+        let clock = self.seq(vec![lead, hour, oh, meridiem]);
+        self.alt(vec![named, clock])
+    }
+
+    /// A day, in the shapes `builtins::parse_date` reads: "today",
+    /// "tomorrow", a weekday, "december 3rd", "the third of december".
+    fn date(&mut self) -> Frag {
+        const WEEKDAYS: [&str; 7] = [
+            "monday",
+            "tuesday",
+            "wednesday",
+            "thursday",
+            "friday",
+            "saturday",
+            "sunday",
+        ];
+        const MONTHS: [&str; 12] = [
+            "january",
+            "february",
+            "march",
+            "april",
+            "may",
+            "june",
+            "july",
+            "august",
+            "september",
+            "october",
+            "november",
+            "december",
+        ];
+        const ORDINALS: [&str; 21] = [
+            "first",
+            "second",
+            "third",
+            "fourth",
+            "fifth",
+            "sixth",
+            "seventh",
+            "eighth",
+            "ninth",
+            "tenth",
+            "eleventh",
+            "twelfth",
+            "thirteenth",
+            "fourteenth",
+            "fifteenth",
+            "sixteenth",
+            "seventeenth",
+            "eighteenth",
+            "nineteenth",
+            "twentieth",
+            "thirtieth",
+        ];
+        let mut days = vec!["today", "tonight", "tomorrow"];
+        days.extend(WEEKDAYS);
+        let named = self.phrases(&days);
+        // "3", "3rd", "third", "twenty first" (tens, then an ordinal).
+        let day_of_month = |b: &mut Self| {
+            let ordinals = b.phrases(&ORDINALS);
+            let tens = b.phrases(&["twenty", "thirty", "20", "30"]);
+            let unit = b.phrases(&ORDINALS[..9]);
+            let unit = b.after_sep(unit);
+            let compound = b.seq(vec![tens, unit]);
+            let n = b.number();
+            let suffix = b.phrases(&["st", "nd", "rd", "th"]);
+            let suffix = b.optional(suffix);
+            let numeric = b.seq(vec![n, suffix]);
+            b.alt(vec![ordinals, compound, numeric])
+        };
+        let month_first = {
+            let month = self.phrases(&MONTHS);
+            let the = self.text("the");
+            let the = self.after_sep(the);
+            let the = self.optional(the);
+            let day = day_of_month(self);
+            let day = self.after_sep(day);
+            self.seq(vec![month, the, day])
+        };
+        let day_first = {
+            let the = self.text("the");
+            let sep = self.sym(SEP);
+            let the = self.seq(vec![the, sep]);
+            let the = self.optional(the);
+            let day = day_of_month(self);
+            let of = self.text("of");
+            let of = self.after_sep(of);
+            let of = self.optional(of);
+            let month = self.phrases(&MONTHS);
+            let month = self.after_sep(month);
+            self.seq(vec![the, day, of, month])
+        };
+        self.alt(vec![named, month_first, day_first])
+    }
+
+    /// One word of a number: a number word, or one to four digits.
+    fn number_word(&mut self, first: bool) -> Frag {
         let mut words: Vec<Frag> = Vec::new();
         for (w, _) in NUMBER_WORDS {
             words.push(self.text(w));
         }
-        for w in ["hundred", "thousand", "and", "a", "half", "point"] {
+        for w in ["hundred", "thousand", "and", "half", "point"] {
             words.push(self.text(w));
         }
-        // Digits: one or more.
-        let digits: Vec<Frag> = (0..10u8).map(|d| self.sym(26 + d)).collect();
-        let digit = self.alt(digits);
-        let more = self.push(NState::Split(vec![digit.start]));
-        self.patch(&digit.outs, more);
-        words.push(Frag {
-            start: digit.start,
-            outs: vec![more],
-        });
-        let word = self.alt(words);
-        let sep = self.push(NState::Sym(SEP, word.start));
-        let exit = self.push(NState::Split(vec![sep]));
-        self.patch(&word.outs, exit);
-        Frag {
-            start: word.start,
-            outs: vec![exit],
+        if first {
+            words.push(self.text("a"));
         }
+        let mut digits = Vec::new();
+        for k in 0..4 {
+            let digit: Vec<Frag> = (0..10u8).map(|d| self.sym(26 + d)).collect();
+            let digit = self.alt(digit);
+            digits.push(if k == 0 { digit } else { self.optional(digit) });
+        }
+        words.push(self.seq(digits));
+        self.alt(words)
     }
 
     /// Nothing, or one skip word (with its separator) on either side.
@@ -388,8 +588,9 @@ impl<'d> Builder<'d> {
                         self.alt(frags)
                     }
                     Some(ListDef::Range(_)) => self.number(),
-                    // Times, dates, wildcards and lists supplied at run
-                    // time: any words.
+                    Some(ListDef::Time) => self.time(),
+                    Some(ListDef::Date) => self.date(),
+                    // Wildcards and lists supplied at run time: any words.
                     _ => self.any_words(),
                 }
             }
@@ -438,7 +639,7 @@ fn uses_wildcard(defs: &Definitions, expr: &Expr, scope: Scope<'_>, depth: usize
 
 impl Grammar {
     /// The grammar of every sentence of every intent in `defs`.
-    pub fn build(defs: &Definitions, options: GrammarOptions) -> Grammar {
+    pub fn build(defs: &Definitions, options: &GrammarOptions) -> Grammar {
         let mut b = Builder {
             defs,
             states: Vec::new(),
@@ -468,7 +669,15 @@ impl Grammar {
             }
         }
         let count = sentences.len();
-        let all = b.alt(sentences);
+        let mut all = b.alt(sentences);
+        if !options.lead_in.is_empty() {
+            let phrases: Vec<&str> = options.lead_in.iter().map(String::as_str).collect();
+            let lead = b.phrases(&phrases);
+            let sep = b.sym(SEP);
+            let lead = b.seq(vec![lead, sep]);
+            let lead = b.optional(lead);
+            all = b.seq(vec![lead, all]);
+        }
         let accept = b.push(NState::Match);
         b.patch(&all.outs, accept);
         Grammar {
@@ -504,22 +713,37 @@ impl Grammar {
     }
 
     fn closure(&self, set: &mut Vec<u32>) {
-        let mut stack: Vec<u32> = set.clone();
-        let mut seen: Vec<bool> = vec![false; self.states.len()];
-        for &s in set.iter() {
-            seen[s as usize] = true;
+        // A bitmap of the states seen, sized for the whole NFA (hundreds of
+        // thousands of states with times and numbers inlined), kept per
+        // thread and cleared by walking `set` afterwards rather than
+        // allocated and zeroed for each of the many closures taken.
+        thread_local! {
+            static SEEN: std::cell::RefCell<Vec<bool>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        while let Some(s) = stack.pop() {
-            if let NState::Split(targets) = &self.states[s as usize] {
-                for &t in targets {
-                    if t != u32::MAX && !seen[t as usize] {
-                        seen[t as usize] = true;
-                        set.push(t);
-                        stack.push(t);
+        SEEN.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            if seen.len() < self.states.len() {
+                seen.resize(self.states.len(), false);
+            }
+            let mut stack: Vec<u32> = set.clone();
+            for &s in set.iter() {
+                seen[s as usize] = true;
+            }
+            while let Some(s) = stack.pop() {
+                if let NState::Split(targets) = &self.states[s as usize] {
+                    for &t in targets {
+                        if t != u32::MAX && !seen[t as usize] {
+                            seen[t as usize] = true;
+                            set.push(t);
+                            stack.push(t);
+                        }
                     }
                 }
             }
-        }
+            for &s in set.iter() {
+                seen[s as usize] = false;
+            }
+        });
         set.retain(|&s| !matches!(self.states[s as usize], NState::Split(_)));
         set.sort_unstable();
         set.dedup();
@@ -560,8 +784,233 @@ impl Grammar {
     }
 }
 
+/// How a transcript is written, apart from its words: the spelling rules a
+/// constrained decoder must keep to. The grammar reads text case-blind and
+/// treats punctuation as word breaks; left at that, a decoder that the
+/// grammar pushes off its preferred course escapes through odd spellings
+/// that are still "in the grammar": "RaiSe, the voLuMe", "I'm aWaKE",
+/// "almond. MILK", or a second sentence ("... with cream. With cream.").
+/// `Shape` follows the characters and refuses:
+/// - an upper-case letter after a lower-case one in the same word, and
+///   all-capital words longer than [`MAX_CAPS`] letters ("OK", "TV", "DJ"
+///   pass; "RAISE" does not; neither does "McDonald");
+/// - a second sentence: anything after "?" or "!", and anything but an
+///   abbreviation's next letter after ". " ("7 a.m. tomorrow" is one
+///   sentence; "with cream. With cream." is a decoder looping);
+/// - two stops in a row (".."), and a number with two points ("3.5.5");
+/// - the same word three times in a row ("ten-ten-ten", "and, and, and").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Shape {
+    /// Letters read of the current word.
+    letters: u8,
+    /// Whether all of them were capitals.
+    all_caps: bool,
+    /// A lower-case letter was read in the current word.
+    lower: bool,
+    /// A digit, then a point, then a digit: "2.5".
+    decimal: bool,
+    stop: Stop,
+    /// Hash of the current word (lower-cased) and of the one before it,
+    /// and how many times in a row the previous word came.
+    word: u64,
+    last_word: u64,
+    repeats: u8,
+    /// Letters of the word just before a ".": 1 for "a." of "a.m.".
+    dot_after: u8,
+    /// The last character was a digit.
+    last_digit: bool,
+    /// The "." just read came straight after a digit (maybe "2.5").
+    dot_after_digit: bool,
+    /// The current word has an apostrophe.
+    apostrophe: bool,
+    /// The last character was a separator other than a space.
+    punct: bool,
+}
+
+/// Where the text is relative to a sentence stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Stop {
+    #[default]
+    None,
+    /// Just read "." (more may follow: "a.m.", "2.5").
+    Dot,
+    /// Read ". ": only lower-case text may follow.
+    DotSpace,
+    /// Read "?" or "!": the sentence is over.
+    Ended,
+}
+
+/// The longest all-capital word [`Shape`] allows.
+pub const MAX_CAPS: u8 = 3;
+
+impl Shape {
+    /// True if the text read so far ends with a full stop, "?" or "!"
+    /// (not a decimal point): the sentence must be complete here.
+    pub fn ends_sentence(&self) -> bool {
+        match self.stop {
+            Stop::None => false,
+            Stop::Dot => !self.dot_after_digit,
+            Stop::DotSpace | Stop::Ended => true,
+        }
+    }
+
+    /// The shape after `c`, or `None` if `c` breaks the rules.
+    pub fn feed(self, c: char) -> Option<Shape> {
+        if self.stop == Stop::Ended {
+            return None;
+        }
+        let mut next = self;
+        next.last_digit = c.is_ascii_digit();
+        next.punct = false;
+        match c {
+            '.' => {
+                if self.stop != Stop::None {
+                    return None;
+                }
+                next.stop = Stop::Dot;
+                next.dot_after = self.letters;
+                next.dot_after_digit = self.last_digit;
+                next.end_word()?;
+            }
+            '?' | '!' => {
+                if self.stop != Stop::None {
+                    return None;
+                }
+                next.stop = Stop::Ended;
+                next.end_word()?;
+            }
+            c if c.is_whitespace() => {
+                if self.stop == Stop::Dot {
+                    if self.dot_after != 1 {
+                        return None;
+                    }
+                    next.stop = Stop::DotSpace;
+                }
+                next.end_word()?;
+                next.decimal = false;
+            }
+            c if c.is_ascii_digit() => {
+                if self.stop == Stop::DotSpace || (self.stop == Stop::Dot && self.dot_after != 0) {
+                    // "mocha. 12-ounce mocha", "cream.5"
+                    return None;
+                }
+                if self.stop == Stop::Dot {
+                    // "2.5": the point came right after digits; a second
+                    // point in the same number ("3.5.5") is a loop.
+                    if self.decimal {
+                        return None;
+                    }
+                    next.decimal = true;
+                }
+                next.word = mix_hash(self.word, c);
+                next.stop = Stop::None;
+            }
+            c if c.is_uppercase() => {
+                if self.stop != Stop::None
+                    || self.lower
+                    || (self.letters > 0 && !self.all_caps)
+                    || self.letters >= MAX_CAPS
+                {
+                    return None;
+                }
+                next.all_caps = true;
+                next.letters += 1;
+                next.word = mix_hash(self.word, c.to_ascii_lowercase());
+                next.stop = Stop::None;
+            }
+            c if c.is_alphabetic() => {
+                if self.stop == Stop::Dot && self.dot_after != 1 {
+                    // "a.m" goes on; "cream.based" and "2.five" do not.
+                    return None;
+                }
+                if self.letters > 1 && self.all_caps {
+                    // "DJs" is fine; "RAISe" is not (caught above) and
+                    // "ABc" is an odd spelling either way.
+                    return None;
+                }
+                next.lower = true;
+                next.all_caps = false;
+                next.letters = next.letters.saturating_add(1);
+                next.word = mix_hash(self.word, c);
+                next.stop = Stop::None;
+            }
+            '%' if self.last_digit && self.stop == Stop::None => {
+                // "40%": only straight after a number.
+                next.word = mix_hash(self.word, c);
+            }
+            '\'' | '\u{2019}' => {
+                // One apostrophe in a word, after a letter ("I'm", "o'clock").
+                if self.stop != Stop::None || self.apostrophe || self.letters == 0 {
+                    return None;
+                }
+                next.apostrophe = true;
+                next.word = mix_hash(self.word, '\'');
+            }
+            c if c.is_alphanumeric() => {
+                if self.stop != Stop::None {
+                    return None;
+                }
+                next.word = mix_hash(self.word, c);
+            }
+            '%' => return None,
+            _ => {
+                // Other separators (",", "-", ":") end the word; after a
+                // stop only an abbreviation's comma may come ("7 a.m.,").
+                if self.stop == Stop::DotSpace
+                    || (self.stop == Stop::Dot && (self.dot_after != 1 || c != ','))
+                    || self.punct
+                {
+                    // Also no two marks in a row ("a--timer", ",-").
+                    return None;
+                }
+                next.punct = true;
+                next.stop = Stop::None;
+                next.end_word()?;
+                next.decimal = false;
+            }
+        }
+        Some(next)
+    }
+
+    /// [`Shape::feed`] for each character of `text`.
+    pub fn feed_str(self, text: &str) -> Option<Shape> {
+        text.chars().try_fold(self, Shape::feed)
+    }
+
+    /// Closes the current word; `None` if it is the third time in a row.
+    fn end_word(&mut self) -> Option<()> {
+        self.letters = 0;
+        self.all_caps = false;
+        self.lower = false;
+        self.apostrophe = false;
+        if self.word != 0 {
+            if self.word == self.last_word {
+                self.repeats += 1;
+                if self.repeats >= 3 {
+                    return None;
+                }
+            } else {
+                self.last_word = self.word;
+                self.repeats = 1;
+            }
+            self.word = 0;
+        }
+        Some(())
+    }
+}
+
+/// FNV-1a step over a character (a word's identity for [`Shape`]).
+fn mix_hash(hash: u64, c: char) -> u64 {
+    let start = if hash == 0 {
+        0xcbf2_9ce4_8422_2325
+    } else {
+        hash
+    };
+    (start ^ u64::from(u32::from(c))).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
 /// Where a transcript has got to in the grammar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cursor {
     state: u32,
     started: bool,
@@ -759,7 +1208,7 @@ mod tests {
                 .all(|d| d.severity != crate::intent::Severity::Error),
             "{diags:?}"
         );
-        Grammar::build(&defs, options)
+        Grammar::build(&defs, &options)
     }
 
     const COFFEE: &str = r#"
@@ -839,6 +1288,117 @@ expansion_rules:
             assert_eq!(g.is_prefix(text), prefix, "{text}");
         }
         assert!(!g.accepts("Can I get a"));
+        // Free text is bounded.
+        let words = |n: usize| format!("Note {}", vec!["word"; n].join(" "));
+        assert!(g.accepts(&words(MAX_FREE_WORDS)));
+        assert!(!g.is_prefix(&words(MAX_FREE_WORDS + 1)));
+    }
+
+    #[test]
+    fn shape_keeps_to_how_sentences_are_written() {
+        for (text, ok) in [
+            ("Can I get a latte?", true),
+            (" I'm awake.", true),
+            ("Set an alarm for 7 a.m. tomorrow", true),
+            ("Set a timer for 2.5 minutes.", true),
+            ("Turn on the TV, OK?", true),
+            ("Play some ABBA", false),
+            ("RaiSe, the voLuMe", false),
+            ("I'm aWaKE", false),
+            ("RAISE THE VOLUME", false),
+            ("a little softeR", false),
+            ("with almond. MILK", false),
+            ("with cream. With cream.", false),
+            ("Yes? Yes", false),
+            ("Yes!", true),
+            ("Yes..", false),
+            ("Yes. , no", false),
+            ("Yes. yes", false),
+            ("A 12-ounce mocha. 12-ounce mocha", false),
+            ("3.5.5", false),
+            ("2.5", true),
+            ("7.30.", true),
+            ("a ten-ten-ten-", false),
+            ("and, and, and,", false),
+            ("no no", true),
+            ("It's 5 p.m. now", true),
+            ("with a lot of cream.!", false),
+            ("with a lot of cream.based", false),
+            ("mocha. 12-ounce", false),
+            ("Set it for 7 p.m.", true),
+            ("Set it for 7 a.m., please", true),
+            ("with a lot.,timer", false),
+            ("almond.-milk", false),
+            ("sugar.'", false),
+            ("and o'o'o", false),
+            ("with a--timer", false),
+            ("at 7 o'clock, I'm up - ok", true),
+            ("40%", true),
+            ("soy milk%%", false),
+        ] {
+            assert_eq!(Shape::default().feed_str(text).is_some(), ok, "{text}");
+        }
+        for (text, ends) in [
+            ("a latte.", true),
+            ("a latte?", true),
+            ("for 2.", false),
+            ("for 2.5", false),
+            ("a latte", false),
+        ] {
+            let shape = Shape::default().feed_str(text).expect(text);
+            assert_eq!(shape.ends_sentence(), ends, "{text}");
+        }
+    }
+
+    #[test]
+    fn times_and_dates_are_the_shapes_the_parsers_read() {
+        let yaml = r#"
+language: en
+intents:
+  Alarm:
+    data:
+      - sentences: ["set an alarm for {t} [{d}]", "set a {t} alarm"]
+lists:
+  t:
+    time: {}
+  d:
+    date: {}
+"#;
+        let g = grammar(yaml, GrammarOptions::default());
+        for (text, ok) in [
+            ("Set an alarm for 7:30 a.m.", true),
+            ("Set an alarm for 7pm tomorrow", true),
+            ("Set an alarm for half past seven on", false),
+            ("Set an alarm for half past seven", true),
+            ("Set an alarm for 20 minutes to 8 in the evening", true),
+            ("Set an alarm for seven oh five Friday", true),
+            ("Set an alarm for noon the 3rd of December", true),
+            ("Set an alarm for 6 December twenty first", true),
+            ("Set a 6 o'clock alarm", true),
+            ("Set a double shot alarm", false),
+            ("Set an alarm for lunch", false),
+        ] {
+            assert_eq!(g.accepts(text), ok, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_wake_word_may_lead_in() {
+        let options = GrammarOptions {
+            lead_in: vec!["jarvis".into(), "hey computer".into()],
+            ..GrammarOptions::default()
+        };
+        let g = grammar(COFFEE, options);
+        for (text, ok) in [
+            ("Jarvis, can I get a latte?", true),
+            ("Hey computer, a latte", true),
+            ("a latte", true),
+            ("Jarvis", false),
+            ("Jarvis jarvis a latte", false),
+        ] {
+            assert_eq!(g.accepts(text), ok, "{text}");
+        }
+        assert!(!grammar(COFFEE, GrammarOptions::default()).is_prefix("Jarvis"));
     }
 
     #[test]
@@ -847,6 +1407,7 @@ expansion_rules:
             COFFEE,
             GrammarOptions {
                 skip_wildcards: true,
+                ..GrammarOptions::default()
             },
         );
         assert_eq!(g.sentences(), 2);
@@ -874,19 +1435,24 @@ expansion_rules:
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("intents/en");
         let files = crate::intent::load::read_dir(&dir).expect("intents");
         let (defs, _) = load(files);
-        let g = Grammar::build(&defs, GrammarOptions::default());
+        let g = Grammar::build(&defs, &GrammarOptions::default());
         let mut dfa = Dfa::new(g);
-        let coffee = defs
-            .intents
-            .iter()
-            .find(|i| i.name == "OrderDrink")
-            .expect("coffee");
-        for case in &coffee.tests {
-            for (s, _) in &case.sentences {
-                let c = dfa.start();
-                let c = dfa.feed_str(c, s);
-                assert!(dfa.is_accepting(c), "{s}");
+        let mut outside = Vec::new();
+        for intent in &defs.intents {
+            for case in &intent.tests {
+                for (s, _) in &case.sentences {
+                    let c = dfa.start();
+                    let c = dfa.feed_str(c, s);
+                    if !dfa.is_accepting(c) {
+                        outside.push(format!("{}: {s}", intent.name));
+                    }
+                }
             }
         }
+        assert!(
+            outside.is_empty(),
+            "not in the grammar:\n{}",
+            outside.join("\n")
+        );
     }
 }
