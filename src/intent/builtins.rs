@@ -157,7 +157,8 @@ pub fn parse_time(tokens: &[&str]) -> Vec<Reading> {
     out
 }
 
-const WEEKDAYS: [&str; 7] = [
+/// Weekday names, as the date parser reads them.
+pub(crate) const WEEKDAYS: [&str; 7] = [
     "monday",
     "tuesday",
     "wednesday",
@@ -167,7 +168,8 @@ const WEEKDAYS: [&str; 7] = [
     "sunday",
 ];
 
-const MONTHS: [&str; 12] = [
+/// Month names, as the date parser reads them.
+pub(crate) const MONTHS: [&str; 12] = [
     "january",
     "february",
     "march",
@@ -182,7 +184,9 @@ const MONTHS: [&str; 12] = [
     "december",
 ];
 
-const ORDINAL_WORDS: [(&str, u32); 19] = [
+/// Ordinal words up to nineteenth ("twentieth" and "thirtieth" are read
+/// on their own).
+pub(crate) const ORDINAL_WORDS: [(&str, u32); 19] = [
     ("first", 1),
     ("second", 2),
     ("third", 3),

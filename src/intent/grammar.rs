@@ -338,60 +338,18 @@ impl<'d> Builder<'d> {
     /// A day, in the shapes `builtins::parse_date` reads: "today",
     /// "tomorrow", a weekday, "december 3rd", "the third of december".
     fn date(&mut self) -> Frag {
-        const WEEKDAYS: [&str; 7] = [
-            "monday",
-            "tuesday",
-            "wednesday",
-            "thursday",
-            "friday",
-            "saturday",
-            "sunday",
-        ];
-        const MONTHS: [&str; 12] = [
-            "january",
-            "february",
-            "march",
-            "april",
-            "may",
-            "june",
-            "july",
-            "august",
-            "september",
-            "october",
-            "november",
-            "december",
-        ];
-        const ORDINALS: [&str; 21] = [
-            "first",
-            "second",
-            "third",
-            "fourth",
-            "fifth",
-            "sixth",
-            "seventh",
-            "eighth",
-            "ninth",
-            "tenth",
-            "eleventh",
-            "twelfth",
-            "thirteenth",
-            "fourteenth",
-            "fifteenth",
-            "sixteenth",
-            "seventeenth",
-            "eighteenth",
-            "nineteenth",
-            "twentieth",
-            "thirtieth",
-        ];
+        use super::builtins::{MONTHS, ORDINAL_WORDS, WEEKDAYS};
+        let mut ordinals: Vec<&str> = ORDINAL_WORDS.iter().map(|(w, _)| *w).collect();
+        let units = ordinals[..9].to_vec();
+        ordinals.extend(["twentieth", "thirtieth"]);
         let mut days = vec!["today", "tonight", "tomorrow"];
         days.extend(WEEKDAYS);
         let named = self.phrases(&days);
         // "3", "3rd", "third", "twenty first" (tens, then an ordinal).
         let day_of_month = |b: &mut Self| {
-            let ordinals = b.phrases(&ORDINALS);
+            let ordinals = b.phrases(&ordinals);
             let tens = b.phrases(&["twenty", "thirty", "20", "30"]);
-            let unit = b.phrases(&ORDINALS[..9]);
+            let unit = b.phrases(&units);
             let unit = b.after_sep(unit);
             let compound = b.seq(vec![tens, unit]);
             let n = b.number();
