@@ -3,7 +3,7 @@
 //! CLI, and so the library path can be exercised on its own.
 //!
 //! ```sh
-//! cargo run --release --example install_model -- install tiny.en
+//! cargo run --release --example install_model -- install tiny.en-q8_0
 //! cargo run --release --example install_model -- list
 //! cargo run --release --example install_model -- --models-dir /tmp/m verify
 //! ```

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # install-model.sh: make sure a whisper speech model is installed (default:
-# tiny.en, the model voicegate uses when no --model is given).
+# tiny.en-q8_0, the model voicegate uses when no --model is given).
 #
-# Usage: scripts/install-model.sh [NAME]      NAME: tiny.en (default) or base
+# Usage: scripts/install-model.sh [NAME]
+#   NAME: tiny.en-q8_0 (default), tiny.en, base-q8_0 or base
+#   (the -q8_0 models are the same weights stored as q8_0: smaller, faster)
 #
 # Idempotent. If the model file and its manifest are there and the file's
 # sha256 matches the manifest, it says so and builds nothing. Otherwise it
@@ -20,7 +22,7 @@
 
 set -euo pipefail
 
-model="${1:-tiny.en}"
+model="${1:-tiny.en-q8_0}"
 
 log() {
     printf '[install-model] %s\n' "$*" >&2

@@ -21,7 +21,7 @@ if [[ $# -eq 0 ]]; then
 fi
 
 # The daemon transcribes with the whisper model: install it when missing.
-"$repo_root/scripts/install-model.sh" tiny.en
+"$repo_root/scripts/install-model.sh" tiny.en-q8_0
 
 profile_args=(--release)
 if [[ "${VOICEGATE_PROFILE:-release}" == "debug" ]]; then

@@ -32,8 +32,8 @@ cargo build --all-targets
 
 # The speech tests need the whisper model; installing it is idempotent
 # (a hash check when it is already there).
-step "model: scripts/install-model.sh tiny.en"
-VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" tiny.en
+step "model: scripts/install-model.sh tiny.en-q8_0"
+VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" tiny.en-q8_0
 
 # From here on a failing step doesn't stop the others: every suite runs and
 # the script exits non-zero at the end if any of them failed.

@@ -77,7 +77,7 @@ pub enum Command {
 /// Options shared by commands that transcribe.
 #[derive(Debug, Args, Clone, Default)]
 pub struct SpeechArgs {
-    /// A ggml whisper model file (default: the installed tiny.en).
+    /// A ggml whisper model file (default: the installed tiny.en-q8_0).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Decode without the vocabulary prompt (free decoding only; the

@@ -54,7 +54,8 @@ const FULL_AUDIO_CTX: usize = 1500;
 pub enum SttError {
     /// The model file could not be loaded.
     #[error(
-        "cannot load the whisper model {path}: {reason} (run `voicegate models install tiny.en`, or pass --model PATH)"
+        "cannot load the whisper model {path}: {reason} (run `voicegate models install {default}`, or pass --model PATH)",
+        default = crate::speech::model::DEFAULT_MODEL
     )]
     Load {
         /// The file.

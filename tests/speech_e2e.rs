@@ -2,13 +2,15 @@
 //! (`tests/data/speech/`, made by `scripts/make-speech-fixtures.sh` with
 //! piper's en_US-joe-medium voice) through the whole path — WAV reader,
 //! endpointer, whisper, intents, gate, actions, audit — with the audio clock.
-//! Needs the whisper model (`voicegate models install tiny.en`, which the
-//! README's commands run); skipped with a printed reason without it.
+//! Needs the default whisper model (`voicegate models install tiny.en-q8_0`,
+//! which the README's commands run); skipped with a printed reason without
+//! it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use voicegate::speech::model;
 
 fn model() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("VOICEGATE_MODEL")
@@ -17,15 +19,8 @@ fn model() -> Option<PathBuf> {
     {
         return Some(p);
     }
-    let base = std::env::var_os("VOICEGATE_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_DATA_HOME").map(|d| PathBuf::from(d).join("voicegate/models"))
-        })
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/voicegate/models"))
-        })?;
-    let p = base.join("ggml-tiny.en.bin");
+    let base = model::default_models_dir().ok()?;
+    let p = model::find(model::DEFAULT_MODEL)?.path_in(&base);
     p.is_file().then_some(p)
 }
 
@@ -126,7 +121,10 @@ macro_rules! need_model {
         match model() {
             Some(m) => m,
             None => {
-                eprintln!("skipping: no whisper model installed (run `voicegate models install tiny.en`; scripts/test.sh does)");
+                eprintln!(
+                    "skipping: no whisper model installed (run `voicegate models install {}`; scripts/test.sh does)",
+                    model::DEFAULT_MODEL
+                );
                 return;
             }
         }

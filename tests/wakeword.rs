@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use voicegate::speech::model;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_voicegate"));
@@ -21,12 +22,8 @@ fn repo(path: &str) -> PathBuf {
 }
 
 fn whisper_model() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(|d| PathBuf::from(d).join("voicegate/models"))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/voicegate/models"))
-        })?;
-    let p = base.join("ggml-tiny.en.bin");
+    let base = model::default_models_dir().ok()?;
+    let p = model::find(model::DEFAULT_MODEL)?.path_in(&base);
     p.is_file().then_some(p)
 }
 

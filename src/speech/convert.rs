@@ -29,7 +29,7 @@
 //!     n_text_ctx, n_text_state, n_text_head, n_text_layer, n_mels, ftype
 //! i32 n_mel, i32 n_freq, f32 filters[n_mel * n_freq]
 //! i32 n_tokens, then each: u32 length, bytes
-//! then tensors: i32 n_dims, i32 name length, i32 type (0 f32, 1 f16),
+//! then tensors: i32 n_dims, i32 name length, i32 type (0 f32, 1 f16, 8 q8_0),
 //!               i32 dims[n_dims] (innermost first), name, data
 //! ```
 //!
@@ -37,6 +37,29 @@
 //! loader names the special ones itself, as for the models whisper.cpp
 //! converts. The tensor mapping is the private `layout` function; see the
 //! documentation of [`crate::speech`] for the table.
+//!
+//! # Weights: f16 or q8_0
+//!
+//! `ftype` says how whisper.cpp should create the weight matrices, and its
+//! loader refuses a tensor whose data is not the size of the type it
+//! created it with ([`inspect_ggml`] checks the types themselves). We write
+//! one of two ([`Weights`]):
+//!
+//! | | `ftype` | 2-D weight matrices | conv kernels | the rest |
+//! | --- | --- | --- | --- | --- |
+//! | [`Weights::F16`] | 1 | f16 (type 1) | f16 | f32 (type 0) |
+//! | [`Weights::Q8_0`] | 2007 | q8_0 (type 8) | f16 | f32 |
+//!
+//! "The rest" is every 1-D tensor, the conv biases and the positional
+//! embeddings; the 2-D matrices are attention, cross-attention, MLP and the
+//! token embedding. A quantised `ftype` carries ggml's quantisation version
+//! (2) times 1000. A q8_0 block is 32 consecutive values of a row: an f16
+//! scale `d = max|x| / 127`, then 32 `i8` values `round(x / d)` (34 bytes);
+//! [`quantize_q8_0`] is ggml's own reference quantiser (tested byte for byte
+//! against ggml's `ggml_quantize_chunk`), so our bytes are the ones
+//! whisper.cpp's `quantize` tool would write from the same values.
+//! Matrices are quantised from the source's values (f16 in the packages we
+//! pin), chunk by chunk as they are copied.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -53,14 +76,86 @@ pub const GGML_MAGIC: u32 = 0x6767_6d6c;
 /// The CTranslate2 binary version this converter reads.
 pub const CT2_BINARY_VERSION: u32 = 6;
 
-/// The ggml `ftype` we write: 1, "mostly f16" (matrices f16, the rest f32).
+/// The ggml `ftype` for f16 weights: 1, "mostly f16" (matrices and conv
+/// kernels f16, the rest f32).
 pub const GGML_FTYPE_F16: i32 = 1;
+
+/// ggml's quantisation format version (`GGML_QNT_VERSION`), which quantised
+/// files carry in their `ftype` (× 1000).
+pub const GGML_QNT_VERSION: i32 = 2;
+
+/// The ggml `ftype` for q8_0 weights: `GGML_FTYPE_MOSTLY_Q8_0` (7) plus the
+/// quantisation version × 1000 (matrices q8_0, conv kernels f16, the rest
+/// f32).
+pub const GGML_FTYPE_Q8_0: i32 = GGML_QNT_VERSION * 1000 + 7;
+
+/// ggml tensor type codes (`enum ggml_type`) we write.
+const GGML_TYPE_F32: i32 = 0;
+const GGML_TYPE_F16: i32 = 1;
+const GGML_TYPE_Q8_0: i32 = 8;
+
+/// Values in a q8_0 block (`QK8_0`).
+pub const Q8_0_BLOCK: usize = 32;
+
+/// Bytes in a q8_0 block: an f16 scale and 32 `i8`.
+pub const Q8_0_BLOCK_BYTES: usize = 2 + Q8_0_BLOCK;
 
 /// The token that ends the ordinary vocabulary.
 const END_OF_TEXT: &str = "<|endoftext|>";
 
-/// Bytes read from the source per step when copying a tensor.
-const CHUNK: usize = 1 << 20;
+/// Values read from the source per step when copying a tensor (1 MiB of
+/// f16). A whole number of q8_0 blocks, so that quantising chunk by chunk
+/// never splits a block, whatever the source's element size.
+const CHUNK_VALUES: usize = 1 << 19;
+const _: () = assert!(CHUNK_VALUES.is_multiple_of(Q8_0_BLOCK));
+
+/// The output buffer's size.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// How the weight matrices are stored in the ggml file [`convert`] writes.
+/// See the module documentation for what each means for every tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Weights {
+    /// Half precision (`ftype` 1): the conversion loses nothing.
+    #[serde(rename = "f16")]
+    F16,
+    /// ggml's 8-bit blocks (`ftype` 2007): about half the size, and faster
+    /// in whisper.cpp.
+    #[serde(rename = "q8_0")]
+    Q8_0,
+}
+
+impl Weights {
+    /// The header's `ftype`.
+    pub fn ftype(self) -> i32 {
+        match self {
+            Weights::F16 => GGML_FTYPE_F16,
+            Weights::Q8_0 => GGML_FTYPE_Q8_0,
+        }
+    }
+
+    /// The ggml type of the 2-D weight matrices.
+    fn matrix_type(self) -> i32 {
+        match self {
+            Weights::F16 => GGML_TYPE_F16,
+            Weights::Q8_0 => GGML_TYPE_Q8_0,
+        }
+    }
+
+    /// The name used in manifests and on the command line (`f16`, `q8_0`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Weights::F16 => "f16",
+            Weights::Q8_0 => "q8_0",
+        }
+    }
+}
+
+impl std::fmt::Display for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Why a conversion or a ggml check failed.
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +343,30 @@ pub fn f32_to_f16(x: f32) -> u16 {
 /// bfloat16 → binary32 (exact).
 pub fn bf16_to_f32(b: u16) -> f32 {
     f32::from_bits(u32::from(b) << 16)
+}
+
+// ---------------------------------------------------------------------------
+// q8_0 blocks
+// ---------------------------------------------------------------------------
+
+/// ggml's `quantize_row_q8_0_ref`: appends the q8_0 blocks of `x` to `out`,
+/// one per [`Q8_0_BLOCK`] values (`x.len()` must be a multiple of it; a
+/// partial block at the end is left out). Each block is its scale
+/// `d = max|x| / 127` as f16, then `round(x · (1/d))` as `i8` (0 when `d` is
+/// 0). The same f32 operations in the same order as ggml's, and Rust's
+/// `round` is C's `roundf` (halves away from zero), so the bytes are
+/// ggml's.
+pub fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
+    debug_assert!(x.len().is_multiple_of(Q8_0_BLOCK), "{} values", x.len());
+    out.reserve(x.len() / Q8_0_BLOCK * Q8_0_BLOCK_BYTES);
+    for block in x.chunks_exact(Q8_0_BLOCK) {
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f32_to_f16(d).to_le_bytes());
+        // |x · id| ≤ 127 up to rounding, so the cast never saturates.
+        out.extend(block.iter().map(|&v| (v * id).round() as i8 as u8));
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -731,7 +850,8 @@ pub struct Hparams {
     pub n_text_layer: i32,
     /// Mel bands the encoder reads (80).
     pub n_mels: i32,
-    /// Weight storage type (1: f16); quantisation version × 1000 added.
+    /// Weight storage type (`ggml_ftype`: 0 f32, 1 f16, 7 q8_0, …); a
+    /// quantised one has ggml's quantisation version × 1000 added (2007).
     pub ftype: i32,
 }
 
@@ -760,6 +880,38 @@ impl Hparams {
             12 => "small",
             24 => "medium",
             32 => "large",
+            _ => "unknown",
+        }
+    }
+
+    /// ggml's name for the weight type `ftype` gives the matrices (`f16`,
+    /// `q8_0`, `q5_0`, …).
+    pub fn weights_name(&self) -> &'static str {
+        match self.ftype.rem_euclid(1000) {
+            0 => "f32",
+            1 => "f16",
+            2 => "q4_0",
+            3 => "q4_1",
+            4 => "q4_1 (some f16)",
+            7 => "q8_0",
+            8 => "q5_0",
+            9 => "q5_1",
+            10 => "q2_K",
+            11 => "q3_K",
+            12 => "q4_K",
+            13 => "q5_K",
+            14 => "q6_K",
+            15 => "iq2_xxs",
+            16 => "iq2_xs",
+            17 => "iq3_xxs",
+            18 => "iq1_s",
+            19 => "iq4_nl",
+            20 => "iq3_s",
+            21 => "iq2_s",
+            22 => "iq4_xs",
+            23 => "iq1_m",
+            24 => "bf16",
+            25 => "mxfp4",
             _ => "unknown",
         }
     }
@@ -811,8 +963,26 @@ impl Hparams {
 enum Kind {
     /// Always f32: 1-D tensors, positional embeddings, conv biases.
     F32,
-    /// The model's weight type (f16 for what we write).
-    Weight,
+    /// The 3-D conv kernels: f16 (f32 in an all-f32 file).
+    Conv,
+    /// The 2-D weight matrices: the `ftype`'s type (f16 or q8_0 for what we
+    /// write).
+    Matrix,
+}
+
+impl Kind {
+    /// The ggml type whisper.cpp creates this tensor with in a file of
+    /// `ftype`, or `None` for the matrices of a quantised `ftype` we do not
+    /// write (any block type is accepted there).
+    fn expected_type(self, ftype: i32) -> Option<i32> {
+        let ftype = ftype.rem_euclid(1000);
+        match (self, ftype) {
+            (Kind::F32, _) | (Kind::Conv | Kind::Matrix, 0) => Some(GGML_TYPE_F32),
+            (Kind::Conv, _) | (Kind::Matrix, 1) => Some(GGML_TYPE_F16),
+            (Kind::Matrix, 7) => Some(GGML_TYPE_Q8_0),
+            (Kind::Matrix, _) => None,
+        }
+    }
 }
 
 /// One ggml tensor and where its data comes from.
@@ -866,7 +1036,7 @@ impl Layout {
         self.specs.push(TensorSpec {
             name: format!("{dst}.weight"),
             shape: vec![n, d_in],
-            kind: Kind::Weight,
+            kind: Kind::Matrix,
             src: format!("{src}/weight"),
             src_shape: vec![src_rows, d_in],
             rows,
@@ -986,7 +1156,8 @@ impl Layout {
 ///   → `mlp.0`/`mlp.2`; `encoder/layer_norm` → `encoder.ln_post`,
 ///   `decoder/layer_norm` → `decoder.ln`.
 /// - conv biases are written as `[d, 1]`; 1-D tensors and positional
-///   embeddings as f32; matrices and conv kernels as f16.
+///   embeddings as f32; conv kernels as f16; matrices as the [`Weights`]
+///   asked for.
 fn layout(h: &Hparams) -> Vec<TensorSpec> {
     let d = h.n_audio_state as u64;
     let mut l = Layout {
@@ -1005,7 +1176,7 @@ fn layout(h: &Hparams) -> Vec<TensorSpec> {
         l.push(
             format!("encoder.{conv}.weight"),
             &[d, d_in, 3],
-            Kind::Weight,
+            Kind::Conv,
             format!("encoder/{conv}/weight"),
             &[d, d_in, 3],
         );
@@ -1035,7 +1206,7 @@ fn layout(h: &Hparams) -> Vec<TensorSpec> {
     l.push(
         "decoder.token_embedding.weight".into(),
         &[vocab, d],
-        Kind::Weight,
+        Kind::Matrix,
         "decoder/embeddings/weight".into(),
         &[vocab, d],
     );
@@ -1070,7 +1241,7 @@ fn dim(src: &Joined, v: &Variable, name: &str, axis: usize) -> Result<i32, Conve
     i32::try_from(value).map_err(|_| src.invalid(format!("'{name}' is too large")))
 }
 
-fn hparams_of(src: &Joined, index: &Index) -> Result<Hparams, ConvertError> {
+fn hparams_of(src: &Joined, index: &Index, weights: Weights) -> Result<Hparams, ConvertError> {
     let emb = index.get(src, "decoder/embeddings/weight")?;
     let enc_pos = index.get(src, "encoder/position_encodings/encodings")?;
     let dec_pos = index.get(src, "decoder/position_encodings/encodings")?;
@@ -1090,7 +1261,7 @@ fn hparams_of(src: &Joined, index: &Index) -> Result<Hparams, ConvertError> {
         n_text_head: head("decoder/num_heads")?,
         n_text_layer: count_layers(index, "decoder"),
         n_mels: dim(src, conv1, "encoder/conv1/weight", 1)?,
-        ftype: GGML_FTYPE_F16,
+        ftype: weights.ftype(),
     };
     if let Some(problem) = h.problem() {
         return Err(src.invalid(format!(
@@ -1284,36 +1455,47 @@ pub struct ConvertReport {
     pub seconds: f64,
 }
 
-fn convert_chunk(src: &[u8], from: Dtype, to: Kind, out: &mut Vec<u8>) {
+/// The values of `src` (little-endian `from`) as f32, into `values`.
+fn decode(src: &[u8], from: Dtype, values: &mut Vec<f32>) {
+    values.clear();
+    match from {
+        Dtype::F32 => values.extend(
+            src.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        Dtype::F16 => values.extend(
+            src.chunks_exact(2)
+                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+        ),
+        Dtype::Bf16 => values.extend(
+            src.chunks_exact(2)
+                .map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+        ),
+        // Integer sources are refused in `check_sources`.
+        Dtype::I8 | Dtype::I16 | Dtype::I32 => {}
+    }
+}
+
+/// One chunk of a tensor's source data (`from`) in the ggml type `to`, into
+/// `out`. For q8_0 the chunk is a whole number of blocks.
+fn convert_chunk(src: &[u8], from: Dtype, to: i32, values: &mut Vec<f32>, out: &mut Vec<u8>) {
     out.clear();
     match (from, to) {
-        (Dtype::F16, Kind::Weight) | (Dtype::F32, Kind::F32) => out.extend_from_slice(src),
-        (Dtype::F16, Kind::F32) => {
-            for b in src.chunks_exact(2) {
-                let x = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
-                out.extend_from_slice(&x.to_le_bytes());
-            }
+        (Dtype::F32, GGML_TYPE_F32) | (Dtype::F16, GGML_TYPE_F16) => out.extend_from_slice(src),
+        (_, GGML_TYPE_F32) => {
+            decode(src, from, values);
+            out.extend(values.iter().flat_map(|x| x.to_le_bytes()));
         }
-        (Dtype::Bf16, Kind::F32) => {
-            for b in src.chunks_exact(2) {
-                let x = bf16_to_f32(u16::from_le_bytes([b[0], b[1]]));
-                out.extend_from_slice(&x.to_le_bytes());
-            }
+        (_, GGML_TYPE_F16) => {
+            decode(src, from, values);
+            out.extend(values.iter().flat_map(|&x| f32_to_f16(x).to_le_bytes()));
         }
-        (Dtype::Bf16, Kind::Weight) => {
-            for b in src.chunks_exact(2) {
-                let x = bf16_to_f32(u16::from_le_bytes([b[0], b[1]]));
-                out.extend_from_slice(&f32_to_f16(x).to_le_bytes());
-            }
+        (_, GGML_TYPE_Q8_0) => {
+            decode(src, from, values);
+            quantize_q8_0(values, out);
         }
-        (Dtype::F32, Kind::Weight) => {
-            for b in src.chunks_exact(4) {
-                let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                out.extend_from_slice(&f32_to_f16(x).to_le_bytes());
-            }
-        }
-        // Integer sources are refused in `check_sources`.
-        (Dtype::I8 | Dtype::I16 | Dtype::I32, _) => {}
+        // `convert` writes no other type.
+        _ => {}
     }
 }
 
@@ -1326,25 +1508,61 @@ fn to_i32(v: u64, what: &str) -> io::Result<i32> {
         .map_err(|_| io::Error::other(format!("{what} {v} does not fit the ggml format")))
 }
 
-/// Converts a CTranslate2 whisper model to a ggml file at `output`.
+/// Converts a CTranslate2 whisper model to a ggml file at `output`, with
+/// the weight matrices stored as `weights`.
 ///
 /// `model_parts` is `model.bin`, or its parts in order (they are read as one
 /// file; nothing is joined on disk). The index is read first, every mapped
-/// variable is checked, then tensors are copied one 1 MiB chunk at a time.
-/// The file appears at `output` only when complete (written beside it, synced,
-/// renamed); on any error nothing is left behind.
+/// variable is checked, then tensors are copied (and converted or quantised)
+/// one chunk (1 MiB of f16) at a time. The file appears at
+/// `output` only when complete (written beside it, synced, renamed); on any
+/// error nothing is left behind.
 pub fn convert(
     model_parts: &[PathBuf],
     vocabulary: &Path,
     output: &Path,
+    weights: Weights,
     progress: &Progress,
 ) -> Result<ConvertReport, ConvertError> {
+    convert_in_chunks(
+        model_parts,
+        vocabulary,
+        output,
+        weights,
+        CHUNK_VALUES,
+        progress,
+    )
+}
+
+/// [`convert`], copying `chunk_values` values per step (a multiple of
+/// [`Q8_0_BLOCK`]; tests use small ones to put chunk boundaries inside
+/// tensors).
+fn convert_in_chunks(
+    model_parts: &[PathBuf],
+    vocabulary: &Path,
+    output: &Path,
+    weights: Weights,
+    chunk_values: usize,
+    progress: &Progress,
+) -> Result<ConvertReport, ConvertError> {
+    debug_assert!(chunk_values > 0 && chunk_values.is_multiple_of(Q8_0_BLOCK));
     let started = std::time::Instant::now();
     let src = Joined::open(model_parts)?;
     let index = Index::read(&src)?;
-    let hparams = hparams_of(&src, &index)?;
+    let hparams = hparams_of(&src, &index, weights)?;
     let specs = layout(&hparams);
     check_sources(&src, &index, &specs)?;
+    if weights == Weights::Q8_0
+        && let Some(spec) = specs.iter().find(|s| {
+            s.kind == Kind::Matrix && s.shape.last().is_some_and(|&n| n % Q8_0_BLOCK as u64 != 0)
+        })
+    {
+        return Err(src.invalid(format!(
+            "'{}' has rows of {} values, not a multiple of {Q8_0_BLOCK}: it cannot be stored as q8_0 (use f16 weights)",
+            spec.name,
+            spec.shape.last().copied().unwrap_or(0)
+        )));
+    }
     let tokens = read_vocabulary(vocabulary, hparams.n_vocab)?;
     let filters = mel_filters(16_000.0, 400, hparams.n_mels as usize);
 
@@ -1355,7 +1573,7 @@ pub fn convert(
     };
     let file = File::create(partial.path()).map_err(write_err)?;
     let mut w = BufWriter::with_capacity(
-        CHUNK,
+        WRITE_BUFFER,
         Hashing {
             inner: file,
             hasher: Sha256::new(),
@@ -1391,12 +1609,14 @@ pub fn convert(
     header.map_err(write_err)?;
 
     let mut buf = Vec::new();
+    let mut values = Vec::new();
     let mut converted = Vec::new();
     for spec in &specs {
         let v = index.get(&src, &spec.src)?;
         let ttype = match spec.kind {
-            Kind::F32 => 0,
-            Kind::Weight => 1,
+            Kind::F32 => GGML_TYPE_F32,
+            Kind::Conv => GGML_TYPE_F16,
+            Kind::Matrix => weights.matrix_type(),
         };
         (|| -> io::Result<()> {
             put_i32(&mut w, to_i32(spec.shape.len() as u64, "rank")?)?;
@@ -1409,14 +1629,17 @@ pub fn convert(
         })()
         .map_err(write_err)?;
 
+        // Whole rows are taken and a q8_0 row is whole blocks (checked
+        // above), so every chunk starts on a block boundary.
         let row = row_bytes(&index, &src, spec);
+        let chunk = chunk_values as u64 * v.dtype.size();
         let mut at = v.offset + spec.rows.0 * row;
         let end = v.offset + spec.rows.1 * row;
         while at < end {
-            let n = ((end - at) as usize).min(CHUNK);
+            let n = (end - at).min(chunk) as usize;
             buf.resize(n, 0);
             src.read_at(at, &mut buf, &format!("the data of '{}'", spec.src))?;
-            convert_chunk(&buf, v.dtype, spec.kind, &mut converted);
+            convert_chunk(&buf, v.dtype, ttype, &mut values, &mut converted);
             w.write_all(&converted).map_err(write_err)?;
             at += n as u64;
             bar.inc(n as u64);
@@ -1464,6 +1687,26 @@ pub struct GgmlInfo {
     pub tensors: Option<usize>,
     /// File size.
     pub bytes: u64,
+}
+
+/// ggml's name for a tensor type.
+fn ggml_type_name(ttype: i32) -> &'static str {
+    match ttype {
+        0 => "f32",
+        1 => "f16",
+        2 => "q4_0",
+        3 => "q4_1",
+        6 => "q5_0",
+        7 => "q5_1",
+        8 => "q8_0",
+        10 => "q2_K",
+        11 => "q3_K",
+        12 => "q4_K",
+        13 => "q5_K",
+        14 => "q6_K",
+        30 => "bf16",
+        _ => "unknown",
+    }
 }
 
 /// (elements per block, bytes per block) of a ggml tensor type.
@@ -1543,7 +1786,11 @@ impl GgmlReader<'_> {
 /// Checks that `path` is a whisper ggml model whisper.cpp would load: the
 /// magic, sane hyperparameters, the mel filters and the vocabulary. With
 /// `deep`, also every tensor: each name whisper.cpp expects exactly once,
-/// with its shape and a matching type, and nothing after the last one.
+/// with its shape, and nothing after the last one; and each tensor's type
+/// is the one whisper.cpp creates it with for the header's `ftype` (1-D
+/// tensors, biases and positional embeddings f32; conv kernels f16, or f32
+/// when `ftype` is 0; matrices f32, f16 or q8_0 for `ftype` 0, 1 or 7, and
+/// any known block type for other quantised `ftype`s).
 pub fn inspect_ggml(path: &Path, deep: bool) -> Result<GgmlInfo, ConvertError> {
     let read_err = |source: io::Error| ConvertError::Read {
         path: path.to_path_buf(),
@@ -1653,12 +1900,19 @@ pub fn inspect_ggml(path: &Path, deep: bool) -> Result<GgmlInfo, ConvertError> {
                 "tensor '{name}' has dimensions {dims:?}, expected {want:?}"
             )));
         }
-        if kind == Kind::F32 && ttype != 0 {
-            return Err(g.bad(format!("tensor '{name}' must be f32, is type {ttype}")));
-        }
         let Some((block, block_bytes)) = ggml_type_block(ttype) else {
             return Err(g.bad(format!("tensor '{name}' has unknown type {ttype}")));
         };
+        if let Some(want) = kind.expected_type(h.ftype)
+            && ttype != want
+        {
+            return Err(g.bad(format!(
+                "tensor '{name}' is {} (type {ttype}), but whisper.cpp loads it as {} (type {want}) in a file of ftype {}",
+                ggml_type_name(ttype),
+                ggml_type_name(want),
+                h.ftype
+            )));
+        }
         if dims[0] % block != 0 {
             return Err(g.bad(format!(
                 "tensor '{name}': rows do not fill whole blocks of type {ttype}"
@@ -1775,6 +2029,11 @@ mod tests {
     /// A whisper-shaped model: d = 8, 2 heads, 2 encoder and 1 decoder
     /// layer, 12 tokens, in CTranslate2's (alphabetical) variable order.
     fn tiny_whisper(dtype: u8) -> Ct2Writer {
+        tiny_whisper_of(dtype, D)
+    }
+
+    /// [`tiny_whisper`] `d` wide (q8_0 needs rows of a multiple of 32).
+    fn tiny_whisper_of(dtype: u8, d: u32) -> Ct2Writer {
         let mut w = Ct2Writer {
             vars: Vec::new(),
             aliases: vec![(
@@ -1783,51 +2042,51 @@ mod tests {
             )],
         };
         w.scalar_i16("decoder/alignment_heads", 1);
-        w.float("decoder/embeddings/weight", &[VOCAB, D], dtype);
+        w.float("decoder/embeddings/weight", &[VOCAB, d], dtype);
         let attn = |w: &mut Ct2Writer, p: &str, fused: u32| {
-            w.float(&format!("{p}/layer_norm/beta"), &[D], dtype);
-            w.float(&format!("{p}/layer_norm/gamma"), &[D], dtype);
-            w.float(&format!("{p}/linear_0/bias"), &[fused * D], dtype);
-            w.float(&format!("{p}/linear_0/weight"), &[fused * D, D], dtype);
-            w.float(&format!("{p}/linear_1/bias"), &[D], dtype);
-            w.float(&format!("{p}/linear_1/weight"), &[D, D], dtype);
+            w.float(&format!("{p}/layer_norm/beta"), &[d], dtype);
+            w.float(&format!("{p}/layer_norm/gamma"), &[d], dtype);
+            w.float(&format!("{p}/linear_0/bias"), &[fused * d], dtype);
+            w.float(&format!("{p}/linear_0/weight"), &[fused * d, d], dtype);
+            w.float(&format!("{p}/linear_1/bias"), &[d], dtype);
+            w.float(&format!("{p}/linear_1/weight"), &[d, d], dtype);
         };
         let ffn = |w: &mut Ct2Writer, p: &str| {
-            w.float(&format!("{p}/ffn/layer_norm/beta"), &[D], dtype);
-            w.float(&format!("{p}/ffn/layer_norm/gamma"), &[D], dtype);
-            w.float(&format!("{p}/ffn/linear_0/bias"), &[4 * D], dtype);
-            w.float(&format!("{p}/ffn/linear_0/weight"), &[4 * D, D], dtype);
-            w.float(&format!("{p}/ffn/linear_1/bias"), &[D], dtype);
-            w.float(&format!("{p}/ffn/linear_1/weight"), &[D, 4 * D], dtype);
+            w.float(&format!("{p}/ffn/layer_norm/beta"), &[d], dtype);
+            w.float(&format!("{p}/ffn/layer_norm/gamma"), &[d], dtype);
+            w.float(&format!("{p}/ffn/linear_0/bias"), &[4 * d], dtype);
+            w.float(&format!("{p}/ffn/linear_0/weight"), &[4 * d, d], dtype);
+            w.float(&format!("{p}/ffn/linear_1/bias"), &[d], dtype);
+            w.float(&format!("{p}/ffn/linear_1/weight"), &[d, 4 * d], dtype);
         };
         // decoder layer 0: cross attention (query, fused key/value, out)
         let p = "decoder/layer_0/attention";
-        w.float(&format!("{p}/layer_norm/beta"), &[D], dtype);
-        w.float(&format!("{p}/layer_norm/gamma"), &[D], dtype);
-        w.float(&format!("{p}/linear_0/bias"), &[D], dtype);
-        w.float(&format!("{p}/linear_0/weight"), &[D, D], dtype);
-        w.float(&format!("{p}/linear_1/bias"), &[2 * D], dtype);
-        w.float(&format!("{p}/linear_1/weight"), &[2 * D, D], dtype);
-        w.float(&format!("{p}/linear_2/bias"), &[D], dtype);
-        w.float(&format!("{p}/linear_2/weight"), &[D, D], dtype);
+        w.float(&format!("{p}/layer_norm/beta"), &[d], dtype);
+        w.float(&format!("{p}/layer_norm/gamma"), &[d], dtype);
+        w.float(&format!("{p}/linear_0/bias"), &[d], dtype);
+        w.float(&format!("{p}/linear_0/weight"), &[d, d], dtype);
+        w.float(&format!("{p}/linear_1/bias"), &[2 * d], dtype);
+        w.float(&format!("{p}/linear_1/weight"), &[2 * d, d], dtype);
+        w.float(&format!("{p}/linear_2/bias"), &[d], dtype);
+        w.float(&format!("{p}/linear_2/weight"), &[d, d], dtype);
         ffn(&mut w, "decoder/layer_0");
         attn(&mut w, "decoder/layer_0/self_attention", 3);
-        w.float("decoder/layer_norm/beta", &[D], dtype);
-        w.float("decoder/layer_norm/gamma", &[D], dtype);
+        w.float("decoder/layer_norm/beta", &[d], dtype);
+        w.float("decoder/layer_norm/gamma", &[d], dtype);
         w.scalar_i16("decoder/num_heads", 2);
-        w.float("decoder/position_encodings/encodings", &[5, D], dtype);
-        w.float("encoder/conv1/bias", &[D], dtype);
-        w.float("encoder/conv1/weight", &[D, MELS, 3], dtype);
-        w.float("encoder/conv2/bias", &[D], dtype);
-        w.float("encoder/conv2/weight", &[D, D, 3], dtype);
+        w.float("decoder/position_encodings/encodings", &[5, d], dtype);
+        w.float("encoder/conv1/bias", &[d], dtype);
+        w.float("encoder/conv1/weight", &[d, MELS, 3], dtype);
+        w.float("encoder/conv2/bias", &[d], dtype);
+        w.float("encoder/conv2/weight", &[d, d, 3], dtype);
         for i in 0..2 {
             ffn(&mut w, &format!("encoder/layer_{i}"));
             attn(&mut w, &format!("encoder/layer_{i}/self_attention"), 3);
         }
-        w.float("encoder/layer_norm/beta", &[D], dtype);
-        w.float("encoder/layer_norm/gamma", &[D], dtype);
+        w.float("encoder/layer_norm/beta", &[d], dtype);
+        w.float("encoder/layer_norm/gamma", &[d], dtype);
         w.scalar_i16("encoder/num_heads", 2);
-        w.float("encoder/position_encodings/encodings", &[6, D], dtype);
+        w.float("encoder/position_encodings/encodings", &[6, d], dtype);
         w
     }
 
@@ -1883,7 +2142,12 @@ mod tests {
             let name = String::from_utf8(b[p..p + name_len].to_vec()).unwrap();
             p += name_len;
             let n: usize = dims.iter().map(|&d| d as usize).product();
-            let size = n * if ttype == 0 { 4 } else { 2 };
+            let size = match ttype {
+                0 => n * 4,
+                1 => n * 2,
+                8 => n / Q8_0_BLOCK * Q8_0_BLOCK_BYTES,
+                _ => panic!("{name}: type {ttype}"),
+            };
             tensors.push((name, dims, ttype, b[p..p + size].to_vec()));
             p += size;
         }
@@ -1895,16 +2159,32 @@ mod tests {
         }
     }
 
+    /// A tensor's values (q8_0 dequantised: `d · q`).
     fn as_f32(t: &(String, Vec<i32>, i32, Vec<u8>)) -> Vec<f32> {
-        if t.2 == 0 {
-            t.3.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect()
-        } else {
-            t.3.chunks_exact(2)
-                .map(|c| f16_to_f32(u16::from_le_bytes(c.try_into().unwrap())))
-                .collect()
+        match t.2 {
+            0 => {
+                t.3.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect()
+            }
+            1 => {
+                t.3.chunks_exact(2)
+                    .map(|c| f16_to_f32(u16::from_le_bytes(c.try_into().unwrap())))
+                    .collect()
+            }
+            8 => dequantize_q8_0(&t.3),
+            other => panic!("{}: type {other}", t.0),
         }
+    }
+
+    fn dequantize_q8_0(blocks: &[u8]) -> Vec<f32> {
+        blocks
+            .chunks_exact(Q8_0_BLOCK_BYTES)
+            .flat_map(|b| {
+                let d = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+                b[2..].iter().map(move |&q| d * f32::from(q as i8))
+            })
+            .collect()
     }
 
     struct Fixture {
@@ -1927,11 +2207,21 @@ mod tests {
     }
 
     fn run(f: &Fixture) -> Result<(ConvertReport, Vec<u8>), ConvertError> {
+        run_with(f, Weights::F16, CHUNK_VALUES)
+    }
+
+    fn run_with(
+        f: &Fixture,
+        weights: Weights,
+        chunk_values: usize,
+    ) -> Result<(ConvertReport, Vec<u8>), ConvertError> {
         let out = f.dir.path().join("ggml.bin");
-        let report = convert(
+        let report = convert_in_chunks(
             std::slice::from_ref(&f.model),
             &f.vocab,
             &out,
+            weights,
+            chunk_values,
             &Progress::hidden(),
         )?;
         Ok((report, std::fs::read(out).unwrap()))
@@ -2065,6 +2355,355 @@ mod tests {
         assert_eq!(f16, bf16);
     }
 
+    // ---- q8_0 weights -------------------------------------------------------
+
+    /// The file `g` describes, as bytes (the inverse of [`parse_ggml`]).
+    fn ggml_bytes(g: &Ggml) -> Vec<u8> {
+        fn put(out: &mut Vec<u8>, v: i32) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut out = GGML_MAGIC.to_le_bytes().to_vec();
+        for &v in &g.hparams {
+            put(&mut out, v);
+        }
+        put(&mut out, g.filters.0);
+        put(&mut out, g.filters.1);
+        for f in &g.filters.2 {
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        put(&mut out, g.tokens.len() as i32);
+        for t in &g.tokens {
+            put(&mut out, t.len() as i32);
+            out.extend_from_slice(t);
+        }
+        for (name, dims, ttype, data) in &g.tensors {
+            put(&mut out, dims.len() as i32);
+            put(&mut out, name.len() as i32);
+            put(&mut out, *ttype);
+            for &d in dims {
+                put(&mut out, d);
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    fn q8_0(x: &[f32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        quantize_q8_0(x, &mut out);
+        out
+    }
+
+    #[test]
+    fn q8_0_blocks_of_known_values() {
+        // A zero block: scale 0, every value 0.
+        assert_eq!(q8_0(&[0.0; 32]), [0u8; 34]);
+
+        // max|x| = 63.5, so d = 0.5 exactly (f16 0x3800) and x / d = 2x.
+        // ±max → ±127; exact halves round away from zero, as C's roundf
+        // (numpy's round would give 0, -0, 2, -2 for 0.25, -0.25, 1.25,
+        // -1.25).
+        let mut x = [0.0f32; 32];
+        x[..12].copy_from_slice(&[
+            63.5, -63.5, 0.25, -0.25, 1.25, -1.25, 0.75, 10.0, -0.2, 0.3, 31.0, -0.0,
+        ]);
+        let block = q8_0(&x);
+        assert_eq!(block.len(), Q8_0_BLOCK_BYTES);
+        assert_eq!(u16::from_le_bytes([block[0], block[1]]), 0x3800);
+        let q: Vec<i8> = block[2..].iter().map(|&b| b as i8).collect();
+        assert_eq!(q[..12], [127, -127, 1, -1, 3, -3, 2, 20, 0, 1, 62, 0]);
+        assert!(q[12..].iter().all(|&v| v == 0));
+
+        // The maximum may be negative; the scale is rounded to f16 but the
+        // values are divided by the f32 scale (1/127 → f16 0x2008).
+        let mut x = [0.5f32; 32];
+        x[3] = -1.0;
+        let block = q8_0(&x);
+        assert_eq!(u16::from_le_bytes([block[0], block[1]]), 0x2008);
+        assert_eq!(block[2 + 3] as i8, -127);
+        assert_eq!(block[2] as i8, 64, "0.5 · 127 = 63.5 rounds away from zero");
+
+        // Blocks are independent, 34 bytes each.
+        let mut two = vec![0.0f32; 64];
+        two[..32].copy_from_slice(&x);
+        assert_eq!(q8_0(&two)[..34], block[..]);
+        assert_eq!(q8_0(&two)[34..], [0u8; 34]);
+    }
+
+    /// Our quantiser against ggml's own (`ggml_quantize_chunk`, linked in
+    /// through whisper-rs): byte for byte on every finite f16 value, in order
+    /// and shuffled, on blocks full of exact halves, and on random values.
+    #[test]
+    fn q8_0_matches_ggmls_own_quantiser() {
+        // ggml.h's, from the whisper.cpp whisper-rs links in (`ggml_type`
+        // is a C enum; q8_0 is 8).
+        unsafe extern "C" {
+            fn ggml_quantize_chunk(
+                ttype: std::ffi::c_uint,
+                src: *const f32,
+                dst: *mut std::ffi::c_void,
+                start: i64,
+                nrows: i64,
+                n_per_row: i64,
+                imatrix: *const f32,
+            ) -> usize;
+        }
+        let ggml = |x: &[f32]| -> Vec<u8> {
+            let mut out = vec![0u8; x.len() / Q8_0_BLOCK * Q8_0_BLOCK_BYTES];
+            // SAFETY: `x` holds one row of x.len() values (a multiple of 32)
+            // and `out` has room for its blocks; q8_0 needs no importance
+            // matrix.
+            let n = unsafe {
+                ggml_quantize_chunk(
+                    GGML_TYPE_Q8_0 as std::ffi::c_uint,
+                    x.as_ptr(),
+                    out.as_mut_ptr().cast(),
+                    0,
+                    1,
+                    x.len() as i64,
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(n, out.len());
+            out
+        };
+        let halves: Vec<f32> = (0..=u16::MAX)
+            .map(f16_to_f32)
+            .filter(|v| v.is_finite())
+            .collect();
+        assert_eq!(halves.len() % Q8_0_BLOCK, 0);
+        let shuffled: Vec<f32> = (0..halves.len())
+            .map(|i| halves[i * 7919 % halves.len()])
+            .collect();
+        // Scales of 2^k and values on half steps of them: every value a tie.
+        let ties: Vec<f32> = (0..64 * 32)
+            .map(|i| {
+                let scale = 2f32.powi((i / 32) % 20 - 10);
+                let j = (i % 32) as f32;
+                if i % 32 == 0 {
+                    127.0 * scale
+                } else {
+                    (j * 3.5 - 60.5) * scale
+                }
+            })
+            .collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let random: Vec<f32> = (0..32 * 1024)
+            .map(|i| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let unit = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+                unit * 2f32.powi((i / 32) % 16 - 8)
+            })
+            .collect();
+        for (what, x) in [
+            ("f16 values", &halves),
+            ("shuffled f16 values", &shuffled),
+            ("ties", &ties),
+            ("random", &random),
+        ] {
+            assert!(q8_0(x) == ggml(x), "{what} differ from ggml's");
+        }
+    }
+
+    #[test]
+    fn converts_a_synthetic_model_with_q8_0_weights() {
+        let d = 32u32;
+        let w = tiny_whisper_of(4, d);
+        let f = fixture(&w.bytes(), &vocabulary());
+        let (_, f16_bytes) = run(&f).unwrap();
+        let (report, bytes) = run_with(&f, Weights::Q8_0, CHUNK_VALUES).unwrap();
+        // parse_ggml reads each tensor's data by its type's size and must
+        // end exactly at the end of the file.
+        let g = parse_ggml(&bytes);
+        let g16 = parse_ggml(&f16_bytes);
+        assert_eq!(g.hparams, vec![12, 6, 32, 2, 2, 5, 32, 2, 1, 80, 2007]);
+        assert_eq!(g.hparams[..10], g16.hparams[..10]);
+        assert_eq!(report.hparams.ftype, GGML_FTYPE_Q8_0);
+        assert_eq!(report.sha256, hex::encode(Sha256::digest(&bytes)));
+        assert_eq!(report.bytes, bytes.len() as u64);
+        assert_eq!(g.filters, g16.filters);
+        assert_eq!(g.tokens, g16.tokens);
+        assert_eq!(g.tensors.len(), g16.tensors.len());
+
+        // Matrices q8_0 (type 8), conv kernels f16 (1), the rest f32 (0),
+        // the rest byte for byte as in the f16 file.
+        let mut saved = 0;
+        for (t, t16) in g.tensors.iter().zip(&g16.tensors) {
+            assert_eq!((&t.0, &t.1), (&t16.0, &t16.1));
+            let n: usize = t.1.iter().map(|&x| x as usize).product();
+            match t.1.len() {
+                3 => assert_eq!((t.2, &t.3), (1, &t16.3), "{}", t.0),
+                2 if t16.2 == 1 => {
+                    assert_eq!(t.2, 8, "{}", t.0);
+                    assert_eq!(t.3.len(), n / 32 * 34, "{}", t.0);
+                    assert_eq!(t.3, q8_0(&as_f32(t16)), "{}", t.0);
+                    saved += 2 * n - t.3.len();
+                }
+                _ => assert_eq!((t.2, &t.3), (0, &t16.3), "{}", t.0),
+            }
+        }
+        let count = |ttype: i32| g.tensors.iter().filter(|t| t.2 == ttype).count();
+        // 6 matrices per encoder block, 10 per decoder block, the token
+        // embedding; 2 conv kernels.
+        assert_eq!((count(8), count(1)), (6 * 2 + 10 + 1, 2));
+        assert_eq!(count(0), g.tensors.len() - 25);
+        assert_eq!(bytes.len(), f16_bytes.len() - saved);
+        let mlp = tensor(&g, "encoder.blocks.0.mlp.0.weight");
+        assert_eq!((mlp.1.clone(), mlp.3.len()), (vec![32, 128], 128 * 34));
+
+        // The split rows dequantise to their sources, within half a step.
+        let qkv = source_values(&w, "encoder/layer_1/self_attention/linear_0/weight");
+        let key = tensor(&g, "encoder.blocks.1.attn.key.weight");
+        let n = (d * d) as usize;
+        for (block, (got, want)) in as_f32(key)
+            .chunks(32)
+            .zip(qkv[n..2 * n].chunks(32))
+            .enumerate()
+        {
+            let step = want.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+            for (a, b) in got.iter().zip(want) {
+                assert!((a - b).abs() <= 0.6 * step, "block {block}: {a} vs {b}");
+            }
+        }
+
+        let info = inspect_ggml(&f.dir.path().join("ggml.bin"), true).unwrap();
+        assert_eq!(info.tensors, Some(g.tensors.len()));
+        assert_eq!(info.hparams.ftype, 2007);
+        assert_eq!(info.bytes, bytes.len() as u64);
+    }
+
+    #[test]
+    fn q8_0_chunks_split_no_block_whatever_the_source_type() {
+        let files: Vec<Vec<u8>> = [4u8, 0, 5]
+            .iter()
+            .map(|&dtype| {
+                let f = fixture(&tiny_whisper_of(dtype, 32).bytes(), &vocabulary());
+                let whole = run_with(&f, Weights::Q8_0, CHUNK_VALUES).unwrap().1;
+                for chunk in [32, 64, 96, 224, 1024] {
+                    let (_, got) = run_with(&f, Weights::Q8_0, chunk).unwrap();
+                    assert!(got == whole, "dtype {dtype}, {chunk} values a chunk");
+                    let (_, got) = run_with(&f, Weights::F16, chunk).unwrap();
+                    assert!(got == run(&f).unwrap().1, "f16, dtype {dtype}, {chunk}");
+                }
+                whole
+            })
+            .collect();
+        // The values are exact in f16, bf16 and f32: one q8_0 file.
+        assert!(files[0] == files[1] && files[0] == files[2]);
+    }
+
+    #[test]
+    fn q8_0_needs_rows_of_whole_blocks() {
+        let f = fixture(&tiny_whisper(4).bytes(), &vocabulary());
+        let err = run_with(&f, Weights::Q8_0, CHUNK_VALUES)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rows of 8 values, not a multiple of 32"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(f.dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn inspect_checks_tensor_types_against_the_ftype() {
+        let f = fixture(&tiny_whisper_of(4, 32).bytes(), &vocabulary());
+        let f16 = run(&f).unwrap().1;
+        let q8 = run_with(&f, Weights::Q8_0, CHUNK_VALUES).unwrap().1;
+        let path = f.dir.path().join("check.bin");
+        let check = |b: &[u8]| {
+            std::fs::write(&path, b).unwrap();
+            inspect_ggml(&path, true)
+                .map(|i| i.hparams.ftype)
+                .map_err(|e| e.to_string())
+        };
+        let with_ftype = |b: &[u8], ftype: i32| {
+            let mut b = b.to_vec();
+            b[44..48].copy_from_slice(&ftype.to_le_bytes());
+            b
+        };
+        assert_eq!(check(&f16), Ok(1));
+        assert_eq!(check(&q8), Ok(2007));
+        let err = check(&with_ftype(&f16, 2007)).unwrap_err();
+        assert!(
+            err.contains(
+                "tensor 'encoder.blocks.0.attn.query.weight' is f16 (type 1), but whisper.cpp loads it as q8_0 (type 8) in a file of ftype 2007"
+            ),
+            "{err}"
+        );
+        let err = check(&with_ftype(&q8, 1)).unwrap_err();
+        assert!(
+            err.contains("is q8_0 (type 8), but whisper.cpp loads it as f16"),
+            "{err}"
+        );
+
+        // An all-f32 file (ftype 0: conv kernels and matrices f32 too).
+        let mut g = parse_ggml(&f16);
+        g.hparams[10] = 0;
+        for t in &mut g.tensors {
+            if t.2 == 1 {
+                t.3 = as_f32(t).iter().flat_map(|x| x.to_le_bytes()).collect();
+                t.2 = 0;
+            }
+        }
+        let all_f32 = ggml_bytes(&g);
+        assert_eq!(check(&all_f32), Ok(0));
+        let err = check(&with_ftype(&all_f32, 1)).unwrap_err();
+        assert!(
+            err.contains("'encoder.conv1.weight' is f32 (type 0), but whisper.cpp loads it as f16"),
+            "{err}"
+        );
+        let err = check(&with_ftype(&f16, 0)).unwrap_err();
+        assert!(
+            err.contains("is f16 (type 1), but whisper.cpp loads it as f32"),
+            "{err}"
+        );
+
+        // Other quantised ftypes (whisper.cpp's `quantize` tool): matrices
+        // of their block type (here q5_0: 22 bytes per 32 values), conv
+        // kernels f16, the rest f32.
+        let mut g = parse_ggml(&q8);
+        g.hparams[10] = 2008;
+        for t in &mut g.tensors {
+            if t.2 == 8 {
+                t.3 = vec![0u8; t.3.len() / 34 * 22];
+                t.2 = 6;
+            }
+        }
+        let q5 = ggml_bytes(&g);
+        assert_eq!(check(&q5), Ok(2008));
+        let conv = g.tensors.iter().position(|t| t.1.len() == 3).unwrap();
+        let t = &mut g.tensors[conv];
+        t.3 = as_f32(t).iter().flat_map(|x| x.to_le_bytes()).collect();
+        t.2 = 0;
+        let err = check(&ggml_bytes(&g)).unwrap_err();
+        assert!(
+            err.contains("is f32 (type 0), but whisper.cpp loads it as f16"),
+            "{err}"
+        );
+        // And a 1-D tensor must be f32 whatever the ftype.
+        let mut g = parse_ggml(&q8);
+        let ln = g
+            .tensors
+            .iter()
+            .position(|t| t.0 == "decoder.ln.weight")
+            .unwrap();
+        let t = &mut g.tensors[ln];
+        t.3 = as_f32(t)
+            .iter()
+            .flat_map(|&x| f32_to_f16(x).to_le_bytes())
+            .collect();
+        t.2 = 1;
+        let err = check(&ggml_bytes(&g)).unwrap_err();
+        assert!(
+            err.contains("'decoder.ln.weight' is f16 (type 1), but whisper.cpp loads it as f32"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn parts_are_joined_wherever_the_split_falls() {
         let bytes = tiny_whisper(4).bytes();
@@ -2083,7 +2722,7 @@ mod tests {
             std::fs::write(&a, &bytes[..cut]).unwrap();
             std::fs::write(&b, &bytes[cut..]).unwrap();
             let out = f.dir.path().join("joined.bin");
-            convert(&[a, b], &f.vocab, &out, &Progress::hidden()).unwrap();
+            convert(&[a, b], &f.vocab, &out, Weights::F16, &Progress::hidden()).unwrap();
             assert_eq!(std::fs::read(&out).unwrap(), whole, "split at {cut}");
         }
         // A missing second part is a clear error, not a panic.
@@ -2093,6 +2732,7 @@ mod tests {
             &[a],
             &f.vocab,
             &f.dir.path().join("x.bin"),
+            Weights::F16,
             &Progress::hidden(),
         )
         .unwrap_err()
@@ -2214,6 +2854,7 @@ mod tests {
                     std::slice::from_ref(&f.model),
                     &f.vocab,
                     &out,
+                    Weights::F16,
                     &Progress::hidden(),
                 );
                 total += 1;

