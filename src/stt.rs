@@ -259,6 +259,21 @@ impl WhisperTranscriber {
         } else {
             samples
         };
+        if self.options.beam > 1 {
+            // whisper.cpp's beam search draws each beam's candidates from
+            // the token distribution with a per-decoder generator, and the
+            // first decoder's generator is seeded only when a state is
+            // created: reused, a state makes the transcript depend on how
+            // many decodes came before it (at 6 dB the same clip read
+            // "Give me a dark rose latte ..." alone and "I'm awake" after
+            // another clip). A fresh state per decode makes the same audio
+            // give the same text. (Upstream fixed this in whisper.cpp
+            // PR 4025; the whisper-rs-sys we build predates it.)
+            self.state = self
+                ._ctx
+                .create_state()
+                .map_err(|e| SttError::Decode(e.to_string()))?;
+        }
         self.state
             .full(params, audio)
             .map_err(|e| SttError::Decode(e.to_string()))?;
