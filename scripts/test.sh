@@ -30,10 +30,11 @@ source "$repo_root/scripts/setup.sh"
 step "build: cargo build --all-targets"
 cargo build --all-targets
 
-# The speech tests need the whisper model; installing it is idempotent
-# (a hash check when it is already there).
-step "model: scripts/install-model.sh tiny.en-q8_0"
+# The speech tests need the whisper model, and the fallback test base-q8_0;
+# installing is idempotent (a hash check when a model is already there).
+step "models: scripts/install-model.sh tiny.en-q8_0 base-q8_0"
 VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" tiny.en-q8_0
+VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" base-q8_0
 
 # From here on a failing step doesn't stop the others: every suite runs and
 # the script exits non-zero at the end if any of them failed.

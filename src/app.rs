@@ -577,6 +577,7 @@ fn stt_options(
     if let Some(c) = args.retry_below {
         options.retry_below = c;
     }
+    options.fallback_model = args.fallback_model.clone();
     if args.prompt || (!grammar && !args.no_prompt) {
         options.prompt = vocabulary_prompt(intents);
     }

@@ -128,6 +128,10 @@ pub struct SttOptions {
     /// Below this confidence, a shrunk-window transcript is decoded again
     /// with the full window and the surer of the two kept (0: never).
     pub retry_below: f32,
+    /// A second, bigger model for unsure readings: when set, the retry
+    /// below `retry_below` decodes with this model (same settings) instead
+    /// of with the full window, and the surer reading is kept.
+    pub fallback_model: Option<PathBuf>,
 }
 
 /// Grammar-constrained decoding: while the transcript so far can still
@@ -172,6 +176,7 @@ impl Default for SttOptions {
             min_audio_ctx: MIN_AUDIO_CTX,
             beam: 1,
             retry_below: 0.0,
+            fallback_model: None,
         }
     }
 }
@@ -186,6 +191,8 @@ pub struct WhisperTranscriber {
     /// The grammar's decoding state, if decoding is constrained; boxed so
     /// its address is stable while whisper's callback holds it.
     grammar: Option<Box<GrammarDecode>>,
+    /// The model for unsure readings ([`SttOptions::fallback_model`]).
+    fallback: Option<Box<WhisperTranscriber>>,
 }
 
 impl WhisperTranscriber {
@@ -209,11 +216,22 @@ impl WhisperTranscriber {
             .grammar
             .as_ref()
             .map(|g| Box::new(GrammarDecode::new(&ctx, g)));
+        let fallback = match &options.fallback_model {
+            Some(path) => Some(Box::new(WhisperTranscriber::load(
+                path,
+                SttOptions {
+                    fallback_model: None,
+                    ..options.clone()
+                },
+            )?)),
+            None => None,
+        };
         Ok(WhisperTranscriber {
             _ctx: ctx,
             state,
             options,
             grammar,
+            fallback,
         })
     }
 
@@ -733,13 +751,19 @@ impl Transcriber for WhisperTranscriber {
     }
 
     fn transcribe_free(&mut self, samples: &[f32]) -> Result<Transcript, SttError> {
+        // Neither the grammar nor the fallback (which has the grammar too).
         let grammar = self.grammar.take();
+        let fallback = self.fallback.take();
         let result = self.transcribe(samples);
         self.grammar = grammar;
+        self.fallback = fallback;
         result
     }
 
     fn set_grammar(&mut self, grammar: Option<SttGrammar>) {
+        if let Some(fallback) = &mut self.fallback {
+            fallback.set_grammar(grammar.clone());
+        }
         self.grammar = grammar
             .as_ref()
             .map(|g| Box::new(GrammarDecode::new(&self._ctx, g)));
@@ -776,6 +800,18 @@ impl Transcriber for WhisperTranscriber {
             if again_conf > confidence && collapse_repeats(&again).is_none() {
                 (text, confidence) = (again, again_conf);
                 used_ctx = FULL_AUDIO_CTX;
+            }
+        }
+        if confidence < self.options.retry_below
+            && let Some(fallback) = &mut self.fallback
+        {
+            // Still unsure, and a bigger model is at hand: ask it (it runs
+            // its own window and retry), and keep the surer reading.
+            let again = fallback.transcribe(samples)?;
+            retried = true;
+            if again.confidence > confidence {
+                (text, confidence) = (again.text, again.confidence);
+                used_ctx = again.audio_ctx;
             }
         }
         Ok(Transcript {

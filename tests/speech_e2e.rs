@@ -290,7 +290,7 @@ fn no_wake_mode_takes_every_utterance() {
 }
 
 /// The line `eval --verbose` prints for `clip`, without its latency.
-fn eval_line(model: &Path, dir: &Path, shared: &Path, clip: &str) -> String {
+fn eval_line(model: &Path, dir: &Path, shared: &Path, clip: &str, extra: &[&Path]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_voicegate"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["eval", "speech-to-intent", "--verbose", "--model"])
@@ -301,6 +301,7 @@ fn eval_line(model: &Path, dir: &Path, shared: &Path, clip: &str) -> String {
         .arg("--noise")
         .arg(shared.join("kitchen.wav"))
         .args(["--snr", "6"])
+        .args(extra)
         .output()
         .expect("voicegate eval");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -340,7 +341,37 @@ fn a_clip_reads_the_same_whatever_was_decoded_before() {
                 .expect("symlink");
         }
     }
-    let a = eval_line(&model, alone.path(), &shared, clip);
-    let b = eval_line(&model, after.path(), &shared, clip);
+    let a = eval_line(&model, alone.path(), &shared, clip, &[]);
+    let b = eval_line(&model, after.path(), &shared, clip, &[]);
     assert_eq!(a, b);
+}
+
+/// `--fallback-model`: an order tiny.en cannot make out at 6 dB (it reads
+/// "Give me a 60-nineteen, seventeen, and, and, and" at confidence 0.01)
+/// goes to the bigger model, which gets it right.
+#[test]
+fn an_unsure_reading_goes_to_the_fallback_model() {
+    let model = need_model!();
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/speech-to-intent");
+    if !shared.join("labels.json").is_file() {
+        eprintln!("skipping: {} not found", shared.display());
+        return;
+    }
+    let Some(base) = model::default_models_dir()
+        .ok()
+        .and_then(|dir| model::resolve_named("base-q8_0", &dir).ok())
+    else {
+        eprintln!("skipping: base-q8_0 is not installed (`voicegate models install base-q8_0`)");
+        return;
+    };
+    let clip = "50f3df4b-57cd-4c27-890b-1dbeeeab9352.wav";
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(shared.join("clean").join(clip), dir.path().join(clip))
+        .expect("symlink");
+    let alone = eval_line(&model, dir.path(), &shared, clip, &[]);
+    assert!(alone.starts_with("MISS"), "{alone}");
+    let fallback = Path::new("--fallback-model");
+    let helped = eval_line(&model, dir.path(), &shared, clip, &[fallback, &base]);
+    assert!(helped.starts_with("ok"), "{helped}");
+    assert!(helped.contains("16 ounce double shot espresso"), "{helped}");
 }
