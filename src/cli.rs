@@ -120,8 +120,8 @@ pub struct SpeechArgs {
     /// (default 0.3 with the grammar, 0 — never — without).
     #[arg(long, value_name = "C")]
     pub retry_below: Option<f32>,
-    /// A bigger ggml model (e.g. base-q8_0's file) that decodes the
-    /// readings below the retry confidence instead of the full-window
+    /// A bigger ggml model (e.g. base-q8_0's file) that decodes again the
+    /// readings still below the retry confidence after the full-window
     /// retry; the surer reading is kept.
     #[arg(long, value_name = "PATH")]
     pub fallback_model: Option<PathBuf>,

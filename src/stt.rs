@@ -128,9 +128,9 @@ pub struct SttOptions {
     /// Below this confidence, a shrunk-window transcript is decoded again
     /// with the full window and the surer of the two kept (0: never).
     pub retry_below: f32,
-    /// A second, bigger model for unsure readings: when set, the retry
-    /// below `retry_below` decodes with this model (same settings) instead
-    /// of with the full window, and the surer reading is kept.
+    /// A second, bigger model for unsure readings: when set, a reading
+    /// still below `retry_below` after the full-window retry is decoded
+    /// again with this model (same settings), and the surer one is kept.
     pub fallback_model: Option<PathBuf>,
 }
 

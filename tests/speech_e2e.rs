@@ -289,6 +289,29 @@ fn no_wake_mode_takes_every_utterance() {
     assert!(k.contains(&"executed"), "{ev:#?}");
 }
 
+/// The benchmark's recordings in `../shared`, or `None` (with the reason
+/// printed) where they are absent.
+fn coffee_orders() -> Option<PathBuf> {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/speech-to-intent");
+    if shared.join("labels.json").is_file() {
+        Some(shared)
+    } else {
+        eprintln!("skipping: {} not found", shared.display());
+        None
+    }
+}
+
+/// A directory holding links to some of the benchmark's clean clips, so
+/// that `eval` runs on just those (in the labels' order).
+fn clips_dir(shared: &Path, clips: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for clip in clips {
+        std::os::unix::fs::symlink(shared.join("clean").join(clip), dir.path().join(clip))
+            .expect("symlink");
+    }
+    dir
+}
+
 /// The line `eval --verbose` prints for `clip`, without its latency.
 fn eval_line(model: &Path, dir: &Path, shared: &Path, clip: &str, extra: &[&Path]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_voicegate"))
@@ -324,23 +347,15 @@ fn eval_line(model: &Path, dir: &Path, shared: &Path, clip: &str, extra: &[&Path
 #[test]
 fn a_clip_reads_the_same_whatever_was_decoded_before() {
     let model = need_model!();
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/speech-to-intent");
-    if !shared.join("labels.json").is_file() {
-        eprintln!("skipping: {} not found", shared.display());
+    let Some(shared) = coffee_orders() else {
         return;
-    }
+    };
     let (before, clip) = (
         "65dc2adc-cdaa-4f9b-b22f-5f4dade68a43.wav",
         "69954475-b3d5-43ac-a967-2ad6c8e47a49.wav",
     );
-    let alone = tempfile::tempdir().expect("tempdir");
-    let after = tempfile::tempdir().expect("tempdir");
-    for (dir, files) in [(&alone, vec![clip]), (&after, vec![before, clip])] {
-        for f in files {
-            std::os::unix::fs::symlink(shared.join("clean").join(f), dir.path().join(f))
-                .expect("symlink");
-        }
-    }
+    let alone = clips_dir(&shared, &[clip]);
+    let after = clips_dir(&shared, &[before, clip]);
     let a = eval_line(&model, alone.path(), &shared, clip, &[]);
     let b = eval_line(&model, after.path(), &shared, clip, &[]);
     assert_eq!(a, b);
@@ -352,11 +367,9 @@ fn a_clip_reads_the_same_whatever_was_decoded_before() {
 #[test]
 fn an_unsure_reading_goes_to_the_fallback_model() {
     let model = need_model!();
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/speech-to-intent");
-    if !shared.join("labels.json").is_file() {
-        eprintln!("skipping: {} not found", shared.display());
+    let Some(shared) = coffee_orders() else {
         return;
-    }
+    };
     let Some(base) = model::default_models_dir()
         .ok()
         .and_then(|dir| model::resolve_named("base-q8_0", &dir).ok())
@@ -365,9 +378,7 @@ fn an_unsure_reading_goes_to_the_fallback_model() {
         return;
     };
     let clip = "50f3df4b-57cd-4c27-890b-1dbeeeab9352.wav";
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::os::unix::fs::symlink(shared.join("clean").join(clip), dir.path().join(clip))
-        .expect("symlink");
+    let dir = clips_dir(&shared, &[clip]);
     let alone = eval_line(&model, dir.path(), &shared, clip, &[]);
     assert!(alone.starts_with("MISS"), "{alone}");
     let fallback = Path::new("--fallback-model");
