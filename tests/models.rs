@@ -67,7 +67,12 @@ fn speech(dir: &Path, text: &str) -> Result<Vec<f32>, String> {
             String::from_utf8_lossy(&espeak.stderr)
         ));
     }
+    // -R: sox dithers when it writes 16 bits, with a random seed unless
+    // told otherwise, and base-q8_0's reading of this sentence flipped
+    // between "at a timer for 10 minutes" and "at a time of 4-10
+    // minutes" with the dither.
     let sox = Command::new("sox")
+        .arg("-R")
         .arg(&raw)
         .args(["-r", "16000", "-c", "1", "-b", "16"])
         .arg(&wav)
