@@ -544,9 +544,10 @@ pub fn vocabulary_prompt(intents: &IntentSet) -> String {
 /// speech-to-intent benchmark (see the README's figures):
 /// - **the grammar (default):** decoding constrained to the loaded intents'
 ///   sentences, no vocabulary prompt (with the grammar it only slowed
-///   decoding down), a small encoder window ([`GRAMMAR_MIN_WINDOW`]), beam
-///   search ([`GRAMMAR_BEAM`]) and one retry with the full window when
-///   unsure ([`GRAMMAR_RETRY_BELOW`]);
+///   decoding down), a small encoder window ([`GRAMMAR_MIN_WINDOW`]),
+///   greedy search and, when that is unsure ([`GRAMMAR_BEAM_BELOW`]), beam
+///   search ([`GRAMMAR_BEAM`]), and one retry with the full window when
+///   still unsure ([`GRAMMAR_RETRY_BELOW`]);
 /// - **free decoding (`--no-grammar`):** greedy, with the vocabulary prompt
 ///   and the larger window that keeps it from looping.
 ///
@@ -567,6 +568,7 @@ fn stt_options(
         options.min_audio_ctx = GRAMMAR_MIN_WINDOW;
         options.beam = GRAMMAR_BEAM;
         options.retry_below = GRAMMAR_RETRY_BELOW;
+        options.beam_below = GRAMMAR_BEAM_BELOW;
     }
     if let Some(frames) = args.min_window {
         options.min_audio_ctx = frames;
@@ -576,6 +578,9 @@ fn stt_options(
     }
     if let Some(c) = args.retry_below {
         options.retry_below = c;
+    }
+    if let Some(c) = args.beam_below {
+        options.beam_below = c;
     }
     options.fallback_model = args.fallback_model.clone();
     if args.prompt || (!grammar && !args.no_prompt) {
@@ -606,7 +611,9 @@ fn stt_options(
 /// all three accept 99.2%, at p50 255 / 258 / 303 ms.
 const GRAMMAR_MIN_WINDOW: usize = 256;
 /// Hypotheses of the beam search with the grammar.
-const GRAMMAR_BEAM: usize = 3;
+const GRAMMAR_BEAM: usize = 5;
+/// Below this confidence a greedy reading is searched again with the beam.
+const GRAMMAR_BEAM_BELOW: f32 = 0.6;
 /// Below this confidence a transcript is decoded once more with the full
 /// window (the surer reading is kept).
 const GRAMMAR_RETRY_BELOW: f32 = 0.3;

@@ -112,10 +112,14 @@ pub struct SpeechArgs {
     /// with the grammar, 384 without).
     #[arg(long, value_name = "FRAMES")]
     pub min_window: Option<usize>,
-    /// Beam search with N hypotheses (default 3 with the grammar, 1 —
+    /// Beam search with N hypotheses (default 5 with the grammar, 1 —
     /// greedy — without).
     #[arg(long, value_name = "N")]
     pub beam: Option<usize>,
+    /// With the grammar, read greedily first and search again with the beam
+    /// when the confidence is below C (1: always the beam).
+    #[arg(long, value_name = "C")]
+    pub beam_below: Option<f32>,
     /// Decode again with the full window when the confidence is below C
     /// (default 0.3 with the grammar, 0 — never — without).
     #[arg(long, value_name = "C")]

@@ -5,12 +5,17 @@
 //! the README's figures and ARCHITECTURE.md):
 //!
 //! - **A grammar** ([`SttGrammar`], the daemon's default): the loaded
-//!   intents' sentences as an automaton (`intent::grammar`), applied in a
-//!   logits callback (`GrammarDecode`) that forbids every token leaving
-//!   it or breaking how whisper spells a sentence (`Shape`). whisper-rs
-//!   0.16's own `FullParams::set_grammar` cannot be used: it hands
-//!   whisper.cpp a flat element array where a table of per-rule pointers is
-//!   expected. With the grammar, decoding is a beam search ([`SttOptions::beam`]).
+//!   intents' sentences as an automaton (`intent::grammar`), through which
+//!   `GrammarDecode` forbids every token leaving it or breaking how
+//!   whisper spells a sentence (`Shape`). whisper-rs 0.16's own
+//!   `FullParams::set_grammar` cannot be used: it hands whisper.cpp a flat
+//!   element array where a table of per-rule pointers is expected.
+//! - **Our own search** with the grammar (`stt/beam.rs`): whisper.cpp
+//!   encodes, and a deterministic beam search drives its decoder token by
+//!   token. whisper.cpp's own beam search samples its candidates instead of
+//!   taking the best ones, so a wider beam bought nothing. Greedy first; a
+//!   reading below [`SttOptions::beam_below`] is searched again with the
+//!   beam ([`SttOptions::beam`]) over the same encoding.
 //! - **A shrunk encoder window.** whisper always encodes 30 s; for a 2 s
 //!   command that is mostly padding. `audio_ctx` is set to the utterance's
 //!   length (50 frames per second, plus a margin), which is several times
@@ -39,6 +44,8 @@ use whisper_rs::{
 };
 
 use crate::intent::grammar::{Char, Cursor, Dfa, Grammar, GrammarOptions, Shape, symbol};
+
+mod beam;
 
 /// Audio rate the engines take.
 pub const SAMPLE_RATE: usize = 16_000;
@@ -128,6 +135,10 @@ pub struct SttOptions {
     /// Below this confidence, a shrunk-window transcript is decoded again
     /// with the full window and the surer of the two kept (0: never).
     pub retry_below: f32,
+    /// Grammar decoding reads greedily first; a reading below this
+    /// confidence is searched again with the full beam (1: always the
+    /// beam, 0: never).
+    pub beam_below: f32,
     /// A second, bigger model for unsure readings: when set, a reading
     /// still below `retry_below` after the full-window retry is decoded
     /// again with this model (same settings), and the surer one is kept.
@@ -137,8 +148,8 @@ pub struct SttOptions {
 /// Grammar-constrained decoding: while the transcript so far can still
 /// become a sentence of `grammar`, every vocabulary token that would leave
 /// the grammar has `penalty` taken off its logit (and so does
-/// end-of-text while the sentence is unfinished). Once the decoder leaves
-/// the grammar anyway, decoding is free again. The transcript's confidence
+/// end-of-text while the sentence is unfinished). A hypothesis that leaves
+/// the grammar anyway ends there. The transcript's confidence
 /// is computed from the probabilities *before* the penalty, so a sentence
 /// the grammar pushed the decoder into does not look surer than it was.
 #[derive(Debug, Clone)]
@@ -176,6 +187,7 @@ impl Default for SttOptions {
             min_audio_ctx: MIN_AUDIO_CTX,
             beam: 1,
             retry_below: 0.0,
+            beam_below: 1.0,
             fallback_model: None,
         }
     }
@@ -193,6 +205,12 @@ pub struct WhisperTranscriber {
     grammar: Option<Box<GrammarDecode>>,
     /// The model for unsure readings ([`SttOptions::fallback_model`]).
     fallback: Option<Box<WhisperTranscriber>>,
+    /// What the decoder is given before the transcript: start of
+    /// transcript, English and "transcribe" on a multilingual model, no
+    /// timestamps; the initial prompt before them, if there is one.
+    prompt: Vec<i32>,
+    /// The bare-space token, never a transcript's first.
+    blank: Option<i32>,
 }
 
 impl WhisperTranscriber {
@@ -226,16 +244,26 @@ impl WhisperTranscriber {
             )?)),
             None => None,
         };
+        let prompt = decoder_prompt(&ctx, &options.prompt).map_err(load_err)?;
+        let blank = match ctx.tokenize(" ", 4).as_deref() {
+            Ok([blank]) => Some(*blank),
+            _ => None,
+        };
         Ok(WhisperTranscriber {
             _ctx: ctx,
             state,
             options,
             grammar,
             fallback,
+            prompt,
+            blank,
         })
     }
 
     fn decode(&mut self, samples: &[f32], audio_ctx: usize) -> Result<(String, f32), SttError> {
+        if self.grammar.is_some() {
+            return self.decode_in_grammar(samples, audio_ctx);
+        }
         let mut params = greedy_params(self.options.threads);
         if self.options.beam > 1 {
             params = decode_params(
@@ -255,30 +283,10 @@ impl WhisperTranscriber {
         if !self.options.prompt.is_empty() {
             params.set_initial_prompt(&self.options.prompt);
         }
-        // whisper needs at least 1 s of audio; pad short clips with silence.
-        let grammar_ptr = self.grammar.as_ref().map(|g| {
-            g.reset();
-            &**g as *const GrammarDecode
-        });
-        if let Some(ptr) = grammar_ptr {
-            // SAFETY: the callback only touches `logits` and the box, which
-            // lives in `self` (untouched by anything else) until after
-            // `full` returns.
-            unsafe {
-                params.set_filter_logits_callback(Some(constrain_to_grammar));
-                params.set_filter_logits_callback_user_data(ptr as *mut std::os::raw::c_void);
-            }
-        }
-        let mut padded;
-        let audio = if samples.len() < SAMPLE_RATE + SAMPLE_RATE / 10 {
-            padded = samples.to_vec();
-            padded.resize(SAMPLE_RATE + SAMPLE_RATE / 10, 0.0);
-            &padded[..]
-        } else {
-            samples
-        };
+        let audio = padded_to_whisper_minimum(samples);
         if self.options.beam > 1 {
-            // whisper.cpp's beam search draws each beam's candidates from
+            // (Free decoding with --beam only; the grammar has its own
+            // search.) whisper.cpp's beam search draws each beam's candidates from
             // the token distribution with a per-decoder generator, and the
             // first decoder's generator is seeded only when a state is
             // created: reused, a state makes the transcript depend on how
@@ -293,13 +301,11 @@ impl WhisperTranscriber {
                 .map_err(|e| SttError::Decode(e.to_string()))?;
         }
         self.state
-            .full(params, audio)
+            .full(params, &audio)
             .map_err(|e| SttError::Decode(e.to_string()))?;
         let mut text = String::new();
         let mut log_sum = 0.0f64;
         let mut count = 0usize;
-        // The tokens so far, as the grammar callback saw them.
-        let mut prefix: Vec<i32> = Vec::new();
         for segment in self.state.as_iter() {
             text.push_str(
                 &segment
@@ -311,20 +317,12 @@ impl WhisperTranscriber {
                     continue;
                 };
                 let bytes = token.to_str_lossy().unwrap_or_default();
-                let id = token.token_id();
                 // Special tokens ([_BEG_], <|endoftext|>, timestamps) are not text.
                 if bytes.starts_with("[_") || bytes.starts_with("<|") {
-                    prefix.push(id);
                     continue;
                 }
                 let p = token.token_probability().clamp(1e-6, 1.0);
-                let lp = match &self.grammar {
-                    // The probability before the grammar's penalty.
-                    Some(g) => g.raw_logprob(&prefix, p.ln()),
-                    None => p.ln(),
-                };
-                prefix.push(id);
-                log_sum += f64::from(lp.max(1e-6f32.ln()));
+                log_sum += f64::from(p.ln());
                 count += 1;
             }
         }
@@ -335,64 +333,220 @@ impl WhisperTranscriber {
         };
         Ok((text.trim().to_string(), confidence))
     }
-}
 
-impl WhisperTranscriber {
-    /// One decode with a given encoder window (0: the automatic one), no
-    /// retry: for measuring the window's effect.
-    pub fn transcribe_with_ctx(
+    /// Decodes within the grammar with our own search (`stt/beam.rs`):
+    /// whisper.cpp encodes the audio (its `full`, told to end at once),
+    /// then the search drives whisper's decoder token by token. Greedy
+    /// first (one decoder pass per token); a reading below
+    /// [`SttOptions::beam_below`] is searched again with the full beam,
+    /// which costs several passes per token, over the same encoding.
+    fn decode_in_grammar(
         &mut self,
         samples: &[f32],
         audio_ctx: usize,
-    ) -> Result<Transcript, SttError> {
-        let started = Instant::now();
-        let ctx = if audio_ctx == 0 {
-            window_with_min(samples.len(), self.options.min_audio_ctx)
-        } else {
-            audio_ctx
+    ) -> Result<(String, f32), SttError> {
+        self.encode_only(samples, audio_ctx)?;
+        let max_tokens = max_tokens_for(samples.len());
+        let mut reading = self.search_in_grammar(1, max_tokens)?;
+        if self.options.beam > 1 && reading.1 < self.options.beam_below {
+            reading = self.search_in_grammar(self.options.beam, max_tokens)?;
+        }
+        Ok(reading)
+    }
+
+    /// Runs whisper's encoder on `samples` (and its decoder on the prompt
+    /// only), leaving the state ready for [`Self::search_in_grammar`].
+    fn encode_only(&mut self, samples: &[f32], audio_ctx: usize) -> Result<(), SttError> {
+        let audio = padded_to_whisper_minimum(samples);
+        let mut params = greedy_params(self.options.threads);
+        if audio_ctx < FULL_AUDIO_CTX {
+            params.set_audio_ctx(audio_ctx as i32);
+        }
+        params.set_max_tokens(1);
+        let mut end_at_once = Box::new(ForcedDecode {
+            n_vocab: self._ctx.n_vocab().max(0) as usize,
+            tokens: vec![self._ctx.token_eot()],
+            logprobs: Vec::new(),
+        });
+        // SAFETY: the callback only touches `logits` and the box, which
+        // lives until after `full` returns.
+        unsafe {
+            params.set_filter_logits_callback(Some(force_phrase));
+            params.set_filter_logits_callback_user_data(
+                &mut *end_at_once as *mut ForcedDecode as *mut std::os::raw::c_void,
+            );
+        }
+        self.state
+            .full(params, &audio)
+            .map_err(|e| SttError::Decode(e.to_string()))
+    }
+
+    /// The best reading within the grammar of the audio last encoded, with
+    /// a beam of `beam`, and its confidence.
+    fn search_in_grammar(
+        &mut self,
+        beam: usize,
+        max_tokens: usize,
+    ) -> Result<(String, f32), SttError> {
+        let Some(grammar) = self.grammar.as_deref_mut() else {
+            return Err(SttError::Decode("no grammar to decode in".into()));
         };
-        let (text, confidence) = self.decode(samples, ctx)?;
-        Ok(Transcript {
-            text,
-            confidence,
-            audio_secs: samples.len() as f32 / SAMPLE_RATE as f32,
-            decode_secs: started.elapsed().as_secs_f32(),
-            audio_ctx: ctx,
-            retried: false,
-        })
+        grammar.reset();
+        let eot = self._ctx.token_eot();
+        let blank = self.blank;
+        let mut model = WhisperNext {
+            state: &mut self.state,
+            prompt: &self.prompt,
+            cached: Vec::new(),
+            threads: DECODER_THREADS,
+        };
+        let constrain = |tokens: &[i32], logits: &mut [f32]| {
+            if tokens.is_empty() {
+                // whisper's blank suppression: neither a bare space nor an
+                // empty transcript to begin with.
+                for t in [Some(eot), blank].into_iter().flatten() {
+                    if let Some(l) = usize::try_from(t).ok().and_then(|t| logits.get_mut(t)) {
+                        *l = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            grammar.step(tokens, logits);
+        };
+        let config = beam::BeamConfig {
+            beam,
+            max_tokens,
+            eot,
+        };
+        let Some(best) = beam::search(&mut model, constrain, config)? else {
+            return Ok((String::new(), 0.0));
+        };
+        let mut bytes = Vec::new();
+        for &t in &best.tokens {
+            bytes.extend_from_slice(self._ctx.token_to_bytes(t).unwrap_or_default());
+        }
+        let text = String::from_utf8_lossy(&bytes).trim().to_string();
+        // The model's own belief in the reading, the grammar's steering
+        // taken out: a sentence the grammar pushed it into scores low.
+        let confidence = if best.raw_logprobs.is_empty() {
+            0.0
+        } else {
+            let floor = 1e-6f32.ln();
+            let sum: f64 = best
+                .raw_logprobs
+                .iter()
+                .map(|&l| f64::from(l.max(floor)))
+                .sum();
+            (sum / best.raw_logprobs.len() as f64).exp() as f32
+        };
+        Ok((text, confidence))
     }
 }
 
-/// What the grammar callback needs: the automaton, each vocabulary
-/// token's text, and what it has learnt about the sequences seen so far.
+/// The tokens whisper.cpp's `full` puts before a transcript, as it
+/// builds them: the initial prompt after "previous text", then start of
+/// transcript, language and task (multilingual models only), and "no
+/// timestamps".
+fn decoder_prompt(ctx: &WhisperContext, initial: &str) -> Result<Vec<i32>, String> {
+    let mut prompt = Vec::new();
+    if !initial.is_empty() {
+        prompt.push(ctx.token_prev());
+        let tokens = ctx
+            .tokenize(initial, 224)
+            .map_err(|e| format!("cannot tokenize the prompt: {e}"))?;
+        prompt.extend(tokens);
+    }
+    prompt.push(ctx.token_sot());
+    if ctx.is_multilingual() {
+        let en = whisper_rs::get_lang_id("en").ok_or("whisper has no English")?;
+        prompt.push(ctx.token_lang(en));
+        prompt.push(ctx.token_transcribe());
+    }
+    prompt.push(ctx.token_not());
+    Ok(prompt)
+}
+
+/// whisper needs at least 1 s of audio: shorter clips are padded with silence.
+fn padded_to_whisper_minimum(samples: &[f32]) -> std::borrow::Cow<'_, [f32]> {
+    let min_len = SAMPLE_RATE + SAMPLE_RATE / 10;
+    if samples.len() < min_len {
+        let mut padded = samples.to_vec();
+        padded.resize(min_len, 0.0);
+        padded.into()
+    } else {
+        samples.into()
+    }
+}
+
+/// whisper's decoder as a [`beam::NextToken`]: the prompt, then the
+/// hypothesis. whisper.cpp keeps one sequence in its cache; a call
+/// decodes only what differs from the previous call's sequence (the cache
+/// is cut back to the shared prefix), so the hypotheses of a beam, which
+/// share all but their last few tokens, cost a token or two each.
+struct WhisperNext<'a> {
+    state: &'a mut WhisperState,
+    /// The start-of-transcript tokens (and an initial prompt, if any).
+    prompt: &'a [i32],
+    /// The sequence in the decoder's cache, prompt included.
+    cached: Vec<i32>,
+    threads: usize,
+}
+
+impl beam::NextToken for WhisperNext<'_> {
+    type Error = SttError;
+
+    fn next_logits(&mut self, tokens: &[i32]) -> Result<Vec<f32>, SttError> {
+        let sequence: Vec<i32> = self.prompt.iter().chain(tokens).copied().collect();
+        let shared = self
+            .cached
+            .iter()
+            .zip(&sequence)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // At least the last token is decoded: its logits are the ones wanted.
+        let n_past = shared.min(sequence.len().saturating_sub(1));
+        let n_new = sequence.len() - n_past;
+        self.cached.clear();
+        self.state
+            .decode(&sequence[n_past..], n_past, self.threads)
+            .map_err(|e| SttError::Decode(e.to_string()))?;
+        self.cached = sequence;
+        let first_row = self
+            .state
+            .get_logits()
+            .map_err(|e| SttError::Decode(e.to_string()))?;
+        let n_vocab = first_row.len();
+        // SAFETY: whisper.cpp (the version whisper-rs-sys 0.15 builds)
+        // stores a decode's logits as one row of n_vocab per token in the
+        // batch, in a buffer of n_tokens rows, and fills the last row (the
+        // only one asked for); whisper-rs hands out only the first row.
+        // `the_last_row_is_the_last_tokens` checks this against a decode of
+        // the last token alone.
+        let last_row = unsafe {
+            std::slice::from_raw_parts(first_row.as_ptr().add(n_vocab * (n_new - 1)), n_vocab)
+        };
+        Ok(last_row.to_vec())
+    }
+}
+
+/// What grammar-bound decoding needs: the automaton, each vocabulary
+/// token's text, and what it has learnt about the hypotheses seen so far.
 ///
-/// whisper.cpp calls the callback once per decoding step *per decoder*:
-/// with beam search several hypotheses are extended in parallel threads.
-/// So nothing here assumes one growing sequence: each call names its
-/// sequence (the tokens chosen so far), whose grammar cursor and text shape
-/// are looked up from its parent's (computed one step earlier), and the
-/// state sits behind a mutex.
+/// The beam search asks for one step of one hypothesis at a time, in no
+/// fixed order: so nothing here assumes one growing sequence. Each call
+/// names its hypothesis (the tokens chosen so far), whose grammar cursor and
+/// text shape are looked up from its parent's (computed one step earlier).
 struct GrammarDecode {
     /// Characters of each text token (ids below end-of-text), classified
     /// for the grammar and as written, for [`Shape`].
     tokens: Vec<(Box<[Char]>, Box<str>)>,
     eot: i32,
     penalty: f32,
-    state: std::sync::Mutex<GrammarState>,
-}
-
-/// The mutable part of [`GrammarDecode`].
-struct GrammarState {
     dfa: Dfa,
     /// The DFA's start, taken once per decode (taking it may rebuild the DFA).
     start: Cursor,
-    /// Where each sequence seen has got to; `None` once it left the
+    /// Where each hypothesis seen has got to; `None` once it left the
     /// grammar (decoding is then ended).
     at: HashMap<Vec<i32>, Option<(Cursor, Shape)>>,
-    /// For each sequence seen, log of the share of probability the
-    /// grammar let through at its next step: a token's unpenalised
-    /// log-probability is whisper's (renormalised) one plus this.
-    kept_mass: HashMap<Vec<i32>, f32>,
     /// For each grammar position met, the tokens the grammar allows there
     /// (before the spelling rules): most positions allow a few dozen of
     /// the 51 864, so each step after the first visit is cheap.
@@ -419,52 +573,35 @@ impl GrammarDecode {
             tokens,
             eot,
             penalty: g.penalty,
-            state: std::sync::Mutex::new(GrammarState {
-                start: dfa.start(),
-                dfa,
-                at: HashMap::new(),
-                kept_mass: HashMap::new(),
-                allowed: HashMap::new(),
-            }),
+            start: dfa.start(),
+            dfa,
+            at: HashMap::new(),
+            allowed: HashMap::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, GrammarState> {
-        // A panic in another decoder's callback cannot leave the maps
-        // half-written in a way that matters: they are caches.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn reset(&self) {
-        let mut st = self.lock();
-        st.at.clear();
-        st.kept_mass.clear();
+    fn reset(&mut self) {
+        self.at.clear();
         // The DFA starts afresh when it has grown too big; positions
         // cached for the old one mean nothing then.
-        let before = st.dfa.states();
-        st.start = st.dfa.start();
-        if st.dfa.states() < before {
-            st.allowed.clear();
+        let before = self.dfa.states();
+        self.start = self.dfa.start();
+        if self.dfa.states() < before {
+            self.allowed.clear();
         }
-    }
-
-    /// The unpenalised log-probability of the token after `prefix`, given
-    /// whisper's renormalised one.
-    fn raw_logprob(&self, prefix: &[i32], logprob: f32) -> f32 {
-        logprob + self.lock().kept_mass.get(prefix).copied().unwrap_or(0.0)
     }
 
     /// Where `sequence` has got to, from its parent's position.
-    fn position(&self, st: &mut GrammarState, sequence: &[i32]) -> Option<(Cursor, Shape)> {
-        if let Some(&at) = st.at.get(sequence) {
+    fn position(&mut self, sequence: &[i32]) -> Option<(Cursor, Shape)> {
+        if let Some(&at) = self.at.get(sequence) {
             return at;
         }
         let at = match sequence.split_last() {
-            None => Some((st.start, Shape::default())),
-            Some((&last, parent)) => self.position(st, parent).and_then(|(cursor, shape)| {
+            None => Some((self.start, Shape::default())),
+            Some((&last, parent)) => self.position(parent).and_then(|(cursor, shape)| {
                 match usize::try_from(last).ok().and_then(|i| self.tokens.get(i)) {
                     Some((chars, text)) => {
-                        let cursor = st.dfa.feed_chars(cursor, chars);
+                        let cursor = self.dfa.feed_chars(cursor, chars);
                         let shape = shape.feed_str(text)?;
                         (!cursor.is_dead()).then_some((cursor, shape))
                     }
@@ -473,45 +610,35 @@ impl GrammarDecode {
                 }
             }),
         };
-        st.at.insert(sequence.to_vec(), at);
+        self.at.insert(sequence.to_vec(), at);
         at
     }
 
-    /// One decoding step of one hypothesis: `sequence` is its tokens so far.
-    fn step(&self, sequence: &[i32], logits: &mut [f32]) {
-        let lse = |logits: &[f32]| {
-            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = logits
-                .iter()
-                .filter(|l| l.is_finite())
-                .map(|&l| f64::from(l - max).exp())
-                .sum();
-            (sum > 0.0).then(|| max + sum.ln() as f32)
-        };
+    /// One decoding step of one hypothesis: `sequence` is its tokens so
+    /// far, `logits` the next token's up to and including end-of-text.
+    fn step(&mut self, sequence: &[i32], logits: &mut [f32]) {
         let eot = self.eot as usize;
-        let mut st = self.lock();
-        let st = &mut *st;
-        let before = lse(logits);
-        let Some((cursor, shape)) = self.position(st, sequence) else {
+        let Some((cursor, shape)) = self.position(sequence) else {
             // Left the grammar (cannot happen while the penalty is
             // infinite): end here; the matcher will not understand it.
             end_now(logits, eot);
             return;
         };
-        let in_grammar = match st.allowed.get(&cursor) {
+        let in_grammar = match self.allowed.get(&cursor) {
             Some(ids) => ids.clone(),
             None => {
+                let dfa = &mut self.dfa;
                 let ids: std::sync::Arc<[(u32, bool)]> = self
                     .tokens
                     .iter()
                     .enumerate()
                     .filter(|(_, (chars, _))| !chars.is_empty())
                     .filter_map(|(id, (chars, _))| {
-                        let next = st.dfa.feed_chars(cursor, chars);
-                        (!next.is_dead()).then(|| (id as u32, st.dfa.is_accepting(next)))
+                        let next = dfa.feed_chars(cursor, chars);
+                        (!next.is_dead()).then(|| (id as u32, dfa.is_accepting(next)))
                     })
                     .collect();
-                st.allowed.insert(cursor, ids.clone());
+                self.allowed.insert(cursor, ids.clone());
                 ids
             }
         };
@@ -530,10 +657,6 @@ impl GrammarDecode {
             })
             .map(|(id, _)| (id, logits[id]))
             .collect();
-        let allowed_eot = usize::from(
-            st.dfa.is_accepting(cursor) && eot < logits.len() && logits[eot].is_finite(),
-        );
-        let allowed = original.len() + allowed_eot;
         for l in &mut logits[..text_tokens] {
             if self.penalty.is_infinite() {
                 *l = f32::NEG_INFINITY;
@@ -544,24 +667,15 @@ impl GrammarDecode {
         for (id, l) in original {
             logits[id] = l;
         }
-        if eot < logits.len() {
-            if st.dfa.is_accepting(cursor) {
-                // End-of-text is allowed as it is.
-            } else if self.penalty.is_infinite() {
+        if eot < logits.len() && !self.dfa.is_accepting(cursor) {
+            if self.penalty.is_infinite() {
                 logits[eot] = f32::NEG_INFINITY;
             } else {
                 logits[eot] -= self.penalty;
             }
         }
-        if allowed == 0 && self.penalty.is_infinite() {
-            // Nothing the grammar allows is possible: end the hypothesis
-            // (an unfinished sentence, which the matcher refuses) rather
-            // than leave whisper no finite choice.
-            end_now(logits, eot);
-        }
-        if let (Some(before), Some(after)) = (before, lse(logits)) {
-            st.kept_mass.insert(sequence.to_vec(), after - before);
-        }
+        // With nothing allowed (and an infinite penalty) every logit is now
+        // −∞, and the search drops the hypothesis: a dead end.
     }
 }
 
@@ -573,40 +687,6 @@ fn end_now(logits: &mut [f32], eot: usize) {
     if let Some(l) = logits.get_mut(eot) {
         *l = 0.0;
     }
-}
-
-/// whisper.cpp calls this once per decoding step and hypothesis with the
-/// next token's logits: tokens that would leave the grammar are penalised.
-unsafe extern "C" fn constrain_to_grammar(
-    _ctx: *mut whisper_rs::WhisperSysContext,
-    _state: *mut whisper_rs::WhisperSysState,
-    tokens: *const whisper_rs::WhisperTokenData,
-    n_tokens: std::os::raw::c_int,
-    logits: *mut f32,
-    user_data: *mut std::os::raw::c_void,
-) {
-    if user_data.is_null() || logits.is_null() {
-        return;
-    }
-    // SAFETY: user_data is the `GrammarDecode` that `decode` keeps alive
-    // for the duration of `full`; it is only used through `&` (its mutable
-    // part is behind a mutex), so calls from several decoder threads are
-    // fine. logits has n_vocab entries; tokens has n_tokens.
-    let decode = unsafe { &*(user_data as *const GrammarDecode) };
-    let n = n_tokens.max(0) as usize;
-    let sequence: Vec<i32> = if tokens.is_null() || n == 0 {
-        Vec::new()
-    } else {
-        unsafe { std::slice::from_raw_parts(tokens, n) }
-            .iter()
-            .map(|t| t.id)
-            .collect()
-    };
-    let n_vocab = decode.eot.max(0) as usize + 1;
-    // The vocabulary runs past end-of-text (special tokens); only the text
-    // tokens and end-of-text itself are touched.
-    let logits = unsafe { std::slice::from_raw_parts_mut(logits, n_vocab) };
-    decode.step(&sequence, logits);
 }
 
 /// How well a phrase explains a clip: whisper's decoder is forced through
@@ -849,6 +929,17 @@ fn decode_params<'a, 'b>(threads: usize, strategy: SamplingStrategy) -> FullPara
     params
 }
 
+/// Threads for each decoder pass of the grammar's search (the encoder
+/// uses [`SttOptions::threads`]). A pass is a small graph, and ggml's
+/// threads spin at every step of it waiting for each other: when another
+/// process wants the CPU, a waiting thread is descheduled and every pass
+/// stalls. Measured on the 2-core machine, the hardest 6 dB clip with the
+/// fallback model: alone 10.2 s with 2 decoder threads, 14.2 s with 1; two
+/// such decodes at once, 358 s with 2, 22 s with 1. The clean benchmark's
+/// p50 goes from 129 to 162 ms: we take that for a daemon that shares its
+/// machine.
+const DECODER_THREADS: usize = 1;
+
 /// The smallest encoder window used. Measured on the speech fixtures with
 /// tiny.en: windows under ~7 s (350 frames) make the decoder loop on short
 /// commands ("Yes. Yes. Yes. ..."); 384 frames (7.7 s) never did.
@@ -1067,6 +1158,76 @@ mod tests {
         ] {
             assert_eq!(collapse_repeats(text).as_deref(), once, "{text}");
         }
+    }
+
+    /// The default model, when installed.
+    fn installed_model() -> Option<PathBuf> {
+        let dir = crate::speech::model::default_models_dir().ok()?;
+        let path = crate::speech::model::resolve(None, &dir).ok()?;
+        path.is_file().then_some(path)
+    }
+
+    /// `WhisperNext` reads the last row of a batch decode's logits out of
+    /// whisper.cpp's buffer: it must equal the logits of decoding that
+    /// last token on its own, after the others.
+    #[test]
+    fn the_last_row_is_the_last_tokens() {
+        let Some(path) = installed_model() else {
+            eprintln!(
+                "skipping: no whisper model installed (run `voicegate models install {}`)",
+                crate::speech::model::DEFAULT_MODEL
+            );
+            return;
+        };
+        let mut stt = WhisperTranscriber::load(&path, SttOptions::default()).unwrap();
+        // A tone, so the decoder has something other than silence to hear.
+        let audio: Vec<f32> = (0..2 * SAMPLE_RATE)
+            .map(|i| 0.1 * (i as f32 * 0.05).sin())
+            .collect();
+        stt.encode_only(&audio, 256).unwrap();
+        let tokens = stt._ctx.tokenize(" Give me a latte", 16).unwrap();
+        let prompt = stt.prompt.clone();
+        let threads = stt.options.threads;
+        let mut model = WhisperNext {
+            state: &mut stt.state,
+            prompt: &prompt,
+            cached: Vec::new(),
+            threads,
+        };
+        use beam::NextToken;
+        // Prompt and tokens in one batch.
+        let batched = model.next_logits(&tokens).unwrap();
+        // Cut back to the prompt and one token, then one token a call.
+        let mut alone = model.next_logits(&tokens[..1]).unwrap();
+        for n in 2..=tokens.len() {
+            alone = model.next_logits(&tokens[..n]).unwrap();
+        }
+        assert_eq!(batched.len(), alone.len());
+        let argmax = |l: &[f32]| {
+            l.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+        };
+        assert_eq!(argmax(&batched), argmax(&alone));
+        let worst = batched
+            .iter()
+            .zip(&alone)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 0.05, "logits differ by up to {worst}");
+        // And not merely equal because both are some fixed row: the
+        // logits after a different last token differ.
+        let other = model.next_logits(&tokens[..tokens.len() - 1]).unwrap();
+        let moved = other
+            .iter()
+            .zip(&alone)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            moved > 1.0,
+            "logits after different tokens differ by only {moved}"
+        );
     }
 
     #[test]
