@@ -612,8 +612,13 @@ fn stt_options(
 const GRAMMAR_MIN_WINDOW: usize = 256;
 /// Hypotheses of the beam search with the grammar.
 const GRAMMAR_BEAM: usize = 5;
-/// Below this confidence a greedy reading is searched again with the beam.
-const GRAMMAR_BEAM_BELOW: f32 = 0.6;
+/// Below this confidence a greedy reading is searched again with the beam:
+/// the gate's own threshold, so a reading the gate would act on is kept
+/// and one it would ask again about is searched harder. On the benchmark
+/// at 6 dB, 0.5, 0.6, 0.8 and 1 (always the beam) all accept 109 of 124,
+/// and 0.5 and 0.6 as many at every level; 0.5 is the fastest (6 dB p50
+/// 235 ms, 0.6: 457 ms).
+const GRAMMAR_BEAM_BELOW: f32 = 0.5;
 /// Below this confidence a transcript is decoded once more with the full
 /// window (the surer reading is kept).
 const GRAMMAR_RETRY_BELOW: f32 = 0.3;
