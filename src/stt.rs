@@ -363,21 +363,32 @@ impl WhisperTranscriber {
             params.set_audio_ctx(audio_ctx as i32);
         }
         params.set_max_tokens(1);
-        let mut end_at_once = Box::new(ForcedDecode {
+        let mut end_at_once = ForcedDecode {
             n_vocab: self._ctx.n_vocab().max(0) as usize,
             tokens: vec![self._ctx.token_eot()],
             logprobs: Vec::new(),
-        });
-        // SAFETY: the callback only touches `logits` and the box, which
-        // lives until after `full` returns.
+        };
+        self.full_forced(params, &audio, &mut end_at_once)
+    }
+
+    /// whisper's `full` with its decoder forced through `forced.tokens`
+    /// (each one's log-probability recorded in `forced.logprobs`).
+    fn full_forced(
+        &mut self,
+        mut params: FullParams,
+        audio: &[f32],
+        forced: &mut ForcedDecode,
+    ) -> Result<(), SttError> {
+        // SAFETY: the callback only touches `logits` and `forced`, which
+        // outlives `full` and is not touched by anything else meanwhile.
         unsafe {
             params.set_filter_logits_callback(Some(force_phrase));
             params.set_filter_logits_callback_user_data(
-                &mut *end_at_once as *mut ForcedDecode as *mut std::os::raw::c_void,
+                forced as *mut ForcedDecode as *mut std::os::raw::c_void,
             );
         }
         self.state
-            .full(params, &audio)
+            .full(params, audio)
             .map_err(|e| SttError::Decode(e.to_string()))
     }
 
@@ -724,8 +735,8 @@ unsafe extern "C" fn force_phrase(
     if user_data.is_null() || logits.is_null() {
         return;
     }
-    // SAFETY: user_data is the `ForcedDecode` that `score_phrase` keeps
-    // alive (and does not touch) for the duration of `full`, which calls us
+    // SAFETY: user_data is the `ForcedDecode` that `full_forced` is lent
+    // (and does not touch) for the duration of `full`, which calls us
     // on its own thread; logits has n_vocab entries.
     let forced = unsafe { &mut *(user_data as *mut ForcedDecode) };
     let step = n_tokens.max(0) as usize;
@@ -781,11 +792,11 @@ impl WhisperTranscriber {
         prompt: Option<&str>,
     ) -> Result<PhraseScore, SttError> {
         let started = Instant::now();
-        let mut forced = Box::new(ForcedDecode {
+        let mut forced = ForcedDecode {
             n_vocab: self._ctx.n_vocab().max(0) as usize,
             tokens: tokens.to_vec(),
             logprobs: Vec::with_capacity(tokens.len()),
-        });
+        };
         // One thread: a check of a 2 s window is small enough that a second
         // thread mostly spins (measured: the same CPU time or more), and the
         // wake word's budget is CPU, not latency.
@@ -794,24 +805,10 @@ impl WhisperTranscriber {
         if let Some(prompt) = prompt {
             params.set_initial_prompt(prompt);
         }
-        let min_len = SAMPLE_RATE + SAMPLE_RATE / 10;
-        let mut padded = samples.to_vec();
-        if padded.len() < min_len {
-            padded.resize(min_len, 0.0);
-        }
+        let padded = padded_to_whisper_minimum(samples);
         let frames = padded.len() * FRAMES_PER_SECOND / SAMPLE_RATE;
         params.set_audio_ctx((frames + 16).min(FULL_AUDIO_CTX) as i32);
-        // SAFETY: the callback only reads `logits` and the box, which lives
-        // until after `full` returns.
-        unsafe {
-            params.set_filter_logits_callback(Some(force_phrase));
-            params.set_filter_logits_callback_user_data(
-                &mut *forced as *mut ForcedDecode as *mut std::os::raw::c_void,
-            );
-        }
-        self.state
-            .full(params, &padded)
-            .map_err(|e| SttError::Decode(e.to_string()))?;
+        self.full_forced(params, &padded, &mut forced)?;
         let mut lp = forced.logprobs.clone();
         lp.resize(tokens.len(), -100.0);
         let mean = lp.iter().sum::<f32>() / lp.len().max(1) as f32;
