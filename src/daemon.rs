@@ -413,6 +413,7 @@ fn spawn_audio(
                     text,
                     confidence: Some(confidence),
                     wake_score,
+                    addressed: true,
                 };
                 tx.blocking_send(Input::Utterance(utterance, when)).ok()?;
                 match control.recv_timeout(CONTROL_WAIT) {

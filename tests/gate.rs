@@ -96,6 +96,7 @@ fn check(case: &Yaml, intents: &IntentSet) -> Result<(), String> {
                 text: step["say"].as_str().unwrap_or("").to_string(),
                 confidence: step["confidence"].as_f64().map(|c| c as f32),
                 wake_score: None,
+                addressed: step["addressed"].as_bool().unwrap_or(true),
             };
             gate.handle(intents, &utterance, now, spent)
         };

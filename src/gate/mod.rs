@@ -191,7 +191,7 @@ impl Default for GateConfig {
 }
 
 /// One thing heard (or typed).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Utterance {
     /// The transcript.
     pub text: String,
@@ -199,15 +199,21 @@ pub struct Utterance {
     pub confidence: Option<f32>,
     /// Wake word score; `None` when typed or without wake word.
     pub wake_score: Option<f32>,
+    /// Said *to* voicegate: typed, after the wake word, or with `--no-wake`.
+    /// `false` for what the microphone heard without the wake word while a
+    /// reply was awaited: such an utterance can only answer the pending
+    /// question (yes, no, the PIN), never start a command.
+    pub addressed: bool,
 }
 
 impl Utterance {
-    /// A typed utterance.
+    /// A typed utterance (addressed, no confidence, no wake score).
     pub fn typed(text: impl Into<String>) -> Self {
         Utterance {
             text: text.into(),
             confidence: None,
             wake_score: None,
+            addressed: true,
         }
     }
 }
