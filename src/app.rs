@@ -91,7 +91,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
             Utc::now(),
             out,
         )?),
-        Command::Gate(GateCommand::HashPin) => hash_pin(out),
+        Command::Gate(GateCommand::HashPin(args)) => hash_pin(args, out),
     }
 }
 
@@ -358,6 +358,9 @@ fn describe(why: &crate::intent::NotUnderstood) -> String {
             )
         }
         crate::intent::NotUnderstood::TooComplex => "too complex to match".into(),
+        crate::intent::NotUnderstood::TooLong { chars, limit } => {
+            format!("too long: {chars} characters, at most {limit}")
+        }
     }
 }
 
@@ -881,15 +884,33 @@ fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Resu
     Ok(0)
 }
 
-fn hash_pin(out: &mut dyn Write) -> Result<i32, AppError> {
-    let mut pin = String::new();
-    std::io::stdin().read_line(&mut pin)?;
-    let digits: String = pin.trim().chars().filter(char::is_ascii_digit).collect();
-    if digits.len() < 4 || digits.len() != pin.trim().len() {
+fn hash_pin(args: crate::cli::HashPinArgs, out: &mut dyn Write) -> Result<i32, AppError> {
+    let pin = if args.stdin {
+        let mut pin = String::new();
+        std::io::stdin().read_line(&mut pin)?;
+        pin
+    } else {
+        let first = crate::tty::read_secret("PIN: ").map_err(pin_prompt_error)?;
+        let again = crate::tty::read_secret("The same PIN again: ").map_err(pin_prompt_error)?;
+        if first.trim() != again.trim() {
+            return Err(AppError::Usage(
+                "the two PINs differ; nothing was printed".into(),
+            ));
+        }
+        first
+    };
+    let pin = pin.trim();
+    if pin.len() < 4 || !pin.chars().all(|c| c.is_ascii_digit()) {
         return Err(AppError::Usage("a PIN is 4 or more digits".into()));
     }
-    writeln!(out, "pin_hash = \"{}\"", PinHash::new(&digits))?;
+    writeln!(out, "pin_hash = \"{}\"", PinHash::new(pin))?;
     Ok(0)
+}
+
+fn pin_prompt_error(e: std::io::Error) -> AppError {
+    AppError::Usage(format!(
+        "cannot ask for the PIN on the terminal ({e}); run it in a terminal, or pass --stdin"
+    ))
 }
 
 /// Prints diagnostics to a writer (used by commands that load intents).

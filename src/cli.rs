@@ -224,8 +224,18 @@ pub struct EvalArgs {
 /// `voicegate gate ...`
 #[derive(Debug, Subcommand)]
 pub enum GateCommand {
-    /// Read a PIN from stdin and print its salted hash for `[gate] pin_hash`.
-    HashPin,
+    /// Ask for a PIN on the terminal (not echoed, asked twice) and print its
+    /// Argon2id hash for `[gate] pin_hash`.
+    HashPin(HashPinArgs),
+}
+
+/// `voicegate gate hash-pin`
+#[derive(Debug, Args)]
+pub struct HashPinArgs {
+    /// Read the PIN from the first line of standard input instead of the
+    /// terminal (for scripts; an `echo 4321 |` stays in shell history).
+    #[arg(long)]
+    pub stdin: bool,
 }
 
 /// `voicegate chat`

@@ -11,12 +11,14 @@
 //! [gate]
 //! confirm_timeout_secs = 8.0         # how long a read-back waits for "yes"
 //! min_confidence = 0.5               # below: ask again, never proceed
-//! pin_hash = "salt$hex"              # from `voicegate gate hash-pin`
+//! pin_hash = "$argon2id$..."        # from `voicegate gate hash-pin`
 //! pin_kinds = ["purchase.order"]     # action kinds that need the PIN after "yes"
-//! daily_spend_cap = "50.00 USD"
+//! daily_spend_cap = "50.00 USD"      # with a cap, unpriced purchases are refused
+//! allow_unpriced_purchases = false   # ... unless this says otherwise
 //!
-//! [prices]                           # unit prices, by the `item` slot's value
-//! "AA batteries" = "4.99 USD"
+//! [prices]                           # unit prices: by `item`, or by `drink` /
+//! "AA batteries" = "4.99 USD"        #   "size drink"; in the cap's currency
+//! "latte" = "4.50 USD"
 //!
 //! [handlers."purchase.order"]        # see actions::handlers
 //! type = "webhook"
@@ -127,6 +129,7 @@ struct GateSection {
     pin_lockout_secs: Option<u64>,
     daily_spend_cap: Option<String>,
     currency: Option<String>,
+    allow_unpriced_purchases: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,9 +255,8 @@ impl Settings {
             gate.min_confidence = c;
         }
         if let Some(text) = &g.pin_hash {
-            gate.pin = Some(
-                PinHash::parse(text).ok_or_else(|| invalid("[gate] pin_hash is not 'salt$sha256hex' (make one with `voicegate gate hash-pin`)".into()))?,
-            );
+            gate.pin =
+                Some(PinHash::parse(text).map_err(|e| invalid(format!("[gate] pin_hash: {e}")))?);
         }
         gate.pin_kinds = g.pin_kinds.clone();
         if !gate.pin_kinds.is_empty() && gate.pin.is_none() {
@@ -281,8 +283,17 @@ impl Settings {
                     "[prices] {item:?} = {price:?} is not an amount like \"4.99 USD\""
                 ))
             })?;
+            if let Some(cap) = &gate.daily_spend_cap
+                && money.currency != cap.currency
+            {
+                return Err(invalid(format!(
+                    "[prices] {item:?} is in {}, but [gate] daily_spend_cap is in {}: the cap can only count one currency",
+                    money.currency, cap.currency
+                )));
+            }
             gate.prices.insert(item.clone(), money);
         }
+        gate.allow_unpriced = g.allow_unpriced_purchases.unwrap_or(false);
         let mut mpd = MpdConfig::default();
         if let Some(address) = &file.music.mpd {
             mpd.address =

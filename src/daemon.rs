@@ -138,7 +138,7 @@ enum Call {
     Tick(DateTime<Utc>),
     Shutdown(DateTime<Utc>),
     Context(&'static str, Option<Value>),
-    Intents(Box<IntentSet>),
+    Intents(Box<IntentSet>, DateTime<Utc>),
 }
 
 /// What the coordinator needs to know about the gate after each call (read
@@ -176,10 +176,7 @@ impl GateThread {
                             pipeline.set_context(key, value);
                             Vec::new()
                         }
-                        Call::Intents(set) => {
-                            pipeline.set_intents(*set);
-                            Vec::new()
-                        }
+                        Call::Intents(set, now) => pipeline.set_intents(*set, now),
                     };
                     let state = GateState {
                         deadline: pipeline.deadline(),
@@ -919,8 +916,12 @@ async fn coordinate(
             }
             Input::Reload(set, grammar) => {
                 let count = set.intents().len();
-                gate.call(Call::Intents(set)).await;
-                let mut events = vec![say(format!("Reloaded the intent files ({count} intents)."))];
+                let (mut events, s) = gate
+                    .call(Call::Intents(set, gate_now.unwrap_or_else(Utc::now)))
+                    .await;
+                state = s;
+                tell_audio(state);
+                events.push(say(format!("Reloaded the intent files ({count} intents).")));
                 if let (Some(stt), Some(grammar)) = (&stt_handle, grammar) {
                     // The transcription thread's queue may be full while it
                     // decodes: send from a blocking task, not the runtime.

@@ -38,4 +38,5 @@ pub mod intent;
 pub mod pipeline;
 pub mod speech;
 pub mod stt;
+pub mod tty;
 pub mod wakeword;

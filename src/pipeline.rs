@@ -13,6 +13,15 @@
 //! 3. run the executor (off this thread);
 //! 4. append `executed` or `failed`.
 //!
+//! One process at a time owns a data directory: [`Pipeline::start`] takes
+//! an exclusive lock (`voicegate.lock`, an `flock` the kernel drops when the
+//! process dies, however it dies), so a second process refuses to start
+//! instead of "recovering" actions the first one is still running.
+//!
+//! The PIN lockout (failures, locked until) is saved in the state database
+//! after every change and restored at start, so a restart does not reset
+//! it.
+//!
 //! At start-up, [`Pipeline::recover`] looks for actions whose last audit
 //! event is `confirmed`: with a `started` mark they are recorded `unknown`
 //! (it may have run: needs review); without one they are recorded `failed`
@@ -32,7 +41,7 @@ use crate::actions::handlers::Handlers;
 use crate::actions::music::{MpdConfig, MpdPlayer, MusicCommand, MusicPlayer};
 use crate::actions::{ActionRequest, Outcome};
 use crate::audit::{AuditError, AuditEvent, AuditLog, AuditOutcome};
-use crate::gate::{ConfirmedAction, Facts, Gate, GateConfig, Output, Utterance};
+use crate::gate::{ConfirmedAction, Facts, Gate, GateConfig, Output, PinLock, Utterance};
 use crate::intent::{IntentSet, NotUnderstood, Risk};
 
 /// One thing that happened, as `chat --json` prints it (one JSON object per line).
@@ -175,6 +184,77 @@ pub enum PipelineError {
     /// The audit log is broken in a way that stops recovery.
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
+    /// Another voicegate process uses the same data directory.
+    #[error(
+        "another voicegate process{holder} is using the data directory {dir}; stop it first, or give this one its own --data-dir"
+    )]
+    Busy {
+        /// The data directory.
+        dir: PathBuf,
+        /// " (pid N)" when the lock file names it.
+        holder: String,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("cannot lock the data directory {dir}: {source}")]
+    Lock {
+        /// The data directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The name of the lock file in the data directory.
+pub const LOCK_FILE: &str = "voicegate.lock";
+
+/// An exclusive `flock` on the data directory's lock file, held for the
+/// pipeline's life. The kernel releases it when the process ends, so a
+/// killed process never leaves a stale lock behind.
+#[derive(Debug)]
+struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    fn take(dir: &Path) -> Result<DirLock, PipelineError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let lock_err = |source| PipelineError::Lock {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))
+            .map_err(lock_err)?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if locked != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(PipelineError::Busy {
+                    dir: dir.to_path_buf(),
+                    holder: if pid.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {pid})")
+                    },
+                });
+            }
+            return Err(lock_err(err));
+        }
+        // Who holds it, for the next one's error message.
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(DirLock { _file: file })
+    }
 }
 
 /// Where the pipeline keeps things and what it talks to.
@@ -345,10 +425,51 @@ impl Journal {
              CREATE TABLE IF NOT EXISTS executions (
                  action_id  TEXT PRIMARY KEY,
                  started_at TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS pin_lock (
+                 one          INTEGER PRIMARY KEY CHECK (one = 1),
+                 failures     INTEGER NOT NULL,
+                 locked_until TEXT
              );",
         )
         .map_err(err)?;
         Ok(Journal { conn })
+    }
+
+    /// The saved PIN lockout (none saved: no failures, not locked).
+    fn pin_lock(&self) -> rusqlite::Result<PinLock> {
+        let row = self.conn.query_row(
+            "SELECT failures, locked_until FROM pin_lock WHERE one = 1",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)),
+        );
+        match row {
+            Ok((failures, until)) => Ok(PinLock {
+                failures: u32::try_from(failures).unwrap_or(u32::MAX),
+                // An unreadable time is read as "locked for a long time":
+                // a damaged row must not unlock purchases.
+                locked_until: until.map(|t| {
+                    DateTime::parse_from_rfc3339(&t)
+                        .map(|t| t.with_timezone(&Utc))
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+                }),
+            }),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(PinLock::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save_pin_lock(&self, lock: PinLock) -> rusqlite::Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO pin_lock (one, failures, locked_until) VALUES (1, ?1, ?2)
+                 ON CONFLICT (one) DO UPDATE SET failures = ?1, locked_until = ?2",
+                params![
+                    i64::from(lock.failures),
+                    lock.locked_until.map(|t| t.to_rfc3339())
+                ],
+            )
+            .map(|_| ())
     }
 
     fn mark_started(&self, action_id: &str, now: DateTime<Utc>) -> rusqlite::Result<()> {
@@ -392,11 +513,15 @@ fn crash_point(step: &str) {
 
 /// The pipeline: gate, audit, journal and the executor thread.
 pub struct Pipeline {
+    /// Held for the pipeline's life (see [`LOCK_FILE`]).
+    _lock: DirLock,
     intents: IntentSet,
     context: Map<String, Value>,
     gate: Gate,
     audit: Result<AuditLog, AuditError>,
     journal: Journal,
+    /// The PIN lockout as last saved.
+    saved_lock: PinLock,
     executor: Executor,
 }
 
@@ -411,7 +536,19 @@ impl Pipeline {
                 })?;
             }
         }
+        let lock_dir = config
+            .state_db
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let lock = DirLock::take(lock_dir)?;
         let journal = Journal::open(&config.state_db)?;
+        let saved_lock = journal.pin_lock().map_err(|source| PipelineError::State {
+            path: config.state_db.clone(),
+            source,
+        })?;
+        let mut gate = Gate::new(config.gate);
+        gate.restore_pin_lock(saved_lock);
         let executor = Executor::start(
             config.state_db.clone(),
             config.handlers.clone(),
@@ -421,18 +558,23 @@ impl Pipeline {
         // commands; high-stakes ones are refused while it is unavailable.
         let audit = AuditLog::open(&config.audit_db);
         Ok(Pipeline {
+            _lock: lock,
             intents,
             context: Map::new(),
-            gate: Gate::new(config.gate),
+            gate,
             audit,
             journal,
+            saved_lock,
             executor,
         })
     }
 
     /// Replaces the intents (after the files changed and checked clean).
-    pub fn set_intents(&mut self, intents: IntentSet) {
+    /// A pending request whose intent was removed or changed is cancelled.
+    pub fn set_intents(&mut self, intents: IntentSet, now: DateTime<Utc>) -> Vec<Event> {
+        let outputs = self.gate.intents_changed(&intents);
         self.intents = intents;
+        self.apply(outputs, now)
     }
 
     /// Sets (or with `None` removes) a context value every utterance is
@@ -585,6 +727,17 @@ impl Pipeline {
 
     fn apply(&mut self, outputs: Vec<Output>, now: DateTime<Utc>) -> Vec<Event> {
         let mut events = Vec::new();
+        // The PIN lockout survives restarts: save it whenever it changes.
+        let lock = self.gate.pin_lock();
+        if lock != self.saved_lock {
+            match self.journal.save_pin_lock(lock) {
+                Ok(()) => self.saved_lock = lock,
+                Err(e) => events.push(say(
+                    format!("I could not save the PIN lock in the state database: {e}"),
+                    None,
+                )),
+            }
+        }
         for output in outputs {
             match output {
                 Output::Intent(m) => events.push(Event::Intent {
@@ -649,14 +802,18 @@ impl Pipeline {
                     });
                     events.push(say(format!("OK, I won't ({reason})."), Some(id)));
                 }
-                Output::Expired { facts } => {
-                    let _ = self.record(&facts, AuditOutcome::Expired, None, now);
+                Output::Expired { facts, reason } => {
+                    let _ = self.record(&facts, AuditOutcome::Expired, reason.clone(), now);
                     let id = facts.action_id.to_string();
                     events.push(Event::Expired {
                         action_id: id.clone(),
                         intent: facts.intent.clone(),
                     });
-                    events.push(say("No answer, so I cancelled it.".into(), Some(id)));
+                    let text = match reason {
+                        Some(reason) => format!("I cancelled it: {reason}."),
+                        None => "No answer, so I cancelled it.".into(),
+                    };
+                    events.push(say(text, Some(id)));
                 }
                 Output::Superseded { facts } => {
                     let _ = self.record(&facts, AuditOutcome::Superseded, None, now);
@@ -679,11 +836,15 @@ impl Pipeline {
                     let reply = match &why {
                         NotUnderstood::Ambiguous { .. } => {
                             "Sorry, that could mean more than one thing. Please say it differently."
+                                .to_string()
                         }
-                        _ => "Sorry, I didn't understand that.",
+                        NotUnderstood::TooLong { chars, limit } => format!(
+                            "That is too long for me: {chars} characters, and I take at most {limit}."
+                        ),
+                        _ => "Sorry, I didn't understand that.".to_string(),
                     };
                     events.push(Event::NotUnderstood { text, why });
-                    events.push(say(reply.into(), None));
+                    events.push(say(reply, None));
                 }
                 Output::Say(text) => events.push(say(text, None)),
             }

@@ -74,6 +74,9 @@ fn config(case: &Yaml) -> (GateConfig, i64) {
             .filter_map(|(k, v)| Some((k.as_str()?.to_string(), Money::parse(v.as_str()?, "USD")?)))
             .collect::<BTreeMap<_, _>>();
     }
+    if let Some(allow) = c["allow_unpriced"].as_bool() {
+        config.allow_unpriced = allow;
+    }
     (config, c["spent_today"].as_i64().unwrap_or(0))
 }
 
@@ -93,7 +96,15 @@ fn check(case: &Yaml, intents: &IntentSet) -> Result<(), String> {
             gate.tick(now)
         } else {
             let utterance = Utterance {
-                text: step["say"].as_str().unwrap_or("").to_string(),
+                text: match step["say_repeat"].as_vec() {
+                    // [text, n]: the text n times over (for length limits).
+                    Some(v) => v[0]
+                        .as_str()
+                        .unwrap_or("")
+                        .repeat(v[1].as_i64().unwrap_or(1) as usize),
+                    None => step["say"].as_str().unwrap_or("").to_string(),
+                },
+                // YAML's .nan and .inf are reals too.
                 confidence: step["confidence"].as_f64().map(|c| c as f32),
                 wake_score: None,
                 addressed: step["addressed"].as_bool().unwrap_or(true),
@@ -121,6 +132,45 @@ fn check(case: &Yaml, intents: &IntentSet) -> Result<(), String> {
                 "step {i} ({:?}): awaiting_pin() is {}, want {want}",
                 step["say"].as_str(),
                 gate.awaiting_pin()
+            ));
+        }
+        // `reply: X` — every output about an action keeps X as the reply
+        // heard (a PIN never itself), and a confirmed action too.
+        if let Some(want) = step["reply"].as_str() {
+            for output in &outputs {
+                let kept = match output {
+                    Output::RunHigh { facts, action } => {
+                        if action.reply() != want {
+                            return Err(format!(
+                                "step {i}: the confirmed action keeps the reply {:?}, want {want:?}",
+                                action.reply()
+                            ));
+                        }
+                        facts.reply.as_deref()
+                    }
+                    Output::Reprompt { facts, .. }
+                    | Output::Declined { facts, .. }
+                    | Output::Refused { facts, .. }
+                    | Output::Superseded { facts }
+                    | Output::Expired { facts, .. } => facts.reply.as_deref(),
+                    _ => continue,
+                };
+                if kept != Some(want) {
+                    return Err(format!(
+                        "step {i}: {} keeps the reply {kept:?}, want {want:?}",
+                        name(output)
+                    ));
+                }
+            }
+        }
+        // `says_contains: X` — some Say output contains X.
+        if let Some(want) = step["says_contains"].as_str()
+            && !outputs
+                .iter()
+                .any(|o| matches!(o, Output::Say(t) if t.contains(want)))
+        {
+            return Err(format!(
+                "step {i}: nothing said contains {want:?}: {outputs:#?}"
             ));
         }
         for output in &outputs {

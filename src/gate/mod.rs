@@ -17,13 +17,24 @@
 //!   request is read back as usual.
 //! - "yes" with nothing pending runs nothing.
 //! - A pending action expires after the confirm timeout; any other command
-//!   while one is pending supersedes it and is handled as a new request.
-//! - `pin: true` intents (configured per intent kind in the gate config)
-//!   also need the spoken PIN after "yes"; three wrong PINs lock high-stakes
-//!   actions for ten minutes.
-//! - A daily spend cap refuses purchases whose amount would exceed it.
-//! - Low transcription confidence on a high-stakes request or its reply asks
-//!   again; it never proceeds.
+//!   *addressed* to voicegate (typed, or after the wake word) while one is
+//!   pending supersedes it and is handled as a new request. What the
+//!   microphone hears without the wake word in the reply window
+//!   ([`Utterance::addressed`] false) can only answer: another sentence ends
+//!   the pending request (superseded) and runs nothing.
+//! - Kinds listed in `pin_kinds` also need the spoken PIN after "yes"; three
+//!   wrong PINs lock high-stakes actions for ten minutes. A PIN reply is
+//!   never kept: facts and the confirmed action carry [`PIN_REDACTED`]. The
+//!   lock state ([`PinLock`]) is the caller's to persist and restore.
+//! - With a daily spend cap, a purchase is refused when its amount would
+//!   exceed the cap, and also when its amount is unknown (no price), unless
+//!   the config allows unpriced purchases.
+//! - Low transcription confidence (or a confidence that is not a finite
+//!   number) on a high-stakes request or its reply asks again; it never
+//!   proceeds.
+//! - A reload of the intents that removes or changes the pending request's
+//!   intent cancels the request ([`Gate::intents_changed`]).
+//! - An utterance over [`MAX_UTTERANCE_CHARS`] is not matched at all.
 //! - Only this module can construct a [`ConfirmedAction`], and high-stakes
 //!   executors accept nothing else.
 
@@ -95,62 +106,104 @@ impl Money {
     }
 }
 
-/// A PIN stored as a salted, iterated SHA-256 hash (`salt$hex`).
+/// A PIN stored as an Argon2id hash in the PHC string format
+/// (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`), made by `voicegate gate
+/// hash-pin`. Argon2id is memory-hard: a stolen config file still gives a
+/// 4-digit PIN away to an offline search (there are only 10,000), so the
+/// lockout is what protects the voice path; the hash makes every guess cost
+/// memory and time, and gives nothing to precomputed tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinHash {
-    salt: String,
-    hash: String,
+    phc: String,
 }
 
-/// SHA-256 rounds for PIN hashes: slows guessing from a stolen config file
-/// (a 4-digit PIN stays guessable offline; the lockout protects the voice path).
-const PIN_ROUNDS: u32 = 100_000;
+/// Why a stored PIN hash was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PinHashError {
+    /// The `salt$sha256hex` form of earlier versions.
+    #[error(
+        "this is the old SHA-256 PIN hash format, which is no longer accepted; make a new hash with `voicegate gate hash-pin`"
+    )]
+    OldFormat,
+    /// Not an Argon2 PHC string.
+    #[error("not an Argon2 PIN hash (\"$argon2id$...\"); make one with `voicegate gate hash-pin`")]
+    Invalid,
+}
 
 impl PinHash {
-    /// Hashes a PIN with a fresh random salt.
+    /// Hashes a PIN with a fresh random salt and the OWASP-recommended
+    /// Argon2id parameters (19 MiB, 2 passes, 1 lane).
     pub fn new(pin: &str) -> PinHash {
-        let salt = uuid::Uuid::new_v4().simple().to_string();
-        let hash = pin_hash(&salt, pin);
-        PinHash { salt, hash }
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        // 16 random bytes (UUID v4 draws them from the OS).
+        let salt_bytes = *uuid::Uuid::new_v4().as_bytes();
+        let phc = SaltString::encode_b64(&salt_bytes)
+            .ok()
+            .and_then(|salt| {
+                argon2::Argon2::default()
+                    .hash_password(pin.as_bytes(), &salt)
+                    .ok()
+                    .map(|h| h.to_string())
+            })
+            // Only reachable if argon2 rejected its own defaults.
+            .unwrap_or_default();
+        PinHash { phc }
     }
 
-    /// Parses the `salt$hex` form stored in the config.
-    pub fn parse(text: &str) -> Option<PinHash> {
-        let (salt, hash) = text.split_once('$')?;
-        (!salt.is_empty() && hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(
-            || PinHash {
-                salt: salt.to_string(),
-                hash: hash.to_ascii_lowercase(),
-            },
-        )
+    /// Parses the PHC string stored in the config.
+    pub fn parse(text: &str) -> Result<PinHash, PinHashError> {
+        let text = text.trim();
+        if let Some((salt, hash)) = text.split_once('$')
+            && !salt.is_empty()
+            && hash.len() == 64
+            && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(PinHashError::OldFormat);
+        }
+        let parsed =
+            argon2::password_hash::PasswordHash::new(text).map_err(|_| PinHashError::Invalid)?;
+        if !parsed.algorithm.as_str().starts_with("argon2") || parsed.hash.is_none() {
+            return Err(PinHashError::Invalid);
+        }
+        Ok(PinHash {
+            phc: text.to_string(),
+        })
     }
 
-    /// True if `pin` is the PIN.
+    /// True if `pin` is the PIN (argon2 compares in constant time).
     pub fn verify(&self, pin: &str) -> bool {
-        let candidate = pin_hash(&self.salt, pin);
-        // Constant-time comparison.
-        candidate
-            .bytes()
-            .zip(self.hash.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-            && candidate.len() == self.hash.len()
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        PasswordHash::new(&self.phc).is_ok_and(|hash| {
+            argon2::Argon2::default()
+                .verify_password(pin.as_bytes(), &hash)
+                .is_ok()
+        })
     }
 }
 
 impl std::fmt::Display for PinHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}${}", self.salt, self.hash)
+        f.write_str(&self.phc)
     }
 }
 
-fn pin_hash(salt: &str, pin: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut digest = Sha256::digest(format!("{salt}:{pin}").as_bytes());
-    for _ in 1..PIN_ROUNDS {
-        digest = Sha256::digest(digest);
-    }
-    hex::encode(digest)
+/// What stands in for a spoken PIN wherever a reply would be kept or shown
+/// (audit rows, events, the confirmed action): the PIN itself never is.
+pub const PIN_REDACTED: &str = "[PIN]";
+
+/// The longest utterance the gate will match, in characters. Nobody says
+/// more in one breath; a longer typed line is refused with a clear reason
+/// instead of being matched (matching is bounded, but not free).
+pub const MAX_UTTERANCE_CHARS: usize = 1_000;
+
+/// The PIN lockout's state, for the caller to persist across restarts
+/// (the gate itself does no I/O).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PinLock {
+    /// Wrong PINs since the last right one (or the last lock).
+    pub failures: u32,
+    /// High-stakes actions are refused until then.
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 /// The gate's settings (from the `[gate]` section of the config).
@@ -171,8 +224,12 @@ pub struct GateConfig {
     pub pin_lockout: Duration,
     /// Most that purchases may spend per day, if capped.
     pub daily_spend_cap: Option<Money>,
-    /// Unit prices of products, by the `item` slot's value.
+    /// Unit prices of products (by the `item` slot's value) and of drinks
+    /// (by `drink`, or `size drink` for a size's own price).
     pub prices: BTreeMap<String, Money>,
+    /// With a spend cap, let purchases whose price is unknown through
+    /// (they are refused by default: the cap cannot be checked).
+    pub allow_unpriced: bool,
 }
 
 impl Default for GateConfig {
@@ -186,6 +243,7 @@ impl Default for GateConfig {
             pin_lockout: Duration::minutes(10),
             daily_spend_cap: None,
             prices: BTreeMap::new(),
+            allow_unpriced: false,
         }
     }
 }
@@ -279,10 +337,13 @@ pub enum Output {
         /// Why, in words.
         reason: String,
     },
-    /// Nobody confirmed in time. Record `expired`.
+    /// Nobody confirmed in time, or the request was cancelled because its
+    /// intent changed (`reason`). Record `expired`.
     Expired {
         /// Audit facts.
         facts: Facts,
+        /// Why, when it is not the timeout.
+        reason: Option<String>,
     },
     /// Another command came while this one waited. Record `superseded`.
     Superseded {
@@ -311,6 +372,9 @@ pub enum Output {
 #[derive(Debug, Clone)]
 struct Pending {
     request: ActionRequest,
+    /// The intent's definition when it was read back (see
+    /// [`Gate::intents_changed`]).
+    definition: crate::intent::IntentInfo,
     digest: String,
     readback: String,
     facts: Facts,
@@ -359,6 +423,58 @@ impl Gate {
         &self.config
     }
 
+    /// The PIN lockout's state (for the caller to persist).
+    pub fn pin_lock(&self) -> PinLock {
+        PinLock {
+            failures: self.pin_failures,
+            locked_until: self.locked_until,
+        }
+    }
+
+    /// Restores the PIN lockout's state after a restart.
+    pub fn restore_pin_lock(&mut self, lock: PinLock) {
+        self.pin_failures = lock.failures;
+        self.locked_until = lock.locked_until;
+    }
+
+    /// True when a confidence means "unsure": below the threshold, or not a
+    /// finite number (a NaN compares false with everything, so it must not
+    /// reach a `<` test as if it were sure). `None` (typed) is sure.
+    fn unsure(&self, confidence: Option<f32>) -> bool {
+        confidence.is_some_and(|c| !(c.is_finite() && c >= self.config.min_confidence))
+    }
+
+    /// The intents were reloaded: a pending request whose intent is gone
+    /// or changed (risk, read-back or action) is cancelled, since what was
+    /// read back may no longer be what would run.
+    pub fn intents_changed(&mut self, new: &IntentSet) -> Vec<Output> {
+        let Some(p) = &self.pending else {
+            return Vec::new();
+        };
+        let reason = match new.intent(&p.request.intent) {
+            None => format!("{} is no longer defined", p.request.intent),
+            Some(info) => {
+                let action = info.action.as_ref();
+                let same = info.risk == p.definition.risk
+                    && info.confirm == p.definition.confirm
+                    && action.map(|a| &a.kind) == p.definition.action.as_ref().map(|a| &a.kind)
+                    && action.map(|a| &a.params) == p.definition.action.as_ref().map(|a| &a.params);
+                if same {
+                    return Vec::new();
+                }
+                format!("the definition of {} changed", p.request.intent)
+            }
+        };
+        let p = self.pending.take();
+        p.map(|p| {
+            vec![Output::Expired {
+                facts: p.facts,
+                reason: Some(reason),
+            }]
+        })
+        .unwrap_or_default()
+    }
+
     /// When the pending action expires, if one is pending (for the caller's timer).
     pub fn deadline(&self) -> Option<DateTime<Utc>> {
         self.pending.as_ref().map(|p| p.expires_at)
@@ -381,8 +497,13 @@ impl Gate {
         match &self.pending {
             Some(p) if now >= p.expires_at => {
                 let p = self.pending.take().map(|p| p.facts);
-                p.map(|facts| vec![Output::Expired { facts }])
-                    .unwrap_or_default()
+                p.map(|facts| {
+                    vec![Output::Expired {
+                        facts,
+                        reason: None,
+                    }]
+                })
+                .unwrap_or_default()
             }
             _ => Vec::new(),
         }
@@ -392,7 +513,12 @@ impl Gate {
     pub fn shutdown(&mut self) -> Vec<Output> {
         self.pending
             .take()
-            .map(|p| vec![Output::Expired { facts: p.facts }])
+            .map(|p| {
+                vec![Output::Expired {
+                    facts: p.facts,
+                    reason: None,
+                }]
+            })
             .unwrap_or_default()
     }
 
@@ -421,9 +547,33 @@ impl Gate {
     ) -> Vec<Output> {
         let mut base = context.clone();
         base.remove("pending_confirmation");
+        let chars = utterance.text.chars().count();
+        if chars > MAX_UTTERANCE_CHARS {
+            // Refused before anything else; a pending request is untouched.
+            return vec![Output::NotUnderstood {
+                text: utterance.text.chars().take(80).collect::<String>() + "…",
+                why: NotUnderstood::TooLong {
+                    chars,
+                    limit: MAX_UTTERANCE_CHARS,
+                },
+            }];
+        }
+        let was_pin = self.awaiting_pin();
         let mut out = self.tick(now);
         if self.pending.is_some() {
             self.handle_reply(intents, utterance, &base, now, spent_today, &mut out);
+        } else if was_pin {
+            // The PIN came after the request expired: it is still a PIN
+            // (never a command, never shown).
+            out.push(Output::Say(
+                "That came too late; the request was cancelled.".into(),
+            ));
+        } else if !utterance.addressed {
+            // Heard without the wake word, and nothing is waiting for an
+            // answer (any more): not for us.
+            out.push(Output::Say(
+                "Say the wake word first for a new command.".into(),
+            ));
         } else {
             self.handle_request(intents, utterance, &base, now, spent_today, &mut out);
         }
@@ -460,16 +610,31 @@ impl Gate {
             return;
         };
         let reply = Self::classify_reply(intents, &utterance.text, base);
-        let unsure = utterance
-            .confidence
-            .is_some_and(|c| c < self.config.min_confidence);
-        pending.facts.reply = Some(utterance.text.clone());
+        let unsure = self.unsure(utterance.confidence);
+        // A PIN is never kept, not even in the facts of a refusal.
+        pending.facts.reply = Some(if pending.stage == Stage::Pin {
+            PIN_REDACTED.to_string()
+        } else {
+            utterance.text.clone()
+        });
         pending.facts.confidence = utterance.confidence.or(pending.facts.confidence);
         match (pending.stage, reply) {
             (_, Reply::No) if !unsure => out.push(Output::Declined {
                 facts: pending.facts,
                 reason: "you said no".into(),
             }),
+            (_, Reply::Other(_)) if !unsure && !utterance.addressed => {
+                // Heard without the wake word while waiting for an answer
+                // (a TV, someone else talking): it is not an answer, and it
+                // is no command either. The question is dropped.
+                out.push(Output::Superseded {
+                    facts: pending.facts,
+                });
+                out.push(Output::Say(
+                    "I stopped waiting for an answer. Say the wake word first for a new command."
+                        .into(),
+                ));
+            }
             (_, Reply::Other(m)) if !unsure => {
                 out.push(Output::Superseded {
                     facts: pending.facts,
@@ -504,7 +669,7 @@ impl Gate {
                         self.pending = Some(pending);
                     }
                 } else {
-                    self.confirm(pending, utterance, now, out);
+                    self.confirm(pending, utterance.text.clone(), now, out);
                 }
             }
             (Stage::Pin, _) if !unsure => self.check_pin(pending, utterance, now, out),
@@ -556,7 +721,7 @@ impl Gate {
         let ok = !digits.is_empty() && self.config.pin.as_ref().is_some_and(|p| p.verify(&digits));
         if ok {
             self.pin_failures = 0;
-            self.confirm(pending, utterance, now, out);
+            self.confirm(pending, PIN_REDACTED.to_string(), now, out);
             return;
         }
         self.pin_failures += 1;
@@ -580,10 +745,12 @@ impl Gate {
         }
     }
 
+    /// `reply` is the confirming reply as it may be kept ([`PIN_REDACTED`]
+    /// for a PIN).
     fn confirm(
         &mut self,
         pending: Pending,
-        utterance: &Utterance,
+        reply: String,
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
     ) {
@@ -600,7 +767,7 @@ impl Gate {
             pending.digest,
             pending.readback,
             now,
-            utterance.text.clone(),
+            reply,
         );
         out.push(Output::RunHigh {
             facts: pending.facts,
@@ -689,11 +856,7 @@ impl Gate {
         // Unsure of what was heard: even a low-stakes command is not
         // guessed at (a timer set from misheard kitchen noise is still
         // wrong); high-stakes requests are refused, and audited, below.
-        if risk == Risk::Low
-            && utterance
-                .confidence
-                .is_some_and(|c| c < self.config.min_confidence)
-        {
+        if risk == Risk::Low && self.unsure(utterance.confidence) {
             out.push(Output::Say(
                 "I'm not sure I heard that right; please say it again.".into(),
             ));
@@ -732,10 +895,7 @@ impl Gate {
             )));
             return;
         }
-        if utterance
-            .confidence
-            .is_some_and(|c| c < self.config.min_confidence)
-        {
+        if self.unsure(utterance.confidence) {
             out.push(refuse(
                 "I'm not sure I heard that right; please say it again".into(),
             ));
@@ -745,8 +905,30 @@ impl Gate {
             out.push(refuse(self.lock_reason(now)));
             return;
         }
+        if let Some(cap) = &self.config.daily_spend_cap
+            && is_purchase(&request.kind)
+        {
+            match &amount {
+                None if !self.config.allow_unpriced => {
+                    out.push(refuse(format!(
+                        "I don't know what {} costs, so I can't check it against your daily limit of {}",
+                        priced_thing(&request).unwrap_or(&m.intent),
+                        cap.spoken()
+                    )));
+                    return;
+                }
+                Some(amount) if amount.currency != cap.currency => {
+                    // The config refuses such prices; this is defence in depth.
+                    out.push(refuse(format!(
+                        "its price is in {}, and your daily limit is in {}",
+                        amount.currency, cap.currency
+                    )));
+                    return;
+                }
+                _ => {}
+            }
+        }
         if let (Some(cap), Some(amount)) = (&self.config.daily_spend_cap, &amount)
-            && amount.currency == cap.currency
             && spent_today.saturating_add(amount.cents) > cap.cents
         {
             let spent = Money {
@@ -770,8 +952,14 @@ impl Gate {
             digest: digest.clone(),
             expires_at,
         });
+        let Some(definition) = info.cloned() else {
+            // Unreachable: an intent without a definition has no action, and
+            // was refused above.
+            return;
+        };
         self.pending = Some(Pending {
             request,
+            definition,
             digest,
             readback,
             facts,
@@ -780,10 +968,18 @@ impl Gate {
         });
     }
 
-    /// Price × quantity for purchases whose item has a configured price.
+    /// Price × quantity for purchases whose product has a configured
+    /// price: the `item` slot, or a drink (`size drink` first, so a size
+    /// may have its own price, then `drink`).
     fn amount_of(&self, request: &ActionRequest) -> Option<Money> {
-        let item = request.slots.get("item")?.as_str()?;
-        let price = self.config.prices.get(item)?;
+        let text = |name: &str| request.slots.get(name).and_then(Value::as_str);
+        let price = match (text("item"), text("drink")) {
+            (Some(item), _) => self.config.prices.get(item)?,
+            (None, Some(drink)) => text("size")
+                .and_then(|size| self.config.prices.get(&format!("{size} {drink}")))
+                .or_else(|| self.config.prices.get(drink))?,
+            (None, None) => return None,
+        };
         let quantity = match request.slots.get("quantity") {
             Some(Value::Number(n)) => n.as_i64()?,
             Some(Value::String(s)) => s.parse().ok()?,
@@ -797,6 +993,18 @@ impl Gate {
     }
 }
 
+/// Purchases are what the daily spend cap limits.
+fn is_purchase(kind: &str) -> bool {
+    kind.starts_with("purchase.")
+}
+
+/// What a purchase buys, for "I don't know what X costs".
+fn priced_thing(request: &ActionRequest) -> Option<&str> {
+    ["item", "drink"]
+        .iter()
+        .find_map(|k| request.slots.get(*k).and_then(Value::as_str))
+}
+
 fn action_kind<'a>(intents: &'a IntentSet, intent: &str) -> Option<&'a str> {
     intents
         .intent(intent)?
@@ -805,15 +1013,21 @@ fn action_kind<'a>(intents: &'a IntentSet, intent: &str) -> Option<&'a str> {
         .map(|a| a.kind.as_str())
 }
 
+/// The most words a confirmation reply has ("yes that's right go ahead").
+const MAX_REPLY_WORDS: usize = 8;
+
 /// "buy batteries yes I confirm": the longest prefix that is a high-stakes
-/// request, when the rest is a confirmation reply.
+/// request, when the rest is a confirmation reply. Only the last
+/// [`MAX_REPLY_WORDS`] cuts are tried, so the work grows linearly with the
+/// text, not with its square.
 fn split_trailing_reply(
     intents: &IntentSet,
     text: &str,
     base: &Map<String, Value>,
 ) -> Option<Match> {
     let words: Vec<&str> = text.split_whitespace().collect();
-    for cut in (1..words.len()).rev() {
+    let first = words.len().saturating_sub(MAX_REPLY_WORDS).max(1);
+    for cut in (first..words.len()).rev() {
         let (head, tail) = (words[..cut].join(" "), words[cut..].join(" "));
         if !matches!(Gate::classify_reply(intents, &tail, base), Reply::Yes) {
             continue;

@@ -143,6 +143,14 @@ pub enum NotUnderstood {
     },
     /// The input would take too much work to match (a safety limit).
     TooComplex,
+    /// The input is longer than anyone says in one breath (a safety limit
+    /// on typed lines and other front ends; nothing is matched).
+    TooLong {
+        /// Its length, in characters.
+        chars: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// The result of recognition.
