@@ -76,6 +76,7 @@ fn every_command_has_help() {
         vec!["audit", "show", "--help"],
         vec!["audit", "verify", "--help"],
         vec!["audit", "export", "--help"],
+        vec!["audit", "head", "--help"],
         vec!["gate", "hash-pin", "--help"],
     ] {
         let o = run(&args);
