@@ -923,6 +923,12 @@ impl WhisperTranscriber {
         prompt: Option<&str>,
     ) -> Result<PhraseScore, SttError> {
         let started = Instant::now();
+        // whisper-rs panics on a prompt with a NUL (it makes a C string).
+        if prompt.is_some_and(|p| p.contains('\0')) {
+            return Err(SttError::Decode(
+                "the prompt contains a NUL character".into(),
+            ));
+        }
         let mut forced = ForcedDecode::new(self._ctx.n_vocab().max(0) as usize, tokens.to_vec());
         let padded = padded_to_whisper_minimum(samples);
         let frames = padded.len() * FRAMES_PER_SECOND / SAMPLE_RATE;
@@ -1404,6 +1410,24 @@ mod tests {
             matches!(result, Err(SttError::SeveralDecoders)),
             "{result:?}"
         );
+    }
+
+    /// A prompt whisper-rs cannot pass to C is an error, not a panic.
+    #[test]
+    fn a_prompt_with_a_nul_is_an_error() {
+        let Some(path) = installed_model() else {
+            eprintln!(
+                "skipping: no whisper model installed (run `voicegate models install {}`)",
+                crate::speech::model::DEFAULT_MODEL
+            );
+            return;
+        };
+        let mut stt = WhisperTranscriber::load(&path, SttOptions::default()).unwrap();
+        let tokens = stt.phrase_tokens(" Jarvis").unwrap();
+        let audio = vec![0.0f32; SAMPLE_RATE];
+        let result = stt.score_phrase(&audio, &tokens, Some("Jarvis.\0 Set a timer."));
+        assert!(matches!(result, Err(SttError::Decode(_))), "{result:?}");
+        assert!(stt.score_phrase(&audio, &tokens, Some("Jarvis.")).is_ok());
     }
 
     #[test]
