@@ -1340,6 +1340,7 @@ mod audit {
             format!("99999999999999999999:{hash}"),
             format!("9223372036854775808:{hash}"),
             format!("0:{hash}"),
+            format!("5:{GENESIS_HASH}"),
             format!("12:{INJECTION}"),
         ] {
             assert!(bad.parse::<Anchor>().is_err(), "{bad:?}");

@@ -409,7 +409,7 @@ impl fmt::Display for Head {
 /// COUNT has hash HASH), or a bare `HASH` (some row has it).
 ///
 /// Always well formed: the hash is 64 lowercase hex digits, the count fits
-/// a row id, and a count of 0 goes with [`GENESIS_HASH`].
+/// a row id, and a count of 0 goes with [`GENESIS_HASH`] and no other.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Anchor {
     count: Option<u64>,
@@ -428,8 +428,10 @@ impl Anchor {
         if count.is_some_and(|c| i64::try_from(c).is_err()) {
             return bad("the row count is too large");
         }
-        if count == Some(0) && hash != GENESIS_HASH {
-            return bad("an empty log's hash is 64 zeros");
+        match (count, hash == GENESIS_HASH) {
+            (Some(0), false) => return bad("an empty log's hash is 64 zeros"),
+            (Some(1..), true) => return bad("64 zeros is only an empty log's hash"),
+            _ => {}
         }
         Ok(Anchor { count, hash })
     }
