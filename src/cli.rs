@@ -66,7 +66,7 @@ pub enum Command {
     /// Handle utterances from stdin, one per line, as if spoken (same gate,
     /// timeouts and audit).
     Chat(ChatArgs),
-    /// The audit log of high-stakes actions: list, show, verify, export.
+    /// The audit log of high-stakes actions: list, show, verify, export, head.
     #[command(subcommand)]
     Audit(crate::audit::cli::AuditCommand),
     /// Gate utilities.

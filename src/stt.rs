@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+    WhisperSysState,
 };
 
 use crate::intent::grammar::{Char, Cursor, Dfa, Grammar, GrammarOptions, Shape, symbol};
@@ -73,6 +74,12 @@ pub enum SttError {
     /// Decoding failed.
     #[error("transcription failed: {0}")]
     Decode(String),
+    /// whisper.cpp ran a forced decode with several decoders (its logits
+    /// callback saw a decoding step twice). The forced decode follows one
+    /// sequence and its bookkeeping is not shared between decoders, so the
+    /// result is refused.
+    #[error("transcription failed: whisper ran a forced decode with several decoders, not one")]
+    SeveralDecoders,
     /// The transcription thread is gone.
     #[error("the transcription thread stopped")]
     Stopped,
@@ -345,40 +352,76 @@ impl WhisperTranscriber {
         samples: &[f32],
         audio_ctx: usize,
     ) -> Result<(String, f32), SttError> {
-        self.encode_only(samples, audio_ctx)?;
+        let encoded = self.encode_only(samples, audio_ctx)?;
         let max_tokens = max_tokens_for(samples.len());
-        let mut reading = self.search_in_grammar(1, max_tokens)?;
+        let mut reading = self.search_in_grammar(encoded, 1, max_tokens)?;
         if self.options.beam > 1 && reading.1 < self.options.beam_below {
-            reading = self.search_in_grammar(self.options.beam, max_tokens)?;
+            reading = self.search_in_grammar(encoded, self.options.beam, max_tokens)?;
         }
         Ok(reading)
     }
 
     /// Runs whisper's encoder on `samples` (and its decoder on the prompt
-    /// only), leaving the state ready for [`Self::search_in_grammar`].
-    fn encode_only(&mut self, samples: &[f32], audio_ctx: usize) -> Result<(), SttError> {
+    /// only), leaving the state ready for [`Self::search_in_grammar`], to
+    /// which it returns the whisper.cpp state it ran on.
+    fn encode_only(&mut self, samples: &[f32], audio_ctx: usize) -> Result<SysState, SttError> {
         let audio = padded_to_whisper_minimum(samples);
-        let mut params = greedy_params(self.options.threads);
-        if audio_ctx < FULL_AUDIO_CTX {
-            params.set_audio_ctx(audio_ctx as i32);
-        }
-        params.set_max_tokens(1);
-        let mut end_at_once = ForcedDecode {
-            n_vocab: self._ctx.n_vocab().max(0) as usize,
-            tokens: vec![self._ctx.token_eot()],
-            logprobs: Vec::new(),
-        };
-        self.full_forced(params, &audio, &mut end_at_once)
+        let mut end_at_once = ForcedDecode::new(
+            self._ctx.n_vocab().max(0) as usize,
+            vec![self._ctx.token_eot()],
+        );
+        self.full_forced(
+            self.options.threads,
+            |params| {
+                if audio_ctx < FULL_AUDIO_CTX {
+                    params.set_audio_ctx(audio_ctx as i32);
+                }
+                params.set_max_tokens(1);
+            },
+            &audio,
+            &mut end_at_once,
+        )?;
+        end_at_once.state.map(SysState).ok_or_else(|| {
+            SttError::Decode("whisper never reached the decoder (no logits callback)".into())
+        })
     }
 
     /// whisper's `full` with its decoder forced through `forced.tokens`
-    /// (each one's log-probability recorded in `forced.logprobs`).
+    /// (each one's log-probability recorded in `forced.logprobs`), with
+    /// [`greedy_params`] changed by `configure`. Greedy with `best_of` 1 is
+    /// one decoder whatever the temperature, which the forced decode needs
+    /// (its callback keeps one sequence's bookkeeping, and several
+    /// decoders may call it from several threads); a decode that ran more
+    /// than one anyway is [`SttError::SeveralDecoders`].
     fn full_forced(
         &mut self,
-        mut params: FullParams,
+        threads: usize,
+        configure: impl FnOnce(&mut FullParams<'_, '_>),
         audio: &[f32],
         forced: &mut ForcedDecode,
     ) -> Result<(), SttError> {
+        self.full_forced_with(
+            SamplingStrategy::Greedy { best_of: 1 },
+            threads,
+            configure,
+            audio,
+            forced,
+        )
+    }
+
+    /// [`Self::full_forced`] with any strategy: only tests pass another, to
+    /// check that several decoders are caught.
+    fn full_forced_with(
+        &mut self,
+        strategy: SamplingStrategy,
+        threads: usize,
+        configure: impl FnOnce(&mut FullParams<'_, '_>),
+        audio: &[f32],
+        forced: &mut ForcedDecode,
+    ) -> Result<(), SttError> {
+        let mut params = decode_params(threads, strategy);
+        configure(&mut params);
+        forced.restart();
         // SAFETY: the callback only touches `logits` and `forced`, which
         // outlives `full` and is not touched by anything else meanwhile.
         unsafe {
@@ -389,13 +432,18 @@ impl WhisperTranscriber {
         }
         self.state
             .full(params, audio)
-            .map_err(|e| SttError::Decode(e.to_string()))
+            .map_err(|e| SttError::Decode(e.to_string()))?;
+        if forced.repeated_step {
+            return Err(SttError::SeveralDecoders);
+        }
+        Ok(())
     }
 
     /// The best reading within the grammar of the audio last encoded, with
     /// a beam of `beam`, and its confidence.
     fn search_in_grammar(
         &mut self,
+        encoded: SysState,
         beam: usize,
         max_tokens: usize,
     ) -> Result<(String, f32), SttError> {
@@ -407,6 +455,7 @@ impl WhisperTranscriber {
         let blank = self.blank;
         let mut model = WhisperNext {
             state: &mut self.state,
+            sys: encoded,
             prompt: &self.prompt,
             cached: Vec::new(),
             threads: DECODER_THREADS,
@@ -495,6 +544,8 @@ fn padded_to_whisper_minimum(samples: &[f32]) -> std::borrow::Cow<'_, [f32]> {
 /// share all but their last few tokens, cost a token or two each.
 struct WhisperNext<'a> {
     state: &'a mut WhisperState,
+    /// The whisper.cpp state behind `state`, from [`WhisperTranscriber::encode_only`].
+    sys: SysState,
     /// The start-of-transcript tokens (and an initial prompt, if any).
     prompt: &'a [i32],
     /// The sequence in the decoder's cache, prompt included.
@@ -521,23 +572,64 @@ impl beam::NextToken for WhisperNext<'_> {
             .decode(&sequence[n_past..], n_past, self.threads)
             .map_err(|e| SttError::Decode(e.to_string()))?;
         self.cached = sequence;
-        let first_row = self
+        // whisper-rs hands out only the first row of logits, as a slice of
+        // n_vocab: a pointer from it may not reach the rows after it. The
+        // base pointer comes from whisper.cpp itself instead.
+        let n_vocab = usize::try_from(self.state.n_vocab())
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| SttError::Decode("the model has no vocabulary".into()))?;
+        let len = n_new
+            .checked_mul(n_vocab)
+            .ok_or_else(|| SttError::Decode("too many tokens in one decode".into()))?;
+        // SAFETY: `self.sys` is the `whisper_state` that whisper.cpp passed
+        // to the logits callback while `encode_only` ran `full` on
+        // `self.state`, i.e. the state `self.state` owns: whisper_full_with_state
+        // hands its own `state` to the callback. It was captured in the same
+        // `decode_in_grammar` call that built this `WhisperNext`, with
+        // nothing in between that replaces the `WhisperState` (only
+        // `transcribe_free` does); from then on `self.state` is borrowed
+        // exclusively for this `WhisperNext`'s life, so the C state is
+        // neither freed (only `WhisperState`'s drop frees it) nor replaced
+        // nor used by anyone else (`WhisperTranscriber` lives on one
+        // thread). whisper-rs keeps no Rust reference into the C++ object,
+        // so reading through the raw pointer aliases none.
+        let base = unsafe { whisper_rs_sys::whisper_get_logits_from_state(self.sys.0.as_ptr()) };
+        // The same buffer as whisper-rs's own accessor, or `sys` is not
+        // this state's (a bug: refuse rather than read another buffer).
+        let own = self
             .state
             .get_logits()
-            .map_err(|e| SttError::Decode(e.to_string()))?;
-        let n_vocab = first_row.len();
-        // SAFETY: whisper.cpp (the version whisper-rs-sys 0.15 builds)
-        // stores a decode's logits as one row of n_vocab per token in the
-        // batch, in a buffer of n_tokens rows, and fills the last row (the
-        // only one asked for); whisper-rs hands out only the first row.
-        // `the_last_row_is_the_last_tokens` checks this against a decode of
-        // the last token alone.
-        let last_row = unsafe {
-            std::slice::from_raw_parts(first_row.as_ptr().add(n_vocab * (n_new - 1)), n_vocab)
-        };
-        Ok(last_row.to_vec())
+            .map_err(|e| SttError::Decode(e.to_string()))?
+            .as_ptr();
+        if base.is_null() || !std::ptr::eq(base, own) {
+            return Err(SttError::Decode(
+                "the logits are not the decoding state's own".into(),
+            ));
+        }
+        // SAFETY: whisper.cpp (the version the pinned whisper-rs-sys 0.15.0
+        // builds) resizes the state's `logits` vector to n_tokens * n_vocab
+        // floats in whisper_decode_internal, n_tokens being the n_new just
+        // decoded, and fills row n_tokens - 1 (the only one asked for); a
+        // std::vector's floats are all initialised. The vector is not
+        // touched again until the next decode, after this copy.
+        // `the_last_row_is_the_last_tokens` checks the layout against a
+        // decode of the last token alone.
+        let rows = unsafe { std::slice::from_raw_parts(base, len) };
+        rows.chunks_exact(n_vocab)
+            .next_back()
+            .map(<[f32]>::to_vec)
+            .ok_or_else(|| SttError::Decode("a decode of no tokens".into()))
     }
 }
+
+/// The whisper.cpp state behind a [`WhisperState`], as whisper.cpp's logits
+/// callback received it (whisper-rs keeps the pointer private). Valid only
+/// while that `WhisperState` lives and is not replaced: so it is used only
+/// within the decode that captured it, by [`WhisperNext`], while it
+/// borrows that `WhisperState`.
+#[derive(Debug, Clone, Copy)]
+struct SysState(std::ptr::NonNull<WhisperSysState>);
 
 /// What grammar-bound decoding needs: the automaton, each vocabulary
 /// token's text, and what it has learnt about the hypotheses seen so far.
@@ -713,11 +805,41 @@ pub struct PhraseScore {
 }
 
 /// What the logits callback needs: the tokens to force and where to put
-/// their log-probabilities.
+/// their log-probabilities; and what it saw of whisper.cpp.
 struct ForcedDecode {
     n_vocab: usize,
     tokens: Vec<i32>,
     logprobs: Vec<f32>,
+    /// The whisper.cpp state `full` runs on, as the callback was given it.
+    state: Option<std::ptr::NonNull<WhisperSysState>>,
+    /// The decoding step (tokens so far) of the callback's latest call.
+    last_step: Option<usize>,
+    /// Whether a call came for a step no later than the one before: with
+    /// one decoder every call is one step further, so this means several
+    /// decoders (or a decode run again), which the forced decode cannot
+    /// follow.
+    repeated_step: bool,
+}
+
+impl ForcedDecode {
+    fn new(n_vocab: usize, tokens: Vec<i32>) -> ForcedDecode {
+        ForcedDecode {
+            n_vocab,
+            logprobs: Vec::with_capacity(tokens.len()),
+            tokens,
+            state: None,
+            last_step: None,
+            repeated_step: false,
+        }
+    }
+
+    /// Forgets what an earlier `full` left, before another.
+    fn restart(&mut self) {
+        self.logprobs.clear();
+        self.state = None;
+        self.last_step = None;
+        self.repeated_step = false;
+    }
 }
 
 /// whisper.cpp calls this once per decoding step with the next token's
@@ -726,7 +848,7 @@ struct ForcedDecode {
 /// possible so that greedy decoding follows the phrase.
 unsafe extern "C" fn force_phrase(
     _ctx: *mut whisper_rs::WhisperSysContext,
-    _state: *mut whisper_rs::WhisperSysState,
+    state: *mut whisper_rs::WhisperSysState,
     _tokens: *const whisper_rs::WhisperTokenData,
     n_tokens: std::os::raw::c_int,
     logits: *mut f32,
@@ -739,7 +861,16 @@ unsafe extern "C" fn force_phrase(
     // (and does not touch) for the duration of `full`, which calls us
     // on its own thread; logits has n_vocab entries.
     let forced = unsafe { &mut *(user_data as *mut ForcedDecode) };
+    if forced.state.is_none() {
+        forced.state = std::ptr::NonNull::new(state);
+    }
     let step = n_tokens.max(0) as usize;
+    // One decoder asks once per step, each step one token further. (A
+    // panic cannot cross into C: `full_forced` reports this instead.)
+    if forced.last_step.is_some_and(|last| step <= last) {
+        forced.repeated_step = true;
+    }
+    forced.last_step = Some(step);
     let Some(&target) = forced.tokens.get(step) else {
         return;
     };
@@ -792,23 +923,30 @@ impl WhisperTranscriber {
         prompt: Option<&str>,
     ) -> Result<PhraseScore, SttError> {
         let started = Instant::now();
-        let mut forced = ForcedDecode {
-            n_vocab: self._ctx.n_vocab().max(0) as usize,
-            tokens: tokens.to_vec(),
-            logprobs: Vec::with_capacity(tokens.len()),
-        };
+        // whisper-rs panics on a prompt with a NUL (it makes a C string).
+        if prompt.is_some_and(|p| p.contains('\0')) {
+            return Err(SttError::Decode(
+                "the prompt contains a NUL character".into(),
+            ));
+        }
+        let mut forced = ForcedDecode::new(self._ctx.n_vocab().max(0) as usize, tokens.to_vec());
+        let padded = padded_to_whisper_minimum(samples);
+        let frames = padded.len() * FRAMES_PER_SECOND / SAMPLE_RATE;
         // One thread: a check of a 2 s window is small enough that a second
         // thread mostly spins (measured: the same CPU time or more), and the
         // wake word's budget is CPU, not latency.
-        let mut params = greedy_params(1);
-        params.set_max_tokens(tokens.len() as i32);
-        if let Some(prompt) = prompt {
-            params.set_initial_prompt(prompt);
-        }
-        let padded = padded_to_whisper_minimum(samples);
-        let frames = padded.len() * FRAMES_PER_SECOND / SAMPLE_RATE;
-        params.set_audio_ctx((frames + 16).min(FULL_AUDIO_CTX) as i32);
-        self.full_forced(params, &padded, &mut forced)?;
+        self.full_forced(
+            1,
+            |params| {
+                params.set_max_tokens(tokens.len() as i32);
+                if let Some(prompt) = prompt {
+                    params.set_initial_prompt(prompt);
+                }
+                params.set_audio_ctx((frames + 16).min(FULL_AUDIO_CTX) as i32);
+            },
+            &padded,
+            &mut forced,
+        )?;
         let mut lp = forced.logprobs.clone();
         lp.resize(tokens.len(), -100.0);
         let mean = lp.iter().sum::<f32>() / lp.len().max(1) as f32;
@@ -1181,12 +1319,13 @@ mod tests {
         let audio: Vec<f32> = (0..2 * SAMPLE_RATE)
             .map(|i| 0.1 * (i as f32 * 0.05).sin())
             .collect();
-        stt.encode_only(&audio, 256).unwrap();
+        let encoded = stt.encode_only(&audio, 256).unwrap();
         let tokens = stt._ctx.tokenize(" Give me a latte", 16).unwrap();
         let prompt = stt.prompt.clone();
         let threads = stt.options.threads;
         let mut model = WhisperNext {
             state: &mut stt.state,
+            sys: encoded,
             prompt: &prompt,
             cached: Vec::new(),
             threads,
@@ -1225,6 +1364,70 @@ mod tests {
             moved > 1.0,
             "logits after different tokens differ by only {moved}"
         );
+    }
+
+    /// The forced decode needs exactly one decoder: whisper.cpp with two
+    /// (greedy with best_of 2 above temperature 0) asks the callback twice
+    /// a step, and `full_forced_with` refuses the result. One thread, so
+    /// that whisper.cpp runs the two decoders one after the other and the
+    /// callback is never entered twice at once.
+    #[test]
+    fn a_forced_decode_runs_one_decoder() {
+        let Some(path) = installed_model() else {
+            eprintln!(
+                "skipping: no whisper model installed (run `voicegate models install {}`)",
+                crate::speech::model::DEFAULT_MODEL
+            );
+            return;
+        };
+        let mut stt = WhisperTranscriber::load(&path, SttOptions::default()).unwrap();
+        let audio: Vec<f32> = (0..2 * SAMPLE_RATE)
+            .map(|i| 0.1 * (i as f32 * 0.05).sin())
+            .collect();
+        let tokens = stt.phrase_tokens(" Give me a latte").unwrap();
+        let n_vocab = stt._ctx.n_vocab() as usize;
+        let configure = |params: &mut FullParams<'_, '_>| {
+            params.set_max_tokens(tokens.len() as i32);
+            params.set_audio_ctx(128);
+            params.set_temperature(0.5);
+        };
+
+        let mut one = ForcedDecode::new(n_vocab, tokens.clone());
+        stt.full_forced(1, configure, &audio, &mut one).unwrap();
+        assert!(!one.repeated_step);
+        assert!(one.state.is_some());
+        assert_eq!(one.logprobs.len(), tokens.len());
+
+        let mut two = ForcedDecode::new(n_vocab, tokens.clone());
+        let result = stt.full_forced_with(
+            SamplingStrategy::Greedy { best_of: 2 },
+            1,
+            configure,
+            &audio,
+            &mut two,
+        );
+        assert!(
+            matches!(result, Err(SttError::SeveralDecoders)),
+            "{result:?}"
+        );
+    }
+
+    /// A prompt whisper-rs cannot pass to C is an error, not a panic.
+    #[test]
+    fn a_prompt_with_a_nul_is_an_error() {
+        let Some(path) = installed_model() else {
+            eprintln!(
+                "skipping: no whisper model installed (run `voicegate models install {}`)",
+                crate::speech::model::DEFAULT_MODEL
+            );
+            return;
+        };
+        let mut stt = WhisperTranscriber::load(&path, SttOptions::default()).unwrap();
+        let tokens = stt.phrase_tokens(" Jarvis").unwrap();
+        let audio = vec![0.0f32; SAMPLE_RATE];
+        let result = stt.score_phrase(&audio, &tokens, Some("Jarvis.\0 Set a timer."));
+        assert!(matches!(result, Err(SttError::Decode(_))), "{result:?}");
+        assert!(stt.score_phrase(&audio, &tokens, Some("Jarvis.")).is_ok());
     }
 
     #[test]

@@ -336,4 +336,142 @@ mod audit {
             assert!(parse(args).is_err(), "{args:?}");
         }
     }
+
+    #[test]
+    fn head_prints_the_anchor_and_verify_checks_it() {
+        let (_dir, db) = sample_log();
+        let last = AuditLog::open_read_only(&db)
+            .expect("open")
+            .get(3)
+            .expect("get")
+            .expect("row 3")
+            .hash;
+        let anchor = format!("3:{last}");
+        let (code, text) = run_to_string(&["head"], &db, false);
+        assert_eq!(code, 0);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0], anchor);
+        assert!(
+            lines[1].starts_with("3 rows; keep this anchor elsewhere"),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with(&format!("--expect-head {anchor}`")),
+            "{text}"
+        );
+        let (code, text) = run_to_string(&["head"], &db, true);
+        let report: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!((code, report), (0, json!({ "count": 3, "hash": last })));
+
+        let intact = format!("audit log intact: 3 rows; it extends the anchor {anchor}\n");
+        assert_eq!(
+            run_to_string(&["verify", "--expect-head", &anchor], &db, false),
+            (0, intact)
+        );
+        let (code, text) = run_to_string(&["verify", "--expect-head", &last], &db, true);
+        let report: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            (code, report),
+            (
+                0,
+                json!({ "intact": true, "rows": 3, "last_hash": last, "extends": last })
+            )
+        );
+
+        // Another log's anchor: intact, but it does not extend it.
+        let other = format!("2:{}", "e".repeat(64));
+        let expected = format!(
+            "audit log BROKEN at row 2: does not extend the anchor: its hash is {}, the anchor's {} \
+             (this row or an earlier one was rewritten, or the log replaced)\n",
+            AuditLog::open_read_only(&db)
+                .expect("open")
+                .get(2)
+                .expect("get")
+                .expect("row 2")
+                .hash,
+            "e".repeat(64)
+        );
+        assert_eq!(
+            run_to_string(&["verify", "--expect-head", &other], &db, false),
+            (1, expected)
+        );
+        let (code, text) = run_to_string(&["verify", "--expect-head", &other], &db, true);
+        let report: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(code, 1);
+        assert_eq!(
+            (&report["intact"], &report["row"], &report["problem"]),
+            (&json!(false), &json!(2), &json!("rewritten"))
+        );
+        // An anchor beyond the end.
+        let (code, text) = run_to_string(
+            &["verify", "--expect-head", &format!("4:{last}")],
+            &db,
+            false,
+        );
+        assert_eq!(code, 1);
+        assert!(
+            text.contains("the anchor records 4 rows, the log has 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn head_and_expect_head_of_a_missing_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("audit.db");
+        let zeros = "0".repeat(64);
+        let (code, text) = run_to_string(&["head"], &db, false);
+        assert_eq!(code, 0);
+        assert_eq!(text.lines().next(), Some(format!("0:{zeros}").as_str()));
+        let (code, text) = run_to_string(&["head"], &db, true);
+        let report: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            (code, report),
+            (0, json!({ "count": 0, "hash": zeros, "missing": true }))
+        );
+        let (code, _) = run_to_string(
+            &["verify", "--expect-head", &format!("0:{zeros}")],
+            &db,
+            false,
+        );
+        assert_eq!(code, 0);
+        // A log that had rows and is now gone does not extend their anchor.
+        let anchor = format!("2:{}", "a".repeat(64));
+        let (code, text) = run_to_string(&["verify", "--expect-head", &anchor], &db, false);
+        assert_eq!(code, 1);
+        assert!(
+            text.starts_with(&format!("no audit log at {}: ", db.display())),
+            "{text}"
+        );
+        assert!(
+            text.contains("the anchor records 2 rows, the log has 0"),
+            "{text}"
+        );
+        let (code, text) = run_to_string(&["verify", "--expect-head", &"a".repeat(64)], &db, true);
+        let report: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(code, 1);
+        assert_eq!(
+            (&report["intact"], &report["missing"], &report["problem"]),
+            (&json!(false), &json!(true), &json!("rewritten"))
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    #[test]
+    fn a_bad_anchor_is_a_usage_error() {
+        for bad in ["", "3", "3:abc", "x:", "1:2:", "3:'); DROP TABLE audit; --"] {
+            let err = parse(&["verify", "--expect-head", bad]).expect_err(bad);
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("invalid anchor"), "{bad}: {err}");
+        }
+        assert!(matches!(
+            parse(&["verify"]),
+            Ok(AuditCommand::Verify { expect_head: None })
+        ));
+    }
 }

@@ -11,8 +11,8 @@ mod audit {
     use sha2::{Digest, Sha256};
     use tempfile::TempDir;
     use voicegate::audit::{
-        AuditError, AuditEvent, AuditLog, AuditOutcome, AuditRow, Decimal, Filter, GENESIS_HASH,
-        Problem, Verification,
+        Anchor, AuditError, AuditEvent, AuditLog, AuditOutcome, AuditRow, Decimal, Filter,
+        GENESIS_HASH, Head, Problem, Verification,
     };
 
     const INJECTION: &str = "'); DROP TABLE audit; --";
@@ -639,7 +639,9 @@ mod audit {
         ));
     }
 
-    /// The documented limit: a consistent rewrite (rows and head) is not detected.
+    /// The documented limit: a consistent rewrite (rows and head) is not
+    /// detected by `verify` alone (an anchor kept elsewhere detects it: see
+    /// `a_chain_rewritten_from_row_1_passes_verify_but_not_the_anchor`).
     #[test]
     fn consistent_rewrite_is_the_documented_limit() {
         let (_dir, path) = temp_db();
@@ -1100,5 +1102,248 @@ mod audit {
             log.spent_since(at(0), "EUR").expect("spent").to_string(),
             "116.85"
         );
+    }
+
+    /// Rewrites every row from row 1 on, consistently: row 1's transcript
+    /// changes, every hash and previous hash is recomputed per the
+    /// documented format, and the head follows. What `verify` alone cannot
+    /// see.
+    fn rewrite_chain_from_row_1(path: &Path) {
+        let conn = tamper_connection(path);
+        conn.execute(
+            "UPDATE audit SET transcript = 'order twenty oat milk' WHERE id = 1",
+            [],
+        )
+        .expect("edit row 1");
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+            .expect("count");
+        let mut prev = GENESIS_HASH.to_string();
+        for id in 1..=rows {
+            conn.execute(
+                "UPDATE audit SET prev_hash = ?1 WHERE id = ?2",
+                rusqlite::params![prev, id],
+            )
+            .expect("relink");
+            let (hash, _) = documented_hash_of_stored(&conn, id);
+            conn.execute(
+                "UPDATE audit SET hash = ?1 WHERE id = ?2",
+                rusqlite::params![hash, id],
+            )
+            .expect("rehash");
+            prev = hash;
+        }
+        conn.execute(
+            "UPDATE audit_head SET last_hash = ?1 WHERE one = 1",
+            [&prev],
+        )
+        .expect("head");
+    }
+
+    #[test]
+    fn a_chain_rewritten_from_row_1_passes_verify_but_not_the_anchor() {
+        let (_dir, path) = temp_db();
+        let rows = five_rows(&path);
+        let head = AuditLog::open_read_only(&path)
+            .expect("open")
+            .head()
+            .expect("head");
+        assert_eq!(
+            head,
+            Head {
+                count: 5,
+                hash: rows[4].hash.clone()
+            }
+        );
+        assert_eq!(head.to_string(), format!("5:{}", rows[4].hash));
+
+        rewrite_chain_from_row_1(&path);
+        let log = AuditLog::open_read_only(&path).expect("open");
+        assert_eq!(
+            log.get(1).expect("get").expect("row 1").event.transcript,
+            "order twenty oat milk"
+        );
+        let new_hash = log.get(5).expect("get").expect("row 5").hash;
+        assert_ne!(new_hash, head.hash);
+        // The rewrite is consistent: the chain alone checks out.
+        assert_eq!(
+            log.verify().expect("verify"),
+            Verification::Intact {
+                rows: 5,
+                last_hash: new_hash.clone()
+            }
+        );
+        // The anchor kept elsewhere does not.
+        let anchor = Anchor::from(head.clone());
+        let result = log.verify_extends(&anchor).expect("verify");
+        assert_eq!(
+            result,
+            Verification::Broken {
+                row: 5,
+                problem: Problem::AnchorMismatch {
+                    anchored: head.hash.clone(),
+                    found: new_hash.clone(),
+                }
+            }
+        );
+        let message = result.to_string();
+        assert!(
+            message.starts_with("audit log BROKEN at row 5: does not extend the anchor"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&head.hash) && message.contains(&new_hash),
+            "{message}"
+        );
+        // As a bare hash (any row): no row has it any more.
+        let bare: Anchor = head.hash.parse().expect("anchor");
+        assert_eq!(
+            log.verify_extends(&bare).expect("verify"),
+            Verification::Broken {
+                row: 0,
+                problem: Problem::AnchorNotFound {
+                    anchored: head.hash.clone()
+                }
+            }
+        );
+        // Anchoring an earlier row catches it as well (row 1 changed).
+        let first: Anchor = format!("1:{}", rows[0].hash).parse().expect("anchor");
+        assert!(matches!(
+            log.verify_extends(&first).expect("verify"),
+            Verification::Broken {
+                row: 1,
+                problem: Problem::AnchorMismatch { .. }
+            }
+        ));
+    }
+
+    #[test]
+    fn an_appended_log_extends_an_older_anchor() {
+        let (_dir, path) = temp_db();
+        let empty = AuditLog::open(&path).expect("open").head().expect("head");
+        assert_eq!(
+            empty,
+            Head {
+                count: 0,
+                hash: GENESIS_HASH.to_string()
+            }
+        );
+        five_rows(&path);
+        let log = AuditLog::open(&path).expect("open");
+        let old = log.head().expect("head");
+        for n in 0..3 {
+            log.append(&purchase("c", AuditOutcome::Requested), at(10 + n))
+                .expect("append");
+        }
+        let now = log.head().expect("head");
+        assert_eq!(now.count, 8);
+        let intact = Verification::Intact {
+            rows: 8,
+            last_hash: now.hash.clone(),
+        };
+        for anchor in [
+            Anchor::from(empty),
+            Anchor::from(old.clone()),
+            old.hash.parse().expect("bare hash"),
+            old.hash.to_uppercase().parse().expect("upper case"),
+            Anchor::from(now.clone()),
+        ] {
+            assert_eq!(
+                log.verify_extends(&anchor).expect("verify"),
+                intact,
+                "{anchor}"
+            );
+        }
+        // A chain problem is still reported first, anchor or not.
+        tamper_connection(&path)
+            .execute("UPDATE audit SET detail = 'x' WHERE id = 7", [])
+            .expect("tamper");
+        assert_eq!(
+            log.verify_extends(&Anchor::from(old)).expect("verify"),
+            Verification::Broken {
+                row: 7,
+                problem: Problem::Edited
+            }
+        );
+    }
+
+    /// Rolling the log back to an earlier state (as restoring an older copy
+    /// would) leaves an intact log that does not reach a later anchor.
+    #[test]
+    fn a_log_rolled_back_does_not_reach_a_later_anchor() {
+        let (_dir, path) = temp_db();
+        let rows = five_rows(&path);
+        let head = AuditLog::open_read_only(&path)
+            .expect("open")
+            .head()
+            .expect("head");
+        let conn = tamper_connection(&path);
+        conn.execute_batch("DELETE FROM audit WHERE id > 3")
+            .expect("delete");
+        conn.execute(
+            "UPDATE audit_head SET count = 3, last_hash = ?1 WHERE one = 1",
+            [&rows[2].hash],
+        )
+        .expect("head");
+        drop(conn);
+        let log = AuditLog::open_read_only(&path).expect("open");
+        assert!(log.verify().expect("verify").is_intact());
+        assert_eq!(
+            log.verify_extends(&Anchor::from(head)).expect("verify"),
+            Verification::Broken {
+                row: 5,
+                problem: Problem::AnchorBeyondEnd {
+                    anchored_rows: 5,
+                    rows: 3
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn head_refuses_a_head_record_that_disagrees_with_the_rows() {
+        let (_dir, path) = temp_db();
+        five_rows(&path);
+        tamper_connection(&path)
+            .execute_batch("DELETE FROM audit WHERE id = 5")
+            .expect("tamper");
+        let err = AuditLog::open_read_only(&path)
+            .expect("open")
+            .head()
+            .expect_err("damaged");
+        assert!(matches!(err, AuditError::Damaged { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn anchors_parse_strictly() {
+        let hash = "ab".repeat(32);
+        let anchor: Anchor = format!(" 12:{} \n", hash.to_uppercase())
+            .parse()
+            .expect("parse");
+        assert_eq!((anchor.count(), anchor.hash()), (Some(12), hash.as_str()));
+        assert_eq!(anchor.to_string(), format!("12:{hash}"));
+        let bare: Anchor = hash.parse().expect("parse");
+        assert_eq!((bare.count(), bare.to_string()), (None, hash.clone()));
+        let zero: Anchor = format!("0:{GENESIS_HASH}").parse().expect("parse");
+        assert!(zero.is_empty_log());
+        for bad in [
+            String::new(),
+            "12".to_string(),
+            format!("12:{}", &hash[1..]),
+            format!("12:{hash}0"),
+            format!("12:{}", "g".repeat(64)),
+            format!(":{hash}"),
+            format!("-1:{hash}"),
+            format!("+1:{hash}"),
+            format!("1 :{hash}"),
+            format!("1:2:{hash}"),
+            format!("99999999999999999999:{hash}"),
+            format!("9223372036854775808:{hash}"),
+            format!("0:{hash}"),
+            format!("5:{GENESIS_HASH}"),
+            format!("12:{INJECTION}"),
+        ] {
+            assert!(bad.parse::<Anchor>().is_err(), "{bad:?}");
+        }
     }
 }

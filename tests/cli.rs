@@ -76,6 +76,7 @@ fn every_command_has_help() {
         vec!["audit", "show", "--help"],
         vec!["audit", "verify", "--help"],
         vec!["audit", "export", "--help"],
+        vec!["audit", "head", "--help"],
         vec!["gate", "hash-pin", "--help"],
     ] {
         let o = run(&args);
@@ -209,6 +210,36 @@ fn purchase_then_yes_runs_once_and_is_audited() {
 
     let o = run(&["--data-dir", &data, "audit", "verify"]);
     assert!(o.status.success(), "{}", text(&o));
+    // The anchor `audit head` prints checks out; another log's does not.
+    let o = run(&["--data-dir", &data, "audit", "head"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let anchor = stdout.lines().next().unwrap_or_default();
+    assert!(anchor.starts_with("3:"), "{}", text(&o));
+    let o = run(&[
+        "--data-dir",
+        &data,
+        "audit",
+        "verify",
+        "--expect-head",
+        anchor,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let other = format!("3:{}", "e".repeat(64));
+    let o = run(&[
+        "--data-dir",
+        &data,
+        "audit",
+        "verify",
+        "--expect-head",
+        &other,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("does not extend the anchor"),
+        "{}",
+        text(&o)
+    );
     let o = run(&["--data-dir", &data, "--json", "audit", "list"]);
     let outcomes: Vec<String> = String::from_utf8_lossy(&o.stdout)
         .lines()

@@ -1,4 +1,5 @@
-//! `voicegate audit ...`: list, show, verify and export the audit log.
+//! `voicegate audit ...`: list, show, verify, export the audit log, and
+//! print its head (the anchor an auditor keeps elsewhere).
 //!
 //! These commands only read: they open the log read-only and never create
 //! it. A missing file reads as an empty log, since without an outside
@@ -7,7 +8,9 @@
 //!
 //! - `list` prints "no audit log at PATH yet" (nothing with `--json`), exit 0;
 //! - `show ID` prints "no audit log at PATH yet" (`null` with `--json`), exit 1;
-//! - `verify` prints "no audit log at PATH yet: nothing to verify (0 rows)", exit 0;
+//! - `verify` prints "no audit log at PATH yet: nothing to verify (0 rows)", exit 0
+//!   (with `--expect-head`, exit 1 unless the anchor is an empty log's);
+//! - `head` prints an empty log's anchor, `0:` and 64 zeros, exit 0;
 //! - `export` writes an empty export (a CSV header, or `[]`), exit 0.
 //!
 //! Text output escapes control characters in transcripts and other recorded
@@ -21,7 +24,9 @@ use clap::{Subcommand, ValueEnum};
 use serde_json::json;
 
 use super::export;
-use super::{AuditError, AuditLog, AuditOutcome, AuditRow, Filter, Verification};
+use super::{
+    Anchor, AuditError, AuditLog, AuditOutcome, AuditRow, Filter, GENESIS_HASH, Head, Verification,
+};
 
 /// `voicegate audit ...`
 #[derive(Debug, Clone, PartialEq, Subcommand)]
@@ -46,7 +51,17 @@ pub enum AuditCommand {
         id: i64,
     },
     /// Check the hash chain and the head; exit 1 if the log was tampered with.
-    Verify,
+    Verify {
+        /// Also check that the log extends this anchor, printed earlier by
+        /// `audit head` and kept elsewhere: row COUNT still has hash HASH
+        /// (a bare HASH: some row has it). Without it, a consistent rewrite
+        /// of the whole file passes.
+        #[arg(long, value_name = "COUNT:HASH")]
+        expect_head: Option<Anchor>,
+    },
+    /// Print the anchor to keep elsewhere: COUNT:HASH (the row count and the
+    /// last row's hash), for a later `verify --expect-head`.
+    Head,
     /// Export the whole log to standard output.
     Export {
         /// Output format. Default: csv, or json with --json.
@@ -68,7 +83,8 @@ pub enum ExportFormat {
 ///
 /// `json` selects machine-readable output; `now` resolves relative `--since`
 /// values (the caller reads the clock). Returns the exit code: 0, or 1 when
-/// `verify` finds the log broken or `show` finds no such row.
+/// `verify` finds the log broken (or not extending `--expect-head`) or
+/// `show` finds no such row.
 pub fn run(
     cmd: AuditCommand,
     db: &Path,
@@ -131,8 +147,32 @@ pub fn run(
             }
             Ok(0)
         }
-        AuditCommand::Verify => {
+        AuditCommand::Verify { expect_head } => {
             let Some(log) = open(db)? else {
+                // No file: an empty log, which extends only an empty log's anchor.
+                let verification = match &expect_head {
+                    Some(anchor) => anchor.check_missing_log(),
+                    None => Verification::Intact {
+                        rows: 0,
+                        last_hash: GENESIS_HASH.to_string(),
+                    },
+                };
+                if let Verification::Broken { row, problem } = &verification {
+                    let message = format!("no audit log at {}: {problem}", db.display());
+                    if json {
+                        let report = json!({
+                            "intact": false,
+                            "missing": true,
+                            "row": row,
+                            "problem": problem.kind(),
+                            "message": message,
+                        });
+                        writeln!(out, "{report}")?;
+                    } else {
+                        writeln!(out, "{message}")?;
+                    }
+                    return Ok(1);
+                }
                 if json {
                     let report = json!({ "intact": true, "rows": 0, "missing": true });
                     writeln!(out, "{report}")?;
@@ -145,11 +185,19 @@ pub fn run(
                 }
                 return Ok(0);
             };
-            let verification = log.verify()?;
+            let verification = match &expect_head {
+                Some(anchor) => log.verify_extends(anchor)?,
+                None => log.verify()?,
+            };
             if json {
                 let report = match &verification {
                     Verification::Intact { rows, last_hash } => {
-                        json!({ "intact": true, "rows": rows, "last_hash": last_hash })
+                        let mut report =
+                            json!({ "intact": true, "rows": rows, "last_hash": last_hash });
+                        if let Some(anchor) = &expect_head {
+                            report["extends"] = json!(anchor.to_string());
+                        }
+                        report
                     }
                     Verification::Broken { row, problem } => json!({
                         "intact": false,
@@ -160,9 +208,50 @@ pub fn run(
                 };
                 writeln!(out, "{report}")?;
             } else {
-                writeln!(out, "{verification}")?;
+                match (&verification, &expect_head) {
+                    (Verification::Intact { .. }, Some(anchor)) => {
+                        writeln!(out, "{verification}; it extends the anchor {anchor}")?
+                    }
+                    _ => writeln!(out, "{verification}")?,
+                }
             }
             Ok(if verification.is_intact() { 0 } else { 1 })
+        }
+        AuditCommand::Head => {
+            let (head, missing) = match open(db)? {
+                Some(log) => (log.head()?, false),
+                None => (
+                    Head {
+                        count: 0,
+                        hash: GENESIS_HASH.to_string(),
+                    },
+                    true,
+                ),
+            };
+            if json {
+                let mut report = json!({ "count": head.count, "hash": head.hash });
+                if missing {
+                    report["missing"] = json!(true);
+                }
+                writeln!(out, "{report}")?;
+            } else {
+                writeln!(out, "{head}")?;
+                if missing {
+                    writeln!(
+                        out,
+                        "no audit log at {} yet: the anchor of an empty log",
+                        db.display()
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "{} rows; keep this anchor elsewhere, and check later that the log only grew \
+                         with `voicegate audit verify --expect-head {head}`",
+                        head.count
+                    )?;
+                }
+            }
+            Ok(0)
         }
         AuditCommand::Export { format } => {
             let format = format.unwrap_or(if json {

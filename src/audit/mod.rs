@@ -96,13 +96,35 @@
 //!   head's: the row was replaced, or later rows were deleted and the head's
 //!   count edited to match).
 //!
-//! The honest limit: this is tamper-*evidence* without a secret or an
-//! outside witness. Someone who can write the file and rewrites it
+//! The honest limit: on its own this is tamper-*evidence* without a secret
+//! or an outside witness. Someone who can write the file and rewrites it
 //! consistently (recomputing the hashes from the first changed row on, and
 //! the head; or deleting the last rows and setting the head to match) or
-//! replaces it with an older copy or an empty log, is not detected. Keeping
-//! the last hash from [`Verification::Intact`] somewhere else now and then (a
-//! backup, a receipt) turns that into a detectable event.
+//! replaces it with an older copy or an empty log, is not detected by
+//! `verify`: the file alone cannot tell a rewritten history from a true one.
+//!
+//! # The anchor: a witness kept elsewhere
+//!
+//! [`AuditLog::head`] (`voicegate audit head`) gives the [`Head`], written
+//! `COUNT:HASH`: the row count and the last row's hash. An auditor keeps it
+//! somewhere the log's writer cannot change (a note, a ticket, a backup,
+//! another machine). Later, [`AuditLog::verify_extends`] (`voicegate audit
+//! verify --expect-head COUNT:HASH`) checks the chain as `verify` does and,
+//! in the same snapshot, that row COUNT still exists with hash HASH: since
+//! every hash covers the previous one, that row pins every row up to it,
+//! so the log now is the anchored log plus appended rows. A bare `HASH`
+//! anchor means "some row has this hash". Against an anchor, a rewrite of
+//! any row up to COUNT ([`Problem::AnchorMismatch`] or
+//! [`Problem::AnchorNotFound`]), and a log rolled back, truncated or
+//! replaced by an older copy or an empty one ([`Problem::AnchorBeyondEnd`]),
+//! are detected.
+//!
+//! What an anchor cannot do: it says nothing about rows appended after it
+//! was taken (those are as safe as the plain chain until the next anchor),
+//! and it is only as good as the place it is kept: whoever can change both
+//! the log and the kept anchor can rewrite history undetected. The writer
+//! of the log needs no secret, and nothing about the anchor is stored in
+//! the data directory.
 
 mod canonical;
 pub mod cli;
@@ -324,13 +346,15 @@ pub enum Verification {
     Intact {
         /// How many rows.
         rows: u64,
-        /// The last row's hash ([`GENESIS_HASH`] when empty): worth keeping
-        /// elsewhere, to detect a later wholesale rewrite.
+        /// The last row's hash ([`GENESIS_HASH`] when empty). With `rows`,
+        /// the [`Head`] to keep elsewhere as an anchor (see the module
+        /// header).
         last_hash: String,
     },
     /// The first problem found.
     Broken {
-        /// The row it concerns (0 for [`Problem::BadHead`]).
+        /// The row it concerns (0 for [`Problem::BadHead`] and
+        /// [`Problem::AnchorNotFound`]).
         row: i64,
         /// What is wrong.
         problem: Problem,
@@ -352,12 +376,180 @@ impl fmt::Display for Verification {
                 problem: problem @ Problem::BadHead { .. },
                 ..
             } => write!(f, "audit log BROKEN at the head record: {problem}"),
+            Verification::Broken {
+                problem: problem @ Problem::AnchorNotFound { .. },
+                ..
+            } => write!(f, "audit log BROKEN: {problem}"),
             Verification::Broken { row, problem } => {
                 write!(f, "audit log BROKEN at row {row}: {problem}")
             }
         }
     }
 }
+
+/// The head of the log: how many rows it has and the last one's hash
+/// ([`GENESIS_HASH`] when empty). Written `COUNT:HASH`; see
+/// [`AuditLog::head`] and [`Anchor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Rows in the log.
+    pub count: u64,
+    /// Row `count`'s hash.
+    pub hash: String,
+}
+
+impl fmt::Display for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.count, self.hash)
+    }
+}
+
+/// A [`Head`] taken earlier and kept outside the log, which
+/// [`AuditLog::verify_extends`] checks the log against: `COUNT:HASH` (row
+/// COUNT has hash HASH), or a bare `HASH` (some row has it).
+///
+/// Always well formed: the hash is 64 lowercase hex digits, the count fits
+/// a row id, and a count of 0 goes with [`GENESIS_HASH`] and no other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    count: Option<u64>,
+    hash: String,
+}
+
+impl Anchor {
+    /// The anchor `count:hash` (`count` `None`: any row with `hash`).
+    /// Hex digits may be upper or lower case.
+    pub fn new(count: Option<u64>, hash: &str) -> Result<Anchor, ParseAnchorError> {
+        let bad = |why: &str| Err(ParseAnchorError(why.to_string()));
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return bad("the hash must be 64 hex digits");
+        }
+        let hash = hash.to_ascii_lowercase();
+        if count.is_some_and(|c| i64::try_from(c).is_err()) {
+            return bad("the row count is too large");
+        }
+        match (count, hash == GENESIS_HASH) {
+            (Some(0), false) => return bad("an empty log's hash is 64 zeros"),
+            (Some(1..), true) => return bad("64 zeros is only an empty log's hash"),
+            _ => {}
+        }
+        Ok(Anchor { count, hash })
+    }
+
+    /// The anchored row count, when given.
+    pub fn count(&self) -> Option<u64> {
+        self.count
+    }
+
+    /// The anchored hash.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Whether every log extends it: the anchor of an empty log.
+    pub fn is_empty_log(&self) -> bool {
+        self.hash == GENESIS_HASH
+    }
+
+    /// Checks a log with `rows` intact rows against the anchor, given the
+    /// hash of row `count` (when the anchor has a count and the log has that
+    /// row) and whether any row has the anchored hash.
+    pub(crate) fn check(
+        &self,
+        rows: u64,
+        at_count: Option<&str>,
+        hash_seen: bool,
+    ) -> Option<(i64, Problem)> {
+        if self.is_empty_log() {
+            return None;
+        }
+        let Some(count) = self.count else {
+            return (!hash_seen).then(|| {
+                let problem = Problem::AnchorNotFound {
+                    anchored: self.hash.clone(),
+                };
+                (0, problem)
+            });
+        };
+        // `Anchor::new` keeps the count within i64.
+        let row = i64::try_from(count).unwrap_or(i64::MAX);
+        match at_count {
+            None => Some((
+                row,
+                Problem::AnchorBeyondEnd {
+                    anchored_rows: count,
+                    rows,
+                },
+            )),
+            Some(found) if found != self.hash => Some((
+                row,
+                Problem::AnchorMismatch {
+                    anchored: self.hash.clone(),
+                    found: found.to_string(),
+                },
+            )),
+            Some(_) => None,
+        }
+    }
+
+    /// What a missing log (no file) is, checked against this anchor.
+    pub fn check_missing_log(&self) -> Verification {
+        match self.check(0, None, false) {
+            None => Verification::Intact {
+                rows: 0,
+                last_hash: GENESIS_HASH.to_string(),
+            },
+            Some((row, problem)) => Verification::Broken { row, problem },
+        }
+    }
+}
+
+impl From<Head> for Anchor {
+    fn from(head: Head) -> Anchor {
+        Anchor {
+            count: Some(head.count),
+            hash: head.hash,
+        }
+    }
+}
+
+impl fmt::Display for Anchor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.count {
+            Some(count) => write!(f, "{count}:{}", self.hash),
+            None => f.write_str(&self.hash),
+        }
+    }
+}
+
+impl FromStr for Anchor {
+    type Err = ParseAnchorError;
+
+    /// `COUNT:HASH` or `HASH`, as `voicegate audit head` prints it
+    /// (surrounding white space is ignored).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let text = s.trim();
+        match text.split_once(':') {
+            None => Anchor::new(None, text),
+            Some((count, hash)) => {
+                if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ParseAnchorError(
+                        "the row count must be a whole number".to_string(),
+                    ));
+                }
+                let count = count
+                    .parse::<u64>()
+                    .map_err(|_| ParseAnchorError("the row count is too large".to_string()))?;
+                Anchor::new(Some(count), hash)
+            }
+        }
+    }
+}
+
+/// Text that is not an [`Anchor`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid anchor: {0} (expected COUNT:HASH as `voicegate audit head` prints it, or HASH)")]
+pub struct ParseAnchorError(String);
 
 /// What [`AuditLog::verify`] found wrong with a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,6 +589,29 @@ pub enum Problem {
         /// How.
         reason: String,
     },
+    /// The log is intact but does not extend the anchor: the anchored row
+    /// has another hash, so it or an earlier row was rewritten since the
+    /// anchor was taken, or the log was replaced.
+    AnchorMismatch {
+        /// The anchor's hash.
+        anchored: String,
+        /// The row's hash now.
+        found: String,
+    },
+    /// The log is intact but has fewer rows than the anchor: rows were
+    /// removed since, or the log was replaced with an older copy.
+    AnchorBeyondEnd {
+        /// Rows the anchor records.
+        anchored_rows: u64,
+        /// Rows the log has.
+        rows: u64,
+    },
+    /// The log is intact but no row has the anchor's hash (an anchor given
+    /// as a bare hash; reported as row 0).
+    AnchorNotFound {
+        /// The anchor's hash.
+        anchored: String,
+    },
 }
 
 impl Problem {
@@ -410,6 +625,8 @@ impl Problem {
             Problem::LinkBroken => "reordered",
             Problem::BadId | Problem::NotInHead { .. } => "inserted",
             Problem::HeadHashMismatch | Problem::BadHead { .. } => "head",
+            Problem::AnchorMismatch { .. } | Problem::AnchorNotFound { .. } => "rewritten",
+            Problem::AnchorBeyondEnd { .. } => "deleted",
         }
     }
 }
@@ -432,6 +649,24 @@ impl fmt::Display for Problem {
                 "replaced, or later rows deleted (its hash differs from the head's last hash)",
             ),
             Problem::BadHead { reason } => write!(f, "{reason}"),
+            Problem::AnchorMismatch { anchored, found } => write!(
+                f,
+                "does not extend the anchor: its hash is {found}, the anchor's {anchored} \
+                 (this row or an earlier one was rewritten, or the log replaced)"
+            ),
+            Problem::AnchorBeyondEnd {
+                anchored_rows,
+                rows,
+            } => write!(
+                f,
+                "does not extend the anchor: the anchor records {anchored_rows} rows, \
+                 the log has {rows} (rows removed, or the log replaced by an older copy)"
+            ),
+            Problem::AnchorNotFound { anchored } => write!(
+                f,
+                "does not extend the anchor: no row has the hash {anchored} \
+                 (rewritten, or the log replaced)"
+            ),
         }
     }
 }

@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 use super::canonical::{GENESIS_HASH, RowContent};
 use super::decimal::Decimal;
 use super::{
-    AuditError, AuditEvent, AuditOutcome, AuditRow, Filter, Problem, Verification, export,
-    format_time,
+    Anchor, AuditError, AuditEvent, AuditOutcome, AuditRow, Filter, Head, Problem, Verification,
+    export, format_time,
 };
 
 /// How long an append waits for another process's transaction.
@@ -277,12 +277,67 @@ impl AuditLog {
         Ok(rows.pop())
     }
 
+    /// The head (row count and last hash), read in one snapshot: what an
+    /// auditor keeps elsewhere to check later, with [`Self::verify_extends`],
+    /// that the log was only appended to since.
+    ///
+    /// Checks only that the head record and the last row agree
+    /// ([`AuditError::Damaged`] otherwise), not the whole chain: run
+    /// [`Self::verify`] before trusting a head enough to keep it.
+    pub fn head(&self) -> Result<Head, AuditError> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)
+            .map_err(|e| self.err(e))?;
+        let (count, hash) = match read_head(&tx).map_err(|e| self.err(e))? {
+            Ok(head) => head,
+            Err(reason) => return Err(self.damaged(reason)),
+        };
+        let last: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let consistent = match &last {
+            None => count == 0 && hash == GENESIS_HASH,
+            Some((id, last_hash)) => *id == count && *last_hash == hash,
+        };
+        if !consistent {
+            return Err(self.damaged(format!(
+                "the head records {count} rows ending in {hash}, but the last row is {}",
+                last.map_or_else(|| "missing".to_string(), |(id, h)| format!("{id} ({h})"))
+            )));
+        }
+        Ok(Head {
+            count: count.unsigned_abs(),
+            hash,
+        })
+    }
+
     /// Checks the whole chain and the head within one read snapshot (so it
     /// works while other processes append) and reports the first problem.
     ///
     /// `Err` only when the database cannot be read at all; tampering is an
     /// `Ok(Verification::Broken { .. })`.
     pub fn verify(&self) -> Result<Verification, AuditError> {
+        self.verify_with(None)
+    }
+
+    /// [`Self::verify`], and then, in the same snapshot, whether the log
+    /// extends `anchor` (a [`Head`] taken earlier): row `anchor.count()`
+    /// exists and still has the anchored hash (for a bare hash: some row
+    /// has it). Chain problems are reported first; a log that is intact
+    /// but does not extend the anchor is broken with
+    /// [`Problem::AnchorMismatch`], [`Problem::AnchorBeyondEnd`] or
+    /// [`Problem::AnchorNotFound`]. This detects what `verify` alone
+    /// cannot: a consistent rewrite of rows the anchor covers, and a log
+    /// replaced by an older copy.
+    pub fn verify_extends(&self, anchor: &Anchor) -> Result<Verification, AuditError> {
+        self.verify_with(Some(anchor))
+    }
+
+    fn verify_with(&self, anchor: Option<&Anchor>) -> Result<Verification, AuditError> {
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)
             .map_err(|e| self.err(e))?;
         // The first read starts the snapshot; everything below sees it.
@@ -301,6 +356,10 @@ impl AuditLog {
         let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
         let mut expected: i64 = 1;
         let mut prev = GENESIS_HASH.to_string();
+        // The anchored row's hash, and whether any row has the anchored hash.
+        let anchor_row = anchor.and_then(Anchor::count);
+        let mut at_anchor: Option<String> = None;
+        let mut anchor_seen = false;
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
             let broken = |at: i64, problem: Problem| Ok(Verification::Broken { row: at, problem });
             // `id` is the rowid, always an integer.
@@ -320,6 +379,12 @@ impl AuditLog {
             }
             if content.hash() != hash {
                 return broken(id, Problem::Edited);
+            }
+            if let Some(anchor) = anchor {
+                if anchor_row == Some(id.unsigned_abs()) {
+                    at_anchor = Some(hash.clone());
+                }
+                anchor_seen |= hash == anchor.hash();
             }
             prev = hash;
             expected += 1;
@@ -356,6 +421,11 @@ impl AuditLog {
                     problem: Problem::HeadHashMismatch,
                 }
             });
+        }
+        if let Some((row, problem)) =
+            anchor.and_then(|a| a.check(found.unsigned_abs(), at_anchor.as_deref(), anchor_seen))
+        {
+            return Ok(Verification::Broken { row, problem });
         }
         Ok(Verification::Intact {
             rows: found.unsigned_abs(),
