@@ -526,6 +526,18 @@ fn decoder_prompt(ctx: &WhisperContext, initial: &str) -> Result<Vec<i32>, Strin
 }
 
 /// whisper needs at least 1 s of audio: shorter clips are padded with silence.
+/// A confidence the gate can compare: anything that is not a finite
+/// number in 0..=1 (a NaN from a degenerate decode, say) becomes 0, "unsure".
+/// The gate treats non-finite values as unsure too; this keeps the events
+/// and the audit log free of them.
+fn sane_confidence(c: f32) -> f32 {
+    if c.is_finite() {
+        c.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
+}
+
 fn padded_to_whisper_minimum(samples: &[f32]) -> std::borrow::Cow<'_, [f32]> {
     let min_len = SAMPLE_RATE + SAMPLE_RATE / 10;
     if samples.len() < min_len {
@@ -1031,7 +1043,7 @@ impl Transcriber for WhisperTranscriber {
         }
         Ok(Transcript {
             text,
-            confidence,
+            confidence: sane_confidence(confidence),
             audio_secs,
             decode_secs: started.elapsed().as_secs_f32(),
             audio_ctx: used_ctx,
@@ -1260,6 +1272,20 @@ impl Drop for SttThread {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_confidence_that_is_not_a_number_is_unsure() {
+        for (c, want) in [
+            (f32::NAN, 0.0),
+            (f32::INFINITY, 0.0),
+            (f32::NEG_INFINITY, 0.0),
+            (1.5, 1.0),
+            (-0.5, 0.0),
+            (0.73, 0.73),
+        ] {
+            assert_eq!(sane_confidence(c), want, "{c}");
+        }
+    }
 
     #[test]
     fn repetition_is_found() {
