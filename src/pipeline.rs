@@ -236,7 +236,7 @@ impl Executor {
                             let _ = reply.send(outcome);
                         }
                         Job::High(action, reply) => {
-                            let _ = reply.send(handlers.execute(&action));
+                            let _ = reply.send(handlers.execute(*action));
                         }
                     }
                 }

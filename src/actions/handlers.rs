@@ -349,8 +349,9 @@ impl Handlers {
         self.by_kind.keys().map(String::as_str)
     }
 
-    /// Runs `action` with the handler for its kind. See [`execute`].
-    pub fn execute(&self, action: &ConfirmedAction) -> Outcome {
+    /// Runs `action` with the handler for its kind, consuming it. See
+    /// [`execute`].
+    pub fn execute(&self, action: ConfirmedAction) -> Outcome {
         execute(self.for_kind(&action.request().kind), action)
     }
 }
@@ -381,10 +382,30 @@ pub fn request_body(action: &ConfirmedAction) -> Value {
 
 /// Runs a confirmed action with `handler`, once, and says how it ended.
 ///
-/// Never panics and never retries. Blocks for up to the handler's timeout.
-/// An invalid handler (one not loaded through [`Handlers`]) fails without
-/// contacting anything.
-pub fn execute(handler: &HandlerConfig, action: &ConfirmedAction) -> Outcome {
+/// Takes the action by value: a [`ConfirmedAction`] is not `Clone`, so once
+/// it has been handed here it cannot be run again. Never panics and never
+/// retries. Blocks for up to the handler's timeout. An invalid handler (one
+/// not loaded through [`Handlers`]) fails without contacting anything.
+///
+/// Running the same confirmation twice does not compile:
+///
+/// ```compile_fail,E0382
+/// # use voicegate::actions::handlers::Handlers;
+/// # use voicegate::gate::ConfirmedAction;
+/// fn twice(handlers: &Handlers, action: ConfirmedAction) {
+///     handlers.execute(action);
+///     handlers.execute(action); // use of moved value
+/// }
+/// ```
+///
+/// and neither does copying it first:
+///
+/// ```compile_fail,E0277
+/// fn cloneable<T: Clone>() {}
+/// cloneable::<voicegate::gate::ConfirmedAction>(); // it is not Clone
+/// ```
+pub fn execute(handler: &HandlerConfig, action: ConfirmedAction) -> Outcome {
+    let action = &action;
     let noun = noun(&action.request().kind);
     if let Err(reason) = handler.validate() {
         return failed(format!(
@@ -993,8 +1014,10 @@ mod tests {
         }
     }
 
-    fn assert_body_fields(body: &Value, action: &ConfirmedAction) {
-        let request = action.request();
+    /// When `for_tests` says an action was confirmed.
+    const CONFIRMED_AT: i64 = 1_767_225_600;
+
+    fn assert_body_fields(body: &Value, request: &ActionRequest) {
         assert_eq!(body["action_id"], json!(request.id.as_str()));
         assert_eq!(body["intent"], json!(request.intent));
         assert_eq!(body["kind"], json!(request.kind));
@@ -1007,7 +1030,7 @@ mod tests {
             chrono::DateTime::parse_from_rfc3339(at)
                 .map(|t| t.timestamp())
                 .ok(),
-            Some(action.confirmed_at().timestamp()),
+            Some(CONFIRMED_AT),
             "confirmed_at {at:?} is not RFC 3339"
         );
         let keys: Vec<&str> = body
@@ -1136,8 +1159,7 @@ mod tests {
             "application/json",
             r#"{"message": "Your beans arrive tomorrow.", "order": "A-17"}"#,
         )]);
-        let action = order();
-        let (message, detail) = done(execute(&webhook(&url(addr), 5, &[]), &action));
+        let (message, detail) = done(execute(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(message, "Your beans arrive tomorrow.");
         assert_eq!(detail["status"], json!(200));
         assert!(detail["body"].as_str().unwrap_or_default().contains("A-17"));
@@ -1153,24 +1175,26 @@ mod tests {
             5,
             &[("Authorization", "Bearer s3cret"), ("X-Shop", "corner")],
         );
-        done(execute(&handler, &action));
+        let request = action.request().clone();
+        let expected_body = request_body(&action);
+        done(execute(&handler, action));
         let seen = server.join().expect("server");
         assert_eq!(seen.len(), 1, "exactly one request, no retry");
         let got = &seen[0];
         assert_eq!(got.request_line, "POST /orders HTTP/1.1");
-        assert_eq!(got.header("Idempotency-Key"), Some(action.id().as_str()));
+        assert_eq!(got.header("Idempotency-Key"), Some(request.id.as_str()));
         assert_eq!(got.header("Content-Type"), Some("application/json"));
         assert_eq!(got.header("Authorization"), Some("Bearer s3cret"));
         assert_eq!(got.header("X-Shop"), Some("corner"));
         let body: Value = serde_json::from_str(&got.body).expect("JSON body");
-        assert_body_fields(&body, &action);
-        assert_eq!(body, request_body(&action));
+        assert_body_fields(&body, &request);
+        assert_eq!(body, expected_body);
     }
 
     #[test]
     fn webhook_201_plain_text_is_done_with_generic_message() {
         let (addr, server) = merchant(vec![Reply::With("201 Created", "text/plain", "created")]);
-        let (message, detail) = done(execute(&webhook(&url(addr), 5, &[]), &order()));
+        let (message, detail) = done(execute(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(message, "Done: test readback");
         assert_eq!(detail, json!({"status": 201, "body": "created"}));
         server.join().expect("server");
@@ -1183,7 +1207,7 @@ mod tests {
             "application/json",
             r#"{"message": "out of beans"}"#,
         )]);
-        let error = failure(execute(&webhook(&url(addr), 5, &[]), &order()));
+        let error = failure(execute(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(
             error,
             "the merchant answered 500 Internal Server Error: out of beans"
@@ -1198,7 +1222,7 @@ mod tests {
             "text/plain",
             "upstream down",
         )]);
-        let error = failure(execute(&webhook(&url(addr), 5, &[]), &order()));
+        let error = failure(execute(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(
             error,
             "the merchant answered 502 Bad Gateway: upstream down"
@@ -1209,7 +1233,7 @@ mod tests {
     #[test]
     fn webhook_redirect_is_not_followed_and_fails() {
         let (addr, server) = merchant(vec![Reply::With("302 Found", "text/plain", "")]);
-        let error = failure(execute(&webhook(&url(addr), 5, &[]), &order()));
+        let error = failure(execute(&webhook(&url(addr), 5, &[]), order()));
         assert!(error.starts_with("the merchant answered 302"), "{error}");
         assert_eq!(server.join().expect("server").len(), 1);
     }
@@ -1218,7 +1242,7 @@ mod tests {
     fn webhook_large_answer_is_truncated_in_detail() {
         static BIG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| "x".repeat(10_000));
         let (addr, server) = merchant(vec![Reply::With("200 OK", "text/plain", BIG.as_str())]);
-        let (message, detail) = done(execute(&webhook(&url(addr), 5, &[]), &order()));
+        let (message, detail) = done(execute(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(message, "Done: test readback");
         assert_eq!(detail["body"].as_str().map(str::len), Some(OUTPUT_LIMIT));
         assert_eq!(detail["body_truncated"], json!(true));
@@ -1229,7 +1253,7 @@ mod tests {
     fn webhook_silent_merchant_fails_after_the_timeout() {
         let (addr, server) = merchant(vec![Reply::Silent(Duration::from_secs(5))]);
         let started = Instant::now();
-        let error = failure(execute(&webhook(&url(addr), 1, &[]), &order()));
+        let error = failure(execute(&webhook(&url(addr), 1, &[]), order()));
         let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(900) && took < Duration::from_secs(4),
@@ -1249,7 +1273,7 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.local_addr().expect("addr")
         };
-        let error = failure(execute(&webhook(&url(addr), 2, &[]), &order()));
+        let error = failure(execute(&webhook(&url(addr), 2, &[]), order()));
         assert!(error.contains("connection refused"), "{error}");
         assert!(error.contains("nothing was sent"), "{error}");
         assert!(error.contains(&addr.to_string()), "{error}");
@@ -1259,7 +1283,7 @@ mod tests {
     fn invalid_handler_built_by_hand_fails_without_sending() {
         let error = failure(execute(
             &webhook("https://shop.example/orders", 5, &[]),
-            &order(),
+            order(),
         ));
         assert!(error.contains("misconfigured"), "{error}");
         assert!(error.contains("rustls"), "{error}");
@@ -1282,18 +1306,19 @@ mod tests {
             timeout_secs: 5,
         };
         let action = table();
-        let (message, detail) = done(execute(&handler, &action));
-        assert_eq!(message, format!("Table for 4 booked, id {}", action.id()));
+        let request = action.request().clone();
+        let (message, detail) = done(execute(&handler, action));
+        assert_eq!(message, format!("Table for 4 booked, id {}", request.id));
         assert_eq!(detail["exit_code"], json!(0));
         let body: Value =
             serde_json::from_str(&std::fs::read_to_string(&saved).expect("saved body"))
                 .expect("JSON");
-        assert_body_fields(&body, &action);
+        assert_body_fields(&body, &request);
     }
 
     #[test]
     fn command_exit_0_without_output_is_done_with_generic_message() {
-        let (message, _) = done(execute(&sh("cat > /dev/null", 5), &table()));
+        let (message, _) = done(execute(&sh("cat > /dev/null", 5), table()));
         assert_eq!(message, "Done: test readback");
     }
 
@@ -1301,7 +1326,7 @@ mod tests {
     fn command_exit_3_is_failed_with_stderr_tail() {
         let error = failure(execute(
             &sh("echo noise >&2; echo 'no tables left' >&2; exit 3", 5),
-            &table(),
+            table(),
         ));
         assert_eq!(error, "/bin/sh exited with status 3: noise no tables left");
     }
@@ -1309,7 +1334,7 @@ mod tests {
     #[test]
     fn command_past_its_timeout_is_killed_and_failed() {
         let started = Instant::now();
-        let error = failure(execute(&sh("sleep 10", 1), &table()));
+        let error = failure(execute(&sh("sleep 10", 1), table()));
         let took = started.elapsed();
         assert!(took < Duration::from_secs(5), "took {took:?}");
         assert!(
@@ -1325,7 +1350,7 @@ mod tests {
     #[test]
     fn command_background_child_holding_stdout_does_not_hang() {
         let started = Instant::now();
-        let (message, _) = done(execute(&sh("sleep 10 & echo booked", 5), &table()));
+        let (message, _) = done(execute(&sh("sleep 10 & echo booked", 5), table()));
         assert_eq!(message, "booked");
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -1338,7 +1363,7 @@ mod tests {
     fn command_flooding_stdout_does_not_block_and_is_truncated() {
         let (message, detail) = done(execute(
             &sh("head -c 1000000 /dev/zero | tr '\\000' a; echo", 10),
-            &table(),
+            table(),
         ));
         assert_eq!(message.chars().count(), MESSAGE_LIMIT);
         assert_eq!(detail["stdout"].as_str().map(str::len), Some(OUTPUT_LIMIT));
@@ -1351,7 +1376,7 @@ mod tests {
             args: vec![],
             timeout_secs: 5,
         };
-        let error = failure(execute(&handler, &table()));
+        let error = failure(execute(&handler, table()));
         assert_eq!(
             error,
             "the program /nonexistent/voicegate-book-table was not found; nothing was run"
@@ -1363,14 +1388,15 @@ mod tests {
     #[test]
     fn record_is_done_and_keeps_the_body() {
         let action = order();
-        let (message, detail) = done(execute(&HandlerConfig::Record, &action));
+        let request = action.request().clone();
+        let (message, detail) = done(execute(&HandlerConfig::Record, action));
         assert_eq!(message, "Recorded: test readback");
-        assert_body_fields(&detail["recorded"], &action);
+        assert_body_fields(&detail["recorded"], &request);
     }
 
     #[test]
     fn handlers_execute_uses_record_for_unconfigured_kinds() {
-        let (message, _) = done(Handlers::default().execute(&order()));
+        let (message, _) = done(Handlers::default().execute(order()));
         assert_eq!(message, "Recorded: test readback");
     }
 

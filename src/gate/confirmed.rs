@@ -13,7 +13,12 @@ use crate::actions::{ActionId, ActionRequest};
 
 /// A high-stakes action the user confirmed, bound to the digest of exactly
 /// what was read back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// It is deliberately not `Clone` (nor `Copy`): the gate makes one per
+/// confirmation, and running it ([`crate::actions::handlers::Handlers::execute`])
+/// takes it by value and consumes it. So "confirmed once, executed at most
+/// once" holds in the types: there is no second value to run.
+#[derive(Debug, PartialEq, Serialize)]
 pub struct ConfirmedAction {
     request: ActionRequest,
     digest: String,

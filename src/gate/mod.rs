@@ -25,7 +25,8 @@
 //! - Low transcription confidence on a high-stakes request or its reply asks
 //!   again; it never proceeds.
 //! - Only this module can construct a [`ConfirmedAction`], and high-stakes
-//!   executors accept nothing else.
+//!   executors accept nothing else. It is not `Clone`, and executing it
+//!   consumes it, so one confirmation runs at most once.
 
 mod confirmed;
 
@@ -240,7 +241,9 @@ pub struct Facts {
 }
 
 /// What the gate decided. The caller runs, says and records accordingly.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Not `Clone`: [`Output::RunHigh`] carries the one [`ConfirmedAction`].
+#[derive(Debug, PartialEq)]
 pub enum Output {
     /// An intent was recognised (always first for a recognised command).
     Intent(Box<Match>),
