@@ -18,6 +18,7 @@
 //! url = "http://127.0.0.1:8080/orders"   # http://host[:port]/path
 //! timeout_secs = 10                       # optional, default 10, at most 300
 //! headers = { Authorization = "Bearer ..." }   # optional
+//! allow_cleartext_headers = false         # optional; see below
 //!
 //! [handlers."booking.table"]
 //! type = "command"
@@ -37,7 +38,13 @@
 //!   build of `ureq` has no TLS (it would need ureq's `rustls` feature), which
 //!   is fine for merchants on loopback or behind a local gateway. Proxy
 //!   environment variables are ignored, so the order goes straight to the
-//!   configured host.
+//!   configured host. Header values are usually secrets (an API token), and
+//!   plain HTTP sends them readable by anyone on the path, so a webhook with
+//!   `headers` whose host is not this machine (`localhost`, `127.0.0.0/8`
+//!   or `[::1]`) is refused when the config is loaded, unless the table
+//!   says `allow_cleartext_headers = true` (for a network you trust, e.g. a
+//!   gateway on a private link). Without headers no secret is at stake and
+//!   any host is accepted.
 //! - `command`: runs `program` with `args` (no shell), the JSON body on its
 //!   stdin, and the environment variables `VOICEGATE_ACTION_ID` and
 //!   `VOICEGATE_ACTION_KIND` set. Exit status 0 means done; the first
@@ -157,6 +164,10 @@ pub enum HandlerConfig {
         /// Extra headers (e.g. `Authorization`). Their values are secrets:
         /// `Debug` does not print them.
         headers: BTreeMap<String, String>,
+        /// Send `headers` over plain HTTP to a host that is not loopback.
+        /// Off by default: such a config is refused, since the values would
+        /// cross the network in cleartext.
+        allow_cleartext_headers: bool,
     },
     /// Run a program with the JSON body on its stdin.
     Command {
@@ -184,6 +195,8 @@ enum RawHandlerConfig {
         timeout_secs: u64,
         #[serde(default)]
         headers: BTreeMap<String, String>,
+        #[serde(default)]
+        allow_cleartext_headers: bool,
     },
     Command {
         program: PathBuf,
@@ -202,10 +215,12 @@ impl From<RawHandlerConfig> for HandlerConfig {
                 url,
                 timeout_secs,
                 headers,
+                allow_cleartext_headers,
             } => HandlerConfig::Webhook {
                 url,
                 timeout_secs,
                 headers,
+                allow_cleartext_headers,
             },
             RawHandlerConfig::Command {
                 program,
@@ -228,6 +243,7 @@ impl fmt::Debug for HandlerConfig {
                 url,
                 timeout_secs,
                 headers,
+                allow_cleartext_headers,
             } => {
                 let redacted: BTreeMap<&str, &str> =
                     headers.keys().map(|k| (k.as_str(), "<redacted>")).collect();
@@ -235,6 +251,7 @@ impl fmt::Debug for HandlerConfig {
                     .field("url", url)
                     .field("timeout_secs", timeout_secs)
                     .field("headers", &redacted)
+                    .field("allow_cleartext_headers", allow_cleartext_headers)
                     .finish()
             }
             HandlerConfig::Command {
@@ -254,7 +271,9 @@ impl fmt::Debug for HandlerConfig {
 
 impl HandlerConfig {
     /// Checks the handler: a webhook URL must be `http://host[:port]/path`
-    /// and its headers valid and not ones voicegate sets itself; a command
+    /// and its headers valid and not ones voicegate sets itself, and it may
+    /// have headers only if its host is loopback or
+    /// `allow_cleartext_headers` is set; a command
     /// needs a program; timeouts are 1 to [`MAX_TIMEOUT_SECS`] seconds.
     /// The error says what is wrong, in words (header values are never
     /// quoted).
@@ -264,10 +283,21 @@ impl HandlerConfig {
                 url,
                 timeout_secs,
                 headers,
+                allow_cleartext_headers,
             } => {
                 check_url(url)?;
                 check_timeout(*timeout_secs)?;
-                check_headers(headers)
+                check_headers(headers)?;
+                if !headers.is_empty() && !allow_cleartext_headers && !is_loopback(url) {
+                    let names = headers.keys().cloned().collect::<Vec<_>>().join(", ");
+                    return Err(format!(
+                        "the headers ({names}) would be sent in cleartext over http:// to {}, which is not this machine; \
+                         point `url` at a loopback address (e.g. a local TLS gateway), or set \
+                         `allow_cleartext_headers = true` if the network between here and there is trusted",
+                        authority(url)
+                    ));
+                }
+                Ok(())
             }
             HandlerConfig::Command {
                 program,
@@ -418,6 +448,7 @@ pub fn execute(handler: &HandlerConfig, action: ConfirmedAction) -> Outcome {
             url,
             timeout_secs,
             headers,
+            ..
         } => post_webhook(url, *timeout_secs, headers, action, &body.to_string()),
         HandlerConfig::Command {
             program,
@@ -904,6 +935,24 @@ fn noun(kind: &str) -> &'static str {
     }
 }
 
+/// Whether a validated webhook URL's host is this machine: `localhost`,
+/// an address in `127.0.0.0/8`, or `[::1]`. Anything else, including names
+/// that merely resolve to loopback, counts as the network.
+fn is_loopback(url: &str) -> bool {
+    let authority = authority(url);
+    if let Some(bracketed) = authority.strip_prefix('[') {
+        return bracketed
+            .split_once(']')
+            .and_then(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().ok())
+            .is_some_and(|ip| ip.is_loopback());
+    }
+    let host = authority.split_once(':').map_or(authority, |(h, _)| h);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `host[:port]` of a validated webhook URL (never its path, which may hold
 /// tokens).
 fn authority(url: &str) -> &str {
@@ -989,6 +1038,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            allow_cleartext_headers: false,
         }
     }
 
@@ -1541,6 +1591,51 @@ mod tests {
         assert!(sh("true", MAX_TIMEOUT_SECS).validate().is_ok());
         let blank_kind = Handlers::new(BTreeMap::from([(" ".to_string(), HandlerConfig::Record)]));
         assert!(blank_kind.is_err());
+    }
+
+    #[test]
+    fn headers_to_a_host_off_this_machine_are_refused_at_load() {
+        let table = |url: &str, extra: &str| {
+            format!(
+                "[handlers.\"purchase.order\"]\ntype = \"webhook\"\nurl = \"{url}\"\n\
+                 headers = {{ Authorization = \"Bearer s3cret\" }}\n{extra}"
+            )
+        };
+        for remote in [
+            "http://shop.example/orders",
+            "http://192.168.1.20:8080/orders",
+            "http://[2001:db8::1]/orders",
+            "http://localhost.shop.example/orders",
+            "http://128.0.0.1/orders",
+        ] {
+            let error = parse(&table(remote, "")).expect_err(remote);
+            assert!(error.contains("handlers.\"purchase.order\""), "{error}");
+            assert!(error.contains("cleartext"), "{error}");
+            assert!(error.contains("Authorization"), "{error}");
+            assert!(error.contains("allow_cleartext_headers"), "{error}");
+            assert!(!error.contains("s3cret"), "{error}");
+            // Explicitly allowed: accepted.
+            let handlers = parse(&table(remote, "allow_cleartext_headers = true\n"))
+                .unwrap_or_else(|e| panic!("{remote}: {e}"));
+            assert!(matches!(
+                handlers.for_kind("purchase.order"),
+                HandlerConfig::Webhook {
+                    allow_cleartext_headers: true,
+                    ..
+                }
+            ));
+        }
+        for local in [
+            "http://127.0.0.1:8080/orders",
+            "http://127.8.9.10/orders",
+            "http://LocalHost:9000/orders",
+            "http://[::1]:9000/orders",
+        ] {
+            parse(&table(local, "")).unwrap_or_else(|e| panic!("{local}: {e}"));
+        }
+        // No headers, no secret: any host will do.
+        parse("[handlers.\"purchase.order\"]\ntype = \"webhook\"\nurl = \"http://shop.example/orders\"\n")
+            .expect("no headers");
     }
 
     #[test]
