@@ -31,10 +31,14 @@
 //! ```
 //!
 //! - `webhook`: an HTTP `POST` of the JSON body below, with the headers
-//!   `Content-Type: application/json`, `Idempotency-Key: <action_id>` and the
-//!   configured ones. The timeout covers connecting and the whole exchange.
-//!   A 2xx answer means done; anything else (including a redirect, which is
-//!   never followed) means failed. Only plain `http://` is supported: this
+//!   `Content-Type: application/json`, `Idempotency-Key: <key>` (see
+//!   below) and the configured ones. The timeout covers connecting and the
+//!   whole exchange. A 2xx answer means done. A 4xx means failed: the
+//!   merchant refused the order. A 5xx or a 3xx (redirects are never
+//!   followed) means **unknown**, as does a timeout or broken connection
+//!   once the request may have been sent: the merchant may have taken the
+//!   order. Only a failure to connect at all (refused, host not found,
+//!   connect timeout) is failed with "nothing was sent". Only plain `http://` is supported: this
 //!   build of `ureq` has no TLS (it would need ureq's `rustls` feature), which
 //!   is fine for merchants on loopback or behind a local gateway. Proxy
 //!   environment variables are ignored, so the order goes straight to the
@@ -46,18 +50,36 @@
 //!   gateway on a private link). Without headers no secret is at stake and
 //!   any host is accepted.
 //! - `command`: runs `program` with `args` (no shell), the JSON body on its
-//!   stdin, and the environment variables `VOICEGATE_ACTION_ID` and
-//!   `VOICEGATE_ACTION_KIND` set. Exit status 0 means done; the first
-//!   non-empty line of stdout, if any, is what the user hears. A non-zero
-//!   status means failed, with the tail of stderr as the reason. After the
-//!   timeout the program is killed (the direct child only: a script should
-//!   `exec` its last long-running step).
+//!   stdin, and the environment variables `VOICEGATE_ACTION_ID`,
+//!   `VOICEGATE_ACTION_KIND` and `VOICEGATE_IDEMPOTENCY_KEY` set. Exit
+//!   status 0 means done; the first non-empty line of stdout, if any, is
+//!   what the user hears. A non-zero exit status means failed (the program
+//!   says it did not do it), with the tail of stderr as the reason. A
+//!   program killed by a signal, or killed after the timeout, is
+//!   **unknown**: it may have got as far as ordering. After the timeout the
+//!   program is killed (the direct child only: a script should `exec` its
+//!   last long-running step).
 //! - `record`: nothing external happens; the confirmed action is returned as
 //!   the outcome's detail (so it lands in the audit log) and read back.
 //!
-//! Nothing here retries. A retry could order twice; the idempotency key
-//! protects the merchant if the *user* asks again for the same action, but
-//! that is never done silently.
+//! # Unknown outcomes and the idempotency key
+//!
+//! Nothing here retries: a retry could order twice. An unknown outcome is
+//! reported as [`Outcome::Unknown`]; the pipeline records it as `unknown`
+//! (needs review), counts it toward the spend cap, and tells the user to
+//! check before ordering again.
+//!
+//! The key sent with an action (`Idempotency-Key` header,
+//! `"idempotency_key"` in the body, `VOICEGATE_IDEMPOTENCY_KEY` for a
+//! command) is chosen by the caller, not here (see [`IdempotencyKey`]):
+//! normally the action's id, so every confirmed action is a distinct order;
+//! but when the user confirms the same order again shortly after one whose
+//! outcome was unknown, it is that order's key. A merchant that honours
+//! idempotency keys (stores the result of the first request with a key and
+//! answers a repeat with it instead of acting again) then charges once. That
+//! is all the key guarantees: a merchant that ignores it may charge twice,
+//! and a repeat after `executed`, after `failed`, or outside the window is a
+//! new order with a new key.
 //!
 //! # The request body (an API for merchants)
 //!
@@ -65,7 +87,11 @@
 //!
 //! ```json
 //! {
-//!   "action_id": "5f0c3a9e-…",          // UUID; equals the Idempotency-Key header
+//!   "action_id": "5f0c3a9e-…",          // UUID of this action
+//!   "idempotency_key": "5f0c3a9e-…",    // equals the Idempotency-Key header: this
+//!                                       // action's id, or an earlier action's id
+//!                                       // when this repeats an order whose
+//!                                       // outcome was unknown
 //!   "intent": "OrderItem",              // the intent that matched
 //!   "kind": "purchase.order",           // the action kind
 //!   "slots": {"item": "coffee beans", "quantity": 2, "unit": "bags"},
@@ -83,7 +109,7 @@
 //!
 //! A merchant may answer with a JSON object holding a `"message"` string; on
 //! success it is what the user hears (otherwise `"Done: <read-back>"`), on
-//! failure it is quoted in the reason. Up to 4 KiB of the answer is kept in
+//! failure or an unknown outcome it is quoted in the reason. Up to 4 KiB of the answer is kept in
 //! the outcome's detail as `{"status": 201, "body": "..."}` (plus
 //! `"body_truncated": true` when it was longer). A command's detail is
 //! `{"exit_code": 0, "stdout": "...", "stderr": "..."}` (the first 4 KiB of
@@ -105,7 +131,7 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::actions::Outcome;
+use crate::actions::{IdempotencyKey, Outcome};
 use crate::gate::ConfirmedAction;
 
 /// The timeout, in seconds, when a handler does not set `timeout_secs`.
@@ -379,10 +405,10 @@ impl Handlers {
         self.by_kind.keys().map(String::as_str)
     }
 
-    /// Runs `action` with the handler for its kind, consuming it. See
-    /// [`execute`].
-    pub fn execute(&self, action: ConfirmedAction) -> Outcome {
-        execute(self.for_kind(&action.request().kind), action)
+    /// Runs `action` with the handler for its kind, consuming it, sent
+    /// with `key`. See [`execute`].
+    pub fn execute(&self, action: ConfirmedAction, key: &IdempotencyKey) -> Outcome {
+        execute(self.for_kind(&action.request().kind), action, key)
     }
 }
 
@@ -396,10 +422,11 @@ impl TryFrom<BTreeMap<String, HandlerConfig>> for Handlers {
 
 /// The JSON body sent to a merchant (webhook) or program (command), and
 /// recorded by `record`. See the module documentation for its fields.
-pub fn request_body(action: &ConfirmedAction) -> Value {
+pub fn request_body(action: &ConfirmedAction, key: &IdempotencyKey) -> Value {
     let request = action.request();
     json!({
         "action_id": request.id.as_str(),
+        "idempotency_key": key.as_str(),
         "intent": request.intent,
         "kind": request.kind,
         "slots": request.slots,
@@ -410,7 +437,10 @@ pub fn request_body(action: &ConfirmedAction) -> Value {
     })
 }
 
-/// Runs a confirmed action with `handler`, once, and says how it ended.
+/// Runs a confirmed action with `handler`, once, sent with `key` (see
+/// [`IdempotencyKey`] for what the caller should pass), and says how it
+/// ended: [`Outcome::Done`], [`Outcome::Failed`] when it certainly did not
+/// happen, [`Outcome::Unknown`] when it may have.
 ///
 /// Takes the action by value: a [`ConfirmedAction`] is not `Clone`, so once
 /// it has been handed here it cannot be run again. Never panics and never
@@ -422,9 +452,10 @@ pub fn request_body(action: &ConfirmedAction) -> Value {
 /// ```compile_fail,E0382
 /// # use voicegate::actions::handlers::Handlers;
 /// # use voicegate::gate::ConfirmedAction;
-/// fn twice(handlers: &Handlers, action: ConfirmedAction) {
-///     handlers.execute(action);
-///     handlers.execute(action); // use of moved value
+/// # use voicegate::actions::IdempotencyKey;
+/// fn twice(handlers: &Handlers, action: ConfirmedAction, key: &IdempotencyKey) {
+///     handlers.execute(action, key);
+///     handlers.execute(action, key); // use of moved value
 /// }
 /// ```
 ///
@@ -434,7 +465,7 @@ pub fn request_body(action: &ConfirmedAction) -> Value {
 /// fn cloneable<T: Clone>() {}
 /// cloneable::<voicegate::gate::ConfirmedAction>(); // it is not Clone
 /// ```
-pub fn execute(handler: &HandlerConfig, action: ConfirmedAction) -> Outcome {
+pub fn execute(handler: &HandlerConfig, action: ConfirmedAction, key: &IdempotencyKey) -> Outcome {
     let action = &action;
     let noun = noun(&action.request().kind);
     if let Err(reason) = handler.validate() {
@@ -442,19 +473,19 @@ pub fn execute(handler: &HandlerConfig, action: ConfirmedAction) -> Outcome {
             "the {noun} handler is misconfigured ({reason}); nothing was sent"
         ));
     }
-    let body = request_body(action);
+    let body = request_body(action, key);
     match handler {
         HandlerConfig::Webhook {
             url,
             timeout_secs,
             headers,
             ..
-        } => post_webhook(url, *timeout_secs, headers, action, &body.to_string()),
+        } => post_webhook(url, *timeout_secs, headers, action, key, &body.to_string()),
         HandlerConfig::Command {
             program,
             args,
             timeout_secs,
-        } => run_command(program, args, *timeout_secs, action, &body.to_string()),
+        } => run_command(program, args, *timeout_secs, action, key, &body.to_string()),
         HandlerConfig::Record => Outcome::Done {
             message: format!("Recorded: {}", action.readback()),
             detail: json!({ "recorded": body }),
@@ -470,6 +501,7 @@ fn post_webhook(
     timeout_secs: u64,
     headers: &BTreeMap<String, String>,
     action: &ConfirmedAction,
+    key: &IdempotencyKey,
     body: &str,
 ) -> Outcome {
     let noun = noun(&action.request().kind);
@@ -487,18 +519,13 @@ fn post_webhook(
     let mut request = agent
         .post(url)
         .header("Content-Type", "application/json")
-        .header("Idempotency-Key", action.id().as_str());
+        .header("Idempotency-Key", key.as_str());
     for (name, value) in headers {
         request = request.header(name.as_str(), value.as_str());
     }
     match request.send(body) {
         Ok(response) => webhook_answer(response, action),
-        Err(error) => failed(describe_http_error(
-            &error,
-            authority(url),
-            timeout_secs,
-            noun,
-        )),
+        Err(error) => http_error_outcome(&error, authority(url), timeout_secs, noun),
     }
 }
 
@@ -549,51 +576,64 @@ fn webhook_answer(
             error.push(' ');
             error.push_str(reason);
         }
+        if status.is_redirection() {
+            error.push_str(" (a redirect, which is never followed)");
+        }
         if let Some(explanation) = explanation {
             error.push_str(": ");
             error.push_str(&explanation);
         }
-        failed(error)
+        if status.is_client_error() {
+            // The merchant looked at the order and refused it.
+            failed(error)
+        } else {
+            // A 5xx may come from a merchant that took the order and then
+            // broke, or from a gateway in front of one; a 3xx was never
+            // meant for us. Either way nobody can say it did not happen.
+            Outcome::Unknown { error }
+        }
     }
 }
 
-/// Says in words why a request got no answer, and whether anything may have
-/// been sent.
-fn describe_http_error(error: &ureq::Error, host: &str, timeout_secs: u64, noun: &str) -> String {
-    let maybe =
-        format!("the {noun} may or may not have gone through, so check before asking again");
+/// Why a request got no answer, as an outcome: [`Outcome::Failed`] when the
+/// order certainly never left (no connection was made), otherwise
+/// [`Outcome::Unknown`] (the request may have reached the merchant).
+fn http_error_outcome(error: &ureq::Error, host: &str, timeout_secs: u64, noun: &str) -> Outcome {
+    let not_sent = |why: String| failed(format!("{why}; nothing was sent"));
+    let maybe_sent = |why: String| Outcome::Unknown { error: why };
     match error {
-        ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
-            format!(
-                "could not connect to the merchant at {host} within {timeout_secs} s; nothing was sent"
-            )
-        }
-        ureq::Error::Timeout(_) => {
-            format!("the merchant at {host} did not answer within {timeout_secs} s; {maybe}")
-        }
-        ureq::Error::HostNotFound => {
-            format!("could not find the merchant's host {host}; nothing was sent")
-        }
+        ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => not_sent(format!(
+            "could not connect to the merchant at {host} within {timeout_secs} s"
+        )),
+        ureq::Error::Timeout(_) => maybe_sent(format!(
+            "the merchant at {host} did not answer within {timeout_secs} s after the {noun} was sent"
+        )),
+        ureq::Error::HostNotFound => not_sent(format!("could not find the merchant's host {host}")),
         ureq::Error::ConnectionFailed => {
-            format!("could not connect to the merchant at {host}; nothing was sent")
+            not_sent(format!("could not connect to the merchant at {host}"))
         }
+        ureq::Error::BadUri(_) | ureq::Error::Http(_) => not_sent(format!(
+            "the request to the merchant at {host} could not be built ({error})"
+        )),
         ureq::Error::Io(io) => match io.kind() {
-            ErrorKind::ConnectionRefused => {
-                format!(
-                    "could not reach the merchant at {host} (connection refused); nothing was sent"
-                )
-            }
+            ErrorKind::ConnectionRefused => not_sent(format!(
+                "could not reach the merchant at {host} (connection refused)"
+            )),
             ErrorKind::HostUnreachable
             | ErrorKind::NetworkUnreachable
             | ErrorKind::AddrNotAvailable => {
-                format!("could not reach the merchant at {host} ({io}); nothing was sent")
+                not_sent(format!("could not reach the merchant at {host} ({io})"))
             }
-            ErrorKind::TimedOut | ErrorKind::WouldBlock => {
-                format!("the merchant at {host} did not answer within {timeout_secs} s; {maybe}")
-            }
-            _ => format!("the connection to the merchant at {host} failed ({io}); {maybe}"),
+            ErrorKind::TimedOut | ErrorKind::WouldBlock => maybe_sent(format!(
+                "the merchant at {host} did not answer within {timeout_secs} s after the {noun} was sent"
+            )),
+            _ => maybe_sent(format!(
+                "the connection to the merchant at {host} broke while the {noun} was sent or answered ({io})"
+            )),
         },
-        other => format!("the request to the merchant at {host} failed ({other}); {maybe}"),
+        other => maybe_sent(format!(
+            "the request to the merchant at {host} failed part-way ({other})"
+        )),
     }
 }
 
@@ -605,6 +645,7 @@ fn run_command(
     args: &[String],
     timeout_secs: u64,
     action: &ConfirmedAction,
+    key: &IdempotencyKey,
     body: &str,
 ) -> Outcome {
     let noun = noun(&action.request().kind);
@@ -613,6 +654,7 @@ fn run_command(
         .args(args)
         .env("VOICEGATE_ACTION_ID", action.id().as_str())
         .env("VOICEGATE_ACTION_KIND", &action.request().kind)
+        .env("VOICEGATE_IDEMPOTENCY_KEY", key.as_str())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -642,9 +684,11 @@ fn run_command(
         Ok(pipes) => pipes,
         Err(e) => {
             stop(&mut child);
-            return failed(format!(
-                "could not talk to {shown} ({e}); it was stopped, and the {noun} may or may not have gone through"
-            ));
+            return Outcome::Unknown {
+                error: format!(
+                    "could not talk to {shown} ({e}), so it was stopped part-way through the {noun}"
+                ),
+            };
         }
     };
 
@@ -652,15 +696,19 @@ fn run_command(
     let status = match wait_until(&mut child, deadline) {
         Ok(Some(status)) => status,
         Ok(None) => {
-            return failed(format!(
-                "{shown} did not finish within {timeout_secs} s and was stopped; the {noun} may or may not have gone through, so check before asking again"
-            ));
+            return Outcome::Unknown {
+                error: format!(
+                    "{shown} did not finish the {noun} within {timeout_secs} s and was stopped"
+                ),
+            };
         }
         Err(e) => {
             stop(&mut child);
-            return failed(format!(
-                "lost track of {shown} ({e}); it was stopped, and the {noun} may or may not have gone through"
-            ));
+            return Outcome::Unknown {
+                error: format!(
+                    "lost track of {shown} ({e}), so it was stopped part-way through the {noun}"
+                ),
+            };
         }
     };
 
@@ -686,16 +734,22 @@ fn run_command(
             detail: json!({ "exit_code": 0, "stdout": stdout, "stderr": stderr }),
         }
     } else {
-        let how = match status.code() {
-            Some(code) => format!("{shown} exited with status {code}"),
-            None => killed_by(status, &shown.to_string()),
-        };
         let tail = tail_chars(stderr.trim(), REASON_LIMIT);
         let tail = speakable(tail, REASON_LIMIT);
-        if tail.is_empty() {
-            failed(how)
-        } else {
-            failed(format!("{how}: {tail}"))
+        let with_tail = |how: String| {
+            if tail.is_empty() {
+                how
+            } else {
+                format!("{how}: {tail}")
+            }
+        };
+        match status.code() {
+            // The program ran to its end and says it did not do it.
+            Some(code) => failed(with_tail(format!("{shown} exited with status {code}"))),
+            // Killed by a signal part-way: nobody said how far it got.
+            None => Outcome::Unknown {
+                error: with_tail(killed_by(status, &shown.to_string())),
+            },
         }
     }
 }
@@ -1050,6 +1104,19 @@ mod tests {
         }
     }
 
+    /// Runs `action` with its own id as the key, as a first order does.
+    fn run(handler: &HandlerConfig, action: ConfirmedAction) -> Outcome {
+        let key = IdempotencyKey::of(action.id());
+        execute(handler, action, &key)
+    }
+
+    fn unknown(outcome: Outcome) -> String {
+        match outcome {
+            Outcome::Unknown { error } => error,
+            other => panic!("expected Unknown, got {other:?}"),
+        }
+    }
+
     fn done(outcome: Outcome) -> (String, Value) {
         match outcome {
             Outcome::Done { message, detail } => (message, detail),
@@ -1091,6 +1158,7 @@ mod tests {
             keys,
             [
                 "action_id",
+                "idempotency_key",
                 "intent",
                 "kind",
                 "slots",
@@ -1209,7 +1277,7 @@ mod tests {
             "application/json",
             r#"{"message": "Your beans arrive tomorrow.", "order": "A-17"}"#,
         )]);
-        let (message, detail) = done(execute(&webhook(&url(addr), 5, &[]), order()));
+        let (message, detail) = done(run(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(message, "Your beans arrive tomorrow.");
         assert_eq!(detail["status"], json!(200));
         assert!(detail["body"].as_str().unwrap_or_default().contains("A-17"));
@@ -1226,8 +1294,8 @@ mod tests {
             &[("Authorization", "Bearer s3cret"), ("X-Shop", "corner")],
         );
         let request = action.request().clone();
-        let expected_body = request_body(&action);
-        done(execute(&handler, action));
+        let expected_body = request_body(&action, &IdempotencyKey::of(action.id()));
+        done(run(&handler, action));
         let seen = server.join().expect("server");
         assert_eq!(seen.len(), 1, "exactly one request, no retry");
         let got = &seen[0];
@@ -1244,20 +1312,20 @@ mod tests {
     #[test]
     fn webhook_201_plain_text_is_done_with_generic_message() {
         let (addr, server) = merchant(vec![Reply::With("201 Created", "text/plain", "created")]);
-        let (message, detail) = done(execute(&webhook(&url(addr), 5, &[]), order()));
+        let (message, detail) = done(run(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(message, "Done: test readback");
         assert_eq!(detail, json!({"status": 201, "body": "created"}));
         server.join().expect("server");
     }
 
     #[test]
-    fn webhook_500_is_failed_with_the_status_and_merchant_reason() {
+    fn webhook_500_is_unknown_with_the_status_and_merchant_reason() {
         let (addr, server) = merchant(vec![Reply::With(
             "500 Internal Server Error",
             "application/json",
             r#"{"message": "out of beans"}"#,
         )]);
-        let error = failure(execute(&webhook(&url(addr), 5, &[]), order()));
+        let error = unknown(run(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(
             error,
             "the merchant answered 500 Internal Server Error: out of beans"
@@ -1266,13 +1334,13 @@ mod tests {
     }
 
     #[test]
-    fn webhook_502_plain_is_failed() {
+    fn webhook_502_plain_is_unknown() {
         let (addr, server) = merchant(vec![Reply::With(
             "502 Bad Gateway",
             "text/plain",
             "upstream down",
         )]);
-        let error = failure(execute(&webhook(&url(addr), 5, &[]), order()));
+        let error = unknown(run(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(
             error,
             "the merchant answered 502 Bad Gateway: upstream down"
@@ -1281,18 +1349,61 @@ mod tests {
     }
 
     #[test]
-    fn webhook_redirect_is_not_followed_and_fails() {
+    fn webhook_redirect_is_not_followed_and_is_unknown() {
         let (addr, server) = merchant(vec![Reply::With("302 Found", "text/plain", "")]);
-        let error = failure(execute(&webhook(&url(addr), 5, &[]), order()));
+        let error = unknown(run(&webhook(&url(addr), 5, &[]), order()));
         assert!(error.starts_with("the merchant answered 302"), "{error}");
+        assert!(error.contains("never followed"), "{error}");
         assert_eq!(server.join().expect("server").len(), 1);
+    }
+
+    #[test]
+    fn webhook_4xx_is_failed_the_merchant_refused() {
+        for status in [
+            "400 Bad Request",
+            "409 Conflict",
+            "422 Unprocessable Entity",
+        ] {
+            let (addr, server) = merchant(vec![Reply::With(
+                status,
+                "application/json",
+                r#"{"message": "no such item"}"#,
+            )]);
+            let error = failure(run(&webhook(&url(addr), 5, &[]), order()));
+            assert_eq!(
+                error,
+                format!("the merchant answered {status}: no such item")
+            );
+            assert_eq!(server.join().expect("server").len(), 1, "no retry");
+        }
+    }
+
+    #[test]
+    fn webhook_sends_the_key_it_is_given_in_the_header_and_the_body() {
+        let (addr, server) = merchant(vec![Reply::With("200 OK", "application/json", "{}")]);
+        let action = order();
+        let id = action.id().clone();
+        let key = IdempotencyKey::from_string("an-earlier-orders-key".into());
+        done(execute(&webhook(&url(addr), 5, &[]), action, &key));
+        let seen = server.join().expect("server");
+        assert_eq!(
+            seen[0].header("Idempotency-Key"),
+            Some("an-earlier-orders-key")
+        );
+        let body: Value = serde_json::from_str(&seen[0].body).expect("JSON body");
+        assert_eq!(body["idempotency_key"], json!("an-earlier-orders-key"));
+        assert_eq!(
+            body["action_id"],
+            json!(id.as_str()),
+            "the id stays its own"
+        );
     }
 
     #[test]
     fn webhook_large_answer_is_truncated_in_detail() {
         static BIG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| "x".repeat(10_000));
         let (addr, server) = merchant(vec![Reply::With("200 OK", "text/plain", BIG.as_str())]);
-        let (message, detail) = done(execute(&webhook(&url(addr), 5, &[]), order()));
+        let (message, detail) = done(run(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(message, "Done: test readback");
         assert_eq!(detail["body"].as_str().map(str::len), Some(OUTPUT_LIMIT));
         assert_eq!(detail["body_truncated"], json!(true));
@@ -1300,18 +1411,17 @@ mod tests {
     }
 
     #[test]
-    fn webhook_silent_merchant_fails_after_the_timeout() {
+    fn webhook_silent_merchant_is_unknown_after_the_timeout() {
         let (addr, server) = merchant(vec![Reply::Silent(Duration::from_secs(5))]);
         let started = Instant::now();
-        let error = failure(execute(&webhook(&url(addr), 1, &[]), order()));
+        let error = unknown(run(&webhook(&url(addr), 1, &[]), order()));
         let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(900) && took < Duration::from_secs(4),
             "took {took:?}"
         );
-        assert!(error.contains("did not answer within 1 s"), "{error}");
         assert!(
-            error.contains("may or may not have gone through"),
+            error.contains("did not answer within 1 s after the order was sent"),
             "{error}"
         );
         assert_eq!(server.join().expect("server").len(), 1);
@@ -1323,7 +1433,7 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.local_addr().expect("addr")
         };
-        let error = failure(execute(&webhook(&url(addr), 2, &[]), order()));
+        let error = failure(run(&webhook(&url(addr), 2, &[]), order()));
         assert!(error.contains("connection refused"), "{error}");
         assert!(error.contains("nothing was sent"), "{error}");
         assert!(error.contains(&addr.to_string()), "{error}");
@@ -1331,7 +1441,7 @@ mod tests {
 
     #[test]
     fn invalid_handler_built_by_hand_fails_without_sending() {
-        let error = failure(execute(
+        let error = failure(run(
             &webhook("https://shop.example/orders", 5, &[]),
             order(),
         ));
@@ -1357,7 +1467,7 @@ mod tests {
         };
         let action = table();
         let request = action.request().clone();
-        let (message, detail) = done(execute(&handler, action));
+        let (message, detail) = done(run(&handler, action));
         assert_eq!(message, format!("Table for 4 booked, id {}", request.id));
         assert_eq!(detail["exit_code"], json!(0));
         let body: Value =
@@ -1368,13 +1478,13 @@ mod tests {
 
     #[test]
     fn command_exit_0_without_output_is_done_with_generic_message() {
-        let (message, _) = done(execute(&sh("cat > /dev/null", 5), table()));
+        let (message, _) = done(run(&sh("cat > /dev/null", 5), table()));
         assert_eq!(message, "Done: test readback");
     }
 
     #[test]
     fn command_exit_3_is_failed_with_stderr_tail() {
-        let error = failure(execute(
+        let error = failure(run(
             &sh("echo noise >&2; echo 'no tables left' >&2; exit 3", 5),
             table(),
         ));
@@ -1382,25 +1492,39 @@ mod tests {
     }
 
     #[test]
-    fn command_past_its_timeout_is_killed_and_failed() {
+    fn command_past_its_timeout_is_killed_and_unknown() {
         let started = Instant::now();
-        let error = failure(execute(&sh("sleep 10", 1), table()));
+        let error = unknown(run(&sh("sleep 10", 1), table()));
         let took = started.elapsed();
         assert!(took < Duration::from_secs(5), "took {took:?}");
-        assert!(
-            error.contains("did not finish within 1 s and was stopped"),
-            "{error}"
+        assert_eq!(
+            error,
+            "/bin/sh did not finish the booking within 1 s and was stopped"
         );
-        assert!(
-            error.contains("the booking may or may not have gone through"),
-            "{error}"
-        );
+    }
+
+    #[test]
+    fn command_killed_by_a_signal_is_unknown() {
+        let error = unknown(run(&sh("echo half done >&2; kill -9 $$", 5), table()));
+        assert_eq!(error, "/bin/sh was killed by signal 9: half done");
+    }
+
+    #[test]
+    fn command_gets_the_key_it_is_given() {
+        let action = table();
+        let key = IdempotencyKey::from_string("an-earlier-bookings-key".into());
+        let (message, _) = done(execute(
+            &sh("echo \"$VOICEGATE_IDEMPOTENCY_KEY\"", 5),
+            action,
+            &key,
+        ));
+        assert_eq!(message, "an-earlier-bookings-key");
     }
 
     #[test]
     fn command_background_child_holding_stdout_does_not_hang() {
         let started = Instant::now();
-        let (message, _) = done(execute(&sh("sleep 10 & echo booked", 5), table()));
+        let (message, _) = done(run(&sh("sleep 10 & echo booked", 5), table()));
         assert_eq!(message, "booked");
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -1411,7 +1535,7 @@ mod tests {
 
     #[test]
     fn command_flooding_stdout_does_not_block_and_is_truncated() {
-        let (message, detail) = done(execute(
+        let (message, detail) = done(run(
             &sh("head -c 1000000 /dev/zero | tr '\\000' a; echo", 10),
             table(),
         ));
@@ -1426,7 +1550,7 @@ mod tests {
             args: vec![],
             timeout_secs: 5,
         };
-        let error = failure(execute(&handler, table()));
+        let error = failure(run(&handler, table()));
         assert_eq!(
             error,
             "the program /nonexistent/voicegate-book-table was not found; nothing was run"
@@ -1439,14 +1563,18 @@ mod tests {
     fn record_is_done_and_keeps_the_body() {
         let action = order();
         let request = action.request().clone();
-        let (message, detail) = done(execute(&HandlerConfig::Record, action));
+        let (message, detail) = done(run(&HandlerConfig::Record, action));
         assert_eq!(message, "Recorded: test readback");
         assert_body_fields(&detail["recorded"], &request);
     }
 
     #[test]
     fn handlers_execute_uses_record_for_unconfigured_kinds() {
-        let (message, _) = done(Handlers::default().execute(order()));
+        let (message, _) = done({
+            let action = order();
+            let key = IdempotencyKey::of(action.id());
+            Handlers::default().execute(action, &key)
+        });
         assert_eq!(message, "Recorded: test readback");
     }
 

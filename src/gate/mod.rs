@@ -36,7 +36,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use confirmed::{ConfirmedAction, digest};
+pub use confirmed::{ConfirmedAction, digest, order_digest};
 
 use crate::actions::{ActionId, ActionRequest};
 use crate::intent::{IntentSet, Match, NotUnderstood, Recognition, Risk, normalize};
