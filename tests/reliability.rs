@@ -360,6 +360,66 @@ fn a_repeat_after_executed_or_failed_gets_its_own_key() {
     }
 }
 
+/// A command handler gets a minimal environment: what its table names in
+/// `env` is passed through from voicegate's, anything else (a secret meant
+/// for something else) is not.
+#[test]
+fn command_handler_gets_only_the_variables_it_names() {
+    let home = home(None);
+    let seen = home._dir.path().join("env.txt");
+    let toml = format!(
+        "[handlers.\"purchase.order\"]\ntype = \"command\"\nprogram = \"/bin/sh\"\n\
+         args = [\"-c\", \"env > '{}'; echo Ordered\"]\nenv = [\"SHOP_TOKEN\", \"NOT_SET_ANYWHERE\"]\n",
+        seen.display()
+    );
+    std::fs::write(&home.config, toml).expect("config");
+    let mut cmd = voicegate(&home);
+    cmd.args(["--json", "chat"])
+        .env("SHOP_TOKEN", "listed-value")
+        .env("UNRELATED_SECRET", "hunter2")
+        .env_remove("NOT_SET_ANYWHERE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"order paper towels\nyes\n")
+        .expect("write");
+    let o = child.wait_with_output().expect("wait");
+    let ev = events(&o);
+    let done: Vec<&Value> = ev.iter().filter(|e| e["event"] == "executed").collect();
+    assert_eq!(done.len(), 1, "{}", String::from_utf8_lossy(&o.stdout));
+    let env = std::fs::read_to_string(&seen).expect("the handler wrote its environment");
+    let lines: Vec<&str> = env.lines().collect();
+    assert!(lines.contains(&"SHOP_TOKEN=listed-value"), "{env}");
+    assert!(
+        lines.contains(&"PATH=/usr/local/bin:/usr/bin:/bin"),
+        "{env}"
+    );
+    let id = done[0]["action_id"].as_str().expect("id");
+    assert!(
+        lines.contains(&format!("VOICEGATE_ACTION_ID={id}").as_str()),
+        "{env}"
+    );
+    assert!(
+        lines.contains(&format!("VOICEGATE_IDEMPOTENCY_KEY={id}").as_str()),
+        "{env}"
+    );
+    assert!(
+        lines.contains(&"VOICEGATE_ACTION_KIND=purchase.order"),
+        "{env}"
+    );
+    assert!(
+        !env.contains("hunter2") && !env.contains("UNRELATED_SECRET"),
+        "{env}"
+    );
+    assert!(!env.contains("NOT_SET_ANYWHERE"), "{env}");
+    assert!(!env.contains("HOME="), "{env}");
+}
+
 /// SIGKILL at each step between confirmation and result: after a restart
 /// nothing runs twice, and an execution that started without a result is
 /// `unknown`, never retried.

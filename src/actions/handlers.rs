@@ -25,6 +25,7 @@
 //! program = "/usr/local/bin/book-table"
 //! args = ["--json"]                       # optional
 //! timeout_secs = 10                       # optional, default 10, at most 300
+//! env = ["BOOKING_API_TOKEN"]             # optional: passed through if set
 //!
 //! [handlers."booking.ride"]
 //! type = "record"                         # the default: record and read back
@@ -49,16 +50,24 @@
 //!   says `allow_cleartext_headers = true` (for a network you trust, e.g. a
 //!   gateway on a private link). Without headers no secret is at stake and
 //!   any host is accepted.
-//! - `command`: runs `program` with `args` (no shell), the JSON body on its
-//!   stdin, and the environment variables `VOICEGATE_ACTION_ID`,
-//!   `VOICEGATE_ACTION_KIND` and `VOICEGATE_IDEMPOTENCY_KEY` set. Exit
+//! - `command`: runs `program` with `args` (no shell) and the JSON body on
+//!   its stdin, in a minimal environment: voicegate's own environment is
+//!   *not* passed on (it may hold secrets meant for something else). The
+//!   program gets `PATH=/usr/local/bin:/usr/bin:/bin`,
+//!   `VOICEGATE_ACTION_ID`, `VOICEGATE_ACTION_KIND` and
+//!   `VOICEGATE_IDEMPOTENCY_KEY`, plus each variable named in `env` that is
+//!   set in voicegate's environment, with its value there (naming `PATH`
+//!   replaces the default; `HOME`, `LANG` and the like must be named to be
+//!   passed). Exit
 //!   status 0 means done; the first non-empty line of stdout, if any, is
 //!   what the user hears. A non-zero exit status means failed (the program
 //!   says it did not do it), with the tail of stderr as the reason. A
 //!   program killed by a signal, or killed after the timeout, is
-//!   **unknown**: it may have got as far as ordering. After the timeout the
-//!   program is killed (the direct child only: a script should `exec` its
-//!   last long-running step).
+//!   **unknown**: it may have got as far as ordering. The program runs in a
+//!   process group of its own, and after the timeout the whole group is
+//!   killed (SIGKILL), so a script's children and background jobs stop
+//!   with it. A program that exits by itself is not signalled: background
+//!   jobs it leaves behind are its business.
 //! - `record`: nothing external happens; the confirmed action is returned as
 //!   the outcome's detail (so it lands in the audit log) and read back.
 //!
@@ -201,9 +210,12 @@ pub enum HandlerConfig {
         program: PathBuf,
         /// Its arguments.
         args: Vec<String>,
-        /// After this many seconds the program is killed (default
-        /// [`DEFAULT_TIMEOUT_SECS`]).
+        /// After this many seconds the program's process group is killed
+        /// (default [`DEFAULT_TIMEOUT_SECS`]).
         timeout_secs: u64,
+        /// Names of variables passed through from voicegate's environment
+        /// (when set there); nothing else of it is passed.
+        env: Vec<String>,
     },
     /// Only record the confirmed action and read it back (the default).
     Record,
@@ -230,6 +242,8 @@ enum RawHandlerConfig {
         args: Vec<String>,
         #[serde(default = "default_timeout")]
         timeout_secs: u64,
+        #[serde(default)]
+        env: Vec<String>,
     },
     Record {},
 }
@@ -252,10 +266,12 @@ impl From<RawHandlerConfig> for HandlerConfig {
                 program,
                 args,
                 timeout_secs,
+                env,
             } => HandlerConfig::Command {
                 program,
                 args,
                 timeout_secs,
+                env,
             },
             RawHandlerConfig::Record {} => HandlerConfig::Record,
         }
@@ -284,11 +300,13 @@ impl fmt::Debug for HandlerConfig {
                 program,
                 args,
                 timeout_secs,
+                env,
             } => f
                 .debug_struct("Command")
                 .field("program", program)
                 .field("args", args)
                 .field("timeout_secs", timeout_secs)
+                .field("env", env)
                 .finish(),
             HandlerConfig::Record => f.write_str("Record"),
         }
@@ -328,6 +346,7 @@ impl HandlerConfig {
             HandlerConfig::Command {
                 program,
                 timeout_secs,
+                env,
                 ..
             } => {
                 if program.as_os_str().is_empty()
@@ -335,7 +354,8 @@ impl HandlerConfig {
                 {
                     return Err("`program` is empty; give the path of the program to run".into());
                 }
-                check_timeout(*timeout_secs)
+                check_timeout(*timeout_secs)?;
+                check_env_names(env)
             }
             HandlerConfig::Record => Ok(()),
         }
@@ -485,7 +505,16 @@ pub fn execute(handler: &HandlerConfig, action: ConfirmedAction, key: &Idempoten
             program,
             args,
             timeout_secs,
-        } => run_command(program, args, *timeout_secs, action, key, &body.to_string()),
+            env,
+        } => run_command(
+            program,
+            args,
+            env,
+            *timeout_secs,
+            action,
+            key,
+            &body.to_string(),
+        ),
         HandlerConfig::Record => Outcome::Done {
             message: format!("Recorded: {}", action.readback()),
             detail: json!({ "recorded": body }),
@@ -640,9 +669,20 @@ fn http_error_outcome(error: &ureq::Error, host: &str, timeout_secs: u64, noun: 
 // ---------------------------------------------------------------------------
 // Command
 
+/// The `PATH` a command gets unless its handler names `PATH` in `env`.
+pub const COMMAND_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Variables voicegate sets for a command itself; `env` may not name them.
+const RESERVED_ENV: [&str; 3] = [
+    "VOICEGATE_ACTION_ID",
+    "VOICEGATE_ACTION_KIND",
+    "VOICEGATE_IDEMPOTENCY_KEY",
+];
+
 fn run_command(
     program: &Path,
     args: &[String],
+    env: &[String],
     timeout_secs: u64,
     action: &ConfirmedAction,
     key: &IdempotencyKey,
@@ -650,16 +690,28 @@ fn run_command(
 ) -> Outcome {
     let noun = noun(&action.request().kind);
     let shown = program.display();
-    let mut child = match Command::new(program)
-        .args(args)
+    let mut command = Command::new(program);
+    command.args(args).env_clear().env("PATH", COMMAND_PATH);
+    for name in env {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
         .env("VOICEGATE_ACTION_ID", action.id().as_str())
         .env("VOICEGATE_ACTION_KIND", &action.request().kind)
         .env("VOICEGATE_IDEMPOTENCY_KEY", key.as_str())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    #[cfg(unix)]
     {
+        // Its own process group, so a timeout can stop everything it
+        // started (see `stop`).
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) if e.kind() == ErrorKind::NotFound => {
             return failed(format!(
@@ -832,8 +884,12 @@ fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<Ex
     }
 }
 
-/// Kills the child and reaps it.
+/// Kills the child's whole process group (it leads one: see `run_command`),
+/// then the child itself should the group be gone, and reaps it. Called only
+/// while the child has not been reaped, so the group id is still its own.
 fn stop(child: &mut Child) {
+    #[cfg(unix)]
+    crate::actions::signal::group(child.id(), crate::actions::signal::SIGKILL);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -950,6 +1006,29 @@ fn check_url(url: &str) -> Result<(), String> {
     url.parse::<ureq::http::Uri>()
         .map(|_| ())
         .map_err(|e| format!("url {url:?} is not a valid URL ({e})"))
+}
+
+/// `env` names variables: letters, digits and `_`, not starting with a
+/// digit, and not one voicegate sets itself.
+fn check_env_names(names: &[String]) -> Result<(), String> {
+    for name in names {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!(
+                "env: {name:?} is not a variable name (letters, digits and _, not starting with a digit)"
+            ));
+        }
+        if RESERVED_ENV.contains(&name.as_str()) {
+            return Err(format!(
+                "env: {name} is set by voicegate itself and cannot be passed through"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
@@ -1101,6 +1180,7 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             timeout_secs,
+            env: vec![],
         }
     }
 
@@ -1464,6 +1544,7 @@ mod tests {
                 saved.display().to_string(),
             ],
             timeout_secs: 5,
+            env: vec![],
         };
         let action = table();
         let request = action.request().clone();
@@ -1521,6 +1602,109 @@ mod tests {
         assert_eq!(message, "an-earlier-bookings-key");
     }
 
+    /// Whether `pid` has ended: gone, or a zombie waiting for a parent that
+    /// is not ours to reap it.
+    fn ended(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        }
+    }
+
+    #[test]
+    fn command_past_its_timeout_is_stopped_with_everything_it_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pids = dir.path().join("pids");
+        // The script starts a background job (as a forking handler would),
+        // notes both pids, then outstays its timeout.
+        let handler = HandlerConfig::Command {
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                r#"sleep 30 & echo "$$ $!" > "$1"; sleep 30"#.into(),
+                "sh".into(),
+                pids.display().to_string(),
+            ],
+            timeout_secs: 1,
+            env: vec![],
+        };
+        let started = Instant::now();
+        let error = unknown(run(&handler, table()));
+        assert!(error.contains("within 1 s and was stopped"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let text = std::fs::read_to_string(&pids).expect("pids written");
+        let pids: Vec<u32> = text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        assert_eq!(pids.len(), 2, "{text:?}");
+        let give_up = Instant::now() + Duration::from_secs(3);
+        while !pids.iter().all(|&p| ended(p)) && Instant::now() < give_up {
+            thread::sleep(Duration::from_millis(20));
+        }
+        for pid in pids {
+            assert!(ended(pid), "process {pid} outlived the handler's timeout");
+        }
+    }
+
+    #[test]
+    fn command_gets_a_minimal_environment() {
+        // PATH is voicegate's own unless named; HOME and the rest are not
+        // passed on. (The binary-level test in tests/reliability.rs passes
+        // a named variable through.)
+        let (_, detail) = done(run(&sh("env", 5), table()));
+        let mut names: Vec<&str> = detail["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(n, _)| n))
+            .filter(|n| *n != "PWD" && *n != "SHLVL" && *n != "_")
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "PATH",
+                "VOICEGATE_ACTION_ID",
+                "VOICEGATE_ACTION_KIND",
+                "VOICEGATE_IDEMPOTENCY_KEY"
+            ],
+            "{detail}"
+        );
+        assert!(
+            detail["stdout"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("PATH={COMMAND_PATH}\n")),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn env_names_are_checked() {
+        for bad in ["", "1X", "A-B", "A=B", "A B", "VOICEGATE_IDEMPOTENCY_KEY"] {
+            let handler = HandlerConfig::Command {
+                program: "/bin/true".into(),
+                args: vec![],
+                timeout_secs: 5,
+                env: vec![bad.into()],
+            };
+            assert!(
+                handler.validate().is_err_and(|e| e.starts_with("env:")),
+                "{bad:?}"
+            );
+        }
+        let good = HandlerConfig::Command {
+            program: "/bin/true".into(),
+            args: vec![],
+            timeout_secs: 5,
+            env: vec!["PATH".into(), "_TOKEN2".into(), "HOME".into()],
+        };
+        assert_eq!(good.validate(), Ok(()));
+    }
+
     #[test]
     fn command_background_child_holding_stdout_does_not_hang() {
         let started = Instant::now();
@@ -1549,6 +1733,7 @@ mod tests {
             program: "/nonexistent/voicegate-book-table".into(),
             args: vec![],
             timeout_secs: 5,
+            env: vec![],
         };
         let error = failure(run(&handler, table()));
         assert_eq!(
@@ -1607,6 +1792,7 @@ mod tests {
             program = "/usr/local/bin/book-table"
             args = ["--json"]
             timeout_secs = 20
+            env = ["BOOK_TOKEN"]
 
             [handlers."booking.ride"]
             type = "record"
@@ -1627,6 +1813,7 @@ mod tests {
                 program: "/usr/local/bin/book-table".into(),
                 args: vec!["--json".into()],
                 timeout_secs: 20,
+                env: vec!["BOOK_TOKEN".into()],
             }
         );
         assert_eq!(handlers.for_kind("booking.ride"), &HandlerConfig::Record);

@@ -17,6 +17,8 @@ pub mod alarms;
 pub mod handlers;
 pub mod music;
 pub mod ring;
+#[cfg(unix)]
+mod signal;
 
 /// A unique id for one requested action. It is the `Idempotency-Key` sent
 /// to a merchant unless the action repeats an order whose outcome is
