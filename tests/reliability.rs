@@ -328,6 +328,39 @@ fn order_answered_after_the_timeout_is_unknown_counted_and_resent_with_the_same_
     assert!(verify_ok(&home));
 }
 
+/// A repeat reuses the key of an unknown order only within 10 minutes of it
+/// (the virtual clock moves on `/wait`).
+#[test]
+fn an_unknown_orders_key_is_reused_only_within_ten_minutes() {
+    let merchant = Merchant::start_slow(200, Duration::from_secs(2));
+    let home = home_with(Some(&merchant), 1, "");
+    let mut cmd = voicegate(&home);
+    cmd.args(["--json", "chat", "--virtual-clock"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(
+            b"order paper towels\nyes\n/wait 599\norder paper towels\nyes\n\
+              /wait 601\norder paper towels\nyes\n",
+        )
+        .expect("write");
+    let o = child.wait_with_output().expect("wait");
+    let ids: Vec<String> = events(&o)
+        .iter()
+        .filter(|e| e["event"] == "outcome_unknown")
+        .filter_map(|e| e["action_id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(ids.len(), 3, "{}", String::from_utf8_lossy(&o.stdout));
+    let keys = merchant.wait_for(3);
+    // 599 s after the first: its key. 601 s after the second: a new one.
+    assert_eq!(keys, [ids[0].as_str(), &ids[0], &ids[2]]);
+}
+
 /// After `executed` (the user heard "done") or `failed` (nothing was
 /// charged) the same order asked again is a new order, with its own key.
 #[test]
