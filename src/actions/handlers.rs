@@ -535,13 +535,21 @@ fn post_webhook(
 ) -> Outcome {
     let noun = noun(&action.request().kind);
     let timeout = Duration::from_secs(timeout_secs);
+    // Resolving and connecting get a slightly smaller budget than the whole
+    // exchange, so that a host that never accepts is reported as a connect
+    // timeout (nothing was sent: failed) rather than as the global timeout,
+    // which ureq reports when deadlines tie and which means "unknown". (If
+    // resolving alone takes over a tenth of the budget, a connect that then
+    // hangs still ends as the global timeout: unknown, the safe side.)
+    let connect = timeout.mul_f64(0.9);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .proxy(None)
         .max_redirects(0)
         .max_redirects_will_error(false)
         .timeout_global(Some(timeout))
-        .timeout_connect(Some(timeout))
+        .timeout_resolve(Some(connect))
+        .timeout_connect(Some(connect))
         .user_agent(concat!("voicegate/", env!("CARGO_PKG_VERSION")))
         .build()
         .into();
@@ -1517,6 +1525,29 @@ mod tests {
         assert!(error.contains("connection refused"), "{error}");
         assert!(error.contains("nothing was sent"), "{error}");
         assert!(error.contains(&addr.to_string()), "{error}");
+    }
+
+    #[test]
+    fn webhook_host_that_never_accepts_fails_as_a_connect_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Fill the accept queue (nothing accepts): from then on the kernel
+        // drops new connection attempts and connecting hangs.
+        let mut queued = Vec::new();
+        while queued.len() < 20_000 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => queued.push(stream),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let error = failure(run(&webhook(&url(addr), 1, &[]), order()));
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(
+            error,
+            format!("could not connect to the merchant at {addr} within 1 s; nothing was sent")
+        );
+        drop(listener);
     }
 
     #[test]
