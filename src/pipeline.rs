@@ -829,7 +829,9 @@ impl Pipeline {
         let key = match self.idempotency_key(&action, &order_digest, now) {
             Ok(key) => key,
             Err(e) => {
-                let reason = format!("I can't read my journal ({e}), so I did not do it");
+                let reason = format!(
+                    "I can't check whether this repeats an earlier order ({e}), so I did not do it"
+                );
                 let _ = self.record(facts, AuditOutcome::Failed, Some(reason.clone()), now);
                 return vec![
                     Event::Failed {
