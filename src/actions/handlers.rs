@@ -39,9 +39,10 @@
 //!   followed) means **unknown**, as does a timeout or broken connection
 //!   once the request may have been sent: the merchant may have taken the
 //!   order. Only a failure to connect at all (refused, host not found,
-//!   connect timeout) is failed with "nothing was sent". Only plain `http://` is supported: this
-//!   build of `ureq` has no TLS (it would need ureq's `rustls` feature), which
-//!   is fine for merchants on loopback or behind a local gateway. Proxy
+//!   connect timeout) is failed with "nothing was sent". Only plain
+//!   `http://` is supported: this build of `ureq` has no TLS (it would need
+//!   ureq's `rustls` feature), which is fine for merchants on loopback or
+//!   behind a local gateway. Proxy
 //!   environment variables are ignored, so the order goes straight to the
 //!   configured host. Header values are usually secrets (an API token), and
 //!   plain HTTP sends them readable by anyone on the path, so a webhook with
@@ -58,9 +59,8 @@
 //!   `VOICEGATE_IDEMPOTENCY_KEY`, plus each variable named in `env` that is
 //!   set in voicegate's environment, with its value there (naming `PATH`
 //!   replaces the default; `HOME`, `LANG` and the like must be named to be
-//!   passed). Exit
-//!   status 0 means done; the first non-empty line of stdout, if any, is
-//!   what the user hears. A non-zero exit status means failed (the program
+//!   passed). Exit status 0 means done; the first non-empty line of
+//!   stdout, if any, is what the user hears. A non-zero exit status means failed (the program
 //!   says it did not do it), with the tail of stderr as the reason. A
 //!   program killed by a signal, or killed after the timeout, is
 //!   **unknown**: it may have got as far as ordering. The program runs in a
@@ -90,6 +90,11 @@
 //! and a repeat after `executed`, after `failed`, or outside the window is a
 //! new order with a new key.
 //!
+//! A repeat sent under an earlier key carries the same `intent`, `kind`,
+//! `slots` and `params`, but its own `action_id`, `readback`,
+//! `confirmed_at` and `digest`: a merchant should recognise it by the key
+//! (and may check those four order fields), not by the whole body.
+//!
 //! # The request body (an API for merchants)
 //!
 //! One JSON object, the same for webhooks and commands:
@@ -118,8 +123,9 @@
 //!
 //! A merchant may answer with a JSON object holding a `"message"` string; on
 //! success it is what the user hears (otherwise `"Done: <read-back>"`), on
-//! failure or an unknown outcome it is quoted in the reason. Up to 4 KiB of the answer is kept in
-//! the outcome's detail as `{"status": 201, "body": "..."}` (plus
+//! failure or an unknown outcome it is quoted in the reason. Up to 4 KiB of
+//! the answer is kept in the outcome's detail as
+//! `{"status": 201, "body": "..."}` (plus
 //! `"body_truncated": true` when it was longer). A command's detail is
 //! `{"exit_code": 0, "stdout": "...", "stderr": "..."}` (the first 4 KiB of
 //! stdout, the last 4 KiB of stderr); `record`'s is `{"recorded": <body>}`.
