@@ -91,9 +91,10 @@
 //! new order with a new key.
 //!
 //! A repeat sent under an earlier key carries the same `intent`, `kind`,
-//! `slots` and `params`, but its own `action_id`, `readback`,
-//! `confirmed_at` and `digest`: a merchant should recognise it by the key
-//! (and may check those four order fields), not by the whole body.
+//! `slots` and `params`, but its own `action_id`, `confirmed_at` and
+//! `digest` (and its `readback` may be worded differently): a merchant
+//! should recognise it by the key (and may check those four order fields),
+//! not by the whole body.
 //!
 //! # The request body (an API for merchants)
 //!
