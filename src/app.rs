@@ -403,6 +403,9 @@ pub fn print_events(events: &[Event], json: bool, out: &mut dyn Write) -> std::i
                 writeln!(out, "[executed {intent}, risk {}]", risk_word(*risk))?
             }
             Event::Failed { intent, error, .. } => writeln!(out, "[failed {intent}: {error}]")?,
+            Event::OutcomeUnknown { intent, error, .. } => {
+                writeln!(out, "[outcome unknown for {intent}: {error}]")?
+            }
             Event::Declined { intent, .. } => writeln!(out, "[declined {intent}]")?,
             Event::Expired { intent, .. } => writeln!(out, "[expired {intent}]")?,
             Event::Superseded { intent, .. } => writeln!(out, "[superseded {intent}]")?,

@@ -11,7 +11,11 @@
 //!    not run and the user is told why;
 //! 2. write a `started` mark to the execution journal (state database);
 //! 3. run the executor (off this thread);
-//! 4. append `executed` or `failed`.
+//! 4. append `executed`, `failed`, or `unknown` when the executor cannot
+//!    tell whether it happened (a merchant that did not answer in time, a
+//!    5xx, a command killed on its timeout: see
+//!    [`Outcome::Unknown`]). `unknown` counts toward the spend cap, and the
+//!    user is told to check before ordering again.
 //!
 //! One process at a time owns a data directory: [`Pipeline::start`] takes
 //! an exclusive lock (`voicegate.lock`, an `flock` the kernel drops when the
@@ -26,20 +30,34 @@
 //! event is `confirmed`: with a `started` mark they are recorded `unknown`
 //! (it may have run: needs review); without one they are recorded `failed`
 //! (it never started). Neither is ever retried.
+//!
+//! # Idempotency keys
+//!
+//! The `started` mark (step 2) is written together with the action's
+//! *order*: its [`order_digest`](crate::gate::order_digest) (what is
+//! ordered, without the action id), the [`IdempotencyKey`] it is sent with,
+//! and the time. The key is the action's own id, except when the latest
+//! order with the same digest in the last [`ORDER_KEY_WINDOW`] ended
+//! `unknown`: then the user is asking again for what may already have gone
+//! through, and the new request carries that order's key, so a merchant
+//! that honours keys charges once. After `executed` a repeat is a new order
+//! (the user heard "done"); after `failed` nothing was charged, and a
+//! merchant may have cached the failure under the old key: both get a
+//! fresh key.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 
 use chrono::{DateTime, Local, Utc};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::actions::alarms::{self, Schedule};
 use crate::actions::handlers::Handlers;
 use crate::actions::music::{MpdConfig, MpdPlayer, MusicCommand, MusicPlayer};
-use crate::actions::{ActionRequest, Outcome};
+use crate::actions::{ActionRequest, IdempotencyKey, Outcome};
 use crate::audit::{AuditError, AuditEvent, AuditLog, AuditOutcome};
 use crate::gate::{ConfirmedAction, Facts, Gate, GateConfig, Output, PinLock, Utterance};
 use crate::intent::{IntentSet, NotUnderstood, Risk};
@@ -80,6 +98,18 @@ pub enum Event {
         risk: Risk,
         /// What the executor said.
         message: String,
+    },
+    /// An action may or may not have happened (it needs review): the
+    /// request went out and no clear answer came back.
+    OutcomeUnknown {
+        /// The action.
+        action_id: String,
+        /// Its intent.
+        intent: String,
+        /// low or high.
+        risk: Risk,
+        /// What happened.
+        error: String,
     },
     /// An action ran (or tried to) and failed.
     Failed {
@@ -257,6 +287,10 @@ impl DirLock {
     }
 }
 
+/// How long after an order whose outcome is unknown a confirmed repeat of
+/// the same order reuses its idempotency key (see the module documentation).
+pub const ORDER_KEY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
 /// Where the pipeline keeps things and what it talks to.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -288,7 +322,7 @@ impl PipelineConfig {
 /// A job for the executor thread.
 enum Job {
     Low(Box<ActionRequest>, mpsc::Sender<Outcome>),
-    High(Box<ConfirmedAction>, mpsc::Sender<Outcome>),
+    High(Box<ConfirmedAction>, IdempotencyKey, mpsc::Sender<Outcome>),
 }
 
 /// The executor thread: actions run here, never on the gate's thread.
@@ -315,8 +349,8 @@ impl Executor {
                             let outcome = run_low(&request, &schedule, &mpd, &mut music);
                             let _ = reply.send(outcome);
                         }
-                        Job::High(action, reply) => {
-                            let _ = reply.send(handlers.execute(&action));
+                        Job::High(action, key, reply) => {
+                            let _ = reply.send(handlers.execute(*action, &key));
                         }
                     }
                 }
@@ -335,7 +369,8 @@ impl Executor {
                 error: "the executor stopped".into(),
             };
         }
-        rx.recv().unwrap_or(Outcome::Failed {
+        // The job was handed over, so it may have run.
+        rx.recv().unwrap_or(Outcome::Unknown {
             error: "the executor stopped before answering".into(),
         })
     }
@@ -405,7 +440,8 @@ fn run_low(
     }
 }
 
-/// The journal of started executions, in the state database.
+/// The journal of started executions, and the orders they carried, in the
+/// state database.
 struct Journal {
     conn: Connection,
 }
@@ -430,7 +466,14 @@ impl Journal {
                  one          INTEGER PRIMARY KEY CHECK (one = 1),
                  failures     INTEGER NOT NULL,
                  locked_until TEXT
-             );",
+             );
+             CREATE TABLE IF NOT EXISTS orders (
+                 action_id       TEXT PRIMARY KEY,
+                 order_digest    TEXT NOT NULL,
+                 idempotency_key TEXT NOT NULL,
+                 started_at      TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS orders_by_digest ON orders (order_digest, started_at);",
         )
         .map_err(err)?;
         Ok(Journal { conn })
@@ -472,13 +515,50 @@ impl Journal {
             .map(|_| ())
     }
 
-    fn mark_started(&self, action_id: &str, now: DateTime<Utc>) -> rusqlite::Result<()> {
+    /// Marks `action_id` started and records the order it carries, in one
+    /// transaction.
+    fn mark_started(
+        &mut self,
+        action_id: &str,
+        order_digest: &str,
+        key: &IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> rusqlite::Result<()> {
+        let at = stored_time(now);
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO executions (action_id, started_at) VALUES (?1, ?2)",
+            params![action_id, at],
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO orders (action_id, order_digest, idempotency_key, started_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![action_id, order_digest, key.as_str(), at],
+        )?;
+        tx.commit()
+    }
+
+    /// The latest order with `order_digest` started at or after `since`:
+    /// its action id and key.
+    fn latest_order(
+        &self,
+        order_digest: &str,
+        since: DateTime<Utc>,
+    ) -> rusqlite::Result<Option<(String, IdempotencyKey)>> {
         self.conn
-            .execute(
-                "INSERT OR IGNORE INTO executions (action_id, started_at) VALUES (?1, ?2)",
-                params![action_id, now.to_rfc3339()],
+            .query_row(
+                "SELECT action_id, idempotency_key FROM orders
+                 WHERE order_digest = ?1 AND started_at >= ?2
+                 ORDER BY started_at DESC, rowid DESC LIMIT 1",
+                params![order_digest, stored_time(since)],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        IdempotencyKey::from_string(row.get(1)?),
+                    ))
+                },
             )
-            .map(|_| ())
+            .optional()
     }
 
     fn was_started(&self, action_id: &str) -> rusqlite::Result<bool> {
@@ -494,6 +574,12 @@ impl Journal {
                 e => Err(e),
             })
     }
+}
+
+/// A time as the journal stores it: RFC 3339 in UTC with a fixed number of
+/// fractional digits, so text order is time order.
+fn stored_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// A crash point for the reliability tests: with `VOICEGATE_TEST_KILL_AT`
@@ -752,6 +838,7 @@ impl Pipeline {
                     events.extend(result_events(
                         &request.id.to_string(),
                         &request.intent,
+                        &request.kind,
                         Risk::Low,
                         outcome,
                     ));
@@ -852,6 +939,30 @@ impl Pipeline {
         events
     }
 
+    /// The idempotency key for `action`: the key of the latest order with
+    /// the same digest within [`ORDER_KEY_WINDOW`] if that order's last
+    /// audit outcome is `unknown`, otherwise the action's own id.
+    fn idempotency_key(
+        &self,
+        action: &ConfirmedAction,
+        order_digest: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IdempotencyKey, String> {
+        let own = IdempotencyKey::of(action.id());
+        let Some((earlier, key)) = self
+            .journal
+            .latest_order(order_digest, now - ORDER_KEY_WINDOW)
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(own);
+        };
+        let audit = self.audit.as_ref().map_err(|e| e.to_string())?;
+        match audit.last_outcome(&earlier).map_err(|e| e.to_string())? {
+            Some(AuditOutcome::Unknown) => Ok(key),
+            _ => Ok(own),
+        }
+    }
+
     fn run_high(
         &mut self,
         facts: &Facts,
@@ -873,8 +984,30 @@ impl Pipeline {
             ];
         }
         crash_point("after_confirmed");
+        // The key it is sent with: the action's own id, or the key of the
+        // same order if that one's outcome is unknown (module docs).
+        let order_digest = action.order_digest();
+        let key = match self.idempotency_key(&action, &order_digest, now) {
+            Ok(key) => key,
+            Err(e) => {
+                let reason = format!(
+                    "I can't check whether this repeats an earlier order ({e}), so I did not do it"
+                );
+                let _ = self.record(facts, AuditOutcome::Failed, Some(reason.clone()), now);
+                return vec![
+                    Event::Failed {
+                        action_id: id.clone(),
+                        intent,
+                        risk: Risk::High,
+                        error: reason.clone(),
+                    },
+                    say(reason, Some(id)),
+                ];
+            }
+        };
+        let kind = action.request().kind.clone();
         // 2. Mark it started, so a crash during 3 is known to be ambiguous.
-        if let Err(e) = self.journal.mark_started(&id, now) {
+        if let Err(e) = self.journal.mark_started(&id, &order_digest, &key, now) {
             let reason = format!("I can't write my journal ({e}), so I did not do it");
             let _ = self.record(facts, AuditOutcome::Failed, Some(reason.clone()), now);
             return vec![
@@ -889,14 +1022,15 @@ impl Pipeline {
         }
         crash_point("after_started");
         // 3. Run it, off this thread.
-        let outcome = self.executor.run(|tx| Job::High(Box::new(action), tx));
+        let outcome = self.executor.run(|tx| Job::High(Box::new(action), key, tx));
         crash_point("after_executed");
         // 4. Record the result.
         let (audit_outcome, detail) = match &outcome {
             Outcome::Done { message, .. } => (AuditOutcome::Executed, Some(message.clone())),
             Outcome::Failed { error } => (AuditOutcome::Failed, Some(error.clone())),
+            Outcome::Unknown { error } => (AuditOutcome::Unknown, Some(error.clone())),
         };
-        let mut events = result_events(&id, &intent, Risk::High, outcome);
+        let mut events = result_events(&id, &intent, &kind, Risk::High, outcome);
         if let Err(e) = self.record(facts, audit_outcome, detail, now) {
             events.push(say(
                 format!("It ran, but I could not record the result in the audit log: {e}"),
@@ -911,8 +1045,31 @@ fn say(text: String, action_id: Option<String>) -> Event {
     Event::Response { text, action_id }
 }
 
-fn result_events(id: &str, intent: &str, risk: Risk, outcome: Outcome) -> Vec<Event> {
+fn result_events(id: &str, intent: &str, kind: &str, risk: Risk, outcome: Outcome) -> Vec<Event> {
     match outcome {
+        Outcome::Unknown { error } => {
+            let again = if kind.starts_with("purchase.") {
+                "order it again"
+            } else if kind.starts_with("booking.") {
+                "book it again"
+            } else {
+                "ask for it again"
+            };
+            vec![
+                Event::OutcomeUnknown {
+                    action_id: id.to_string(),
+                    intent: intent.to_string(),
+                    risk,
+                    error: error.clone(),
+                },
+                say(
+                    format!(
+                        "I don't know whether that went through: {error}. Please check before you {again}."
+                    ),
+                    Some(id.to_string()),
+                ),
+            ]
+        }
         Outcome::Done { message, .. } => vec![
             Event::Executed {
                 action_id: id.to_string(),

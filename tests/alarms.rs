@@ -44,6 +44,7 @@ fn said(outcome: Outcome) -> String {
     match outcome {
         Outcome::Done { message, .. } => message,
         Outcome::Failed { error } => panic!("failed: {error}"),
+        Outcome::Unknown { error } => panic!("unknown: {error}"),
     }
 }
 
@@ -51,6 +52,7 @@ fn failed(outcome: Outcome) -> String {
     match outcome {
         Outcome::Failed { error } => error,
         Outcome::Done { message, .. } => panic!("unexpectedly done: {message}"),
+        Outcome::Unknown { error } => panic!("unexpectedly unknown: {error}"),
     }
 }
 

@@ -1346,4 +1346,36 @@ mod audit {
             assert!(bad.parse::<Anchor>().is_err(), "{bad:?}");
         }
     }
+
+    #[test]
+    fn last_outcome_is_the_latest_event_of_that_action_only() {
+        let (_dir, path) = temp_db();
+        let log = AuditLog::open(&path).expect("open");
+        for (i, (action, outcome)) in [
+            ("a", AuditOutcome::Requested),
+            ("a", AuditOutcome::Confirmed),
+            ("b", AuditOutcome::Requested),
+            ("a", AuditOutcome::Unknown),
+            ("b", AuditOutcome::Declined),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            log.append(&purchase(action, outcome), at(i as i64))
+                .expect("append");
+        }
+        assert_eq!(
+            log.last_outcome("a").expect("a"),
+            Some(AuditOutcome::Unknown)
+        );
+        assert_eq!(
+            log.last_outcome("b").expect("b"),
+            Some(AuditOutcome::Declined)
+        );
+        assert_eq!(log.last_outcome("c").expect("c"), None);
+        assert_eq!(
+            log.last_outcome(INJECTION).expect("bound, not spliced"),
+            None
+        );
+    }
 }

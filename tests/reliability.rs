@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// A merchant on 127.0.0.1 that records each request's Idempotency-Key and
-/// answers with `status`. It stops when dropped.
+/// answers with `status` (after `delay`, each connection on its own thread).
+/// It stops when dropped.
 struct Merchant {
     port: u16,
     keys: Arc<Mutex<Vec<String>>>,
@@ -24,6 +25,10 @@ struct Merchant {
 
 impl Merchant {
     fn start(status: u16) -> Merchant {
+        Merchant::start_slow(status, Duration::ZERO)
+    }
+
+    fn start_slow(status: u16, delay: Duration) -> Merchant {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
@@ -37,33 +42,8 @@ impl Merchant {
                     thread::sleep(Duration::from_millis(10));
                     continue;
                 };
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut reader = BufReader::new(stream);
-                let mut key = String::new();
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("idempotency-key:") {
-                        key = v.trim().to_string();
-                    }
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0u8; length];
-                let _ = reader.read_exact(&mut body);
-                k.lock().expect("lock").push(key);
-                let text = r#"{"message":"Order placed"}"#;
-                let reply = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                    text.len()
-                );
-                let _ = reader.get_mut().write_all(reply.as_bytes());
+                let k = k.clone();
+                thread::spawn(move || serve(stream, status, delay, &k));
             }
         });
         Merchant { port, keys, stop }
@@ -72,6 +52,47 @@ impl Merchant {
     fn requests(&self) -> Vec<String> {
         self.keys.lock().expect("lock").clone()
     }
+
+    /// The keys seen, once `n` requests have arrived (or after 10 s).
+    fn wait_for(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.requests().len() < n && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.requests()
+    }
+}
+
+/// Reads one request, records its key, waits `delay`, answers `status`.
+fn serve(stream: std::net::TcpStream, status: u16, delay: Duration, keys: &Mutex<Vec<String>>) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(stream);
+    let mut key = String::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("idempotency-key:") {
+            key = v.trim().to_string();
+        }
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    let _ = reader.read_exact(&mut body);
+    keys.lock().expect("lock").push(key);
+    thread::sleep(delay);
+    let text = r#"{"message":"Order placed"}"#;
+    let reply = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    );
+    let _ = reader.get_mut().write_all(reply.as_bytes());
 }
 
 impl Drop for Merchant {
@@ -87,13 +108,19 @@ struct Home {
 }
 
 fn home(merchant: Option<&Merchant>) -> Home {
+    home_with(merchant, 5, "")
+}
+
+/// A home whose webhook times out after `timeout_secs`, with `extra` TOML
+/// before the handler table.
+fn home_with(merchant: Option<&Merchant>, timeout_secs: u64, extra: &str) -> Home {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let config = dir.path().join("voicegate.toml");
-    let mut toml = String::new();
+    let mut toml = extra.to_string();
     if let Some(m) = merchant {
         toml.push_str(&format!(
-            "[handlers.\"purchase.order\"]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/orders\"\ntimeout_secs = 5\n",
+            "[handlers.\"purchase.order\"]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{}/orders\"\ntimeout_secs = {timeout_secs}\n",
             m.port
         ));
     }
@@ -199,7 +226,7 @@ fn webhook_merchant_gets_one_post_keyed_by_the_action_id() {
 
 #[test]
 fn merchant_error_is_reported_and_recorded_as_failed() {
-    let merchant = Merchant::start(502);
+    let merchant = Merchant::start(422);
     let home = home(Some(&merchant));
     let o = chat(&home, "buy two packs of batteries\nyes\n", None);
     assert!(
@@ -210,6 +237,220 @@ fn merchant_error_is_reported_and_recorded_as_failed() {
     assert!(!kinds(&o).contains(&"executed".to_string()));
     assert_eq!(outcomes(&home), ["requested", "confirmed", "failed"]);
     assert_eq!(merchant.requests().len(), 1, "never retried");
+}
+
+/// A 5xx may come from a merchant that took the order and then broke: the
+/// outcome is unknown, never failed.
+#[test]
+fn merchant_5xx_is_recorded_as_unknown() {
+    let merchant = Merchant::start(502);
+    let home = home(Some(&merchant));
+    let o = chat(&home, "buy two packs of batteries\nyes\n", None);
+    assert!(
+        kinds(&o).contains(&"outcome_unknown".to_string()),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(outcomes(&home), ["requested", "confirmed", "unknown"]);
+    assert_eq!(merchant.requests().len(), 1, "never retried");
+}
+
+/// The merchant takes the order but answers only after the client gave up.
+/// The outcome is `unknown`: the user hears so, it counts toward the spend
+/// cap, and the same order confirmed again is sent with the same
+/// Idempotency-Key, so a merchant that honours keys charges once.
+#[test]
+fn order_answered_after_the_timeout_is_unknown_counted_and_resent_with_the_same_key() {
+    let merchant = Merchant::start_slow(200, Duration::from_secs(2));
+    // 6 + 6 fit under the cap; a third 6 only if the first two are not counted.
+    let home = home_with(
+        Some(&merchant),
+        1,
+        "[gate]\ndaily_spend_cap = \"15.00 USD\"\n[prices]\n\"paper towels\" = \"6.00 USD\"\n",
+    );
+    let o = chat(
+        &home,
+        "order paper towels\nyes\norder paper towels\nyes\norder paper towels\nyes\n",
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let ev = events(&o);
+    let of = |kind: &str| -> Vec<&Value> { ev.iter().filter(|e| e["event"] == kind).collect() };
+
+    // Both runs are unknown, and the user is told to check.
+    let unknown = of("outcome_unknown");
+    assert_eq!(unknown.len(), 2, "{stdout}");
+    assert!(
+        of("failed").is_empty() && of("executed").is_empty(),
+        "{stdout}"
+    );
+    let first = unknown[0]["action_id"].as_str().expect("action id");
+    let second = unknown[1]["action_id"].as_str().expect("action id");
+    assert_ne!(first, second, "two actions");
+    assert!(
+        unknown[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not answer within 1 s")),
+        "{stdout}"
+    );
+    let said: Vec<&str> = of("response")
+        .iter()
+        .filter(|e| e["action_id"] == first)
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert!(
+        said.iter()
+            .any(|t| t.contains("I don't know whether that went through")
+                && t.contains("Please check before you order it again")),
+        "{said:?}"
+    );
+
+    // The unknown orders count: the third one would take the day to 18.00.
+    let refused = of("refused");
+    assert_eq!(refused.len(), 1, "{stdout}");
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("12.00 USD already spent")),
+        "{stdout}"
+    );
+
+    // The merchant saw the repeat under the first order's key.
+    let keys = merchant.wait_for(2);
+    assert_eq!(keys, [first, first], "{stdout}");
+
+    let got = outcomes(&home);
+    assert_eq!(got.iter().filter(|o| *o == "unknown").count(), 2, "{got:?}");
+    assert!(
+        !got.iter().any(|o| o == "failed" || o == "executed"),
+        "{got:?}"
+    );
+    assert!(verify_ok(&home));
+}
+
+/// A repeat reuses the key of an unknown order only within 10 minutes of it
+/// (the virtual clock moves on `/wait`).
+#[test]
+fn an_unknown_orders_key_is_reused_only_within_ten_minutes() {
+    let merchant = Merchant::start_slow(200, Duration::from_secs(2));
+    let home = home_with(Some(&merchant), 1, "");
+    let mut cmd = voicegate(&home);
+    cmd.args(["--json", "chat", "--virtual-clock"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(
+            b"order paper towels\nyes\n/wait 599\norder paper towels\nyes\n\
+              /wait 601\norder paper towels\nyes\n",
+        )
+        .expect("write");
+    let o = child.wait_with_output().expect("wait");
+    let ids: Vec<String> = events(&o)
+        .iter()
+        .filter(|e| e["event"] == "outcome_unknown")
+        .filter_map(|e| e["action_id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(ids.len(), 3, "{}", String::from_utf8_lossy(&o.stdout));
+    let keys = merchant.wait_for(3);
+    // 599 s after the first: its key. 601 s after the second: a new one.
+    assert_eq!(keys, [ids[0].as_str(), &ids[0], &ids[2]]);
+}
+
+/// After `executed` (the user heard "done") or `failed` (nothing was
+/// charged) the same order asked again is a new order, with its own key.
+#[test]
+fn a_repeat_after_executed_or_failed_gets_its_own_key() {
+    for status in [200, 422] {
+        let merchant = Merchant::start(status);
+        let home = home(Some(&merchant));
+        let o = chat(
+            &home,
+            "order paper towels\nyes\norder paper towels\nyes\n",
+            None,
+        );
+        let ids: Vec<String> = events(&o)
+            .iter()
+            .filter(|e| e["event"] == "executed" || e["event"] == "failed")
+            .filter_map(|e| e["action_id"].as_str().map(String::from))
+            .collect();
+        assert_eq!(
+            ids.len(),
+            2,
+            "{status}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert_ne!(ids[0], ids[1]);
+        assert_eq!(
+            merchant.wait_for(2),
+            ids,
+            "{status}: each its own id as key"
+        );
+    }
+}
+
+/// A command handler gets a minimal environment: what its table names in
+/// `env` is passed through from voicegate's, anything else (a secret meant
+/// for something else) is not.
+#[test]
+fn command_handler_gets_only_the_variables_it_names() {
+    let home = home(None);
+    let seen = home._dir.path().join("env.txt");
+    let toml = format!(
+        "[handlers.\"purchase.order\"]\ntype = \"command\"\nprogram = \"/bin/sh\"\n\
+         args = [\"-c\", \"env > '{}'; echo Ordered\"]\nenv = [\"SHOP_TOKEN\", \"NOT_SET_ANYWHERE\"]\n",
+        seen.display()
+    );
+    std::fs::write(&home.config, toml).expect("config");
+    let mut cmd = voicegate(&home);
+    cmd.args(["--json", "chat"])
+        .env("SHOP_TOKEN", "listed-value")
+        .env("UNRELATED_SECRET", "hunter2")
+        .env_remove("NOT_SET_ANYWHERE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"order paper towels\nyes\n")
+        .expect("write");
+    let o = child.wait_with_output().expect("wait");
+    let ev = events(&o);
+    let done: Vec<&Value> = ev.iter().filter(|e| e["event"] == "executed").collect();
+    assert_eq!(done.len(), 1, "{}", String::from_utf8_lossy(&o.stdout));
+    let env = std::fs::read_to_string(&seen).expect("the handler wrote its environment");
+    let lines: Vec<&str> = env.lines().collect();
+    assert!(lines.contains(&"SHOP_TOKEN=listed-value"), "{env}");
+    assert!(
+        lines.contains(&"PATH=/usr/local/bin:/usr/bin:/bin"),
+        "{env}"
+    );
+    let id = done[0]["action_id"].as_str().expect("id");
+    assert!(
+        lines.contains(&format!("VOICEGATE_ACTION_ID={id}").as_str()),
+        "{env}"
+    );
+    assert!(
+        lines.contains(&format!("VOICEGATE_IDEMPOTENCY_KEY={id}").as_str()),
+        "{env}"
+    );
+    assert!(
+        lines.contains(&"VOICEGATE_ACTION_KIND=purchase.order"),
+        "{env}"
+    );
+    assert!(
+        !env.contains("hunter2") && !env.contains("UNRELATED_SECRET"),
+        "{env}"
+    );
+    assert!(!env.contains("NOT_SET_ANYWHERE"), "{env}");
+    assert!(!env.contains("HOME="), "{env}");
 }
 
 /// SIGKILL at each step between confirmation and result: after a restart

@@ -18,39 +18,83 @@
 //! url = "http://127.0.0.1:8080/orders"   # http://host[:port]/path
 //! timeout_secs = 10                       # optional, default 10, at most 300
 //! headers = { Authorization = "Bearer ..." }   # optional
+//! allow_cleartext_headers = false         # optional; see below
 //!
 //! [handlers."booking.table"]
 //! type = "command"
 //! program = "/usr/local/bin/book-table"
 //! args = ["--json"]                       # optional
 //! timeout_secs = 10                       # optional, default 10, at most 300
+//! env = ["BOOKING_API_TOKEN"]             # optional: passed through if set
 //!
 //! [handlers."booking.ride"]
 //! type = "record"                         # the default: record and read back
 //! ```
 //!
 //! - `webhook`: an HTTP `POST` of the JSON body below, with the headers
-//!   `Content-Type: application/json`, `Idempotency-Key: <action_id>` and the
-//!   configured ones. The timeout covers connecting and the whole exchange.
-//!   A 2xx answer means done; anything else (including a redirect, which is
-//!   never followed) means failed. Only plain `http://` is supported: this
-//!   build of `ureq` has no TLS (it would need ureq's `rustls` feature), which
-//!   is fine for merchants on loopback or behind a local gateway. Proxy
+//!   `Content-Type: application/json`, `Idempotency-Key: <key>` (see
+//!   below) and the configured ones. The timeout covers connecting and the
+//!   whole exchange. A 2xx answer means done. A 4xx means failed: the
+//!   merchant refused the order. A 5xx or a 3xx (redirects are never
+//!   followed) means **unknown**, as does a timeout or broken connection
+//!   once the request may have been sent: the merchant may have taken the
+//!   order. Only a failure to connect at all (refused, host not found,
+//!   connect timeout) is failed with "nothing was sent". Only plain
+//!   `http://` is supported: this build of `ureq` has no TLS (it would need
+//!   ureq's `rustls` feature), which is fine for merchants on loopback or
+//!   behind a local gateway. Proxy
 //!   environment variables are ignored, so the order goes straight to the
-//!   configured host.
-//! - `command`: runs `program` with `args` (no shell), the JSON body on its
-//!   stdin, and the environment variables `VOICEGATE_ACTION_ID` and
-//!   `VOICEGATE_ACTION_KIND` set. Exit status 0 means done; the first
-//!   non-empty line of stdout, if any, is what the user hears. A non-zero
-//!   status means failed, with the tail of stderr as the reason. After the
-//!   timeout the program is killed (the direct child only: a script should
-//!   `exec` its last long-running step).
+//!   configured host. Header values are usually secrets (an API token), and
+//!   plain HTTP sends them readable by anyone on the path, so a webhook with
+//!   `headers` whose host is not this machine (`localhost`, `127.0.0.0/8`
+//!   or `[::1]`) is refused when the config is loaded, unless the table
+//!   says `allow_cleartext_headers = true` (for a network you trust, e.g. a
+//!   gateway on a private link). Without headers no secret is at stake and
+//!   any host is accepted.
+//! - `command`: runs `program` with `args` (no shell) and the JSON body on
+//!   its stdin, in a minimal environment: voicegate's own environment is
+//!   *not* passed on (it may hold secrets meant for something else). The
+//!   program gets `PATH=/usr/local/bin:/usr/bin:/bin`,
+//!   `VOICEGATE_ACTION_ID`, `VOICEGATE_ACTION_KIND` and
+//!   `VOICEGATE_IDEMPOTENCY_KEY`, plus each variable named in `env` that is
+//!   set in voicegate's environment, with its value there (naming `PATH`
+//!   replaces the default; `HOME`, `LANG` and the like must be named to be
+//!   passed). Exit status 0 means done; the first non-empty line of
+//!   stdout, if any, is what the user hears. A non-zero exit status means failed (the program
+//!   says it did not do it), with the tail of stderr as the reason. A
+//!   program killed by a signal, or killed after the timeout, is
+//!   **unknown**: it may have got as far as ordering. The program runs in a
+//!   process group of its own, and after the timeout the whole group is
+//!   killed (SIGKILL), so a script's children and background jobs stop
+//!   with it. A program that exits by itself is not signalled: background
+//!   jobs it leaves behind are its business.
 //! - `record`: nothing external happens; the confirmed action is returned as
 //!   the outcome's detail (so it lands in the audit log) and read back.
 //!
-//! Nothing here retries. A retry could order twice; the idempotency key
-//! protects the merchant if the *user* asks again for the same action, but
-//! that is never done silently.
+//! # Unknown outcomes and the idempotency key
+//!
+//! Nothing here retries: a retry could order twice. An unknown outcome is
+//! reported as [`Outcome::Unknown`]; the pipeline records it as `unknown`
+//! (needs review), counts it toward the spend cap, and tells the user to
+//! check before ordering again.
+//!
+//! The key sent with an action (`Idempotency-Key` header,
+//! `"idempotency_key"` in the body, `VOICEGATE_IDEMPOTENCY_KEY` for a
+//! command) is chosen by the caller, not here (see [`IdempotencyKey`]):
+//! normally the action's id, so every confirmed action is a distinct order;
+//! but when the user confirms the same order again shortly after one whose
+//! outcome was unknown, it is that order's key. A merchant that honours
+//! idempotency keys (stores the result of the first request with a key and
+//! answers a repeat with it instead of acting again) then charges once. That
+//! is all the key guarantees: a merchant that ignores it may charge twice,
+//! and a repeat after `executed`, after `failed`, or outside the window is a
+//! new order with a new key.
+//!
+//! A repeat sent under an earlier key carries the same `intent`, `kind`,
+//! `slots` and `params`, but its own `action_id`, `confirmed_at` and
+//! `digest` (and its `readback` may be worded differently): a merchant
+//! should recognise it by the key (and may check those four order fields),
+//! not by the whole body.
 //!
 //! # The request body (an API for merchants)
 //!
@@ -58,7 +102,11 @@
 //!
 //! ```json
 //! {
-//!   "action_id": "5f0c3a9e-…",          // UUID; equals the Idempotency-Key header
+//!   "action_id": "5f0c3a9e-…",          // UUID of this action
+//!   "idempotency_key": "5f0c3a9e-…",    // equals the Idempotency-Key header: this
+//!                                       // action's id, or an earlier action's id
+//!                                       // when this repeats an order whose
+//!                                       // outcome was unknown
 //!   "intent": "OrderItem",              // the intent that matched
 //!   "kind": "purchase.order",           // the action kind
 //!   "slots": {"item": "coffee beans", "quantity": 2, "unit": "bags"},
@@ -76,8 +124,9 @@
 //!
 //! A merchant may answer with a JSON object holding a `"message"` string; on
 //! success it is what the user hears (otherwise `"Done: <read-back>"`), on
-//! failure it is quoted in the reason. Up to 4 KiB of the answer is kept in
-//! the outcome's detail as `{"status": 201, "body": "..."}` (plus
+//! failure or an unknown outcome it is quoted in the reason. Up to 4 KiB of
+//! the answer is kept in the outcome's detail as
+//! `{"status": 201, "body": "..."}` (plus
 //! `"body_truncated": true` when it was longer). A command's detail is
 //! `{"exit_code": 0, "stdout": "...", "stderr": "..."}` (the first 4 KiB of
 //! stdout, the last 4 KiB of stderr); `record`'s is `{"recorded": <body>}`.
@@ -98,7 +147,7 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::actions::Outcome;
+use crate::actions::{IdempotencyKey, Outcome};
 use crate::gate::ConfirmedAction;
 
 /// The timeout, in seconds, when a handler does not set `timeout_secs`.
@@ -157,6 +206,10 @@ pub enum HandlerConfig {
         /// Extra headers (e.g. `Authorization`). Their values are secrets:
         /// `Debug` does not print them.
         headers: BTreeMap<String, String>,
+        /// Send `headers` over plain HTTP to a host that is not loopback.
+        /// Off by default: such a config is refused, since the values would
+        /// cross the network in cleartext.
+        allow_cleartext_headers: bool,
     },
     /// Run a program with the JSON body on its stdin.
     Command {
@@ -164,9 +217,12 @@ pub enum HandlerConfig {
         program: PathBuf,
         /// Its arguments.
         args: Vec<String>,
-        /// After this many seconds the program is killed (default
-        /// [`DEFAULT_TIMEOUT_SECS`]).
+        /// After this many seconds the program's process group is killed
+        /// (default [`DEFAULT_TIMEOUT_SECS`]).
         timeout_secs: u64,
+        /// Names of variables passed through from voicegate's environment
+        /// (when set there); nothing else of it is passed.
+        env: Vec<String>,
     },
     /// Only record the confirmed action and read it back (the default).
     Record,
@@ -184,6 +240,8 @@ enum RawHandlerConfig {
         timeout_secs: u64,
         #[serde(default)]
         headers: BTreeMap<String, String>,
+        #[serde(default)]
+        allow_cleartext_headers: bool,
     },
     Command {
         program: PathBuf,
@@ -191,6 +249,8 @@ enum RawHandlerConfig {
         args: Vec<String>,
         #[serde(default = "default_timeout")]
         timeout_secs: u64,
+        #[serde(default)]
+        env: Vec<String>,
     },
     Record {},
 }
@@ -202,19 +262,23 @@ impl From<RawHandlerConfig> for HandlerConfig {
                 url,
                 timeout_secs,
                 headers,
+                allow_cleartext_headers,
             } => HandlerConfig::Webhook {
                 url,
                 timeout_secs,
                 headers,
+                allow_cleartext_headers,
             },
             RawHandlerConfig::Command {
                 program,
                 args,
                 timeout_secs,
+                env,
             } => HandlerConfig::Command {
                 program,
                 args,
                 timeout_secs,
+                env,
             },
             RawHandlerConfig::Record {} => HandlerConfig::Record,
         }
@@ -228,6 +292,7 @@ impl fmt::Debug for HandlerConfig {
                 url,
                 timeout_secs,
                 headers,
+                allow_cleartext_headers,
             } => {
                 let redacted: BTreeMap<&str, &str> =
                     headers.keys().map(|k| (k.as_str(), "<redacted>")).collect();
@@ -235,17 +300,20 @@ impl fmt::Debug for HandlerConfig {
                     .field("url", url)
                     .field("timeout_secs", timeout_secs)
                     .field("headers", &redacted)
+                    .field("allow_cleartext_headers", allow_cleartext_headers)
                     .finish()
             }
             HandlerConfig::Command {
                 program,
                 args,
                 timeout_secs,
+                env,
             } => f
                 .debug_struct("Command")
                 .field("program", program)
                 .field("args", args)
                 .field("timeout_secs", timeout_secs)
+                .field("env", env)
                 .finish(),
             HandlerConfig::Record => f.write_str("Record"),
         }
@@ -254,7 +322,9 @@ impl fmt::Debug for HandlerConfig {
 
 impl HandlerConfig {
     /// Checks the handler: a webhook URL must be `http://host[:port]/path`
-    /// and its headers valid and not ones voicegate sets itself; a command
+    /// and its headers valid and not ones voicegate sets itself, and it may
+    /// have headers only if its host is loopback or
+    /// `allow_cleartext_headers` is set; a command
     /// needs a program; timeouts are 1 to [`MAX_TIMEOUT_SECS`] seconds.
     /// The error says what is wrong, in words (header values are never
     /// quoted).
@@ -264,14 +334,26 @@ impl HandlerConfig {
                 url,
                 timeout_secs,
                 headers,
+                allow_cleartext_headers,
             } => {
                 check_url(url)?;
                 check_timeout(*timeout_secs)?;
-                check_headers(headers)
+                check_headers(headers)?;
+                if !headers.is_empty() && !allow_cleartext_headers && !is_loopback(url) {
+                    let names = headers.keys().cloned().collect::<Vec<_>>().join(", ");
+                    return Err(format!(
+                        "the headers ({names}) would be sent in cleartext over http:// to {}, which is not this machine; \
+                         point `url` at a loopback address (e.g. a local TLS gateway), or set \
+                         `allow_cleartext_headers = true` if the network between here and there is trusted",
+                        authority(url)
+                    ));
+                }
+                Ok(())
             }
             HandlerConfig::Command {
                 program,
                 timeout_secs,
+                env,
                 ..
             } => {
                 if program.as_os_str().is_empty()
@@ -279,7 +361,8 @@ impl HandlerConfig {
                 {
                     return Err("`program` is empty; give the path of the program to run".into());
                 }
-                check_timeout(*timeout_secs)
+                check_timeout(*timeout_secs)?;
+                check_env_names(env)
             }
             HandlerConfig::Record => Ok(()),
         }
@@ -349,9 +432,10 @@ impl Handlers {
         self.by_kind.keys().map(String::as_str)
     }
 
-    /// Runs `action` with the handler for its kind. See [`execute`].
-    pub fn execute(&self, action: &ConfirmedAction) -> Outcome {
-        execute(self.for_kind(&action.request().kind), action)
+    /// Runs `action` with the handler for its kind, consuming it, sent
+    /// with `key`. See [`execute`].
+    pub fn execute(&self, action: ConfirmedAction, key: &IdempotencyKey) -> Outcome {
+        execute(self.for_kind(&action.request().kind), action, key)
     }
 }
 
@@ -365,10 +449,11 @@ impl TryFrom<BTreeMap<String, HandlerConfig>> for Handlers {
 
 /// The JSON body sent to a merchant (webhook) or program (command), and
 /// recorded by `record`. See the module documentation for its fields.
-pub fn request_body(action: &ConfirmedAction) -> Value {
+pub fn request_body(action: &ConfirmedAction, key: &IdempotencyKey) -> Value {
     let request = action.request();
     json!({
         "action_id": request.id.as_str(),
+        "idempotency_key": key.as_str(),
         "intent": request.intent,
         "kind": request.kind,
         "slots": request.slots,
@@ -379,30 +464,64 @@ pub fn request_body(action: &ConfirmedAction) -> Value {
     })
 }
 
-/// Runs a confirmed action with `handler`, once, and says how it ended.
+/// Runs a confirmed action with `handler`, once, sent with `key` (see
+/// [`IdempotencyKey`] for what the caller should pass), and says how it
+/// ended: [`Outcome::Done`], [`Outcome::Failed`] when it certainly did not
+/// happen, [`Outcome::Unknown`] when it may have.
 ///
-/// Never panics and never retries. Blocks for up to the handler's timeout.
-/// An invalid handler (one not loaded through [`Handlers`]) fails without
-/// contacting anything.
-pub fn execute(handler: &HandlerConfig, action: &ConfirmedAction) -> Outcome {
+/// Takes the action by value: a [`ConfirmedAction`] is not `Clone`, so once
+/// it has been handed here it cannot be run again. Never panics and never
+/// retries. Blocks for up to the handler's timeout. An invalid handler (one
+/// not loaded through [`Handlers`]) fails without contacting anything.
+///
+/// Running the same confirmation twice does not compile:
+///
+/// ```compile_fail,E0382
+/// # use voicegate::actions::handlers::Handlers;
+/// # use voicegate::gate::ConfirmedAction;
+/// # use voicegate::actions::IdempotencyKey;
+/// fn twice(handlers: &Handlers, action: ConfirmedAction, key: &IdempotencyKey) {
+///     handlers.execute(action, key);
+///     handlers.execute(action, key); // use of moved value
+/// }
+/// ```
+///
+/// and neither does copying it first:
+///
+/// ```compile_fail,E0277
+/// fn cloneable<T: Clone>() {}
+/// cloneable::<voicegate::gate::ConfirmedAction>(); // it is not Clone
+/// ```
+pub fn execute(handler: &HandlerConfig, action: ConfirmedAction, key: &IdempotencyKey) -> Outcome {
+    let action = &action;
     let noun = noun(&action.request().kind);
     if let Err(reason) = handler.validate() {
         return failed(format!(
             "the {noun} handler is misconfigured ({reason}); nothing was sent"
         ));
     }
-    let body = request_body(action);
+    let body = request_body(action, key);
     match handler {
         HandlerConfig::Webhook {
             url,
             timeout_secs,
             headers,
-        } => post_webhook(url, *timeout_secs, headers, action, &body.to_string()),
+            ..
+        } => post_webhook(url, *timeout_secs, headers, action, key, &body.to_string()),
         HandlerConfig::Command {
             program,
             args,
             timeout_secs,
-        } => run_command(program, args, *timeout_secs, action, &body.to_string()),
+            env,
+        } => run_command(
+            program,
+            args,
+            env,
+            *timeout_secs,
+            action,
+            key,
+            &body.to_string(),
+        ),
         HandlerConfig::Record => Outcome::Done {
             message: format!("Recorded: {}", action.readback()),
             detail: json!({ "recorded": body }),
@@ -418,35 +537,39 @@ fn post_webhook(
     timeout_secs: u64,
     headers: &BTreeMap<String, String>,
     action: &ConfirmedAction,
+    key: &IdempotencyKey,
     body: &str,
 ) -> Outcome {
     let noun = noun(&action.request().kind);
     let timeout = Duration::from_secs(timeout_secs);
+    // Resolving and connecting get a slightly smaller budget than the whole
+    // exchange, so that a host that never accepts is reported as a connect
+    // timeout (nothing was sent: failed) rather than as the global timeout,
+    // which ureq reports when deadlines tie and which means "unknown". (If
+    // resolving alone takes over a tenth of the budget, a connect that then
+    // hangs still ends as the global timeout: unknown, the safe side.)
+    let connect = timeout.mul_f64(0.9);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .proxy(None)
         .max_redirects(0)
         .max_redirects_will_error(false)
         .timeout_global(Some(timeout))
-        .timeout_connect(Some(timeout))
+        .timeout_resolve(Some(connect))
+        .timeout_connect(Some(connect))
         .user_agent(concat!("voicegate/", env!("CARGO_PKG_VERSION")))
         .build()
         .into();
     let mut request = agent
         .post(url)
         .header("Content-Type", "application/json")
-        .header("Idempotency-Key", action.id().as_str());
+        .header("Idempotency-Key", key.as_str());
     for (name, value) in headers {
         request = request.header(name.as_str(), value.as_str());
     }
     match request.send(body) {
         Ok(response) => webhook_answer(response, action),
-        Err(error) => failed(describe_http_error(
-            &error,
-            authority(url),
-            timeout_secs,
-            noun,
-        )),
+        Err(error) => http_error_outcome(&error, authority(url), timeout_secs, noun),
     }
 }
 
@@ -497,75 +620,113 @@ fn webhook_answer(
             error.push(' ');
             error.push_str(reason);
         }
+        if status.is_redirection() {
+            error.push_str(" (a redirect, which is never followed)");
+        }
         if let Some(explanation) = explanation {
             error.push_str(": ");
             error.push_str(&explanation);
         }
-        failed(error)
+        if status.is_client_error() {
+            // The merchant looked at the order and refused it.
+            failed(error)
+        } else {
+            // A 5xx may come from a merchant that took the order and then
+            // broke, or from a gateway in front of one; a 3xx was never
+            // meant for us. Either way nobody can say it did not happen.
+            Outcome::Unknown { error }
+        }
     }
 }
 
-/// Says in words why a request got no answer, and whether anything may have
-/// been sent.
-fn describe_http_error(error: &ureq::Error, host: &str, timeout_secs: u64, noun: &str) -> String {
-    let maybe =
-        format!("the {noun} may or may not have gone through, so check before asking again");
+/// Why a request got no answer, as an outcome: [`Outcome::Failed`] when the
+/// order certainly never left (no connection was made), otherwise
+/// [`Outcome::Unknown`] (the request may have reached the merchant).
+fn http_error_outcome(error: &ureq::Error, host: &str, timeout_secs: u64, noun: &str) -> Outcome {
+    let not_sent = |why: String| failed(format!("{why}; nothing was sent"));
+    let maybe_sent = |why: String| Outcome::Unknown { error: why };
     match error {
-        ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
-            format!(
-                "could not connect to the merchant at {host} within {timeout_secs} s; nothing was sent"
-            )
-        }
-        ureq::Error::Timeout(_) => {
-            format!("the merchant at {host} did not answer within {timeout_secs} s; {maybe}")
-        }
-        ureq::Error::HostNotFound => {
-            format!("could not find the merchant's host {host}; nothing was sent")
-        }
+        ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => not_sent(format!(
+            "could not connect to the merchant at {host} within {timeout_secs} s"
+        )),
+        ureq::Error::Timeout(_) => maybe_sent(format!(
+            "the merchant at {host} did not answer within {timeout_secs} s after the {noun} was sent"
+        )),
+        ureq::Error::HostNotFound => not_sent(format!("could not find the merchant's host {host}")),
         ureq::Error::ConnectionFailed => {
-            format!("could not connect to the merchant at {host}; nothing was sent")
+            not_sent(format!("could not connect to the merchant at {host}"))
         }
+        ureq::Error::BadUri(_) | ureq::Error::Http(_) => not_sent(format!(
+            "the request to the merchant at {host} could not be built ({error})"
+        )),
         ureq::Error::Io(io) => match io.kind() {
-            ErrorKind::ConnectionRefused => {
-                format!(
-                    "could not reach the merchant at {host} (connection refused); nothing was sent"
-                )
-            }
+            ErrorKind::ConnectionRefused => not_sent(format!(
+                "could not reach the merchant at {host} (connection refused)"
+            )),
             ErrorKind::HostUnreachable
             | ErrorKind::NetworkUnreachable
             | ErrorKind::AddrNotAvailable => {
-                format!("could not reach the merchant at {host} ({io}); nothing was sent")
+                not_sent(format!("could not reach the merchant at {host} ({io})"))
             }
-            ErrorKind::TimedOut | ErrorKind::WouldBlock => {
-                format!("the merchant at {host} did not answer within {timeout_secs} s; {maybe}")
-            }
-            _ => format!("the connection to the merchant at {host} failed ({io}); {maybe}"),
+            ErrorKind::TimedOut | ErrorKind::WouldBlock => maybe_sent(format!(
+                "the merchant at {host} did not answer within {timeout_secs} s after the {noun} was sent"
+            )),
+            _ => maybe_sent(format!(
+                "the connection to the merchant at {host} broke while the {noun} was sent or answered ({io})"
+            )),
         },
-        other => format!("the request to the merchant at {host} failed ({other}); {maybe}"),
+        other => maybe_sent(format!(
+            "the request to the merchant at {host} failed part-way ({other})"
+        )),
     }
 }
 
 // ---------------------------------------------------------------------------
 // Command
 
+/// The `PATH` a command gets unless its handler names `PATH` in `env`.
+pub const COMMAND_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Variables voicegate sets for a command itself; `env` may not name them.
+const RESERVED_ENV: [&str; 3] = [
+    "VOICEGATE_ACTION_ID",
+    "VOICEGATE_ACTION_KIND",
+    "VOICEGATE_IDEMPOTENCY_KEY",
+];
+
 fn run_command(
     program: &Path,
     args: &[String],
+    env: &[String],
     timeout_secs: u64,
     action: &ConfirmedAction,
+    key: &IdempotencyKey,
     body: &str,
 ) -> Outcome {
     let noun = noun(&action.request().kind);
     let shown = program.display();
-    let mut child = match Command::new(program)
-        .args(args)
+    let mut command = Command::new(program);
+    command.args(args).env_clear().env("PATH", COMMAND_PATH);
+    for name in env {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
         .env("VOICEGATE_ACTION_ID", action.id().as_str())
         .env("VOICEGATE_ACTION_KIND", &action.request().kind)
+        .env("VOICEGATE_IDEMPOTENCY_KEY", key.as_str())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    #[cfg(unix)]
     {
+        // Its own process group, so a timeout can stop everything it
+        // started (see `stop`).
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) if e.kind() == ErrorKind::NotFound => {
             return failed(format!(
@@ -590,9 +751,11 @@ fn run_command(
         Ok(pipes) => pipes,
         Err(e) => {
             stop(&mut child);
-            return failed(format!(
-                "could not talk to {shown} ({e}); it was stopped, and the {noun} may or may not have gone through"
-            ));
+            return Outcome::Unknown {
+                error: format!(
+                    "could not talk to {shown} ({e}), so it was stopped part-way through the {noun}"
+                ),
+            };
         }
     };
 
@@ -600,15 +763,19 @@ fn run_command(
     let status = match wait_until(&mut child, deadline) {
         Ok(Some(status)) => status,
         Ok(None) => {
-            return failed(format!(
-                "{shown} did not finish within {timeout_secs} s and was stopped; the {noun} may or may not have gone through, so check before asking again"
-            ));
+            return Outcome::Unknown {
+                error: format!(
+                    "{shown} did not finish the {noun} within {timeout_secs} s and was stopped"
+                ),
+            };
         }
         Err(e) => {
             stop(&mut child);
-            return failed(format!(
-                "lost track of {shown} ({e}); it was stopped, and the {noun} may or may not have gone through"
-            ));
+            return Outcome::Unknown {
+                error: format!(
+                    "lost track of {shown} ({e}), so it was stopped part-way through the {noun}"
+                ),
+            };
         }
     };
 
@@ -634,16 +801,22 @@ fn run_command(
             detail: json!({ "exit_code": 0, "stdout": stdout, "stderr": stderr }),
         }
     } else {
-        let how = match status.code() {
-            Some(code) => format!("{shown} exited with status {code}"),
-            None => killed_by(status, &shown.to_string()),
-        };
         let tail = tail_chars(stderr.trim(), REASON_LIMIT);
         let tail = speakable(tail, REASON_LIMIT);
-        if tail.is_empty() {
-            failed(how)
-        } else {
-            failed(format!("{how}: {tail}"))
+        let with_tail = |how: String| {
+            if tail.is_empty() {
+                how
+            } else {
+                format!("{how}: {tail}")
+            }
+        };
+        match status.code() {
+            // The program ran to its end and says it did not do it.
+            Some(code) => failed(with_tail(format!("{shown} exited with status {code}"))),
+            // Killed by a signal part-way: nobody said how far it got.
+            None => Outcome::Unknown {
+                error: with_tail(killed_by(status, &shown.to_string())),
+            },
         }
     }
 }
@@ -726,8 +899,12 @@ fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<Ex
     }
 }
 
-/// Kills the child and reaps it.
+/// Kills the child's whole process group (it leads one: see `run_command`),
+/// then the child itself should the group be gone, and reaps it. Called only
+/// while the child has not been reaped, so the group id is still its own.
 fn stop(child: &mut Child) {
+    #[cfg(unix)]
+    crate::actions::signal::group(child.id(), crate::actions::signal::SIGKILL);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -846,6 +1023,29 @@ fn check_url(url: &str) -> Result<(), String> {
         .map_err(|e| format!("url {url:?} is not a valid URL ({e})"))
 }
 
+/// `env` names variables: letters, digits and `_`, not starting with a
+/// digit, and not one voicegate sets itself.
+fn check_env_names(names: &[String]) -> Result<(), String> {
+    for name in names {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!(
+                "env: {name:?} is not a variable name (letters, digits and _, not starting with a digit)"
+            ));
+        }
+        if RESERVED_ENV.contains(&name.as_str()) {
+            return Err(format!(
+                "env: {name} is set by voicegate itself and cannot be passed through"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
     for (name, value) in headers {
         if ureq::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -881,6 +1081,24 @@ fn noun(kind: &str) -> &'static str {
     } else {
         "action"
     }
+}
+
+/// Whether a validated webhook URL's host is this machine: `localhost`,
+/// an address in `127.0.0.0/8`, or `[::1]`. Anything else, including names
+/// that merely resolve to loopback, counts as the network.
+fn is_loopback(url: &str) -> bool {
+    let authority = authority(url);
+    if let Some(bracketed) = authority.strip_prefix('[') {
+        return bracketed
+            .split_once(']')
+            .and_then(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().ok())
+            .is_some_and(|ip| ip.is_loopback());
+    }
+    let host = authority.split_once(':').map_or(authority, |(h, _)| h);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `host[:port]` of a validated webhook URL (never its path, which may hold
@@ -968,6 +1186,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            allow_cleartext_headers: false,
         }
     }
 
@@ -976,6 +1195,20 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             timeout_secs,
+            env: vec![],
+        }
+    }
+
+    /// Runs `action` with its own id as the key, as a first order does.
+    fn run(handler: &HandlerConfig, action: ConfirmedAction) -> Outcome {
+        let key = IdempotencyKey::of(action.id());
+        execute(handler, action, &key)
+    }
+
+    fn unknown(outcome: Outcome) -> String {
+        match outcome {
+            Outcome::Unknown { error } => error,
+            other => panic!("expected Unknown, got {other:?}"),
         }
     }
 
@@ -993,8 +1226,10 @@ mod tests {
         }
     }
 
-    fn assert_body_fields(body: &Value, action: &ConfirmedAction) {
-        let request = action.request();
+    /// When `for_tests` says an action was confirmed.
+    const CONFIRMED_AT: i64 = 1_767_225_600;
+
+    fn assert_body_fields(body: &Value, request: &ActionRequest) {
         assert_eq!(body["action_id"], json!(request.id.as_str()));
         assert_eq!(body["intent"], json!(request.intent));
         assert_eq!(body["kind"], json!(request.kind));
@@ -1007,7 +1242,7 @@ mod tests {
             chrono::DateTime::parse_from_rfc3339(at)
                 .map(|t| t.timestamp())
                 .ok(),
-            Some(action.confirmed_at().timestamp()),
+            Some(CONFIRMED_AT),
             "confirmed_at {at:?} is not RFC 3339"
         );
         let keys: Vec<&str> = body
@@ -1018,6 +1253,7 @@ mod tests {
             keys,
             [
                 "action_id",
+                "idempotency_key",
                 "intent",
                 "kind",
                 "slots",
@@ -1136,8 +1372,7 @@ mod tests {
             "application/json",
             r#"{"message": "Your beans arrive tomorrow.", "order": "A-17"}"#,
         )]);
-        let action = order();
-        let (message, detail) = done(execute(&webhook(&url(addr), 5, &[]), &action));
+        let (message, detail) = done(run(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(message, "Your beans arrive tomorrow.");
         assert_eq!(detail["status"], json!(200));
         assert!(detail["body"].as_str().unwrap_or_default().contains("A-17"));
@@ -1153,37 +1388,39 @@ mod tests {
             5,
             &[("Authorization", "Bearer s3cret"), ("X-Shop", "corner")],
         );
-        done(execute(&handler, &action));
+        let request = action.request().clone();
+        let expected_body = request_body(&action, &IdempotencyKey::of(action.id()));
+        done(run(&handler, action));
         let seen = server.join().expect("server");
         assert_eq!(seen.len(), 1, "exactly one request, no retry");
         let got = &seen[0];
         assert_eq!(got.request_line, "POST /orders HTTP/1.1");
-        assert_eq!(got.header("Idempotency-Key"), Some(action.id().as_str()));
+        assert_eq!(got.header("Idempotency-Key"), Some(request.id.as_str()));
         assert_eq!(got.header("Content-Type"), Some("application/json"));
         assert_eq!(got.header("Authorization"), Some("Bearer s3cret"));
         assert_eq!(got.header("X-Shop"), Some("corner"));
         let body: Value = serde_json::from_str(&got.body).expect("JSON body");
-        assert_body_fields(&body, &action);
-        assert_eq!(body, request_body(&action));
+        assert_body_fields(&body, &request);
+        assert_eq!(body, expected_body);
     }
 
     #[test]
     fn webhook_201_plain_text_is_done_with_generic_message() {
         let (addr, server) = merchant(vec![Reply::With("201 Created", "text/plain", "created")]);
-        let (message, detail) = done(execute(&webhook(&url(addr), 5, &[]), &order()));
+        let (message, detail) = done(run(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(message, "Done: test readback");
         assert_eq!(detail, json!({"status": 201, "body": "created"}));
         server.join().expect("server");
     }
 
     #[test]
-    fn webhook_500_is_failed_with_the_status_and_merchant_reason() {
+    fn webhook_500_is_unknown_with_the_status_and_merchant_reason() {
         let (addr, server) = merchant(vec![Reply::With(
             "500 Internal Server Error",
             "application/json",
             r#"{"message": "out of beans"}"#,
         )]);
-        let error = failure(execute(&webhook(&url(addr), 5, &[]), &order()));
+        let error = unknown(run(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(
             error,
             "the merchant answered 500 Internal Server Error: out of beans"
@@ -1192,13 +1429,13 @@ mod tests {
     }
 
     #[test]
-    fn webhook_502_plain_is_failed() {
+    fn webhook_502_plain_is_unknown() {
         let (addr, server) = merchant(vec![Reply::With(
             "502 Bad Gateway",
             "text/plain",
             "upstream down",
         )]);
-        let error = failure(execute(&webhook(&url(addr), 5, &[]), &order()));
+        let error = unknown(run(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(
             error,
             "the merchant answered 502 Bad Gateway: upstream down"
@@ -1207,18 +1444,61 @@ mod tests {
     }
 
     #[test]
-    fn webhook_redirect_is_not_followed_and_fails() {
+    fn webhook_redirect_is_not_followed_and_is_unknown() {
         let (addr, server) = merchant(vec![Reply::With("302 Found", "text/plain", "")]);
-        let error = failure(execute(&webhook(&url(addr), 5, &[]), &order()));
+        let error = unknown(run(&webhook(&url(addr), 5, &[]), order()));
         assert!(error.starts_with("the merchant answered 302"), "{error}");
+        assert!(error.contains("never followed"), "{error}");
         assert_eq!(server.join().expect("server").len(), 1);
+    }
+
+    #[test]
+    fn webhook_4xx_is_failed_the_merchant_refused() {
+        for status in [
+            "400 Bad Request",
+            "409 Conflict",
+            "422 Unprocessable Entity",
+        ] {
+            let (addr, server) = merchant(vec![Reply::With(
+                status,
+                "application/json",
+                r#"{"message": "no such item"}"#,
+            )]);
+            let error = failure(run(&webhook(&url(addr), 5, &[]), order()));
+            assert_eq!(
+                error,
+                format!("the merchant answered {status}: no such item")
+            );
+            assert_eq!(server.join().expect("server").len(), 1, "no retry");
+        }
+    }
+
+    #[test]
+    fn webhook_sends_the_key_it_is_given_in_the_header_and_the_body() {
+        let (addr, server) = merchant(vec![Reply::With("200 OK", "application/json", "{}")]);
+        let action = order();
+        let id = action.id().clone();
+        let key = IdempotencyKey::from_string("an-earlier-orders-key".into());
+        done(execute(&webhook(&url(addr), 5, &[]), action, &key));
+        let seen = server.join().expect("server");
+        assert_eq!(
+            seen[0].header("Idempotency-Key"),
+            Some("an-earlier-orders-key")
+        );
+        let body: Value = serde_json::from_str(&seen[0].body).expect("JSON body");
+        assert_eq!(body["idempotency_key"], json!("an-earlier-orders-key"));
+        assert_eq!(
+            body["action_id"],
+            json!(id.as_str()),
+            "the id stays its own"
+        );
     }
 
     #[test]
     fn webhook_large_answer_is_truncated_in_detail() {
         static BIG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| "x".repeat(10_000));
         let (addr, server) = merchant(vec![Reply::With("200 OK", "text/plain", BIG.as_str())]);
-        let (message, detail) = done(execute(&webhook(&url(addr), 5, &[]), &order()));
+        let (message, detail) = done(run(&webhook(&url(addr), 5, &[]), order()));
         assert_eq!(message, "Done: test readback");
         assert_eq!(detail["body"].as_str().map(str::len), Some(OUTPUT_LIMIT));
         assert_eq!(detail["body_truncated"], json!(true));
@@ -1226,18 +1506,17 @@ mod tests {
     }
 
     #[test]
-    fn webhook_silent_merchant_fails_after_the_timeout() {
+    fn webhook_silent_merchant_is_unknown_after_the_timeout() {
         let (addr, server) = merchant(vec![Reply::Silent(Duration::from_secs(5))]);
         let started = Instant::now();
-        let error = failure(execute(&webhook(&url(addr), 1, &[]), &order()));
+        let error = unknown(run(&webhook(&url(addr), 1, &[]), order()));
         let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(900) && took < Duration::from_secs(4),
             "took {took:?}"
         );
-        assert!(error.contains("did not answer within 1 s"), "{error}");
         assert!(
-            error.contains("may or may not have gone through"),
+            error.contains("did not answer within 1 s after the order was sent"),
             "{error}"
         );
         assert_eq!(server.join().expect("server").len(), 1);
@@ -1249,17 +1528,40 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.local_addr().expect("addr")
         };
-        let error = failure(execute(&webhook(&url(addr), 2, &[]), &order()));
+        let error = failure(run(&webhook(&url(addr), 2, &[]), order()));
         assert!(error.contains("connection refused"), "{error}");
         assert!(error.contains("nothing was sent"), "{error}");
         assert!(error.contains(&addr.to_string()), "{error}");
     }
 
     #[test]
+    fn webhook_host_that_never_accepts_fails_as_a_connect_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Fill the accept queue (nothing accepts): from then on the kernel
+        // drops new connection attempts and connecting hangs.
+        let mut queued = Vec::new();
+        while queued.len() < 20_000 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => queued.push(stream),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let error = failure(run(&webhook(&url(addr), 1, &[]), order()));
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(
+            error,
+            format!("could not connect to the merchant at {addr} within 1 s; nothing was sent")
+        );
+        drop(listener);
+    }
+
+    #[test]
     fn invalid_handler_built_by_hand_fails_without_sending() {
-        let error = failure(execute(
+        let error = failure(run(
             &webhook("https://shop.example/orders", 5, &[]),
-            &order(),
+            order(),
         ));
         assert!(error.contains("misconfigured"), "{error}");
         assert!(error.contains("rustls"), "{error}");
@@ -1280,52 +1582,171 @@ mod tests {
                 saved.display().to_string(),
             ],
             timeout_secs: 5,
+            env: vec![],
         };
         let action = table();
-        let (message, detail) = done(execute(&handler, &action));
-        assert_eq!(message, format!("Table for 4 booked, id {}", action.id()));
+        let request = action.request().clone();
+        let (message, detail) = done(run(&handler, action));
+        assert_eq!(message, format!("Table for 4 booked, id {}", request.id));
         assert_eq!(detail["exit_code"], json!(0));
         let body: Value =
             serde_json::from_str(&std::fs::read_to_string(&saved).expect("saved body"))
                 .expect("JSON");
-        assert_body_fields(&body, &action);
+        assert_body_fields(&body, &request);
     }
 
     #[test]
     fn command_exit_0_without_output_is_done_with_generic_message() {
-        let (message, _) = done(execute(&sh("cat > /dev/null", 5), &table()));
+        let (message, _) = done(run(&sh("cat > /dev/null", 5), table()));
         assert_eq!(message, "Done: test readback");
     }
 
     #[test]
     fn command_exit_3_is_failed_with_stderr_tail() {
-        let error = failure(execute(
+        let error = failure(run(
             &sh("echo noise >&2; echo 'no tables left' >&2; exit 3", 5),
-            &table(),
+            table(),
         ));
         assert_eq!(error, "/bin/sh exited with status 3: noise no tables left");
     }
 
     #[test]
-    fn command_past_its_timeout_is_killed_and_failed() {
+    fn command_past_its_timeout_is_killed_and_unknown() {
         let started = Instant::now();
-        let error = failure(execute(&sh("sleep 10", 1), &table()));
+        let error = unknown(run(&sh("sleep 10", 1), table()));
         let took = started.elapsed();
         assert!(took < Duration::from_secs(5), "took {took:?}");
-        assert!(
-            error.contains("did not finish within 1 s and was stopped"),
-            "{error}"
+        assert_eq!(
+            error,
+            "/bin/sh did not finish the booking within 1 s and was stopped"
+        );
+    }
+
+    #[test]
+    fn command_killed_by_a_signal_is_unknown() {
+        let error = unknown(run(&sh("echo half done >&2; kill -9 $$", 5), table()));
+        assert_eq!(error, "/bin/sh was killed by signal 9: half done");
+    }
+
+    #[test]
+    fn command_gets_the_key_it_is_given() {
+        let action = table();
+        let key = IdempotencyKey::from_string("an-earlier-bookings-key".into());
+        let (message, _) = done(execute(
+            &sh("echo \"$VOICEGATE_IDEMPOTENCY_KEY\"", 5),
+            action,
+            &key,
+        ));
+        assert_eq!(message, "an-earlier-bookings-key");
+    }
+
+    /// Whether `pid` has ended: gone, or a zombie waiting for a parent that
+    /// is not ours to reap it.
+    fn ended(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        }
+    }
+
+    #[test]
+    fn command_past_its_timeout_is_stopped_with_everything_it_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pids = dir.path().join("pids");
+        // The script starts a background job (as a forking handler would),
+        // notes both pids, then outstays its timeout.
+        let handler = HandlerConfig::Command {
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                r#"sleep 30 & echo "$$ $!" > "$1"; sleep 30"#.into(),
+                "sh".into(),
+                pids.display().to_string(),
+            ],
+            timeout_secs: 1,
+            env: vec![],
+        };
+        let started = Instant::now();
+        let error = unknown(run(&handler, table()));
+        assert!(error.contains("within 1 s and was stopped"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let text = std::fs::read_to_string(&pids).expect("pids written");
+        let pids: Vec<u32> = text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        assert_eq!(pids.len(), 2, "{text:?}");
+        let give_up = Instant::now() + Duration::from_secs(3);
+        while !pids.iter().all(|&p| ended(p)) && Instant::now() < give_up {
+            thread::sleep(Duration::from_millis(20));
+        }
+        for pid in pids {
+            assert!(ended(pid), "process {pid} outlived the handler's timeout");
+        }
+    }
+
+    #[test]
+    fn command_gets_a_minimal_environment() {
+        // PATH is voicegate's own unless named; HOME and the rest are not
+        // passed on. (The binary-level test in tests/reliability.rs passes
+        // a named variable through.)
+        let (_, detail) = done(run(&sh("env", 5), table()));
+        let mut names: Vec<&str> = detail["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(n, _)| n))
+            .filter(|n| *n != "PWD" && *n != "SHLVL" && *n != "_")
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "PATH",
+                "VOICEGATE_ACTION_ID",
+                "VOICEGATE_ACTION_KIND",
+                "VOICEGATE_IDEMPOTENCY_KEY"
+            ],
+            "{detail}"
         );
         assert!(
-            error.contains("the booking may or may not have gone through"),
-            "{error}"
+            detail["stdout"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("PATH={COMMAND_PATH}\n")),
+            "{detail}"
         );
+    }
+
+    #[test]
+    fn env_names_are_checked() {
+        for bad in ["", "1X", "A-B", "A=B", "A B", "VOICEGATE_IDEMPOTENCY_KEY"] {
+            let handler = HandlerConfig::Command {
+                program: "/bin/true".into(),
+                args: vec![],
+                timeout_secs: 5,
+                env: vec![bad.into()],
+            };
+            assert!(
+                handler.validate().is_err_and(|e| e.starts_with("env:")),
+                "{bad:?}"
+            );
+        }
+        let good = HandlerConfig::Command {
+            program: "/bin/true".into(),
+            args: vec![],
+            timeout_secs: 5,
+            env: vec!["PATH".into(), "_TOKEN2".into(), "HOME".into()],
+        };
+        assert_eq!(good.validate(), Ok(()));
     }
 
     #[test]
     fn command_background_child_holding_stdout_does_not_hang() {
         let started = Instant::now();
-        let (message, _) = done(execute(&sh("sleep 10 & echo booked", 5), &table()));
+        let (message, _) = done(run(&sh("sleep 10 & echo booked", 5), table()));
         assert_eq!(message, "booked");
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -1336,9 +1757,9 @@ mod tests {
 
     #[test]
     fn command_flooding_stdout_does_not_block_and_is_truncated() {
-        let (message, detail) = done(execute(
+        let (message, detail) = done(run(
             &sh("head -c 1000000 /dev/zero | tr '\\000' a; echo", 10),
-            &table(),
+            table(),
         ));
         assert_eq!(message.chars().count(), MESSAGE_LIMIT);
         assert_eq!(detail["stdout"].as_str().map(str::len), Some(OUTPUT_LIMIT));
@@ -1350,8 +1771,9 @@ mod tests {
             program: "/nonexistent/voicegate-book-table".into(),
             args: vec![],
             timeout_secs: 5,
+            env: vec![],
         };
-        let error = failure(execute(&handler, &table()));
+        let error = failure(run(&handler, table()));
         assert_eq!(
             error,
             "the program /nonexistent/voicegate-book-table was not found; nothing was run"
@@ -1363,14 +1785,19 @@ mod tests {
     #[test]
     fn record_is_done_and_keeps_the_body() {
         let action = order();
-        let (message, detail) = done(execute(&HandlerConfig::Record, &action));
+        let request = action.request().clone();
+        let (message, detail) = done(run(&HandlerConfig::Record, action));
         assert_eq!(message, "Recorded: test readback");
-        assert_body_fields(&detail["recorded"], &action);
+        assert_body_fields(&detail["recorded"], &request);
     }
 
     #[test]
     fn handlers_execute_uses_record_for_unconfigured_kinds() {
-        let (message, _) = done(Handlers::default().execute(&order()));
+        let (message, _) = done({
+            let action = order();
+            let key = IdempotencyKey::of(action.id());
+            Handlers::default().execute(action, &key)
+        });
         assert_eq!(message, "Recorded: test readback");
     }
 
@@ -1403,6 +1830,7 @@ mod tests {
             program = "/usr/local/bin/book-table"
             args = ["--json"]
             timeout_secs = 20
+            env = ["BOOK_TOKEN"]
 
             [handlers."booking.ride"]
             type = "record"
@@ -1423,6 +1851,7 @@ mod tests {
                 program: "/usr/local/bin/book-table".into(),
                 args: vec!["--json".into()],
                 timeout_secs: 20,
+                env: vec!["BOOK_TOKEN".into()],
             }
         );
         assert_eq!(handlers.for_kind("booking.ride"), &HandlerConfig::Record);
@@ -1515,6 +1944,51 @@ mod tests {
         assert!(sh("true", MAX_TIMEOUT_SECS).validate().is_ok());
         let blank_kind = Handlers::new(BTreeMap::from([(" ".to_string(), HandlerConfig::Record)]));
         assert!(blank_kind.is_err());
+    }
+
+    #[test]
+    fn headers_to_a_host_off_this_machine_are_refused_at_load() {
+        let table = |url: &str, extra: &str| {
+            format!(
+                "[handlers.\"purchase.order\"]\ntype = \"webhook\"\nurl = \"{url}\"\n\
+                 headers = {{ Authorization = \"Bearer s3cret\" }}\n{extra}"
+            )
+        };
+        for remote in [
+            "http://shop.example/orders",
+            "http://192.168.1.20:8080/orders",
+            "http://[2001:db8::1]/orders",
+            "http://localhost.shop.example/orders",
+            "http://128.0.0.1/orders",
+        ] {
+            let error = parse(&table(remote, "")).expect_err(remote);
+            assert!(error.contains("handlers.\"purchase.order\""), "{error}");
+            assert!(error.contains("cleartext"), "{error}");
+            assert!(error.contains("Authorization"), "{error}");
+            assert!(error.contains("allow_cleartext_headers"), "{error}");
+            assert!(!error.contains("s3cret"), "{error}");
+            // Explicitly allowed: accepted.
+            let handlers = parse(&table(remote, "allow_cleartext_headers = true\n"))
+                .unwrap_or_else(|e| panic!("{remote}: {e}"));
+            assert!(matches!(
+                handlers.for_kind("purchase.order"),
+                HandlerConfig::Webhook {
+                    allow_cleartext_headers: true,
+                    ..
+                }
+            ));
+        }
+        for local in [
+            "http://127.0.0.1:8080/orders",
+            "http://127.8.9.10/orders",
+            "http://LocalHost:9000/orders",
+            "http://[::1]:9000/orders",
+        ] {
+            parse(&table(local, "")).unwrap_or_else(|e| panic!("{local}: {e}"));
+        }
+        // No headers, no secret: any host will do.
+        parse("[handlers.\"purchase.order\"]\ntype = \"webhook\"\nurl = \"http://shop.example/orders\"\n")
+            .expect("no headers");
     }
 
     #[test]

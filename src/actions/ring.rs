@@ -92,28 +92,7 @@ pub trait Ringer: Send {
 // ---------------------------------------------------------------------------
 
 #[cfg(unix)]
-mod signal {
-    //! The one libc call std does not wrap: signalling a process group.
-
-    pub const SIGKILL: i32 = 9;
-    pub const SIGTERM: i32 = 15;
-
-    unsafe extern "C" {
-        /// POSIX `kill(2)`. Any arguments are memory-safe; a negative pid
-        /// addresses a process group.
-        safe fn kill(pid: i32, sig: i32) -> i32;
-    }
-
-    /// Sends `sig` to the process group `group`; errors (the group is
-    /// already gone) are ignored.
-    pub fn group(group: u32, sig: i32) {
-        if let Ok(pid) = i32::try_from(group)
-            && pid > 0
-        {
-            let _ = kill(-pid, sig);
-        }
-    }
-}
+use crate::actions::signal;
 
 /// Rings by running a shell command: `sh -c <ring_command>`, with
 /// `VOICEGATE_RING=<what>` in its environment, stdin and stdout closed, and

@@ -315,6 +315,22 @@ impl AuditLog {
         })
     }
 
+    /// The outcome of `action_id`'s latest event, or `None` if it has none.
+    pub fn last_outcome(&self, action_id: &str) -> Result<Option<AuditOutcome>, AuditError> {
+        let name: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT outcome FROM audit WHERE action_id = ?1 ORDER BY id DESC LIMIT 1",
+                params![action_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        name.map(|n| n.parse::<AuditOutcome>())
+            .transpose()
+            .map_err(|e| self.damaged(format!("action {action_id}: {e}")))
+    }
+
     /// Checks the whole chain and the head within one read snapshot (so it
     /// works while other processes append) and reports the first problem.
     ///
@@ -464,8 +480,11 @@ impl AuditLog {
     /// money since `since` (inclusive, to the millisecond): actions with an
     /// `executed` or `unknown` event at or after `since`, each counted once.
     ///
-    /// Counting `unknown` (a crash after confirmation) keeps a spend cap
-    /// conservative. An action's amount is the one on that event, or else on
+    /// Counting `unknown` (a merchant that did not answer in time, a 5xx,
+    /// a command killed part-way, a crash after confirmation: it may have
+    /// been charged) keeps a spend cap conservative. An action that ends
+    /// `unknown` never gets a later outcome, so its last outcome is the one
+    /// counted. An action's amount is the one on that event, or else on
     /// its latest earlier event that has one. Actions that are confirmed but
     /// not yet finished are not included: the gate knows those itself.
     pub fn spent_since(&self, since: DateTime<Utc>, currency: &str) -> Result<Decimal, AuditError> {

@@ -13,7 +13,12 @@ use crate::actions::{ActionId, ActionRequest};
 
 /// A high-stakes action the user confirmed, bound to the digest of exactly
 /// what was read back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// It is deliberately not `Clone` (nor `Copy`): the gate makes one per
+/// confirmation, and running it ([`crate::actions::handlers::Handlers::execute`])
+/// takes it by value and consumes it. So "confirmed once, executed at most
+/// once" holds in the types: there is no second value to run.
+#[derive(Debug, PartialEq, Serialize)]
 pub struct ConfirmedAction {
     request: ActionRequest,
     digest: String,
@@ -53,7 +58,7 @@ impl ConfirmedAction {
         &self.request
     }
 
-    /// The action's id (the merchant's idempotency key).
+    /// The action's id.
     pub fn id(&self) -> &ActionId {
         &self.request.id
     }
@@ -77,6 +82,12 @@ impl ConfirmedAction {
     pub fn reply(&self) -> &str {
         &self.reply
     }
+
+    /// The digest of what is ordered, without the action id (see
+    /// [`order_digest`]).
+    pub fn order_digest(&self) -> String {
+        order_digest(&self.request)
+    }
 }
 
 /// The digest that binds a confirmation to exactly one request: SHA-256 over
@@ -86,6 +97,23 @@ pub fn digest(request: &ActionRequest) -> String {
     use sha2::{Digest, Sha256};
     let canonical = serde_json::json!([
         request.id.as_str(),
+        request.intent,
+        request.kind,
+        sorted(&serde_json::Value::Object(request.slots.clone())),
+        sorted(&request.params),
+    ]);
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// The digest of an *order*: SHA-256 over the canonical JSON array
+/// `[intent, kind, slots, params]` (object keys sorted), that is
+/// [`digest`] without the action id. Two requests for the same thing have
+/// the same order digest; the pipeline uses it to recognise a repeat of an
+/// order whose outcome is unknown (see
+/// [`IdempotencyKey`](crate::actions::IdempotencyKey)).
+pub fn order_digest(request: &ActionRequest) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::json!([
         request.intent,
         request.kind,
         sorted(&serde_json::Value::Object(request.slots.clone())),

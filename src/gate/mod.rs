@@ -36,7 +36,8 @@
 //!   intent cancels the request ([`Gate::intents_changed`]).
 //! - An utterance over [`MAX_UTTERANCE_CHARS`] is not matched at all.
 //! - Only this module can construct a [`ConfirmedAction`], and high-stakes
-//!   executors accept nothing else.
+//!   executors accept nothing else. It is not `Clone`, and executing it
+//!   consumes it, so one confirmation runs at most once.
 
 mod confirmed;
 
@@ -46,7 +47,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use confirmed::{ConfirmedAction, digest};
+pub use confirmed::{ConfirmedAction, digest, order_digest};
 
 use crate::actions::{ActionId, ActionRequest};
 use crate::intent::{IntentSet, Match, NotUnderstood, Recognition, Risk, normalize};
@@ -298,7 +299,9 @@ pub struct Facts {
 }
 
 /// What the gate decided. The caller runs, says and records accordingly.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Not `Clone`: [`Output::RunHigh`] carries the one [`ConfirmedAction`].
+#[derive(Debug, PartialEq)]
 pub enum Output {
     /// An intent was recognised (always first for a recognised command).
     Intent(Box<Match>),
