@@ -10,6 +10,8 @@
 
 #[path = "support/mpd.rs"]
 mod mpd_support;
+#[path = "support/skip.rs"]
+mod skip;
 
 use std::time::{Duration, Instant};
 

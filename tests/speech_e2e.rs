@@ -6,6 +6,9 @@
 //! which the README's commands run); skipped with a printed reason without
 //! it.
 
+#[path = "support/skip.rs"]
+mod skip;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -121,10 +124,10 @@ macro_rules! need_model {
         match model() {
             Some(m) => m,
             None => {
-                eprintln!(
-                    "skipping: no whisper model installed (run `voicegate models install {}`; scripts/test.sh does)",
+                skip::missing(format!(
+                    "no whisper model installed (run `voicegate models install {}`; scripts/test.sh does)",
                     model::DEFAULT_MODEL
-                );
+                ));
                 return;
             }
         }
@@ -374,7 +377,7 @@ fn an_unsure_reading_goes_to_the_fallback_model() {
         .ok()
         .and_then(|dir| model::resolve_named("base-q8_0", &dir).ok())
     else {
-        eprintln!("skipping: base-q8_0 is not installed (`voicegate models install base-q8_0`)");
+        skip::missing("base-q8_0 is not installed (`voicegate models install base-q8_0`)");
         return;
     };
     let clip = "1a3b706a-9056-43c1-809e-bda1fe6eca96.wav";

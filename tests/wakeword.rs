@@ -5,6 +5,9 @@
 //! The figures on real people's recordings are a benchmark (README), not a
 //! test: they take minutes.
 
+#[path = "support/skip.rs"]
+mod skip;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -50,7 +53,7 @@ fn dir_of(files: &[&str]) -> tempfile::TempDir {
 #[test]
 fn the_shipped_model_wakes_on_jarvis_and_not_on_plain_commands() {
     let Some(model) = whisper_model() else {
-        eprintln!("skipping: no whisper model (scripts/test.sh installs it)");
+        skip::missing("no whisper model (scripts/test.sh installs it)");
         return;
     };
     let positives = dir_of(&[
@@ -102,7 +105,7 @@ fn train_makes_a_model_the_detector_loads() {
     let espeak = std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("espeak-ng").is_file()));
     if !espeak {
-        eprintln!("skipping: espeak-ng is not installed (scripts/setup.sh installs it)");
+        skip::missing("espeak-ng is not installed (scripts/setup.sh installs it)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -226,7 +229,7 @@ fn the_config_names_several_wake_words_each_with_its_sensitivity() {
     assert!(stderr.contains("sensitivity"), "{stderr}");
 
     let Some(whisper) = whisper_model() else {
-        eprintln!("skipping the rest: no whisper model (scripts/test.sh installs it)");
+        skip::missing("the rest needs a whisper model (scripts/test.sh installs it)");
         return;
     };
     // Two words: the second (a phrase nobody says) never wakes; the first

@@ -216,7 +216,7 @@ impl MpdServer {
     /// missing; panics when they are present but mpd does not come up.
     pub fn start_or_skip(options: MpdOptions) -> Option<MpdServer> {
         if let Some(reason) = missing_tools() {
-            eprintln!("skipping: {reason}");
+            super::skip::missing(reason);
             return None;
         }
         match MpdServer::start(options) {
