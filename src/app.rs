@@ -814,9 +814,9 @@ fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Resu
     };
     let noise_ref = noise.as_deref().zip(args.snr);
     let whole_clip = args.whole_clip;
-    let trim = move |audio: &[f32]| -> Vec<f32> {
+    let trim = move |audio: &[f32]| -> Vec<Vec<f32>> {
         if whole_clip {
-            return audio.to_vec();
+            return vec![audio.to_vec()];
         }
         let mut endpointer =
             crate::audio::Endpointer::new(crate::audio::EndpointConfig::always_armed());
@@ -825,18 +825,19 @@ fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Resu
         // The daemon keeps listening after the clip; trailing silence lets
         // the endpointer see the end, as it would live.
         padded.extend(std::iter::repeat_n(0.0, 16_000));
-        let mut best: Option<Vec<f32>> = None;
+        // Every utterance, in order, as the daemon hands them over.
+        let mut found = Vec::new();
         for chunk in padded.chunks(frame) {
             let mut f = chunk.to_vec();
             f.resize(frame, 0.0);
             if let Some(crate::audio::EndpointEvent::Utterance(u)) = endpointer.push(&f) {
-                // One command per clip: keep the longest utterance found.
-                if best.as_ref().is_none_or(|b| u.samples.len() > b.len()) {
-                    best = Some(u.samples);
-                }
+                found.push(u.samples);
             }
         }
-        best.unwrap_or_else(|| audio.to_vec())
+        if found.is_empty() {
+            found.push(audio.to_vec());
+        }
+        found
     };
     let verbose = args.verbose && !settings.json;
     let mut lines: Vec<String> = Vec::new();
@@ -847,14 +848,16 @@ fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Resu
         &intents,
         &mut engine,
         &trim,
+        settings.gate.min_confidence,
         |r| {
             if verbose {
                 lines.push(format!(
-                    "{} {} {:.0} ms conf {:.2} \"{}\" {}",
+                    "{} {} {:.0} ms conf {:.2} utt {} \"{}\" {}",
                     if r.accepted { "ok  " } else { "MISS" },
                     r.file,
                     r.latency_ms,
                     r.confidence,
+                    r.utterances,
                     r.transcript,
                     r.intent.as_deref().unwrap_or("-")
                 ));
@@ -875,10 +878,13 @@ fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Resu
     } else {
         writeln!(
             out,
-            "{} clips, {} accepted ({:.1}%), latency p50 {:.0} ms, p95 {:.0} ms, rtf {:.3}",
+            "{} clips, {} accepted ({:.1}%), {} of them with a confidence the gate acts on ({:.1}%); {} clips had more than one utterance; latency p50 {:.0} ms, p95 {:.0} ms, rtf {:.3}",
             summary.clips,
             summary.accepted,
             summary.acceptance * 100.0,
+            summary.accepted_sure,
+            summary.accepted_sure as f64 * 100.0 / summary.clips.max(1) as f64,
+            summary.split_clips,
             summary.latency_ms.get("p50").copied().unwrap_or(0.0),
             summary.latency_ms.get("p95").copied().unwrap_or(0.0),
             summary.rtf

@@ -222,6 +222,11 @@ pub struct ClipResult {
     pub slots: Map<String, Value>,
     /// Whether it counts.
     pub accepted: bool,
+    /// Accepted, and with a confidence the gate acts on (at or above its
+    /// `min_confidence`; below it the gate asks again instead).
+    pub sure: bool,
+    /// Utterances the endpointer found in the clip.
+    pub utterances: usize,
     /// From the end of the audio to the decision, ms.
     pub latency_ms: f64,
 }
@@ -235,6 +240,10 @@ pub struct Summary {
     pub accepted: usize,
     /// accepted / clips.
     pub acceptance: f64,
+    /// Clips accepted with a confidence the gate acts on.
+    pub accepted_sure: usize,
+    /// Clips in which the endpointer found more than one utterance.
+    pub split_clips: usize,
     /// Latency percentiles, ms.
     pub latency_ms: BTreeMap<String, f64>,
     /// Decode time over audio time (of the audio transcribed).
@@ -252,11 +261,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-/// Cuts the command out of a clip (the daemon's endpointer does the same on
-/// the live stream); returns the clip itself if no speech is found.
-pub type Trim = dyn Fn(&[f32]) -> Vec<f32>;
+/// Cuts the utterances out of a clip, in order, as the daemon's endpointer
+/// does on the live stream (the clip itself if no speech is found).
+pub type Trim = dyn Fn(&[f32]) -> Vec<Vec<f32>>;
 
 /// Runs every labelled clip in `dir`.
+///
+/// Every utterance of a clip is handed over, as the daemon hands them to
+/// the gate: the first one that is understood is what the daemon acts on
+/// (a coffee order is read back; what follows would be the reply), so the
+/// clip counts only if *that* reading is right. A spurious first utterance
+/// that matches something loses the clip, as it would live; utterances
+/// that match nothing are passed over, as the daemon says "sorry" and
+/// listens on. `min_confidence` is the gate's threshold, for
+/// [`ClipResult::sure`].
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     dir: &Path,
@@ -265,6 +283,7 @@ pub fn run(
     intents: &IntentSet,
     stt: &mut dyn Transcriber,
     trim: &Trim,
+    min_confidence: f32,
     mut progress: impl FnMut(&ClipResult),
 ) -> Result<(Summary, Vec<ClipResult>), EvalError> {
     let mut results = Vec::new();
@@ -280,26 +299,42 @@ pub fn run(
             Some((noise, snr)) => mix(&clean, noise, snr, noise_offset(index)),
             None => clean,
         };
-        // The clock starts when the last sample has arrived.
-        let started = Instant::now();
-        let utterance = trim(&audio);
-        let (transcript, confidence, decoded) = match stt.transcribe(&utterance) {
-            Ok(t) => (t.text, t.confidence, Some((t.audio_secs, t.decode_secs))),
-            Err(_) => (String::new(), 0.0, None),
-        };
-        let recognition = intents.recognize(&transcript, &Map::new());
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        if let Some((a, d)) = decoded {
-            audio_secs += f64::from(a);
-            decode_secs += f64::from(d);
+        let utterances = trim(&audio);
+        // The reading the daemon acts on: the first one understood (or, if
+        // none is, the last one heard, for the report).
+        let mut acting = (String::new(), 0.0f32, None, Map::new());
+        let mut latency_ms = 0.0;
+        for utterance in &utterances {
+            // The clock starts when the utterance's last sample has arrived.
+            let started = Instant::now();
+            let (transcript, confidence) = match stt.transcribe(utterance) {
+                Ok(t) => {
+                    audio_secs += f64::from(t.audio_secs);
+                    decode_secs += f64::from(t.decode_secs);
+                    (t.text, t.confidence)
+                }
+                Err(_) => (String::new(), 0.0),
+            };
+            let recognition = intents.recognize(&transcript, &Map::new());
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let understood = matches!(recognition, Recognition::Match(_));
+            acting = match recognition {
+                Recognition::Match(m) => {
+                    (transcript, confidence, Some(m.intent.clone()), m.slot_map())
+                }
+                Recognition::NotUnderstood(_) => (transcript, confidence, None, Map::new()),
+            };
+            if understood {
+                break;
+            }
         }
-        let (intent, slots) = match &recognition {
-            Recognition::Match(m) => (Some(m.intent.clone()), m.slot_map()),
-            Recognition::NotUnderstood(_) => (None, Map::new()),
-        };
+        let (transcript, confidence, intent, slots) = acting;
+        let is_accepted = accepted(label, intent.as_deref(), &slots);
         let result = ClipResult {
             file: file.clone(),
-            accepted: accepted(label, intent.as_deref(), &slots),
+            accepted: is_accepted,
+            sure: is_accepted && confidence.is_finite() && confidence >= min_confidence,
+            utterances: utterances.len(),
             transcript,
             confidence,
             intent,
@@ -318,6 +353,8 @@ pub fn run(
     let summary = Summary {
         clips: results.len(),
         accepted: accepted_count,
+        accepted_sure: results.iter().filter(|r| r.sure).count(),
+        split_clips: results.iter().filter(|r| r.utterances > 1).count(),
         acceptance: if results.is_empty() {
             0.0
         } else {

@@ -583,7 +583,10 @@ fn stored_time(t: DateTime<Utc>) -> String {
 }
 
 /// A crash point for the reliability tests: with `VOICEGATE_TEST_KILL_AT`
-/// set to a step's name, the process sends itself SIGKILL there.
+/// set to a step's name, the process sends itself SIGKILL there. Only in
+/// debug builds (which the tests drive): a release build has no such hook,
+/// so no environment variable can make a shipped daemon kill itself.
+#[cfg(debug_assertions)]
 fn crash_point(step: &str) {
     if std::env::var("VOICEGATE_TEST_KILL_AT").is_ok_and(|s| s == step) {
         let pid = std::process::id().to_string();
@@ -596,6 +599,9 @@ fn crash_point(step: &str) {
         }
     }
 }
+
+#[cfg(not(debug_assertions))]
+fn crash_point(_step: &str) {}
 
 /// The pipeline: gate, audit, journal and the executor thread.
 pub struct Pipeline {
