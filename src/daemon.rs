@@ -456,6 +456,14 @@ const STILL_SPEAKING: u64 = 3_200;
 /// always armed. While a reply is due ([`Expect`]) it listens without the
 /// wake word, and a PIN is decoded without the grammar.
 ///
+/// **Addressed.** An utterance that follows a wake-word detection (or any,
+/// with `--no-wake`) is addressed to voicegate. One heard in a reply
+/// window without the wake word is not (`Utterance::addressed` false): the
+/// gate lets it answer the question and nothing else, so a television
+/// saying "set a timer" while a purchase waits runs nothing. The detector
+/// keeps running in reply windows, so "jarvis, set a timer" said then is
+/// addressed (and the wake phrase cut as usual).
+///
 /// **Half-duplex.** Audio captured while voicegate makes a sound is
 /// silence to everything here (see [`Muting`]).
 fn spawn_audio(
@@ -477,6 +485,8 @@ fn spawn_audio(
         .spawn(move || {
             let mut endpointer = Endpointer::new(endpoint);
             let phrases: Vec<String> = detector.as_ref().map(|d| d.phrases()).unwrap_or_default();
+            // Without a detector every utterance is addressed.
+            let always_addressed = detector.is_none();
             let mut frame = vec![0.0f32; FRAME_SAMPLES];
             let mut read: u64 = 0;
             let mut next_tick: u64 = 16_000;
@@ -519,7 +529,7 @@ fn spawn_audio(
                     text,
                     confidence: Some(confidence),
                     wake_score,
-                    addressed: true,
+                    addressed: always_addressed || wake_score.is_some(),
                 };
                 tx.blocking_send(Input::Utterance(utterance, when)).ok()?;
                 match control.recv_timeout(CONTROL_WAIT) {
@@ -562,9 +572,9 @@ fn spawn_audio(
                     }
                 }
                 read += n as u64;
+                // Also in a reply window: a new command needs the wake word.
                 if let Some(d) = detector.as_mut()
                     && awake.is_none()
-                    && !expect.is_reply()
                 {
                     match d.push(&frame) {
                         Ok(Outcome::Detected(detection)) => {
@@ -1333,15 +1343,20 @@ mod tests {
     /// `bursts` tone bursts (800 ms, 440 Hz, -20 dBFS: speech to the
     /// endpointer), each followed by 1.5 s of silence, after 1 s of it.
     fn bursts(bursts: usize) -> Vec<f32> {
+        wake_bursts(&vec![false; bursts])
+    }
+
+    /// Like [`bursts`], one per flag; a burst whose flag is set starts
+    /// with 100 ms above [`WAKE_LEVEL`] (a wake word to [`LoudWake`]).
+    fn wake_bursts(wake: &[bool]) -> Vec<f32> {
         let ms = |n: usize| n * 16;
         let amp = 0.1 * 2f32.sqrt();
         let mut signal = vec![0.0; ms(1_000)];
-        for _ in 0..bursts {
-            signal.extend(
-                (0..ms(800)).map(|i| {
-                    amp * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16_000.0).sin()
-                }),
-            );
+        for &loud in wake {
+            signal.extend((0..ms(800)).map(|i| {
+                let gain = if loud && i < ms(100) { 3.0 } else { 1.0 };
+                gain * amp * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16_000.0).sin()
+            }));
             signal.resize(signal.len() + ms(1_500), 0.0);
         }
         signal
@@ -1387,6 +1402,7 @@ mod tests {
                 match input {
                     Some(Input::Utterance(u, _)) => {
                         let answer = answers.get(heard.len()).copied().unwrap_or_default();
+                        assert!(u.addressed, "--no-wake: every utterance is addressed");
                         heard.push(u.text);
                         control_tx
                             .send(AudioControl::Expect(answer))
@@ -1414,6 +1430,161 @@ mod tests {
     }
 
     const GATE_INTENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/gate/intents.yaml");
+
+    /// Peak level of a "wake word" in test audio: a loud burst is one.
+    const WAKE_LEVEL: f32 = 0.3;
+
+    /// A wake word that is "heard" in any frame louder than
+    /// [`WAKE_LEVEL`] (stage 1 needs real speech; these tests are about
+    /// what the audio thread does with a detection).
+    #[derive(Default)]
+    struct LoudWake {
+        pos: u64,
+    }
+
+    impl WakeDetector for LoudWake {
+        fn push(&mut self, frame: &[f32]) -> Result<Outcome, wakeword::WakewordError> {
+            self.pos += frame.len() as u64;
+            if !frame.iter().any(|x| x.abs() > WAKE_LEVEL) {
+                return Ok(Outcome::Nothing);
+            }
+            Ok(Outcome::Detected(Detection {
+                phrase: "jarvis".into(),
+                stage1_score: 0.9,
+                logprob: -0.1,
+                score: 0.9,
+                at_sample: self.pos,
+                window_samples: 9_600,
+            }))
+        }
+
+        fn reset(&mut self) {}
+
+        fn phrases(&self) -> Vec<String> {
+            vec!["jarvis".into()]
+        }
+    }
+
+    #[test]
+    fn no_chime_cuts_a_command_said_in_the_same_breath() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let stt = Arc::new(SttThread::start(Box::new(Fake { calls })).expect("stt thread"));
+        let ms = |n: usize| n * 16;
+        let tone = |i: usize, gain: f32| {
+            gain * 0.1 * 2f32.sqrt() * (std::f32::consts::TAU * 440.0 * i as f32 / 16_000.0).sin()
+        };
+        // The wake word confirmed while speech goes on (the loud part in
+        // the middle of a burst), then after a pause (a loud burst alone).
+        let mut samples = vec![0.0; ms(1_000)];
+        samples.extend((0..ms(800)).map(|i| {
+            tone(
+                i,
+                if (ms(400)..ms(500)).contains(&i) {
+                    3.0
+                } else {
+                    1.0
+                },
+            )
+        }));
+        samples.resize(samples.len() + ms(1_500), 0.0);
+        samples.extend((0..ms(100)).map(|i| tone(i, 3.0)));
+        samples.resize(samples.len() + ms(3_000), 0.0);
+        let (tx, mut rx) = mpsc::channel::<Input>(8);
+        let (control_tx, control_rx) = std_mpsc::sync_channel::<AudioControl>(8);
+        let path = AudioPath {
+            source: Box::new(Samples { samples, at: 0 }),
+            stt,
+            detector: Some(Box::new(LoudWake::default())),
+            endpoint: EndpointConfig {
+                idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
+                ..EndpointConfig::default()
+            },
+            audio_clock: None,
+            duplex: HalfDuplex::new(audio::DEFAULT_TAIL),
+            muting: Muting::AtRead,
+        };
+        spawn_audio(path, tx, control_rx).expect("audio thread");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut chimes = Vec::new();
+        runtime.block_on(async {
+            loop {
+                let input = tokio::time::timeout(StdDuration::from_secs(20), rx.recv())
+                    .await
+                    .expect("the audio thread answers in time");
+                match input {
+                    Some(Input::Utterance(..)) => control_tx
+                        .send(AudioControl::Expect(Expect::Command))
+                        .expect("control"),
+                    Some(Input::Wake(_, chime)) => chimes.push(chime),
+                    Some(Input::Ended(_)) | None => break,
+                    Some(_) => {}
+                }
+            }
+        });
+        assert_eq!(chimes, [false, true], "a chime only after a pause");
+    }
+
+    #[test]
+    fn in_a_reply_window_only_the_wake_word_addresses_a_command() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let stt = Arc::new(SttThread::start(Box::new(Fake { calls })).expect("stt thread"));
+        // Burst 0 follows the wake word: a purchase, read back. Burst 1,
+        // in the reply window, has no wake word; burst 2 has one; burst 3
+        // (nothing pending, no wake word) is not listened to.
+        let answers = [Expect::Reply, Expect::Reply, Expect::Command];
+        let (tx, mut rx) = mpsc::channel::<Input>(8);
+        let (control_tx, control_rx) = std_mpsc::sync_channel::<AudioControl>(8);
+        let path = AudioPath {
+            source: Box::new(Samples {
+                samples: wake_bursts(&[true, false, true, false]),
+                at: 0,
+            }),
+            stt,
+            detector: Some(Box::new(LoudWake::default())),
+            endpoint: EndpointConfig {
+                idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
+                ..EndpointConfig::default()
+            },
+            audio_clock: None,
+            duplex: HalfDuplex::new(audio::DEFAULT_TAIL),
+            muting: Muting::AtRead,
+        };
+        spawn_audio(path, tx, control_rx).expect("audio thread");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut heard = Vec::new();
+        let mut wakes = 0;
+        runtime.block_on(async {
+            loop {
+                let input = tokio::time::timeout(StdDuration::from_secs(20), rx.recv())
+                    .await
+                    .expect("the audio thread answers in time");
+                match input {
+                    Some(Input::Utterance(u, _)) => {
+                        let answer = answers.get(heard.len()).copied().unwrap_or_default();
+                        heard.push((u.addressed, u.wake_score.is_some()));
+                        control_tx
+                            .send(AudioControl::Expect(answer))
+                            .expect("control");
+                    }
+                    Some(Input::Wake(..)) => wakes += 1,
+                    Some(Input::Ended(_)) | None => break,
+                    Some(_) => {}
+                }
+            }
+        });
+        assert_eq!(wakes, 2, "the detector runs in the reply window too");
+        assert_eq!(
+            heard,
+            [(true, true), (false, false), (true, true)],
+            "(addressed, with a wake score) per utterance"
+        );
+    }
 
     /// Texts as tones: a fake voice says text number `i` as an 800 ms tone
     /// of `220 + 60 i` Hz, and a fake transcriber hears the strongest known
