@@ -496,8 +496,13 @@ fn spawn_audio(
             // listened for without the wake word (a PIN without the grammar).
             let mut expect = Expect::Command;
             // Half-duplex with input read faster than real time: what has
-            // been played so far, and samples still to silence.
+            // been played so far, and samples still to silence. A file
+            // starts once the sounds playing at start (the greeting) are
+            // over: they are not part of its recording.
             let mut played = duplex.mark();
+            if muting == Muting::Skip {
+                duplex.wait_idle(&mut played);
+            }
             let mut silence_left: u64 = 0;
             // The end of the last frame with speech in it.
             let mut last_voiced: Option<u64> = None;
@@ -988,12 +993,7 @@ async fn coordinate(
     // The transcription thread, for the coordinator too (a reload swaps
     // its grammar); `None` with typed input.
     let stt_handle: Option<Arc<SttThread>> = audio.as_ref().map(|a| Arc::clone(&a.stt));
-    match audio {
-        None => spawn_stdin_text(tx.clone())?,
-        Some(path) => spawn_audio(path, tx.clone(), control_rx)?,
-    }
     spawn_reload(settings.intents_dir.clone(), grammar, tx.clone())?;
-    drop(tx);
 
     let pipeline = Pipeline::start(intents, PipelineConfig::from_settings(settings))?;
     let gate = GateThread::start(pipeline)?;
@@ -1033,6 +1033,13 @@ async fn coordinate(
         Err(e) => events.push(say(format!("I could not read the alarm schedule: {e}"))),
     }
     emit(&events, out)?;
+    // Input starts after the greeting is queued, so that its playback is
+    // seen by the audio thread from the first frame on.
+    match audio {
+        None => spawn_stdin_text(tx.clone())?,
+        Some(path) => spawn_audio(path, tx.clone(), control_rx)?,
+    }
+    drop(tx);
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AppError::Output)?;
@@ -1737,6 +1744,9 @@ mod tests {
         spoken: usize,
         /// Where the last text spoken into it ends: the next one follows.
         spoken_end: usize,
+        /// Reading has begun: what is said before (the greeting) is not
+        /// part of the recording.
+        started: bool,
     }
 
     /// Reads the room, as fast as it is read.
@@ -1745,6 +1755,7 @@ mod tests {
     impl AudioSource for RoomSource {
         fn read(&mut self, out: &mut [f32]) -> Result<usize, AudioError> {
             let mut room = self.0.lock().expect("lock");
+            room.started = true;
             let at = room.at;
             let n = out.len().min(room.samples.len() - at);
             out[..n].copy_from_slice(&room.samples[at..at + n]);
@@ -1770,6 +1781,11 @@ mod tests {
             {
                 let mut room = self.room.lock().expect("lock");
                 if room.spoken >= 8 {
+                    return;
+                }
+                if !room.started {
+                    drop(room);
+                    thread::sleep(length);
                     return;
                 }
                 room.spoken += 1;
