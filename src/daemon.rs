@@ -228,6 +228,10 @@ trait Voice: Send {
 /// The TTS command: `sh -c <command>` with the text on stdin.
 struct CommandVoice(String);
 
+/// Longest a TTS command may take to say one text: the microphone is muted
+/// while it runs, so a command that hangs must not deafen voicegate.
+const MAX_SPEECH: StdDuration = StdDuration::from_secs(30);
+
 impl Voice for CommandVoice {
     fn say(&mut self, text: &str) {
         let child = std::process::Command::new("sh")
@@ -241,7 +245,16 @@ impl Voice for CommandVoice {
             if let Some(mut stdin) = child.stdin.take() {
                 let _ = stdin.write_all(text.as_bytes());
             }
-            let _ = child.wait();
+            let deadline = Instant::now() + MAX_SPEECH;
+            while matches!(child.try_wait(), Ok(None)) {
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    eprintln!("voicegate: the TTS command ran over {MAX_SPEECH:?}; stopped it");
+                    return;
+                }
+                thread::sleep(StdDuration::from_millis(10));
+            }
         }
     }
 }
