@@ -400,3 +400,34 @@ fn expand_home(path: &Path) -> PathBuf {
         _ => path.to_path_buf(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve_text(text: &str) -> Settings {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("voicegate.toml");
+        std::fs::write(&path, text).expect("write the config");
+        let args = GlobalArgs {
+            config: Some(path),
+            data_dir: Some(dir.path().to_path_buf()),
+            json: false,
+            intents: Some(dir.path().to_path_buf()),
+            confirm_timeout: None,
+        };
+        Settings::resolve(&args).expect("a valid config")
+    }
+
+    #[test]
+    fn half_duplex_keys_have_defaults_and_can_be_set() {
+        let default = resolve_text("");
+        assert_eq!(default.echo_tail, crate::audio::DEFAULT_TAIL);
+        assert!(default.ring_command_audible);
+        let set = resolve_text(
+            "[speech]\necho_tail_ms = 250\n[alarms]\nring_command = \"lamp on\"\nring_command_audible = false\n",
+        );
+        assert_eq!(set.echo_tail, std::time::Duration::from_millis(250));
+        assert!(!set.ring_command_audible);
+    }
+}
