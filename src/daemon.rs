@@ -1988,4 +1988,74 @@ intents:
             other => panic!("want a reload without a grammar, got {other:?}"),
         }
     }
+    /// Item 2 of issue 13, end to end through the coordinator and the
+    /// gate: in a reply window, what is heard without the wake word can
+    /// only answer; a different command ends the request and runs nothing,
+    /// and a new command needs the wake word again.
+    #[test]
+    fn a_command_without_the_wake_word_in_a_reply_window_runs_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = test_settings(dir.path());
+        let book = Arc::new(Codebook::default());
+        let pause = |samples: &mut Vec<f32>| samples.resize(samples.len() + 24_000, 0.0);
+        let mut samples = vec![0.0; 16_000];
+        // "jarvis, buy paper towels": the wake word is the loud start.
+        let mut command = book.tone("buy paper towels");
+        for x in &mut command[..1_600] {
+            *x *= 3.0;
+        }
+        samples.extend(command);
+        pause(&mut samples);
+        // Then, without the wake word (a television, say):
+        for text in ["set a timer for 5 minutes", "buy aa batteries", "yes"] {
+            samples.extend(book.tone(text));
+            pause(&mut samples);
+        }
+        let stt = Arc::new(
+            SttThread::start(Box::new(ToneReader(Arc::clone(&book)))).expect("stt thread"),
+        );
+        let duplex = HalfDuplex::new(audio::DEFAULT_TAIL);
+        let parts = Parts {
+            audio: Some(AudioPath {
+                source: Box::new(Samples { samples, at: 0 }),
+                stt,
+                detector: Some(Box::new(LoudWake::default())),
+                endpoint: EndpointConfig {
+                    idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
+                    ..EndpointConfig::default()
+                },
+                audio_clock: Some(Utc::now()),
+                duplex: Arc::clone(&duplex),
+                muting: Muting::Skip,
+            }),
+            grammar: None,
+            voice: None,
+            ack_command: Some("none".into()),
+            duplex,
+            listening_to: "the room".into(),
+        };
+        let (set, _) =
+            IntentSet::load_path(&settings.intents_dir, &Default::default()).expect("intents");
+        let mut out = Vec::new();
+        run_with(&settings, set, parts, &mut out).expect("run");
+        let events = events(&out);
+        let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+        let heard: Vec<&str> = events
+            .iter()
+            .filter(|(k, _)| k == "heard")
+            .filter_map(|(_, v)| v["text"].as_str())
+            .collect();
+        // Once the request has ended, nothing is listened to without the
+        // wake word: "buy aa batteries" and "yes" are not even heard.
+        assert_eq!(
+            heard,
+            ["buy paper towels", "set a timer for 5 minutes"],
+            "{kinds:?}"
+        );
+        let count = |kind: &str| kinds.iter().filter(|k| **k == kind).count();
+        assert_eq!(count("confirm_request"), 1, "{kinds:?}");
+        assert_eq!(count("superseded"), 1, "the request ends: {kinds:?}");
+        assert_eq!(count("executed"), 0, "nothing runs: {kinds:?}");
+        assert_eq!(count("failed"), 0, "nothing runs: {kinds:?}");
+    }
 }
