@@ -29,9 +29,13 @@
 //!
 //! [alarms]
 //! ring_command = "aplay /usr/share/sounds/alarm.wav"   # default: the bundled sound
+//! ring_command_audible = true        # false: the command makes no sound (a lamp),
+//!                                    # so the microphone stays on while it runs
 //!
 //! [speech]
 //! tts_command = "espeak-ng"          # speaks responses; default espeak-ng if installed
+//! echo_tail_ms = 400                 # the microphone stays muted this long after
+//!                                    # voicegate's own sounds (room echo, buffering)
 //!
 //! [wakeword]
 //! ack_command = "aplay ding.wav"     # plays on wake; default: a short bundled chime; "none"
@@ -115,6 +119,7 @@ struct WordEntry {
 #[serde(deny_unknown_fields)]
 struct SpeechSection {
     tts_command: Option<String>,
+    echo_tail_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +148,7 @@ struct MusicSection {
 #[serde(deny_unknown_fields)]
 struct AlarmsSection {
     ring_command: Option<String>,
+    ring_command_audible: Option<bool>,
 }
 
 /// Validated settings for every command.
@@ -162,6 +168,12 @@ pub struct Settings {
     pub mpd: MpdConfig,
     /// Command to run when an alarm or timer rings (default: the bundled sound).
     pub ring_command: Option<String>,
+    /// Whether the ring command makes a sound the microphone would hear
+    /// (default true: the microphone is muted while it runs).
+    pub ring_command_audible: bool,
+    /// How long the microphone stays muted after each of voicegate's own
+    /// sounds (see `audio::HalfDuplex`).
+    pub echo_tail: std::time::Duration,
     /// Command that speaks responses (text on stdin).
     pub tts_command: Option<String>,
     /// The wake words (never empty: the default is "jarvis").
@@ -329,6 +341,11 @@ impl Settings {
             handlers: file.handlers.unwrap_or_default(),
             mpd,
             ring_command: file.alarms.ring_command.clone(),
+            ring_command_audible: file.alarms.ring_command_audible.unwrap_or(true),
+            echo_tail: file
+                .speech
+                .echo_tail_ms
+                .map_or(crate::audio::DEFAULT_TAIL, std::time::Duration::from_millis),
             tts_command: file.speech.tts_command.clone(),
             wake_words,
             ack_command: file.wakeword.ack_command.clone(),
@@ -381,5 +398,36 @@ fn expand_home(path: &Path) -> PathBuf {
     ) {
         (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => path.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve_text(text: &str) -> Settings {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("voicegate.toml");
+        std::fs::write(&path, text).expect("write the config");
+        let args = GlobalArgs {
+            config: Some(path),
+            data_dir: Some(dir.path().to_path_buf()),
+            json: false,
+            intents: Some(dir.path().to_path_buf()),
+            confirm_timeout: None,
+        };
+        Settings::resolve(&args).expect("a valid config")
+    }
+
+    #[test]
+    fn half_duplex_keys_have_defaults_and_can_be_set() {
+        let default = resolve_text("");
+        assert_eq!(default.echo_tail, crate::audio::DEFAULT_TAIL);
+        assert!(default.ring_command_audible);
+        let set = resolve_text(
+            "[speech]\necho_tail_ms = 250\n[alarms]\nring_command = \"lamp on\"\nring_command_audible = false\n",
+        );
+        assert_eq!(set.echo_tail, std::time::Duration::from_millis(250));
+        assert!(!set.ring_command_audible);
     }
 }

@@ -30,6 +30,17 @@
 //! that came due while it was down (reported, never rung late). On SIGINT or
 //! SIGTERM it stops cleanly: a pending confirmation is recorded as expired.
 //!
+//! **Half-duplex.** The device must not hear itself: a read-back ("Order
+//! 1 pack of paper towels?") is itself a purchase sentence. Every sound
+//! voicegate makes (the TTS, the wake chime, ringing) holds a playback on
+//! one shared `HalfDuplex`, and the audio path treats what was captured
+//! meanwhile, and for a short tail after (`[speech] echo_tail_ms`), as
+//! silence: the microphone at capture time, paced input as it is read,
+//! and file input read faster than real time by waiting for the sound to
+//! end and silencing as much input as it lasted (`Muting`). The speaker
+//! takes its playback when the coordinator queues the text, before the
+//! audio thread is told what is due next.
+//!
 //! **The grammar.** When transcription is constrained to the intents'
 //! sentences (`SttOptions::grammar`), two things keep it right:
 //! - *Reload.* The reload thread builds the grammar of a changed, clean set
@@ -48,7 +59,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::thread;
-use std::time::{Duration as StdDuration, SystemTime};
+use std::time::{Duration as StdDuration, Instant, SystemTime};
 
 use chrono::{DateTime, Local, TimeDelta, Utc};
 use serde_json::Value;
@@ -59,7 +70,7 @@ use crate::actions::ring::{AudioRinger, Ringer, configured_ringer};
 use crate::app::{AppError, print_events};
 use crate::audio::{
     self, AudioSource, EndpointConfig, EndpointEvent, EndpointState, Endpointer, FRAME_SAMPLES,
-    MicConfig,
+    HalfDuplex, MicConfig, Playback,
 };
 use crate::config::Settings;
 use crate::gate::Utterance;
@@ -113,13 +124,17 @@ enum Input {
     ReloadFailed(String),
     /// Something to log (audio device lost and reopened, ...).
     Notice(String),
-    /// A wake word was heard.
-    Wake(Detection),
+    /// A wake word was heard; play the acknowledgement if true (the user
+    /// has paused: see [`Acknowledger`]).
+    Wake(Detection, bool),
 }
 
 /// Longest the loop sleeps without checking the schedule (another process,
 /// e.g. `say`, may have set an alarm in the same database).
 const MAX_SLEEP: StdDuration = StdDuration::from_secs(5);
+
+/// How often a ringer is checked for having stopped by itself.
+const RING_CHECK: StdDuration = StdDuration::from_millis(250);
 
 /// How late a due alarm may be found at start and still ring.
 const START_GRACE_SECS: i64 = 60;
@@ -204,39 +219,75 @@ impl GateThread {
     }
 }
 
-/// Speaks responses through the TTS command, one at a time, never blocking
-/// the coordinator; the words are always logged too (the event stream).
+/// Says a text aloud, returning once it has been said (tests put a fake
+/// behind it).
+trait Voice: Send {
+    fn say(&mut self, text: &str);
+}
+
+/// The TTS command: `sh -c <command>` with the text on stdin.
+struct CommandVoice(String);
+
+/// Longest a TTS command may take to say one text: the microphone is muted
+/// while it runs, so a command that hangs must not deafen voicegate.
+const MAX_SPEECH: StdDuration = StdDuration::from_secs(30);
+
+impl Voice for CommandVoice {
+    fn say(&mut self, text: &str) {
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&self.0)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if let Ok(mut child) = child {
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(text.as_bytes());
+            }
+            let deadline = Instant::now() + MAX_SPEECH;
+            while matches!(child.try_wait(), Ok(None)) {
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    eprintln!("voicegate: the TTS command ran over {MAX_SPEECH:?}; stopped it");
+                    return;
+                }
+                thread::sleep(StdDuration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Speaks responses through the voice, one at a time, never blocking the
+/// coordinator; the words are always logged too (the event stream).
+///
+/// Half-duplex: each text holds a [`Playback`] from the moment it is
+/// queued (synchronously in `speak`, so the audio thread, which waits for
+/// the coordinator's answer to an utterance, already sees it when it reads
+/// on) until the voice has said it.
 struct Speaker {
-    tx: Option<std_mpsc::SyncSender<String>>,
+    tx: Option<std_mpsc::SyncSender<(String, Playback)>>,
+    duplex: Arc<HalfDuplex>,
 }
 
 impl Speaker {
-    fn start(command: Option<String>) -> Speaker {
-        let Some(command) = command else {
-            return Speaker { tx: None };
+    fn start(voice: Option<Box<dyn Voice>>, duplex: Arc<HalfDuplex>) -> Speaker {
+        let Some(mut voice) = voice else {
+            return Speaker { tx: None, duplex };
         };
-        let (tx, rx) = std_mpsc::sync_channel::<String>(16);
+        let (tx, rx) = std_mpsc::sync_channel::<(String, Playback)>(16);
         let spawned = thread::Builder::new()
             .name("voicegate-tts".into())
             .spawn(move || {
-                for text in rx {
-                    let child = std::process::Command::new("sh")
-                        .arg("-c")
-                        .arg(&command)
-                        .stdin(std::process::Stdio::piped())
-                        .stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::null())
-                        .spawn();
-                    if let Ok(mut child) = child {
-                        if let Some(mut stdin) = child.stdin.take() {
-                            let _ = stdin.write_all(text.as_bytes());
-                        }
-                        let _ = child.wait();
-                    }
+                for (text, playing) in rx {
+                    voice.say(&text);
+                    drop(playing);
                 }
             });
         Speaker {
             tx: spawned.ok().map(|_| tx),
+            duplex,
         }
     }
 
@@ -244,8 +295,9 @@ impl Speaker {
         let Some(tx) = &self.tx else { return };
         for event in events {
             if let Event::Response { text, .. } = event {
-                // If the speaker is behind, drop rather than block.
-                let _ = tx.try_send(text.clone());
+                // If the speaker is behind, drop rather than block (the
+                // dropped text's playback ends with it).
+                let _ = tx.try_send((text.clone(), self.duplex.hold()));
             }
         }
     }
@@ -348,6 +400,65 @@ fn transcribe_for(
 /// utterance (the gate thread is quick; this only guards a stuck process).
 const CONTROL_WAIT: StdDuration = StdDuration::from_secs(30);
 
+/// The wake-word detector as the audio thread uses it (a trait, so that a
+/// test can fire it where it wants).
+trait WakeDetector: Send {
+    /// Feeds one frame.
+    fn push(&mut self, frame: &[f32]) -> Result<Outcome, wakeword::WakewordError>;
+    /// Forgets the audio so far (after a command).
+    fn reset(&mut self);
+    /// The wake phrases, to cut from transcripts.
+    fn phrases(&self) -> Vec<String>;
+}
+
+impl<V: wakeword::detector::Verifier + Send> WakeDetector for Detector<V> {
+    fn push(&mut self, frame: &[f32]) -> Result<Outcome, wakeword::WakewordError> {
+        Detector::push(self, frame)
+    }
+
+    fn reset(&mut self) {
+        Detector::reset(self);
+    }
+
+    fn phrases(&self) -> Vec<String> {
+        self.words().map(|w| w.phrase.clone()).collect()
+    }
+}
+
+/// How the audio thread keeps voicegate from hearing itself (see
+/// [`HalfDuplex`]), by kind of source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Muting {
+    /// The source silences itself at capture time (the microphone).
+    AtSource,
+    /// Paced input (`--realtime`, raw PCM on stdin): frames read while
+    /// muted are zeroed.
+    AtRead,
+    /// Input read faster than real time (the audio clock): before reading
+    /// on, wait until nothing plays, then silence as many samples as the
+    /// playback lasted in wall time plus the tail, what a live microphone
+    /// would have missed meanwhile.
+    Skip,
+}
+
+/// Everything the audio thread works with.
+struct AudioPath {
+    source: Box<dyn AudioSource>,
+    stt: Arc<SttThread>,
+    /// `None`: `--no-wake`, every utterance is addressed to voicegate.
+    detector: Option<Box<dyn WakeDetector>>,
+    endpoint: EndpointConfig,
+    /// The start of the audio clock (file input read faster than real
+    /// time), or `None`: the wall clock.
+    audio_clock: Option<DateTime<Utc>>,
+    duplex: Arc<HalfDuplex>,
+    muting: Muting,
+}
+
+/// Speech this recent (in samples) when the wake word is confirmed means
+/// the user is already saying the command: no chime then (200 ms).
+const STILL_SPEAKING: u64 = 3_200;
+
 /// The audio path: source → [wake word →] endpointer → whisper → utterances.
 ///
 /// With a wake-word detector, idle listening runs only its first stage
@@ -357,23 +468,38 @@ const CONTROL_WAIT: StdDuration = StdDuration::from_secs(30);
 /// cut from the transcript. Without one (`--no-wake`) the endpointer is
 /// always armed. While a reply is due ([`Expect`]) it listens without the
 /// wake word, and a PIN is decoded without the grammar.
+///
+/// **Addressed.** An utterance that follows a wake-word detection (or any,
+/// with `--no-wake`) is addressed to voicegate. One heard in a reply
+/// window without the wake word is not (`Utterance::addressed` false): the
+/// gate lets it answer the question and nothing else, so a television
+/// saying "set a timer" while a purchase waits runs nothing. The detector
+/// keeps running in reply windows, so "jarvis, set a timer" said then is
+/// addressed (and the wake phrase cut as usual).
+///
+/// **Half-duplex.** Audio captured while voicegate makes a sound is
+/// silence to everything here (see [`Muting`]).
 fn spawn_audio(
-    mut source: Box<dyn AudioSource>,
-    stt: Arc<SttThread>,
-    mut detector: Option<Detector<Arc<SttThread>>>,
-    endpoint: EndpointConfig,
-    audio_clock: Option<DateTime<Utc>>,
+    path: AudioPath,
     tx: mpsc::Sender<Input>,
     control: std_mpsc::Receiver<AudioControl>,
 ) -> Result<(), AppError> {
+    let AudioPath {
+        mut source,
+        stt,
+        mut detector,
+        endpoint,
+        audio_clock,
+        duplex,
+        muting,
+    } = path;
     thread::Builder::new()
         .name("voicegate-audio".into())
         .spawn(move || {
             let mut endpointer = Endpointer::new(endpoint);
-            let phrases: Vec<String> = detector
-                .as_ref()
-                .map(|d| d.words().map(|w| w.phrase.clone()).collect())
-                .unwrap_or_default();
+            let phrases: Vec<String> = detector.as_ref().map(|d| d.phrases()).unwrap_or_default();
+            // Without a detector every utterance is addressed.
+            let always_addressed = detector.is_none();
             let mut frame = vec![0.0f32; FRAME_SAMPLES];
             let mut read: u64 = 0;
             let mut next_tick: u64 = 16_000;
@@ -382,6 +508,17 @@ fn spawn_audio(
             // What the gate waits for: a read-back's answer or a PIN is
             // listened for without the wake word (a PIN without the grammar).
             let mut expect = Expect::Command;
+            // Half-duplex with input read faster than real time: what has
+            // been played so far, and samples still to silence. A file
+            // starts once the sounds playing at start (the greeting) are
+            // over: they are not part of its recording.
+            let mut played = duplex.mark();
+            if muting == Muting::Skip {
+                duplex.wait_idle(&mut played);
+            }
+            let mut silence_left: u64 = 0;
+            // The end of the last frame with speech in it.
+            let mut last_voiced: Option<u64> = None;
             let at = |samples: u64| {
                 audio_clock
                     .map(|start| start + TimeDelta::milliseconds((samples * 1000 / 16_000) as i64))
@@ -410,7 +547,7 @@ fn spawn_audio(
                     text,
                     confidence: Some(confidence),
                     wake_score,
-                    addressed: true,
+                    addressed: always_addressed || wake_score.is_some(),
                 };
                 tx.blocking_send(Input::Utterance(utterance, when)).ok()?;
                 match control.recv_timeout(CONTROL_WAIT) {
@@ -426,6 +563,10 @@ fn spawn_audio(
                 if expect.is_reply() && endpointer.state() == EndpointState::Idle {
                     endpointer.arm();
                 }
+                if muting == Muting::Skip {
+                    let missed = duplex.wait_idle(&mut played);
+                    silence_left += (missed.as_secs_f64() * 16_000.0).round() as u64;
+                }
                 let n = match audio::read_full(&mut source, &mut frame) {
                     Ok(0) => break,
                     Ok(n) => n,
@@ -435,10 +576,23 @@ fn spawn_audio(
                     }
                 };
                 frame[n..].fill(0.0);
+                match muting {
+                    Muting::AtSource => {}
+                    Muting::AtRead => {
+                        if duplex.muted_at(Instant::now()) {
+                            frame.fill(0.0);
+                        }
+                    }
+                    Muting::Skip => {
+                        let k = silence_left.min(n as u64);
+                        frame[..k as usize].fill(0.0);
+                        silence_left -= k;
+                    }
+                }
                 read += n as u64;
+                // Also in a reply window: a new command needs the wake word.
                 if let Some(d) = detector.as_mut()
                     && awake.is_none()
-                    && !expect.is_reply()
                 {
                     match d.push(&frame) {
                         Ok(Outcome::Detected(detection)) => {
@@ -447,7 +601,12 @@ fn spawn_audio(
                             // the transcript later), so nothing said in the
                             // same breath is lost.
                             endpointer.arm_since(detection.window_samples);
-                            if tx.blocking_send(Input::Wake(detection)).is_err() {
+                            // A chime would cut a command said in the same
+                            // breath (the microphone is muted while it
+                            // plays): only when the user has paused.
+                            let chime = last_voiced
+                                .is_none_or(|end| read.saturating_sub(end) > STILL_SPEAKING);
+                            if tx.blocking_send(Input::Wake(detection, chime)).is_err() {
                                 return;
                             }
                         }
@@ -458,6 +617,9 @@ fn spawn_audio(
                     }
                 }
                 let event = endpointer.push(&frame);
+                if endpointer.last_frame().is_some_and(|l| l.continues) {
+                    last_voiced = Some(read);
+                }
                 let samples = match event {
                     Some(EndpointEvent::Utterance(u)) => u.samples,
                     Some(EndpointEvent::NoSpeech) => {
@@ -527,22 +689,29 @@ fn spawn_audio(
 /// so the coordinator never waits for a sound: the configured command, or
 /// the bundled chime on the default output device. A failure is logged
 /// once and the daemon goes on silently.
+///
+/// The microphone is muted while it plays (a [`Playback`] taken when
+/// asked, released when the sound is over). So that a chime never cuts a
+/// command said in the same breath ("jarvis, set a timer"), the audio
+/// thread asks for it only when the user has paused after the wake word
+/// (`Input::Wake`): someone already talking needs no signal to go on.
 struct Acknowledger {
-    tx: Option<std_mpsc::SyncSender<()>>,
+    tx: Option<std_mpsc::SyncSender<Playback>>,
+    duplex: Arc<HalfDuplex>,
 }
 
 impl Acknowledger {
-    fn start(command: Option<String>) -> Acknowledger {
+    fn start(command: Option<String>, duplex: Arc<HalfDuplex>) -> Acknowledger {
         if command.as_deref() == Some("none") {
-            return Acknowledger { tx: None };
+            return Acknowledger { tx: None, duplex };
         }
-        let (tx, rx) = std_mpsc::sync_channel::<()>(1);
+        let (tx, rx) = std_mpsc::sync_channel::<Playback>(1);
         let spawned = thread::Builder::new()
             .name("voicegate-ack".into())
             .spawn(move || {
                 let mut warned = false;
                 let mut chime: Option<AudioRinger> = None;
-                for () in rx {
+                for playing in rx {
                     let result = match &command {
                         Some(cmd) => std::process::Command::new("sh")
                             .arg("-c")
@@ -562,6 +731,7 @@ impl Acknowledger {
                             played
                         }
                     };
+                    drop(playing);
                     if let Err(e) = result
                         && !warned
                     {
@@ -572,13 +742,14 @@ impl Acknowledger {
             });
         Acknowledger {
             tx: spawned.ok().map(|_| tx),
+            duplex,
         }
     }
 
     fn ack(&self) {
         if let Some(tx) = &self.tx {
             // Already playing one: skip rather than queue.
-            let _ = tx.try_send(());
+            let _ = tx.try_send(self.duplex.hold());
         }
     }
 }
@@ -676,91 +847,178 @@ pub fn run(
     options: RunOptions,
     out: &mut dyn Write,
 ) -> Result<i32, AppError> {
+    // Inputs first: a missing microphone or model is an error before anything starts.
+    let parts = Parts::open(settings, options)?;
+    run_with(settings, intents, parts, out)
+}
+
+/// What the coordinator runs with: built from [`RunOptions`] by
+/// [`Parts::open`], or by a test with fakes.
+struct Parts {
+    /// The audio path; `None`: typed lines on stdin.
+    audio: Option<AudioPath>,
+    /// The transcription grammar in use (rebuilt on reload), if any.
+    grammar: Option<SttGrammar>,
+    /// Says responses aloud; `None`: they are only logged.
+    voice: Option<Box<dyn Voice>>,
+    /// The acknowledgement command (`None`: the bundled chime; "none").
+    ack_command: Option<String>,
+    /// Voicegate's own sounds, which the audio path does not listen to.
+    duplex: Arc<HalfDuplex>,
+    /// What is listened to, for the greeting ("the microphone for \"jarvis\"").
+    listening_to: String,
+}
+
+impl Parts {
+    fn open(settings: &Settings, options: RunOptions) -> Result<Parts, AppError> {
+        let duplex = HalfDuplex::new(settings.echo_tail);
+        let wake = if options.text || options.wake_words.is_empty() {
+            String::new()
+        } else {
+            let phrases: Vec<&str> = options
+                .wake_words
+                .iter()
+                .map(|w| w.phrase.as_str())
+                .collect();
+            format!(" for \"{}\"", phrases.join("\" or \""))
+        };
+        let file_input = options.input.as_deref().is_some_and(|i| i != "-");
+        let source = if options.text {
+            "typed input on stdin"
+        } else if file_input {
+            "the audio file"
+        } else if options.input.as_deref() == Some("-") {
+            "raw audio on stdin"
+        } else {
+            "the microphone"
+        };
+        let audio = if options.text {
+            None
+        } else {
+            let model = crate::speech::model::default_models_dir()
+                .and_then(|dir| crate::speech::model::resolve(options.model.as_deref(), &dir))
+                .map_err(|e| AppError::Usage(e.to_string()))?;
+            let engine = WhisperTranscriber::load(&model, options.stt.clone())
+                .map_err(|e| AppError::Usage(e.to_string()))?;
+            let stt = Arc::new(
+                SttThread::start(Box::new(engine)).map_err(|e| AppError::Usage(e.to_string()))?,
+            );
+            let detector: Option<Box<dyn WakeDetector>> = if options.wake_words.is_empty() {
+                None
+            } else {
+                Some(Box::new(Detector::new(
+                    &options.wake_words,
+                    Arc::clone(&stt),
+                )?))
+            };
+            let mic = options.input.is_none();
+            let source = if mic {
+                let mic = audio::MicSource::open(options.device.as_deref(), MicConfig::default())
+                    .map_err(|e| AppError::Usage(e.to_string()))?;
+                mic.mute_while_playing(Arc::clone(&duplex));
+                Box::new(mic) as Box<dyn AudioSource>
+            } else {
+                audio::open_input(
+                    options.input.as_deref(),
+                    options.realtime,
+                    options.device.as_deref(),
+                    MicConfig::default(),
+                )
+                .map_err(|e| AppError::Usage(e.to_string()))?
+            };
+            let mut endpoint = if detector.is_some() {
+                EndpointConfig {
+                    idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
+                    ..EndpointConfig::default()
+                }
+            } else {
+                EndpointConfig::always_armed()
+            };
+            if options.silence_end_ms > 0 {
+                endpoint.silence_end_ms = options.silence_end_ms;
+            }
+            let audio_clock = (file_input && !options.realtime).then(Utc::now);
+            let muting = if mic {
+                Muting::AtSource
+            } else if audio_clock.is_some() {
+                Muting::Skip
+            } else {
+                Muting::AtRead
+            };
+            Some(AudioPath {
+                source,
+                stt,
+                detector,
+                endpoint,
+                audio_clock,
+                duplex: Arc::clone(&duplex),
+                muting,
+            })
+        };
+        Ok(Parts {
+            grammar: audio.as_ref().and(options.stt.grammar.clone()),
+            audio,
+            voice: options
+                .tts
+                .map(|command| Box::new(CommandVoice(command)) as Box<dyn Voice>),
+            ack_command: options.ack_command,
+            duplex,
+            listening_to: format!("{source}{wake}"),
+        })
+    }
+}
+
+/// Runs the coordinator over `parts` on a single-threaded runtime.
+fn run_with(
+    settings: &Settings,
+    intents: IntentSet,
+    parts: Parts,
+    out: &mut dyn Write,
+) -> Result<i32, AppError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(AppError::Output)?;
-    runtime.block_on(coordinate(settings, intents, options, out))
+    runtime.block_on(coordinate(settings, intents, parts, out))
 }
 
 async fn coordinate(
     settings: &Settings,
     intents: IntentSet,
-    options: RunOptions,
+    parts: Parts,
     out: &mut dyn Write,
 ) -> Result<i32, AppError> {
     let json = settings.json;
     let (tx, mut rx) = mpsc::channel::<Input>(32);
+    let Parts {
+        audio,
+        grammar,
+        voice,
+        ack_command,
+        duplex,
+        listening_to,
+    } = parts;
 
-    // Inputs first: a missing microphone or model is an error before anything starts.
-    let file_input = options.input.as_deref().is_some_and(|i| i != "-");
-    let audio_clock = (file_input && !options.realtime).then(Utc::now);
+    let audio_clock = audio.as_ref().and_then(|a| a.audio_clock);
     let (control_tx, control_rx) = std_mpsc::sync_channel::<AudioControl>(8);
     // Only the audio path listens for control messages.
-    let control = (!options.text).then_some(control_tx);
+    let control = audio.is_some().then_some(control_tx);
     // The transcription thread, for the coordinator too (a reload swaps
     // its grammar); `None` with typed input.
-    let mut stt_handle: Option<Arc<SttThread>> = None;
-    if options.text {
-        spawn_stdin_text(tx.clone())?;
-    } else {
-        let model = crate::speech::model::default_models_dir()
-            .and_then(|dir| crate::speech::model::resolve(options.model.as_deref(), &dir))
-            .map_err(|e| AppError::Usage(e.to_string()))?;
-        let engine = WhisperTranscriber::load(&model, options.stt.clone())
-            .map_err(|e| AppError::Usage(e.to_string()))?;
-        let stt = Arc::new(
-            SttThread::start(Box::new(engine)).map_err(|e| AppError::Usage(e.to_string()))?,
-        );
-        stt_handle = Some(Arc::clone(&stt));
-        let detector = if options.wake_words.is_empty() {
-            None
-        } else {
-            Some(Detector::new(&options.wake_words, Arc::clone(&stt))?)
-        };
-        let source = audio::open_input(
-            options.input.as_deref(),
-            options.realtime,
-            options.device.as_deref(),
-            MicConfig::default(),
-        )
-        .map_err(|e| AppError::Usage(e.to_string()))?;
-        let mut endpoint = if detector.is_some() {
-            EndpointConfig {
-                idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
-                ..EndpointConfig::default()
-            }
-        } else {
-            EndpointConfig::always_armed()
-        };
-        if options.silence_end_ms > 0 {
-            endpoint.silence_end_ms = options.silence_end_ms;
-        }
-        spawn_audio(
-            source,
-            stt,
-            detector,
-            endpoint,
-            audio_clock,
-            tx.clone(),
-            control_rx,
-        )?;
-    }
-    // The grammar is rebuilt on reload only if decoding uses one.
-    let grammar_template = stt_handle
-        .as_ref()
-        .and(options.stt.grammar.as_ref())
-        .cloned();
-    spawn_reload(settings.intents_dir.clone(), grammar_template, tx.clone())?;
-    drop(tx);
+    let stt_handle: Option<Arc<SttThread>> = audio.as_ref().map(|a| Arc::clone(&a.stt));
+    spawn_reload(settings.intents_dir.clone(), grammar, tx.clone())?;
 
     let pipeline = Pipeline::start(intents, PipelineConfig::from_settings(settings))?;
     let gate = GateThread::start(pipeline)?;
     let schedule =
         Schedule::open(settings.state_db()).map_err(crate::pipeline::PipelineError::from)?;
-    let mut ringer = configured_ringer(settings.ring_command.as_deref());
-    let speaker = Speaker::start(options.tts.clone());
-    let acknowledger = Acknowledger::start(options.ack_command.clone());
+    let mut ringer = configured_ringer(
+        settings.ring_command.as_deref(),
+        Some(&duplex),
+        settings.ring_command_audible,
+    );
+    let speaker = Speaker::start(voice, Arc::clone(&duplex));
+    let acknowledger = Acknowledger::start(ack_command, Arc::clone(&duplex));
     // Tells the audio thread what is due next (see `AudioControl`).
     let tell_audio = |state: GateState| {
         if let Some(c) = &control {
@@ -773,27 +1031,8 @@ async fn coordinate(
         Ok(())
     };
 
-    let wake = if options.text || options.wake_words.is_empty() {
-        String::new()
-    } else {
-        let phrases: Vec<&str> = options
-            .wake_words
-            .iter()
-            .map(|w| w.phrase.as_str())
-            .collect();
-        format!(" for \"{}\"", phrases.join("\" or \""))
-    };
-    let source = if options.text {
-        "typed input on stdin"
-    } else if file_input {
-        "the audio file"
-    } else if options.input.as_deref() == Some("-") {
-        "raw audio on stdin"
-    } else {
-        "the microphone"
-    };
     let now = Utc::now();
-    let mut events = vec![say(format!("voicegate is listening to {source}{wake}."))];
+    let mut events = vec![say(format!("voicegate is listening to {listening_to}."))];
     events.extend(gate.call(Call::Recover(now)).await.0);
     match schedule.missed_at_start(now, TimeDelta::seconds(START_GRACE_SECS)) {
         Ok(missed) => {
@@ -807,6 +1046,13 @@ async fn coordinate(
         Err(e) => events.push(say(format!("I could not read the alarm schedule: {e}"))),
     }
     emit(&events, out)?;
+    // Input starts after the greeting is queued, so that its playback is
+    // seen by the audio thread from the first frame on.
+    match audio {
+        None => spawn_stdin_text(tx.clone())?,
+        Some(path) => spawn_audio(path, tx.clone(), control_rx)?,
+    }
+    drop(tx);
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AppError::Output)?;
@@ -844,6 +1090,12 @@ async fn coordinate(
         emit(&events, out)?;
 
         let mut wait = MAX_SLEEP;
+        if ringing {
+            // A ring command that exits by itself stops muting the
+            // microphone soon after.
+            ringer.check();
+            wait = wait.min(RING_CHECK);
+        }
         let live_deadline = if audio_clock.is_none() {
             state.deadline
         } else {
@@ -887,8 +1139,10 @@ async fn coordinate(
                 let (handled, s) = gate.call(Call::Handle(Box::new(utterance), when)).await;
                 events.extend(handled);
                 state = s;
-                tell_audio(state);
+                // Spoken first: the speaker takes its playback before the
+                // audio thread, told what is due next, reads on.
                 emit(&events, out)?;
+                tell_audio(state);
                 if ringing && !any_ringing(&schedule) {
                     ringer.stop();
                     ringing = false;
@@ -900,8 +1154,8 @@ async fn coordinate(
                 if state.deadline.is_some_and(|d| at >= d) {
                     let (events, s) = gate.call(Call::Tick(at)).await;
                     state = s;
-                    tell_audio(state);
                     emit(&events, out)?;
+                    tell_audio(state);
                 }
             }
             Input::Ended(at) => {
@@ -948,8 +1202,10 @@ async fn coordinate(
                 )?;
             }
             Input::Notice(text) => eprintln!("voicegate: {text}"),
-            Input::Wake(detection) => {
-                acknowledger.ack();
+            Input::Wake(detection, chime) => {
+                if chime {
+                    acknowledger.ack();
+                }
                 emit(
                     &[Event::Wake {
                         phrase: detection.phrase,
@@ -1107,15 +1363,20 @@ mod tests {
     /// `bursts` tone bursts (800 ms, 440 Hz, -20 dBFS: speech to the
     /// endpointer), each followed by 1.5 s of silence, after 1 s of it.
     fn bursts(bursts: usize) -> Vec<f32> {
+        wake_bursts(&vec![false; bursts])
+    }
+
+    /// Like [`bursts`], one per flag; a burst whose flag is set starts
+    /// with 100 ms above [`WAKE_LEVEL`] (a wake word to [`LoudWake`]).
+    fn wake_bursts(wake: &[bool]) -> Vec<f32> {
         let ms = |n: usize| n * 16;
         let amp = 0.1 * 2f32.sqrt();
         let mut signal = vec![0.0; ms(1_000)];
-        for _ in 0..bursts {
-            signal.extend(
-                (0..ms(800)).map(|i| {
-                    amp * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16_000.0).sin()
-                }),
-            );
+        for &loud in wake {
+            signal.extend((0..ms(800)).map(|i| {
+                let gain = if loud && i < ms(100) { 3.0 } else { 1.0 };
+                gain * amp * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16_000.0).sin()
+            }));
             signal.resize(signal.len() + ms(1_500), 0.0);
         }
         signal
@@ -1135,19 +1396,19 @@ mod tests {
         let answers = [Expect::Reply, Expect::Pin, Expect::Command, Expect::Command];
         let (tx, mut rx) = mpsc::channel::<Input>(8);
         let (control_tx, control_rx) = std_mpsc::sync_channel::<AudioControl>(8);
-        spawn_audio(
-            Box::new(Samples {
+        let path = AudioPath {
+            source: Box::new(Samples {
                 samples: bursts(answers.len()),
                 at: 0,
             }),
             stt,
-            None,
-            EndpointConfig::always_armed(),
-            None,
-            tx,
-            control_rx,
-        )
-        .expect("audio thread");
+            detector: None,
+            endpoint: EndpointConfig::always_armed(),
+            audio_clock: None,
+            duplex: HalfDuplex::new(audio::DEFAULT_TAIL),
+            muting: Muting::AtRead,
+        };
+        spawn_audio(path, tx, control_rx).expect("audio thread");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -1161,6 +1422,7 @@ mod tests {
                 match input {
                     Some(Input::Utterance(u, _)) => {
                         let answer = answers.get(heard.len()).copied().unwrap_or_default();
+                        assert!(u.addressed, "--no-wake: every utterance is addressed");
                         heard.push(u.text);
                         control_tx
                             .send(AudioControl::Expect(answer))
@@ -1188,6 +1450,463 @@ mod tests {
     }
 
     const GATE_INTENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/gate/intents.yaml");
+
+    /// Peak level of a "wake word" in test audio: a loud burst is one.
+    const WAKE_LEVEL: f32 = 0.3;
+
+    /// A wake word that is "heard" in any frame louder than
+    /// [`WAKE_LEVEL`] (stage 1 needs real speech; these tests are about
+    /// what the audio thread does with a detection).
+    #[derive(Default)]
+    struct LoudWake {
+        pos: u64,
+    }
+
+    impl WakeDetector for LoudWake {
+        fn push(&mut self, frame: &[f32]) -> Result<Outcome, wakeword::WakewordError> {
+            self.pos += frame.len() as u64;
+            if !frame.iter().any(|x| x.abs() > WAKE_LEVEL) {
+                return Ok(Outcome::Nothing);
+            }
+            Ok(Outcome::Detected(Detection {
+                phrase: "jarvis".into(),
+                stage1_score: 0.9,
+                logprob: -0.1,
+                score: 0.9,
+                at_sample: self.pos,
+                window_samples: 9_600,
+            }))
+        }
+
+        fn reset(&mut self) {}
+
+        fn phrases(&self) -> Vec<String> {
+            vec!["jarvis".into()]
+        }
+    }
+
+    /// Runs the audio thread over `samples` (no wake word, always armed)
+    /// with `muting`, answering every utterance with `Expect::Command`;
+    /// returns how many utterances it delivered.
+    fn utterances_heard(samples: Vec<f32>, duplex: Arc<HalfDuplex>, muting: Muting) -> usize {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let stt = Arc::new(SttThread::start(Box::new(Fake { calls })).expect("stt thread"));
+        let (tx, mut rx) = mpsc::channel::<Input>(8);
+        let (control_tx, control_rx) = std_mpsc::sync_channel::<AudioControl>(8);
+        let path = AudioPath {
+            source: Box::new(Samples { samples, at: 0 }),
+            stt,
+            detector: None,
+            endpoint: EndpointConfig::always_armed(),
+            audio_clock: None,
+            duplex,
+            muting,
+        };
+        spawn_audio(path, tx, control_rx).expect("audio thread");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut heard = 0;
+        runtime.block_on(async {
+            loop {
+                let input = tokio::time::timeout(StdDuration::from_secs(20), rx.recv())
+                    .await
+                    .expect("the audio thread answers in time");
+                match input {
+                    Some(Input::Utterance(..)) => {
+                        heard += 1;
+                        control_tx
+                            .send(AudioControl::Expect(Expect::Command))
+                            .expect("control");
+                    }
+                    Some(Input::Ended(_)) | None => break,
+                    Some(_) => {}
+                }
+            }
+        });
+        heard
+    }
+
+    #[test]
+    fn paced_input_read_while_voicegate_plays_is_silence() {
+        let duplex = HalfDuplex::new(audio::DEFAULT_TAIL);
+        let playing = duplex.hold();
+        assert_eq!(
+            utterances_heard(bursts(2), Arc::clone(&duplex), Muting::AtRead),
+            0
+        );
+        // The microphone silences itself: the audio thread leaves it be.
+        assert_eq!(
+            utterances_heard(bursts(2), Arc::clone(&duplex), Muting::AtSource),
+            2
+        );
+        drop(playing);
+        std::thread::sleep(audio::DEFAULT_TAIL);
+        assert_eq!(utterances_heard(bursts(2), duplex, Muting::AtRead), 2);
+    }
+
+    #[test]
+    fn no_chime_cuts_a_command_said_in_the_same_breath() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let stt = Arc::new(SttThread::start(Box::new(Fake { calls })).expect("stt thread"));
+        let ms = |n: usize| n * 16;
+        let tone = |i: usize, gain: f32| {
+            gain * 0.1 * 2f32.sqrt() * (std::f32::consts::TAU * 440.0 * i as f32 / 16_000.0).sin()
+        };
+        // The wake word confirmed while speech goes on (the loud part in
+        // the middle of a burst), then after a pause (a loud burst alone).
+        let mut samples = vec![0.0; ms(1_000)];
+        samples.extend((0..ms(800)).map(|i| {
+            tone(
+                i,
+                if (ms(400)..ms(500)).contains(&i) {
+                    3.0
+                } else {
+                    1.0
+                },
+            )
+        }));
+        samples.resize(samples.len() + ms(1_500), 0.0);
+        samples.extend((0..ms(100)).map(|i| tone(i, 3.0)));
+        samples.resize(samples.len() + ms(3_000), 0.0);
+        let (tx, mut rx) = mpsc::channel::<Input>(8);
+        let (control_tx, control_rx) = std_mpsc::sync_channel::<AudioControl>(8);
+        let path = AudioPath {
+            source: Box::new(Samples { samples, at: 0 }),
+            stt,
+            detector: Some(Box::new(LoudWake::default())),
+            endpoint: EndpointConfig {
+                idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
+                ..EndpointConfig::default()
+            },
+            audio_clock: None,
+            duplex: HalfDuplex::new(audio::DEFAULT_TAIL),
+            muting: Muting::AtRead,
+        };
+        spawn_audio(path, tx, control_rx).expect("audio thread");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut chimes = Vec::new();
+        runtime.block_on(async {
+            loop {
+                let input = tokio::time::timeout(StdDuration::from_secs(20), rx.recv())
+                    .await
+                    .expect("the audio thread answers in time");
+                match input {
+                    Some(Input::Utterance(..)) => control_tx
+                        .send(AudioControl::Expect(Expect::Command))
+                        .expect("control"),
+                    Some(Input::Wake(_, chime)) => chimes.push(chime),
+                    Some(Input::Ended(_)) | None => break,
+                    Some(_) => {}
+                }
+            }
+        });
+        assert_eq!(chimes, [false, true], "a chime only after a pause");
+    }
+
+    #[test]
+    fn in_a_reply_window_only_the_wake_word_addresses_a_command() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let stt = Arc::new(SttThread::start(Box::new(Fake { calls })).expect("stt thread"));
+        // Burst 0 follows the wake word: a purchase, read back. Burst 1,
+        // in the reply window, has no wake word; burst 2 has one; burst 3
+        // (nothing pending, no wake word) is not listened to.
+        let answers = [Expect::Reply, Expect::Reply, Expect::Command];
+        let (tx, mut rx) = mpsc::channel::<Input>(8);
+        let (control_tx, control_rx) = std_mpsc::sync_channel::<AudioControl>(8);
+        let path = AudioPath {
+            source: Box::new(Samples {
+                samples: wake_bursts(&[true, false, true, false]),
+                at: 0,
+            }),
+            stt,
+            detector: Some(Box::new(LoudWake::default())),
+            endpoint: EndpointConfig {
+                idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
+                ..EndpointConfig::default()
+            },
+            audio_clock: None,
+            duplex: HalfDuplex::new(audio::DEFAULT_TAIL),
+            muting: Muting::AtRead,
+        };
+        spawn_audio(path, tx, control_rx).expect("audio thread");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut heard = Vec::new();
+        let mut wakes = 0;
+        runtime.block_on(async {
+            loop {
+                let input = tokio::time::timeout(StdDuration::from_secs(20), rx.recv())
+                    .await
+                    .expect("the audio thread answers in time");
+                match input {
+                    Some(Input::Utterance(u, _)) => {
+                        let answer = answers.get(heard.len()).copied().unwrap_or_default();
+                        heard.push((u.addressed, u.wake_score.is_some()));
+                        control_tx
+                            .send(AudioControl::Expect(answer))
+                            .expect("control");
+                    }
+                    Some(Input::Wake(..)) => wakes += 1,
+                    Some(Input::Ended(_)) | None => break,
+                    Some(_) => {}
+                }
+            }
+        });
+        assert_eq!(wakes, 2, "the detector runs in the reply window too");
+        assert_eq!(
+            heard,
+            [(true, true), (false, false), (true, true)],
+            "(addressed, with a wake score) per utterance"
+        );
+    }
+
+    /// Texts as tones: a fake voice says text number `i` as an 800 ms tone
+    /// of `220 + 60 i` Hz, and a fake transcriber hears the strongest known
+    /// tone in an utterance as its text.
+    #[derive(Default)]
+    struct Codebook(Mutex<Vec<String>>);
+
+    impl Codebook {
+        fn freq(i: usize) -> f32 {
+            220.0 + 60.0 * i as f32
+        }
+
+        /// The tone that says `text` (a new one for a new text).
+        fn tone(&self, text: &str) -> Vec<f32> {
+            let mut texts = self.0.lock().expect("lock");
+            let i = match texts.iter().position(|t| t == text) {
+                Some(i) => i,
+                None => {
+                    texts.push(text.to_string());
+                    texts.len() - 1
+                }
+            };
+            let (freq, amp) = (Self::freq(i), 0.1 * 2f32.sqrt());
+            (0..12_800)
+                .map(|n| amp * (std::f32::consts::TAU * freq * n as f32 / 16_000.0).sin())
+                .collect()
+        }
+
+        /// The text whose tone is strongest in `samples` (Goertzel), if
+        /// any is there.
+        fn text(&self, samples: &[f32]) -> Option<String> {
+            let texts = self.0.lock().expect("lock");
+            let power = |freq: f32| {
+                let w = std::f32::consts::TAU * freq / 16_000.0;
+                let (mut s1, mut s2) = (0.0f32, 0.0f32);
+                for &x in samples {
+                    let s0 = x + 2.0 * w.cos() * s1 - s2;
+                    s2 = s1;
+                    s1 = s0;
+                }
+                (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2) / samples.len().max(1) as f32
+            };
+            let (best, p) = (0..texts.len())
+                .map(|i| (i, power(Self::freq(i))))
+                .max_by(|a, b| a.1.total_cmp(&b.1))?;
+            // Silence or noise: nothing (a tone of a second scores ~40).
+            (p > 1.0).then(|| texts[best].clone())
+        }
+    }
+
+    /// Hears tones as their codebook texts.
+    struct ToneReader(Arc<Codebook>);
+
+    impl ToneReader {
+        fn read(&self, samples: &[f32]) -> Result<Transcript, SttError> {
+            Ok(Transcript {
+                text: self.0.text(samples).unwrap_or_default(),
+                confidence: 0.9,
+                audio_secs: samples.len() as f32 / 16_000.0,
+                decode_secs: 0.0,
+                audio_ctx: 1500,
+                retried: false,
+            })
+        }
+    }
+
+    impl Transcriber for ToneReader {
+        fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, SttError> {
+            self.read(samples)
+        }
+
+        fn transcribe_free(&mut self, samples: &[f32]) -> Result<Transcript, SttError> {
+            self.read(samples)
+        }
+
+        fn phrase_logprob(&mut self, _samples: &[f32], _phrase: &str) -> Result<f32, SttError> {
+            Ok(0.0)
+        }
+    }
+
+    /// An input stream the loudspeaker plays into: what is read, and the
+    /// read position.
+    #[derive(Default)]
+    struct Room {
+        samples: Vec<f32>,
+        at: usize,
+        /// Texts spoken into it (a device that hears itself would talk on
+        /// forever; it stops after a few).
+        spoken: usize,
+        /// Where the last text spoken into it ends: the next one follows.
+        spoken_end: usize,
+        /// Reading has begun: what is said before (the greeting) is not
+        /// part of the recording.
+        started: bool,
+    }
+
+    /// Reads the room, as fast as it is read.
+    struct RoomSource(Arc<Mutex<Room>>);
+
+    impl AudioSource for RoomSource {
+        fn read(&mut self, out: &mut [f32]) -> Result<usize, AudioError> {
+            let mut room = self.0.lock().expect("lock");
+            room.started = true;
+            let at = room.at;
+            let n = out.len().min(room.samples.len() - at);
+            out[..n].copy_from_slice(&room.samples[at..at + n]);
+            room.at += n;
+            Ok(n)
+        }
+    }
+
+    /// A TTS whose sound goes back into the input: saying a text splices
+    /// its tone and a 700 ms pause into the room at the read position (or
+    /// after the previous text, if that is not read yet), and takes as long
+    /// as they last.
+    struct LoopbackVoice {
+        room: Arc<Mutex<Room>>,
+        book: Arc<Codebook>,
+    }
+
+    impl Voice for LoopbackVoice {
+        fn say(&mut self, text: &str) {
+            let mut tone = self.book.tone(text);
+            tone.resize(tone.len() + 11_200, 0.0);
+            let length = StdDuration::from_secs_f32(tone.len() as f32 / 16_000.0);
+            {
+                let mut room = self.room.lock().expect("lock");
+                if room.spoken >= 8 {
+                    return;
+                }
+                if !room.started {
+                    drop(room);
+                    thread::sleep(length);
+                    return;
+                }
+                room.spoken += 1;
+                let at = room.at.max(room.spoken_end);
+                room.spoken_end = at + tone.len();
+                room.samples.splice(at..at, tone);
+            }
+            thread::sleep(length);
+        }
+    }
+
+    /// Settings for a daemon test: the gate tests' intents, state in `dir`.
+    fn test_settings(dir: &Path) -> Settings {
+        let intents = dir.join("intents");
+        std::fs::create_dir_all(&intents).expect("intents dir");
+        std::fs::copy(GATE_INTENTS, intents.join("base.yaml")).expect("copy the intents");
+        Settings {
+            intents_dir: intents,
+            data_dir: dir.to_path_buf(),
+            json: true,
+            gate: Default::default(),
+            handlers: Default::default(),
+            mpd: Default::default(),
+            ring_command: None,
+            ring_command_audible: true,
+            echo_tail: audio::DEFAULT_TAIL,
+            tts_command: None,
+            wake_words: Vec::new(),
+            ack_command: None,
+        }
+    }
+
+    /// The events a run printed (JSON lines), as (kind, the whole event).
+    fn events(out: &[u8]) -> Vec<(String, Value)> {
+        String::from_utf8_lossy(out)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .map(|v| (v["event"].as_str().unwrap_or("").to_string(), v))
+            .collect()
+    }
+
+    /// Item 3 of issue 13: the read-back is a purchase sentence, and a
+    /// device that hears itself would take it for a new command.
+    #[test]
+    fn the_read_back_is_not_heard_as_a_command() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = test_settings(dir.path());
+        let book = Arc::new(Codebook::default());
+        // The user: "buy paper towels", 4 s of silence, "yes".
+        let mut samples = vec![0.0; 16_000];
+        samples.extend(book.tone("buy paper towels"));
+        samples.resize(samples.len() + 64_000, 0.0);
+        samples.extend(book.tone("yes"));
+        samples.resize(samples.len() + 32_000, 0.0);
+        let room = Arc::new(Mutex::new(Room {
+            samples,
+            ..Room::default()
+        }));
+        let stt = Arc::new(
+            SttThread::start(Box::new(ToneReader(Arc::clone(&book)))).expect("stt thread"),
+        );
+        let duplex = HalfDuplex::new(audio::DEFAULT_TAIL);
+        let parts = Parts {
+            audio: Some(AudioPath {
+                source: Box::new(RoomSource(Arc::clone(&room))),
+                stt,
+                detector: None,
+                endpoint: EndpointConfig::always_armed(),
+                audio_clock: Some(Utc::now()),
+                duplex: Arc::clone(&duplex),
+                muting: Muting::Skip,
+            }),
+            grammar: None,
+            voice: Some(Box::new(LoopbackVoice {
+                room: Arc::clone(&room),
+                book: Arc::clone(&book),
+            })),
+            ack_command: Some("none".into()),
+            duplex,
+            listening_to: "the room".into(),
+        };
+        let (set, _) =
+            IntentSet::load_path(&settings.intents_dir, &Default::default()).expect("intents");
+        let mut out = Vec::new();
+        run_with(&settings, set, parts, &mut out).expect("run");
+        let events = events(&out);
+        let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+        let heard: Vec<&str> = events
+            .iter()
+            .filter(|(k, _)| k == "heard")
+            .filter_map(|(_, v)| v["text"].as_str())
+            .collect();
+        assert!(
+            room.lock().expect("lock").spoken >= 2,
+            "the read-back went into the room"
+        );
+        assert_eq!(heard, ["buy paper towels", "yes"], "{kinds:?}");
+        let count = |kind: &str| kinds.iter().filter(|k| **k == kind).count();
+        assert_eq!(count("confirm_request"), 1, "one read-back: {kinds:?}");
+        assert_eq!(count("superseded"), 0, "{kinds:?}");
+        let executed: Vec<&Value> = events
+            .iter()
+            .filter(|(k, _)| k == "executed")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(executed.len(), 1, "the purchase runs once: {kinds:?}");
+        assert_eq!(executed[0]["intent"], "OrderItem");
+    }
 
     const GARDEN: &str = "language: en
 intents:
@@ -1268,5 +1987,75 @@ intents:
             Input::Reload(set, None) => assert!(set.intent("WaterPlants").is_some()),
             other => panic!("want a reload without a grammar, got {other:?}"),
         }
+    }
+    /// Item 2 of issue 13, end to end through the coordinator and the
+    /// gate: in a reply window, what is heard without the wake word can
+    /// only answer; a different command ends the request and runs nothing,
+    /// and a new command needs the wake word again.
+    #[test]
+    fn a_command_without_the_wake_word_in_a_reply_window_runs_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = test_settings(dir.path());
+        let book = Arc::new(Codebook::default());
+        let pause = |samples: &mut Vec<f32>| samples.resize(samples.len() + 24_000, 0.0);
+        let mut samples = vec![0.0; 16_000];
+        // "jarvis, buy paper towels": the wake word is the loud start.
+        let mut command = book.tone("buy paper towels");
+        for x in &mut command[..1_600] {
+            *x *= 3.0;
+        }
+        samples.extend(command);
+        pause(&mut samples);
+        // Then, without the wake word (a television, say):
+        for text in ["set a timer for 5 minutes", "buy aa batteries", "yes"] {
+            samples.extend(book.tone(text));
+            pause(&mut samples);
+        }
+        let stt = Arc::new(
+            SttThread::start(Box::new(ToneReader(Arc::clone(&book)))).expect("stt thread"),
+        );
+        let duplex = HalfDuplex::new(audio::DEFAULT_TAIL);
+        let parts = Parts {
+            audio: Some(AudioPath {
+                source: Box::new(Samples { samples, at: 0 }),
+                stt,
+                detector: Some(Box::new(LoudWake::default())),
+                endpoint: EndpointConfig {
+                    idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
+                    ..EndpointConfig::default()
+                },
+                audio_clock: Some(Utc::now()),
+                duplex: Arc::clone(&duplex),
+                muting: Muting::Skip,
+            }),
+            grammar: None,
+            voice: None,
+            ack_command: Some("none".into()),
+            duplex,
+            listening_to: "the room".into(),
+        };
+        let (set, _) =
+            IntentSet::load_path(&settings.intents_dir, &Default::default()).expect("intents");
+        let mut out = Vec::new();
+        run_with(&settings, set, parts, &mut out).expect("run");
+        let events = events(&out);
+        let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+        let heard: Vec<&str> = events
+            .iter()
+            .filter(|(k, _)| k == "heard")
+            .filter_map(|(_, v)| v["text"].as_str())
+            .collect();
+        // Once the request has ended, nothing is listened to without the
+        // wake word: "buy aa batteries" and "yes" are not even heard.
+        assert_eq!(
+            heard,
+            ["buy paper towels", "set a timer for 5 minutes"],
+            "{kinds:?}"
+        );
+        let count = |kind: &str| kinds.iter().filter(|k| **k == kind).count();
+        assert_eq!(count("confirm_request"), 1, "{kinds:?}");
+        assert_eq!(count("superseded"), 1, "the request ends: {kinds:?}");
+        assert_eq!(count("executed"), 0, "nothing runs: {kinds:?}");
+        assert_eq!(count("failed"), 0, "nothing runs: {kinds:?}");
     }
 }

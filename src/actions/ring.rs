@@ -15,6 +15,18 @@
 //!
 //! [`configured_ringer`] picks between them from the configuration.
 //!
+//! # Ringing and the microphone
+//!
+//! Voicegate does not listen to its own sounds (see
+//! [`HalfDuplex`](crate::audio::HalfDuplex)). The bundled sound mutes the
+//! microphone only while the chime itself plays: the gap between two
+//! rounds is heard, so "stop" can be said in it (the gap is lengthened so
+//! that at least [`HEARD_GAP`] is left after the echo tail). A
+//! `ring_command` makes a sound voicegate knows nothing about, so the
+//! microphone stays muted for as long as the command runs, unless the
+//! configuration says the command is silent (`[alarms]
+//! ring_command_audible = false`: a lamp, a phone notification).
+//!
 //! # The bundled sound
 //!
 //! `assets/ring.wav` is a two-tone "ding-dong" chime (E5 then C5, with soft
@@ -35,6 +47,8 @@ use std::time::{Duration, Instant};
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample};
 
+use crate::audio::{HalfDuplex, Playback};
+
 /// The bundled ring sound: a WAV file (16-bit PCM, mono, 16 kHz).
 pub const RING_WAV: &[u8] = include_bytes!("../../assets/ring.wav");
 
@@ -43,6 +57,20 @@ pub const RING_ENV: &str = "VOICEGATE_RING";
 
 /// Silence between two rounds of the chime.
 const LOOP_GAP: Duration = Duration::from_millis(600);
+
+/// With the microphone muted while the chime plays, how much of each gap
+/// must remain audible after the echo tail: enough for "stop".
+pub const HEARD_GAP: Duration = Duration::from_millis(1_200);
+
+/// The gap between two rounds of the bundled sound: [`LOOP_GAP`], or
+/// longer when a muted tail would leave less than [`HEARD_GAP`] of it
+/// audible.
+fn loop_gap(tail: Option<Duration>) -> Duration {
+    match tail {
+        Some(tail) => LOOP_GAP.max(tail + HEARD_GAP),
+        None => LOOP_GAP,
+    }
+}
 
 /// How long [`CommandRinger::stop`] waits after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
@@ -85,6 +113,11 @@ pub trait Ringer: Send {
 
     /// Stops ringing; does nothing if not ringing.
     fn stop(&mut self);
+
+    /// Looks whether ringing ended by itself (called now and then by the
+    /// daemon's loop), so that the microphone is not kept muted for a
+    /// command that has exited. Does nothing by default.
+    fn check(&mut self) {}
 }
 
 // ---------------------------------------------------------------------------
@@ -110,6 +143,9 @@ pub struct CommandRinger {
     child: Option<Child>,
     /// Set once the child has been reaped: its pid may be reused from then.
     exited: Option<ExitStatus>,
+    /// Mutes the microphone while the command runs (its sound is unknown).
+    duplex: Option<Arc<HalfDuplex>>,
+    playing: Option<Playback>,
 }
 
 impl CommandRinger {
@@ -119,7 +155,15 @@ impl CommandRinger {
             command: ring_command.into(),
             child: None,
             exited: None,
+            duplex: None,
+            playing: None,
         }
+    }
+
+    /// Mutes the microphone (through `duplex`) while the command runs.
+    pub fn audible(mut self, duplex: Arc<HalfDuplex>) -> Self {
+        self.duplex = Some(duplex);
+        self
     }
 
     /// The configured command.
@@ -142,6 +186,9 @@ impl CommandRinger {
         };
         let status = child.try_wait().map_err(RingError::Wait)?;
         self.exited = status;
+        if status.is_some() {
+            self.playing = None;
+        }
         Ok(status)
     }
 
@@ -181,12 +228,25 @@ impl Ringer for CommandRinger {
             use std::os::unix::process::CommandExt;
             command.process_group(0);
         }
-        self.child = Some(command.spawn().map_err(RingError::Spawn)?);
+        self.playing = self.duplex.as_ref().map(HalfDuplex::hold);
+        match command.spawn() {
+            Ok(child) => self.child = Some(child),
+            Err(e) => {
+                self.playing = None;
+                return Err(RingError::Spawn(e));
+            }
+        }
         self.exited = None;
         Ok(())
     }
 
+    fn check(&mut self) {
+        let _ = self.poll();
+    }
+
     fn stop(&mut self) {
+        // Dropped when this returns, after the command is gone.
+        let _playing = self.playing.take();
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -235,6 +295,8 @@ pub struct AudioRinger {
     rate: u32,
     stream: Option<cpal::Stream>,
     failed: Arc<AtomicBool>,
+    /// Mutes the microphone while the sound (not the gap) plays.
+    duplex: Option<Arc<HalfDuplex>>,
 }
 
 impl std::fmt::Debug for AudioRinger {
@@ -262,7 +324,15 @@ impl AudioRinger {
             rate,
             stream: None,
             failed: Arc::new(AtomicBool::new(false)),
+            duplex: None,
         })
+    }
+
+    /// Mutes the microphone (through `duplex`) while the sound plays, and
+    /// leaves a gap long enough to be heard in (see the module docs).
+    pub fn muting(mut self, duplex: Arc<HalfDuplex>) -> Self {
+        self.duplex = Some(duplex);
+        self
     }
 
     /// A ringer with mono samples in -1.0..=1.0 at `rate` Hz.
@@ -272,6 +342,7 @@ impl AudioRinger {
             rate: rate.max(1),
             stream: None,
             failed: Arc::new(AtomicBool::new(false)),
+            duplex: None,
         }
     }
 
@@ -306,20 +377,28 @@ impl Ringer for AudioRinger {
             })?;
         let config = supported.config();
         let channels = usize::from(config.channels).max(1);
-        let samples = loop_buffer(&self.sound, self.rate, config.sample_rate, LOOP_GAP);
+        let gap = loop_gap(self.duplex.as_ref().map(|d| d.tail()));
+        let samples = loop_buffer(&self.sound, self.rate, config.sample_rate, gap);
+        let sound_len = sounding_len(&self.sound, self.rate, config.sample_rate);
         self.failed.store(false, Ordering::Relaxed);
-        let failed = Arc::clone(&self.failed);
+        let out = Output {
+            channels,
+            samples,
+            sound_len,
+            playback: self.duplex.as_ref().map(HalfDuplex::idle_playback),
+            failed: Arc::clone(&self.failed),
+        };
         let stream = match supported.sample_format() {
-            SampleFormat::F32 => open::<f32>(&device, config, channels, samples, failed),
-            SampleFormat::I16 => open::<i16>(&device, config, channels, samples, failed),
-            SampleFormat::I32 => open::<i32>(&device, config, channels, samples, failed),
-            SampleFormat::U16 => open::<u16>(&device, config, channels, samples, failed),
-            SampleFormat::U8 => open::<u8>(&device, config, channels, samples, failed),
-            SampleFormat::I8 => open::<i8>(&device, config, channels, samples, failed),
-            SampleFormat::F64 => open::<f64>(&device, config, channels, samples, failed),
-            SampleFormat::U32 => open::<u32>(&device, config, channels, samples, failed),
-            SampleFormat::I64 => open::<i64>(&device, config, channels, samples, failed),
-            SampleFormat::U64 => open::<u64>(&device, config, channels, samples, failed),
+            SampleFormat::F32 => open::<f32>(&device, config, out),
+            SampleFormat::I16 => open::<i16>(&device, config, out),
+            SampleFormat::I32 => open::<i32>(&device, config, out),
+            SampleFormat::U16 => open::<u16>(&device, config, out),
+            SampleFormat::U8 => open::<u8>(&device, config, out),
+            SampleFormat::I8 => open::<i8>(&device, config, out),
+            SampleFormat::F64 => open::<f64>(&device, config, out),
+            SampleFormat::U32 => open::<u32>(&device, config, out),
+            SampleFormat::I64 => open::<i64>(&device, config, out),
+            SampleFormat::U64 => open::<u64>(&device, config, out),
             other => Err(RingError::UnsupportedFormat(other.to_string())),
         }?;
         stream.play().map_err(|source| RingError::Audio {
@@ -395,23 +474,52 @@ fn loop_buffer(sound: &[f32], from: u32, to: u32, gap: Duration) -> Vec<f32> {
     out
 }
 
+/// How many samples of one round, at `to` Hz, are the sound itself (the
+/// rest is the gap): as [`loop_buffer`] resamples it.
+fn sounding_len(sound: &[f32], from: u32, to: u32) -> usize {
+    (sound.len() as u64 * u64::from(to.max(1)) / u64::from(from.max(1))) as usize
+}
+
+/// What an output stream plays: one round of the loop, and who to tell
+/// while its sound part plays.
+struct Output {
+    channels: usize,
+    samples: Vec<f32>,
+    /// The first `sound_len` samples of a round are sound, the rest gap.
+    sound_len: usize,
+    playback: Option<Playback>,
+    failed: Arc<AtomicBool>,
+}
+
 /// Opens (but does not start) an output stream that loops `samples`.
 fn open<T>(
     device: &cpal::Device,
     config: cpal::StreamConfig,
-    channels: usize,
-    samples: Vec<f32>,
-    failed: Arc<AtomicBool>,
+    out: Output,
 ) -> Result<cpal::Stream, RingError>
 where
     T: SizedSample + FromSample<f32>,
 {
+    let Output {
+        channels,
+        samples,
+        sound_len,
+        mut playback,
+        failed,
+    } = out;
     let mut position = 0;
     device
         .build_output_stream(
             config,
             move |out: &mut [T], _: &cpal::OutputCallbackInfo| {
                 fill(out, channels, &samples, &mut position);
+                // Atomics only. The buffer just filled plays from now on,
+                // so the sound is on if this buffer ends in it; a buffer
+                // ending in the gap still carries the sound's last
+                // milliseconds, which the echo tail covers.
+                if let Some(p) = playback.as_mut() {
+                    p.set(position < sound_len);
+                }
             },
             move |_error| failed.store(true, Ordering::Relaxed),
             None,
@@ -515,16 +623,39 @@ impl Ringer for FallbackRinger {
         }
         self.log.stop();
     }
+
+    fn check(&mut self) {
+        if let Some(primary) = self.primary.as_mut() {
+            primary.check();
+        }
+    }
 }
 
 /// The ringer for a configuration: the `ring_command` if one is set, else
 /// the bundled sound through the audio output; either falls back to
 /// logging when it cannot start.
-pub fn configured_ringer(ring_command: Option<&str>) -> FallbackRinger {
+///
+/// With `duplex`, the microphone is muted while the bundled sound plays
+/// (not in its gaps), and for as long as the ring command runs when
+/// `command_audible` (its sound is unknown; false for a lamp or a phone).
+pub fn configured_ringer(
+    ring_command: Option<&str>,
+    duplex: Option<&Arc<HalfDuplex>>,
+    command_audible: bool,
+) -> FallbackRinger {
     match ring_command.map(str::trim).filter(|c| !c.is_empty()) {
-        Some(command) => FallbackRinger::new(Box::new(CommandRinger::new(command))),
+        Some(command) => {
+            let mut ringer = CommandRinger::new(command);
+            if let Some(d) = duplex.filter(|_| command_audible) {
+                ringer = ringer.audible(Arc::clone(d));
+            }
+            FallbackRinger::new(Box::new(ringer))
+        }
         None => match AudioRinger::new() {
-            Ok(audio) => FallbackRinger::new(Box::new(audio)),
+            Ok(audio) => FallbackRinger::new(Box::new(match duplex {
+                Some(d) => audio.muting(Arc::clone(d)),
+                None => audio,
+            })),
             Err(e) => {
                 eprintln!("voicegate: {e}; alarms will only be logged");
                 FallbackRinger::log_only()
@@ -600,6 +731,35 @@ mod tests {
             }
             Err(e) => assert!(e.to_string().contains("audio output"), "{e}"),
         }
+    }
+
+    #[test]
+    fn the_gap_leaves_room_to_say_stop_after_the_tail() {
+        assert_eq!(loop_gap(None), LOOP_GAP);
+        let tail = Duration::from_millis(400);
+        assert!(loop_gap(Some(tail)) >= tail + HEARD_GAP);
+        assert_eq!(sounding_len(&[0.0; 160], 16_000, 48_000), 480);
+    }
+
+    #[test]
+    fn a_sounding_ring_command_mutes_the_microphone_while_it_runs() {
+        let duplex = HalfDuplex::new(Duration::ZERO);
+        let mut ringer = CommandRinger::new("sleep 0.3").audible(Arc::clone(&duplex));
+        ringer.start("alarm").expect("start");
+        assert!(duplex.playing(), "muted while it runs");
+        ringer.wait_timeout(Duration::from_secs(5)).expect("wait");
+        ringer.check();
+        assert!(!duplex.playing(), "released when it exits by itself");
+        ringer.start("alarm").expect("start again");
+        assert!(duplex.playing());
+        ringer.stop();
+        assert!(!duplex.playing(), "released when stopped");
+
+        // A silent command (a lamp) leaves the microphone alone.
+        let mut lamp = configured_ringer(Some("sleep 0.3"), Some(&duplex), false);
+        lamp.start("alarm").expect("start");
+        assert!(!duplex.playing());
+        lamp.stop();
     }
 
     #[test]

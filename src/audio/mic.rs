@@ -21,9 +21,9 @@
 //! is behind a small private trait so that the reopen logic is tested
 //! without a sound card.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
@@ -31,6 +31,7 @@ use cpal::{FromSample, Sample, SampleFormat, SizedSample};
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use ringbuf::{HeapCons, HeapRb};
 
+use super::duplex::HalfDuplex;
 use super::resample::Resampler;
 use super::source::{AudioSource, Pending};
 use super::{AudioError, SAMPLE_RATE};
@@ -166,9 +167,21 @@ pub(crate) struct Shared {
     host_xruns: AtomicU64,
     /// 0, or the code of a fatal stream error (see [`failure_code`]).
     failure: AtomicU8,
+    /// Voicegate's own sounds: while one plays (and for its tail) the
+    /// callback pushes zeros. Read with an atomic load.
+    duplex: OnceLock<Arc<HalfDuplex>>,
 }
 
 impl Shared {
+    /// Whether what is being captured now must be silenced (voicegate is
+    /// making a sound): an atomic load and a clock read, fit for the
+    /// capture callback.
+    fn muted_now(&self) -> bool {
+        self.duplex
+            .get()
+            .is_some_and(|d| d.muted_at(Instant::now()))
+    }
+
     /// Called from cpal's error callback: stores, never formats or prints.
     fn note_error(&self, kind: cpal::ErrorKind) {
         match kind {
@@ -212,12 +225,15 @@ fn failure_text(code: u8) -> &'static str {
 
 /// The capture callback's work: converts interleaved device samples to
 /// `f32`, averages each frame's channels, pushes the result into the ring
-/// and counts what did not fit. Allocation-free, lock-free, no I/O.
+/// and counts what did not fit; `muted` (voicegate is making a sound)
+/// pushes zeros instead, keeping the timing. Allocation-free, lock-free,
+/// no I/O.
 pub(crate) fn push_interleaved<T, P>(
     producer: &mut P,
     data: &[T],
     channels: usize,
     overruns: &AtomicU64,
+    muted: bool,
 ) where
     T: Sample,
     f32: FromSample<T>,
@@ -226,10 +242,13 @@ pub(crate) fn push_interleaved<T, P>(
     let channels = channels.max(1);
     let frames = data.len() / channels;
     let scale = 1.0 / channels as f32;
-    let pushed = producer.push_iter(
-        data.chunks_exact(channels)
-            .map(|frame| frame.iter().map(|s| s.to_sample::<f32>()).sum::<f32>() * scale),
-    );
+    let pushed = producer.push_iter(data.chunks_exact(channels).map(|frame| {
+        if muted {
+            0.0
+        } else {
+            frame.iter().map(|s| s.to_sample::<f32>()).sum::<f32>() * scale
+        }
+    }));
     if pushed < frames {
         overruns.fetch_add((frames - pushed) as u64, Ordering::Relaxed);
     }
@@ -330,7 +349,8 @@ where
     device.build_input_stream::<T, _, _>(
         config,
         move |data: &[T], _: &cpal::InputCallbackInfo| {
-            push_interleaved(&mut producer, data, channels, &data_shared.overruns);
+            let muted = data_shared.muted_now();
+            push_interleaved(&mut producer, data, channels, &data_shared.overruns, muted);
         },
         move |e: cpal::Error| error_shared.note_error(e.kind()),
         None,
@@ -512,6 +532,13 @@ impl MicSource {
     /// threads.
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
+    }
+
+    /// Silences the capture while `duplex` says voicegate makes a sound
+    /// (see [`HalfDuplex`]): the callback pushes zeros, so the timing of
+    /// the stream is kept. Set once; later calls are ignored.
+    pub fn mute_while_playing(&self, duplex: Arc<HalfDuplex>) {
+        let _ = self.shared.duplex.set(duplex);
     }
 
     /// The current device's name (`None` while it is being reopened).
@@ -771,7 +798,14 @@ mod tests {
                     let capacity = (rate as u64 * ring_ms as u64 / 1000) as usize;
                     let (mut producer, consumer) = HeapRb::<f32>::new(capacity).split();
                     for chunk in samples.chunks(256 * channels as usize) {
-                        push_interleaved(&mut producer, chunk, channels as usize, &shared.overruns);
+                        let muted = shared.muted_now();
+                        push_interleaved(
+                            &mut producer,
+                            chunk,
+                            channels as usize,
+                            &shared.overruns,
+                            muted,
+                        );
                     }
                     Ok(Opened {
                         _stream: Box::new(producer),
@@ -826,11 +860,12 @@ mod tests {
             &[16_384i16, -8_192, -32_768, -32_768],
             2,
             &overruns,
+            false,
         );
         // u16 mono: 49_152 → 0.5; 32_768 → 0.0.
-        push_interleaved(&mut producer, &[49_152u16, 32_768], 1, &overruns);
+        push_interleaved(&mut producer, &[49_152u16, 32_768], 1, &overruns, false);
         // f32 with three channels.
-        push_interleaved(&mut producer, &[0.3f32, 0.3, 0.3], 3, &overruns);
+        push_interleaved(&mut producer, &[0.3f32, 0.3, 0.3], 3, &overruns, false);
         let mut out = [0.0f32; 8];
         let n = consumer.pop_slice(&mut out);
         let expected = [0.125, -1.0, 0.5, 0.0, 0.3];
@@ -884,6 +919,56 @@ mod tests {
             }),
             "{statuses:?}"
         );
+    }
+
+    #[test]
+    fn capture_is_silenced_while_voicegate_plays_a_sound() {
+        let (mut producer, mut consumer) = HeapRb::<f32>::new(64).split();
+        let overruns = AtomicU64::new(0);
+        push_interleaved(&mut producer, &[0.5f32, 0.5, 0.5, 0.5], 2, &overruns, true);
+        let mut out = [1.0f32; 4];
+        assert_eq!(consumer.pop_slice(&mut out), 2, "the timing is kept");
+        assert_eq!(out[..2], [0.0, 0.0]);
+
+        // Through the source: a stream opened while a sound plays (the fake
+        // pushes everything at open, as the callback would) is silent; the
+        // next one, after the sound and its tail, is heard.
+        let (mut source, _) = mic(
+            vec![
+                Step::Deliver {
+                    rate: 16_000,
+                    channels: 1,
+                    samples: vec![0.5; 1_600],
+                },
+                Step::Deliver {
+                    rate: 16_000,
+                    channels: 1,
+                    samples: vec![0.5; 1_600],
+                },
+                Step::Deliver {
+                    rate: 16_000,
+                    channels: 1,
+                    samples: vec![0.5; 1_600],
+                },
+            ],
+            fast_config(),
+        );
+        let duplex = HalfDuplex::new(Duration::from_millis(30));
+        source.mute_while_playing(Arc::clone(&duplex));
+        assert!(read_n(&mut source, 1_500).iter().all(|&s| s == 0.5));
+        let playing = duplex.hold();
+        source.shared.note_error(cpal::ErrorKind::StreamInvalidated);
+        let muted = read_n(&mut source, 1_500);
+        assert!(
+            muted[200..].iter().all(|&s| s == 0.0),
+            "{:?}",
+            &muted[200..204]
+        );
+        drop(playing);
+        std::thread::sleep(Duration::from_millis(60));
+        source.shared.note_error(cpal::ErrorKind::StreamInvalidated);
+        let heard = read_n(&mut source, 1_700);
+        assert!(heard.iter().any(|&s| (s - 0.5).abs() < 1e-6));
     }
 
     #[test]

@@ -26,18 +26,23 @@
 //!   end after 600 ms of silence, 10 s maximum, no speech within 5 s of
 //!   arming → back to idle; an always-armed mode for `--no-wake`;
 //!   [`Endpointer::finish`] at the end of a file.
+//! - [`duplex`]: [`HalfDuplex`], half-duplex listening: input captured
+//!   while voicegate itself makes a sound (and for a short tail after) is
+//!   treated as silence, so the device never hears itself.
 //! - [`AudioError`]: every failure, with messages that say what to do.
 //!
 //! Rules: the capture callback never allocates, locks, logs or does I/O;
 //! engines (the endpointer) are synchronous, fed fixed-size frames by the
 //! caller's loop, and read no clock.
 
+pub mod duplex;
 pub mod endpoint;
 mod error;
 pub mod mic;
 pub mod resample;
 pub mod source;
 
+pub use duplex::{DEFAULT_TAIL, HalfDuplex, Playback};
 pub use endpoint::{
     EndReason, EndpointConfig, EndpointEvent, EndpointState, Endpointer, FRAME_SAMPLES, Utterance,
     VadConfig,
