@@ -1131,10 +1131,14 @@ async fn coordinate(
                 let when = at.unwrap_or_else(Utc::now);
                 let mut events = Vec::new();
                 if let Some(confidence) = utterance.confidence {
-                    events.push(Event::Heard {
-                        text: utterance.text.clone(),
-                        confidence,
-                    });
+                    // What is said while the gate waits for a PIN is the
+                    // PIN: it is never printed (the gate never keeps it).
+                    let text = if state.pin {
+                        crate::gate::PIN_REDACTED.to_string()
+                    } else {
+                        utterance.text.clone()
+                    };
+                    events.push(Event::Heard { text, confidence });
                 }
                 let (handled, s) = gate.call(Call::Handle(Box::new(utterance), when)).await;
                 events.extend(handled);
@@ -1992,6 +1996,67 @@ intents:
     /// gate: in a reply window, what is heard without the wake word can
     /// only answer; a different command ends the request and runs nothing,
     /// and a new command needs the wake word again.
+    #[test]
+    fn a_spoken_pin_is_heard_as_pin_and_never_printed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = test_settings(dir.path());
+        settings.gate.pin = Some(crate::gate::PinHash::new("4321"));
+        settings.gate.pin_kinds = vec!["purchase.order".into()];
+        let book = Arc::new(Codebook::default());
+        let pause = |samples: &mut Vec<f32>| samples.resize(samples.len() + 24_000, 0.0);
+        let mut samples = vec![0.0; 16_000];
+        let mut command = book.tone("buy paper towels");
+        for x in &mut command[..1_600] {
+            *x *= 3.0;
+        }
+        samples.extend(command);
+        pause(&mut samples);
+        for text in ["yes", "4 3 2 1"] {
+            samples.extend(book.tone(text));
+            pause(&mut samples);
+        }
+        let stt = Arc::new(
+            SttThread::start(Box::new(ToneReader(Arc::clone(&book)))).expect("stt thread"),
+        );
+        let duplex = HalfDuplex::new(audio::DEFAULT_TAIL);
+        let parts = Parts {
+            audio: Some(AudioPath {
+                source: Box::new(Samples { samples, at: 0 }),
+                stt,
+                detector: Some(Box::new(LoudWake::default())),
+                endpoint: EndpointConfig {
+                    idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
+                    ..EndpointConfig::default()
+                },
+                audio_clock: Some(Utc::now()),
+                duplex: Arc::clone(&duplex),
+                muting: Muting::Skip,
+            }),
+            grammar: None,
+            voice: None,
+            ack_command: Some("none".into()),
+            duplex,
+            listening_to: "the room".into(),
+        };
+        let (set, _) =
+            IntentSet::load_path(&settings.intents_dir, &Default::default()).expect("intents");
+        let mut out = Vec::new();
+        run_with(&settings, set, parts, &mut out).expect("run");
+        let printed = String::from_utf8_lossy(&out);
+        let events = events(&out);
+        let heard: Vec<&str> = events
+            .iter()
+            .filter(|(k, _)| k == "heard")
+            .filter_map(|(_, v)| v["text"].as_str())
+            .collect();
+        assert_eq!(heard, ["buy paper towels", "yes", "[PIN]"], "{printed}");
+        assert!(
+            events.iter().any(|(k, _)| k == "executed"),
+            "the right PIN confirms: {printed}"
+        );
+        assert!(!printed.contains("4 3 2 1"), "{printed}");
+    }
+
     #[test]
     fn a_command_without_the_wake_word_in_a_reply_window_runs_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
