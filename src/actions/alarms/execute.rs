@@ -128,19 +128,36 @@ pub fn execute<Tz: TimeZone>(
     schedule: &Schedule,
     now_local: DateTime<Tz>,
 ) -> Outcome {
+    match kind.parse() {
+        Ok(kind) => execute_kind(kind, slots, schedule, now_local),
+        Err(_) => failed(AlarmError::UnknownKind(kind.to_string())),
+    }
+}
+
+/// [`execute`] for a kind already parsed (what the pipeline calls).
+pub fn execute_kind<Tz: TimeZone>(
+    kind: ActionKind,
+    slots: &Map<String, Value>,
+    schedule: &Schedule,
+    now_local: DateTime<Tz>,
+) -> Outcome {
     match run(kind, slots, schedule, &now_local) {
         Ok(reply) => Outcome::Done {
             message: reply.message,
             detail: reply.detail,
         },
-        Err(e) => Outcome::Failed {
-            error: capitalize(&e.to_string()),
-        },
+        Err(e) => failed(e),
+    }
+}
+
+fn failed(e: AlarmError) -> Outcome {
+    Outcome::Failed {
+        error: capitalize(&e.to_string()),
     }
 }
 
 pub(super) fn run<Tz: TimeZone>(
-    kind: &str,
+    kind: ActionKind,
     slots: &Map<String, Value>,
     schedule: &Schedule,
     now_local: &DateTime<Tz>,
@@ -148,10 +165,10 @@ pub(super) fn run<Tz: TimeZone>(
     let now = now_local.with_timezone(&Utc);
     let speaker = Speaker::new(now_local);
     match kind {
-        "alarm.set" => set_alarm(slots, schedule, now_local, &speaker),
-        "alarm.cancel" => cancel_alarm(slots, schedule, now_local, &speaker),
-        "alarm.list" => list_alarms(slots, schedule, &speaker),
-        "alarm.stop" => {
+        ActionKind::AlarmSet => set_alarm(slots, schedule, now_local, &speaker),
+        ActionKind::AlarmCancel => cancel_alarm(slots, schedule, now_local, &speaker),
+        ActionKind::AlarmList => list_alarms(slots, schedule, &speaker),
+        ActionKind::AlarmStop => {
             let stopped = schedule.stop(now)?;
             let message = match stopped.as_slice() {
                 [] => "No alarm is ringing.",
@@ -164,7 +181,7 @@ pub(super) fn run<Tz: TimeZone>(
                 json!({"ids": ids(&stopped), "stop_ringing": true}),
             ))
         }
-        "alarm.snooze" => {
+        ActionKind::AlarmSnooze => {
             let minutes = count_slot(slots, "minutes")?
                 .map(|m| u32::try_from(m).map_err(|_| AlarmError::BadSnooze(m)))
                 .transpose()?;
@@ -181,7 +198,7 @@ pub(super) fn run<Tz: TimeZone>(
                 json!({"ids": ids(&snoozed), "until": until, "stop_ringing": true}),
             ))
         }
-        "timer.start" => {
+        ActionKind::TimerStart => {
             let length = length_slots(slots)?.ok_or(AlarmError::Missing(
                 "How long should the timer be? No length was given.",
             ))?;
@@ -197,9 +214,9 @@ pub(super) fn run<Tz: TimeZone>(
                 json!({"ids": [entry.id], "due_at": rfc3339(entry.due_at)}),
             ))
         }
-        "timer.cancel" => cancel_timer(slots, schedule, now),
-        "timer.status" => timer_status(slots, schedule, now),
-        other => Err(AlarmError::UnknownKind(other.to_string())),
+        ActionKind::TimerCancel => cancel_timer(slots, schedule, now),
+        ActionKind::TimerStatus => timer_status(slots, schedule, now),
+        other => Err(AlarmError::UnknownKind(other.as_str().to_string())),
     }
 }
 

@@ -92,7 +92,7 @@ use chrono::{
 use rusqlite::{Connection, Row, Transaction, TransactionBehavior, params};
 use serde_json::{Map, Value, json};
 
-use crate::actions::Outcome;
+use crate::actions::{ActionKind, Outcome};
 
 /// Snooze length when none is said, in minutes (the traditional nine).
 pub const DEFAULT_SNOOZE_MINUTES: u32 = 9;
@@ -163,7 +163,7 @@ mod phrasing;
 mod schedule;
 mod time;
 
-pub use execute::execute;
+pub use execute::{execute, execute_kind};
 pub use phrasing::{fired_message, missed_message};
 pub use schedule::{AlarmFilter, Entry, Fired, Kind, Schedule, State, TimerFilter, TimerLeft};
 pub use time::{resolve_alarm, timer_duration};

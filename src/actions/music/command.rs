@@ -45,13 +45,22 @@ impl MusicCommand {
     /// numeric string), clamped to 0-100. The volume steps take an optional
     /// `step` slot (default [`DEFAULT_VOLUME_STEP`]).
     pub fn from_action(kind: &str, slots: &Map<String, Value>) -> Result<Self, MusicError> {
+        match kind.parse() {
+            Ok(kind) => Self::from_kind(kind, slots),
+            Err(_) => Err(not_music(kind)),
+        }
+    }
+
+    /// [`MusicCommand::from_action`] for a kind already parsed (what the
+    /// pipeline calls).
+    pub fn from_kind(kind: ActionKind, slots: &Map<String, Value>) -> Result<Self, MusicError> {
         match kind {
-            "music.play" => Self::play_from_slots(slots),
-            "music.pause" => Ok(MusicCommand::Pause),
-            "music.resume" => Ok(MusicCommand::Resume),
-            "music.next" => Ok(MusicCommand::Next),
-            "music.previous" => Ok(MusicCommand::Previous),
-            "music.volume" | "music.volume_set" => {
+            ActionKind::MusicPlay => Self::play_from_slots(slots),
+            ActionKind::MusicPause => Ok(MusicCommand::Pause),
+            ActionKind::MusicResume => Ok(MusicCommand::Resume),
+            ActionKind::MusicNext => Ok(MusicCommand::Next),
+            ActionKind::MusicPrevious => Ok(MusicCommand::Previous),
+            ActionKind::MusicVolume | ActionKind::MusicVolumeSet => {
                 let value = slots.get("volume").ok_or_else(|| {
                     MusicError::InvalidCommand(format!("{kind} needs a `volume` slot"))
                 })?;
@@ -60,7 +69,7 @@ impl MusicCommand {
                 })?;
                 Ok(MusicCommand::SetVolume(clamp_percent(level)))
             }
-            "music.volume_up" | "music.volume_down" => {
+            ActionKind::MusicVolumeUp | ActionKind::MusicVolumeDown => {
                 let step = match slots.get("step") {
                     None | Some(Value::Null) => DEFAULT_VOLUME_STEP,
                     Some(value) => {
@@ -70,15 +79,13 @@ impl MusicCommand {
                         clamp_percent(step).max(1)
                     }
                 };
-                if kind == "music.volume_up" {
+                if kind == ActionKind::MusicVolumeUp {
                     Ok(MusicCommand::VolumeUp(step))
                 } else {
                     Ok(MusicCommand::VolumeDown(step))
                 }
             }
-            other => Err(MusicError::InvalidCommand(format!(
-                "`{other}` is not a music action"
-            ))),
+            other => Err(not_music(other.as_str())),
         }
     }
 
@@ -137,4 +144,8 @@ pub(super) fn number_slot(value: &Value) -> Option<i64> {
 pub(super) fn clamp_percent(value: i64) -> u8 {
     // The clamp makes the cast lossless.
     value.clamp(0, 100) as u8
+}
+
+fn not_music(kind: &str) -> MusicError {
+    MusicError::InvalidCommand(format!("`{kind}` is not a music action"))
 }

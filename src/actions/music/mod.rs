@@ -39,6 +39,8 @@ use mpd_client::protocol::command::{Command as RawCommand, CommandList as RawCom
 use mpd_client::protocol::response::Frame;
 use serde_json::{Map, Value};
 use thiserror::Error;
+
+use crate::actions::ActionKind;
 use tokio::sync::mpsc as tokio_mpsc;
 
 /// The action kinds this module executes.
