@@ -1,83 +1,10 @@
 //! Execution: an `alarm.*` / `timer.*` request run against the schedule.
 //!
-//! Exists to join the other parts: it reads the request's slots, runs it
-//! against the [`Schedule`](super::Schedule) and answers in words.
+//! Exists to join the other parts: it takes an [`AlarmRequest`] (the slots
+//! already read, by [`AlarmRequest::from_slots`]), runs it against the
+//! [`Schedule`] and answers in words.
 
 use super::*;
-
-pub(super) fn bad_slot(slot: &str, problem: impl Into<String>) -> AlarmError {
-    AlarmError::BadSlot {
-        slot: slot.to_string(),
-        problem: problem.into(),
-    }
-}
-
-/// A non-empty string slot.
-pub(super) fn text_slot<'a>(
-    slots: &'a Map<String, Value>,
-    name: &str,
-) -> Result<Option<&'a str>, AlarmError> {
-    match slots.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.trim())),
-        Some(other) => Err(bad_slot(name, format!("expected text, got {other}"))),
-    }
-}
-
-/// `all: true` (a boolean, or the text "true").
-pub(super) fn flag_slot(slots: &Map<String, Value>, name: &str) -> Result<bool, AlarmError> {
-    match slots.get(name) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
-        Some(other) => Err(bad_slot(
-            name,
-            format!("expected true or false, got {other}"),
-        )),
-    }
-}
-
-/// A whole, non-negative number (a JSON number, or digits as text).
-pub(super) fn count_slot(
-    slots: &Map<String, Value>,
-    name: &str,
-) -> Result<Option<u64>, AlarmError> {
-    match slots.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(v) = n.as_u64() {
-                return Ok(Some(v));
-            }
-            match n.as_f64() {
-                Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= 1e9 => Ok(Some(f as u64)),
-                _ => Err(bad_slot(name, format!("expected a whole number, got {n}"))),
-            }
-        }
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| bad_slot(name, format!("expected a whole number, got {s:?}"))),
-        Some(other) => Err(bad_slot(name, format!("expected a number, got {other}"))),
-    }
-}
-
-/// The timer length in `hours`/`minutes`/`seconds`, if any part is present.
-pub(super) fn length_slots(slots: &Map<String, Value>) -> Result<Option<TimeDelta>, AlarmError> {
-    let h = count_slot(slots, "hours")?;
-    let m = count_slot(slots, "minutes")?;
-    let s = count_slot(slots, "seconds")?;
-    if h.is_none() && m.is_none() && s.is_none() {
-        return Ok(None);
-    }
-    timer_duration(h.unwrap_or(0), m.unwrap_or(0), s.unwrap_or(0)).map(Some)
-}
-
-// ---------------------------------------------------------------------------
-// Executing actions
-// ---------------------------------------------------------------------------
 
 /// What to say, and what to log.
 pub(super) struct Reply {
@@ -141,7 +68,19 @@ pub fn execute_kind<Tz: TimeZone>(
     schedule: &Schedule,
     now_local: DateTime<Tz>,
 ) -> Outcome {
-    match run(kind, slots, schedule, &now_local) {
+    match AlarmRequest::from_slots(kind, slots) {
+        Ok(request) => execute_request(&request, schedule, now_local),
+        Err(e) => failed(e),
+    }
+}
+
+/// Runs a request whose slots are already read.
+pub fn execute_request<Tz: TimeZone>(
+    request: &AlarmRequest,
+    schedule: &Schedule,
+    now_local: DateTime<Tz>,
+) -> Outcome {
+    match run(request, schedule, &now_local) {
         Ok(reply) => Outcome::Done {
             message: reply.message,
             detail: reply.detail,
@@ -157,18 +96,17 @@ fn failed(e: AlarmError) -> Outcome {
 }
 
 pub(super) fn run<Tz: TimeZone>(
-    kind: ActionKind,
-    slots: &Map<String, Value>,
+    request: &AlarmRequest,
     schedule: &Schedule,
     now_local: &DateTime<Tz>,
 ) -> Result<Reply, AlarmError> {
     let now = now_local.with_timezone(&Utc);
     let speaker = Speaker::new(now_local);
-    match kind {
-        ActionKind::AlarmSet => set_alarm(slots, schedule, now_local, &speaker),
-        ActionKind::AlarmCancel => cancel_alarm(slots, schedule, now_local, &speaker),
-        ActionKind::AlarmList => list_alarms(slots, schedule, &speaker),
-        ActionKind::AlarmStop => {
+    match request {
+        AlarmRequest::SetAlarm(set) => set_alarm(set, schedule, now_local, &speaker),
+        AlarmRequest::CancelAlarm(cancel) => cancel_alarm(cancel, schedule, now_local, &speaker),
+        AlarmRequest::ListAlarms { day } => list_alarms(*day, schedule, &speaker),
+        AlarmRequest::Stop => {
             let stopped = schedule.stop(now)?;
             let message = match stopped.as_slice() {
                 [] => "No alarm is ringing.",
@@ -181,10 +119,8 @@ pub(super) fn run<Tz: TimeZone>(
                 json!({"ids": ids(&stopped), "stop_ringing": true}),
             ))
         }
-        ActionKind::AlarmSnooze => {
-            let minutes = count_slot(slots, "minutes")?
-                .map(|m| u32::try_from(m).map_err(|_| AlarmError::BadSnooze(m)))
-                .transpose()?;
+        AlarmRequest::Snooze { minutes } => {
+            let minutes = *minutes;
             let snoozed = schedule.snooze(minutes, now)?;
             let minutes = minutes.unwrap_or(DEFAULT_SNOOZE_MINUTES);
             let message = if snoozed.is_empty() {
@@ -198,13 +134,9 @@ pub(super) fn run<Tz: TimeZone>(
                 json!({"ids": ids(&snoozed), "until": until, "stop_ringing": true}),
             ))
         }
-        ActionKind::TimerStart => {
-            let length = length_slots(slots)?.ok_or(AlarmError::Missing(
-                "How long should the timer be? No length was given.",
-            ))?;
-            let name = text_slot(slots, "name")?;
-            let entry = schedule.start_timer(length, name, now)?;
-            let spoken = speak_length(length.num_seconds());
+        AlarmRequest::StartTimer(TimerRequest { duration, name }) => {
+            let entry = schedule.start_timer(*duration, name.as_deref(), now)?;
+            let spoken = speak_length(duration.num_seconds());
             let message = match &entry.label {
                 Some(name) => format!("{} timer set for {spoken}.", capitalize(name)),
                 None => format!("Timer set for {spoken}."),
@@ -214,25 +146,19 @@ pub(super) fn run<Tz: TimeZone>(
                 json!({"ids": [entry.id], "due_at": rfc3339(entry.due_at)}),
             ))
         }
-        ActionKind::TimerCancel => cancel_timer(slots, schedule, now),
-        ActionKind::TimerStatus => timer_status(slots, schedule, now),
-        other => Err(AlarmError::UnknownKind(other.as_str().to_string())),
+        AlarmRequest::CancelTimer(target) => cancel_timer(target, schedule, now),
+        AlarmRequest::TimerStatus(filter) => timer_status(filter.as_ref(), schedule, now),
     }
 }
 
 pub(super) fn set_alarm<Tz: TimeZone>(
-    slots: &Map<String, Value>,
+    set: &SetAlarm,
     schedule: &Schedule,
     now_local: &DateTime<Tz>,
     speaker: &Speaker<Tz>,
 ) -> Result<Reply, AlarmError> {
-    let time = text_slot(slots, "time")?.ok_or(AlarmError::Missing(
-        "What time should the alarm ring? No time was given.",
-    ))?;
-    let day = text_slot(slots, "day")?;
-    let label = text_slot(slots, "label")?;
-    let at = resolve_alarm(time, day, now_local.clone())?;
-    let entry = schedule.set_alarm(at, label, now_local.with_timezone(&Utc))?;
+    let at = resolve_parsed(set.time, set.day, &set.time_text, now_local.clone())?;
+    let entry = schedule.set_alarm(at, set.label.as_deref(), now_local.with_timezone(&Utc))?;
     Ok(Reply::new(
         format!("Alarm set for {}.", speaker.alarm(&entry, true)),
         json!({"ids": [entry.id], "due_at": rfc3339(entry.due_at)}),
@@ -240,19 +166,16 @@ pub(super) fn set_alarm<Tz: TimeZone>(
 }
 
 pub(super) fn cancel_alarm<Tz: TimeZone>(
-    slots: &Map<String, Value>,
+    cancel: &CancelAlarm,
     schedule: &Schedule,
     now_local: &DateTime<Tz>,
     speaker: &Speaker<Tz>,
 ) -> Result<Reply, AlarmError> {
     let now = now_local.with_timezone(&Utc);
     let tz = now_local.timezone();
-    let time = text_slot(slots, "time")?.map(parse_clock).transpose()?;
-    let date = text_slot(slots, "day")?
-        .map(parse_day)
-        .transpose()?
-        .map(|d| day_date(d, speaker.today));
-    let label = text_slot(slots, "label")?.map(str::to_string);
+    let time = cancel.time;
+    let date = cancel.day.map(|d| day_date(d, speaker.today));
+    let label = cancel.label.clone();
     let done = |cancelled: Vec<Entry>, message: String| {
         let ringing = cancelled.iter().any(|e| e.state == State::Ringing);
         Reply::new(
@@ -269,7 +192,7 @@ pub(super) fn cancel_alarm<Tz: TimeZone>(
         )
     };
 
-    if flag_slot(slots, "all")? {
+    if cancel.all {
         let cancelled = schedule.cancel_alarms(&AlarmFilter::All, &tz, now)?;
         let message = match cancelled.len() {
             0 => "You have no alarms.".to_string(),
@@ -350,14 +273,11 @@ pub(super) fn cancel_alarm<Tz: TimeZone>(
 }
 
 pub(super) fn list_alarms<Tz: TimeZone>(
-    slots: &Map<String, Value>,
+    day: Option<DaySpec>,
     schedule: &Schedule,
     speaker: &Speaker<Tz>,
 ) -> Result<Reply, AlarmError> {
-    let date = text_slot(slots, "day")?
-        .map(parse_day)
-        .transpose()?
-        .map(|d| day_date(d, speaker.today));
+    let date = day.map(|d| day_date(d, speaker.today));
     let alarms: Vec<Entry> = schedule
         .list_alarms()?
         .into_iter()
@@ -383,14 +303,6 @@ pub(super) fn list_alarms<Tz: TimeZone>(
     Ok(Reply::new(message, json!({"ids": ids(&alarms)})))
 }
 
-/// The timer a request names: by `name`, by length, or none (`None`).
-pub(super) fn timer_filter(slots: &Map<String, Value>) -> Result<Option<TimerFilter>, AlarmError> {
-    if let Some(name) = text_slot(slots, "name")? {
-        return Ok(Some(TimerFilter::Named(name.to_string())));
-    }
-    Ok(length_slots(slots)?.map(TimerFilter::Lasting))
-}
-
 /// "the pasta timer", "a 10 minute timer" for "There's no ..." answers.
 pub(super) fn filter_name(filter: &TimerFilter) -> String {
     match filter {
@@ -401,7 +313,7 @@ pub(super) fn filter_name(filter: &TimerFilter) -> String {
 }
 
 pub(super) fn cancel_timer(
-    slots: &Map<String, Value>,
+    target: &TimerTarget,
     schedule: &Schedule,
     now: DateTime<Utc>,
 ) -> Result<Reply, AlarmError> {
@@ -414,26 +326,26 @@ pub(super) fn cancel_timer(
     };
     let names = |entries: &[Entry]| join_and(&entries.iter().map(timer_name).collect::<Vec<_>>());
 
-    if flag_slot(slots, "all")? {
-        let cancelled = schedule.cancel_timers(&TimerFilter::All, now)?;
-        let message = match cancelled.len() {
-            0 => "You have no timers.".to_string(),
-            1 => format!("Cancelled {}.", names(&cancelled)),
-            n => format!("Cancelled all {n} timers."),
-        };
-        return Ok(done(cancelled, message));
-    }
-    match timer_filter(slots)? {
-        Some(filter) => {
-            let cancelled = schedule.cancel_timers(&filter, now)?;
+    match target {
+        TimerTarget::All => {
+            let cancelled = schedule.cancel_timers(&TimerFilter::All, now)?;
+            let message = match cancelled.len() {
+                0 => "You have no timers.".to_string(),
+                1 => format!("Cancelled {}.", names(&cancelled)),
+                n => format!("Cancelled all {n} timers."),
+            };
+            Ok(done(cancelled, message))
+        }
+        TimerTarget::Matching(filter) => {
+            let cancelled = schedule.cancel_timers(filter, now)?;
             let message = if cancelled.is_empty() {
-                format!("There's no {}.", filter_name(&filter))
+                format!("There's no {}.", filter_name(filter))
             } else {
                 format!("Cancelled {}.", names(&cancelled))
             };
             Ok(done(cancelled, message))
         }
-        None => match schedule.list_timers()?.as_slice() {
+        TimerTarget::Unspecified => match schedule.list_timers()?.as_slice() {
             [] => Ok(Reply::new("You have no timers.", json!({"ids": []}))),
             [only] => {
                 let cancelled: Vec<Entry> = schedule.cancel(only.id, now)?.into_iter().collect();
@@ -456,11 +368,10 @@ pub(super) fn cancel_timer(
 }
 
 pub(super) fn timer_status(
-    slots: &Map<String, Value>,
+    filter: Option<&TimerFilter>,
     schedule: &Schedule,
     now: DateTime<Utc>,
 ) -> Result<Reply, AlarmError> {
-    let filter = timer_filter(slots)?;
     let timers: Vec<TimerLeft> = schedule
         .timer_status(None, now)?
         .into_iter()

@@ -5,14 +5,20 @@
 //! SQLite the moment they are set, fire on time, are reported if they came
 //! due while the daemon was down, and never ring twice.
 //!
-//! It has three layers, each usable on its own:
+//! It has these layers, each usable on its own (one file each):
 //!
-//! - **Pure helpers** ([`resolve_alarm`], [`timer_duration`]): turn slot
-//!   values into instants and lengths. They never read the clock; `now` is
-//!   passed in.
-//! - **[`Schedule`]**: the SQLite store. Every method that depends on time
-//!   takes `now` explicitly, so tests drive it with an injected clock.
-//! - **[`execute`]**: maps an action kind and its slots onto the schedule and
+//! - **Requests** ([`AlarmRequest::from_slots`], `request.rs`): an action's
+//!   slot map read once into typed values ([`TimerRequest`], [`SetAlarm`],
+//!   ...).
+//! - **Pure helpers** ([`resolve_alarm`], [`timer_duration`], `time.rs`):
+//!   turn slot values into instants and lengths. They never read the clock;
+//!   `now` is passed in.
+//! - **[`Schedule`]** (`schedule.rs`): the SQLite store. Every method that
+//!   depends on time takes `now` explicitly, so tests drive it with an
+//!   injected clock.
+//! - **Phrasing** ([`fired_message`], [`missed_message`], `phrasing.rs`):
+//!   what is said.
+//! - **[`execute`]** (`execute.rs`): runs a request against the schedule and
 //!   says what happened, in words.
 //!
 //! The scheduler loop (sleep until [`Schedule::next_due`], call
@@ -160,19 +166,21 @@ pub enum AlarmError {
 
 mod execute;
 mod phrasing;
+mod request;
 mod schedule;
 mod time;
 
-pub use execute::{execute, execute_kind};
+pub use execute::{execute, execute_kind, execute_request};
 pub use phrasing::{fired_message, missed_message};
+pub use request::{AlarmRequest, CancelAlarm, SetAlarm, TimerRequest, TimerTarget};
 pub use schedule::{AlarmFilter, Entry, Fired, Kind, Schedule, State, TimerFilter, TimerLeft};
-pub use time::{resolve_alarm, timer_duration};
+pub use time::{DaySpec, resolve_alarm, timer_duration};
 
 use self::{phrasing::*, schedule::*, time::*};
 
 #[cfg(test)]
 mod tests {
-    use super::execute::{count_slot, flag_slot, text_slot};
+    use super::request::{count_slot, flag_slot, text_slot};
     use super::*;
     use chrono::FixedOffset;
 
@@ -307,5 +315,50 @@ mod tests {
             serde_json::from_value(json!({"minutes": -3, "time": 7})).unwrap();
         assert!(count_slot(&bad, "minutes").is_err());
         assert!(text_slot(&bad, "time").is_err());
+    }
+
+    #[test]
+    fn requests_read_their_slots_once_in_the_old_order() {
+        let read = |kind: ActionKind, v: Value| {
+            AlarmRequest::from_slots(kind, &serde_json::from_value(v).unwrap())
+        };
+        assert_eq!(
+            read(
+                ActionKind::TimerStart,
+                json!({"minutes": "10", "name": " pasta "})
+            )
+            .unwrap(),
+            AlarmRequest::StartTimer(TimerRequest {
+                duration: TimeDelta::minutes(10),
+                name: Some("pasta".into()),
+            })
+        );
+        // `all` is read first, and then nothing else is.
+        assert_eq!(
+            read(ActionKind::TimerCancel, json!({"all": true, "minutes": -3})).unwrap(),
+            AlarmRequest::CancelTimer(TimerTarget::All)
+        );
+        assert_eq!(
+            read(ActionKind::AlarmSet, json!({}))
+                .unwrap_err()
+                .to_string(),
+            "What time should the alarm ring? No time was given."
+        );
+        // A malformed `day` is reported before a malformed `time`, as before.
+        assert!(matches!(
+            read(ActionKind::AlarmSet, json!({"time": "7", "day": 5})),
+            Err(AlarmError::BadSlot { slot, .. }) if slot == "day"
+        ));
+        assert!(matches!(
+            read(
+                ActionKind::AlarmSnooze,
+                json!({"minutes": 5_000_000_000u64})
+            ),
+            Err(AlarmError::BadSnooze(5_000_000_000))
+        ));
+        assert!(matches!(
+            read(ActionKind::MusicPlay, json!({})),
+            Err(AlarmError::UnknownKind(kind)) if kind == "music.play"
+        ));
     }
 }

@@ -9,9 +9,12 @@ use super::*;
 
 /// A day as the intent engine gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum DaySpec {
+pub enum DaySpec {
+    /// `today` (or `tonight`).
     Today,
+    /// `tomorrow`.
     Tomorrow,
+    /// The next such weekday, counting today.
     Weekday(Weekday),
     /// Month and day of month.
     MonthDay(u32, u32),
@@ -102,6 +105,17 @@ pub fn resolve_alarm<Tz: TimeZone>(
 ) -> Result<DateTime<Utc>, AlarmError> {
     let clock = parse_clock(time)?;
     let day = day.map(parse_day).transpose()?;
+    resolve_parsed(clock, day, time, now)
+}
+
+/// [`resolve_alarm`] for a time and day already parsed; `time` is the
+/// time's text, for the error when no such instant exists.
+pub(super) fn resolve_parsed<Tz: TimeZone>(
+    clock: NaiveTime,
+    day: Option<DaySpec>,
+    time: &str,
+    now: DateTime<Tz>,
+) -> Result<DateTime<Utc>, AlarmError> {
     let tz = now.timezone();
     let now_utc = now.with_timezone(&Utc);
     let today = now.naive_local().date();
