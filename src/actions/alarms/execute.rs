@@ -165,6 +165,36 @@ pub(super) fn set_alarm<Tz: TimeZone>(
     ))
 }
 
+/// The answer to a cancel: what was cancelled, and whether the ringer must
+/// stop (one of them was ringing).
+fn cancelled_reply(cancelled: Vec<Entry>, message: String) -> Reply {
+    let ringing = cancelled.iter().any(|e| e.state == State::Ringing);
+    Reply::new(
+        message,
+        json!({"ids": ids(&cancelled), "stop_ringing": ringing}),
+    )
+}
+
+/// The alarm a cancel asked for, in words: "at 7 AM tomorrow called gym".
+fn describe_wanted<Tz: TimeZone>(
+    time: Option<NaiveTime>,
+    date: Option<NaiveDate>,
+    label: Option<&str>,
+    speaker: &Speaker<Tz>,
+) -> String {
+    let mut wanted = Vec::new();
+    if let Some(t) = time {
+        wanted.push(format!("at {}", speak_clock(t)));
+    }
+    if let Some(d) = date {
+        wanted.push(speaker.day(d));
+    }
+    if let Some(l) = label {
+        wanted.push(format!("called {l}"));
+    }
+    wanted.join(" ")
+}
+
 pub(super) fn cancel_alarm<Tz: TimeZone>(
     cancel: &CancelAlarm,
     schedule: &Schedule,
@@ -176,13 +206,7 @@ pub(super) fn cancel_alarm<Tz: TimeZone>(
     let time = cancel.time;
     let date = cancel.day.map(|d| day_date(d, speaker.today));
     let label = cancel.label.clone();
-    let done = |cancelled: Vec<Entry>, message: String| {
-        let ringing = cancelled.iter().any(|e| e.state == State::Ringing);
-        Reply::new(
-            message,
-            json!({"ids": ids(&cancelled), "stop_ringing": ringing}),
-        )
-    };
+    let done = cancelled_reply;
     let items = |entries: &[Entry]| {
         join_and(
             &entries
@@ -225,17 +249,7 @@ pub(super) fn cancel_alarm<Tz: TimeZone>(
         };
     }
 
-    let mut wanted = Vec::new();
-    if let Some(t) = time {
-        wanted.push(format!("at {}", speak_clock(t)));
-    }
-    if let Some(d) = date {
-        wanted.push(speaker.day(d));
-    }
-    if let Some(l) = &label {
-        wanted.push(format!("called {l}"));
-    }
-    let wanted = wanted.join(" ");
+    let wanted = describe_wanted(time, date, label.as_deref(), speaker);
     let filter = AlarmFilter::Matching { time, date, label };
     let matching: Vec<Entry> = active
         .into_iter()
@@ -317,13 +331,7 @@ pub(super) fn cancel_timer(
     schedule: &Schedule,
     now: DateTime<Utc>,
 ) -> Result<Reply, AlarmError> {
-    let done = |cancelled: Vec<Entry>, message: String| {
-        let ringing = cancelled.iter().any(|e| e.state == State::Ringing);
-        Reply::new(
-            message,
-            json!({"ids": ids(&cancelled), "stop_ringing": ringing}),
-        )
-    };
+    let done = cancelled_reply;
     let names = |entries: &[Entry]| join_and(&entries.iter().map(timer_name).collect::<Vec<_>>());
 
     match target {
