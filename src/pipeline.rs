@@ -394,49 +394,60 @@ fn run_low(
     mpd: &MpdConfig,
     music: &mut Option<MpdPlayer>,
 ) -> Outcome {
-    let family = request.kind.map(ActionKind::family);
-    if let (Some(kind), Some(Family::Alarms)) = (request.kind, family) {
-        return alarms::execute_kind(kind, &request.slots, schedule, Local::now());
+    let nothing_can = || Outcome::Failed {
+        error: format!("nothing here can run '{}'", request.kind_str()),
+    };
+    let Some(kind) = request.kind else {
+        return nothing_can();
+    };
+    match kind.family() {
+        Family::Alarms => alarms::execute_kind(kind, &request.slots, schedule, Local::now()),
+        Family::Music => run_music(kind, &request.slots, mpd, music),
+        Family::Nevermind => Outcome::Done {
+            message: "OK.".into(),
+            detail: Value::Null,
+        },
+        // High-stakes kinds run only as a ConfirmedAction; the gate's
+        // replies are never run.
+        Family::Purchase | Family::Booking | Family::Gate => nothing_can(),
     }
-    if let (Some(kind), Some(Family::Music)) = (request.kind, family) {
-        let command = match MusicCommand::from_kind(kind, &request.slots) {
-            Ok(c) => c,
+}
+
+/// Runs a `music.*` action, connecting to mpd on first use.
+fn run_music(
+    kind: ActionKind,
+    slots: &Map<String, Value>,
+    mpd: &MpdConfig,
+    music: &mut Option<MpdPlayer>,
+) -> Outcome {
+    let command = match MusicCommand::from_kind(kind, slots) {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome::Failed {
+                error: e.user_message(),
+            };
+        }
+    };
+    if music.is_none() {
+        match MpdPlayer::new(mpd.clone()) {
+            Ok(p) => *music = Some(p),
             Err(e) => {
                 return Outcome::Failed {
                     error: e.user_message(),
                 };
             }
-        };
-        if music.is_none() {
-            match MpdPlayer::new(mpd.clone()) {
-                Ok(p) => *music = Some(p),
-                Err(e) => {
-                    return Outcome::Failed {
-                        error: e.user_message(),
-                    };
-                }
-            }
         }
-        return match music.as_mut().map(|p| p.execute(&command)) {
-            Some(Ok(message)) => Outcome::Done {
-                message,
-                detail: Value::Null,
-            },
-            Some(Err(e)) => Outcome::Failed {
-                error: e.user_message(),
-            },
-            None => Outcome::Failed {
-                error: "music is not available".into(),
-            },
-        };
     }
-    match request.kind {
-        Some(ActionKind::Nevermind) => Outcome::Done {
-            message: "OK.".into(),
+    match music.as_mut().map(|p| p.execute(&command)) {
+        Some(Ok(message)) => Outcome::Done {
+            message,
             detail: Value::Null,
         },
-        _ => Outcome::Failed {
-            error: format!("nothing here can run '{}'", request.kind_str()),
+        Some(Err(e)) => Outcome::Failed {
+            error: e.user_message(),
+        },
+        None => Outcome::Failed {
+            error: "music is not available".into(),
         },
     }
 }

@@ -202,6 +202,15 @@ impl MusicError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn music_kinds_are_the_music_family() {
+        let family: Vec<&str> = ActionKind::all()
+            .filter(|k| k.family() == crate::actions::kind::Family::Music)
+            .map(ActionKind::as_str)
+            .collect();
+        assert_eq!(KINDS, family.as_slice());
+    }
     use serde_json::json;
 
     fn slots(value: Value) -> Map<String, Value> {
