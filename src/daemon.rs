@@ -1916,7 +1916,7 @@ mod tests {
 intents:
   WaterPlants:
     risk: low
-    action: {kind: garden.water}
+    action: {kind: nevermind}
     data:
       - sentences: [\"water the (plants|garden)\"]
 ";

@@ -56,8 +56,9 @@ use serde_json::{Map, Value};
 
 use crate::actions::alarms::{self, Schedule};
 use crate::actions::handlers::Handlers;
+use crate::actions::kind::Family;
 use crate::actions::music::{MpdConfig, MpdPlayer, MusicCommand, MusicPlayer};
-use crate::actions::{ActionRequest, IdempotencyKey, Outcome};
+use crate::actions::{ActionKind, ActionRequest, IdempotencyKey, Outcome};
 use crate::audit::{AuditError, AuditEvent, AuditLog, AuditOutcome};
 use crate::gate::{ConfirmedAction, Facts, Gate, GateConfig, Output, PinLock, Utterance};
 use crate::intent::{IntentSet, NotUnderstood, Risk};
@@ -393,49 +394,60 @@ fn run_low(
     mpd: &MpdConfig,
     music: &mut Option<MpdPlayer>,
 ) -> Outcome {
-    let kind = request.kind.as_str();
-    if kind.starts_with("alarm.") || kind.starts_with("timer.") {
-        return alarms::execute(kind, &request.slots, schedule, Local::now());
+    let nothing_can = || Outcome::Failed {
+        error: format!("nothing here can run '{}'", request.kind_str()),
+    };
+    let Some(kind) = request.kind else {
+        return nothing_can();
+    };
+    match kind.family() {
+        Family::Alarms => alarms::execute_kind(kind, &request.slots, schedule, Local::now()),
+        Family::Music => run_music(kind, &request.slots, mpd, music),
+        Family::Nevermind => Outcome::Done {
+            message: "OK.".into(),
+            detail: Value::Null,
+        },
+        // High-stakes kinds run only as a ConfirmedAction; the gate's
+        // replies are never run.
+        Family::Purchase | Family::Booking | Family::Gate => nothing_can(),
     }
-    if kind.starts_with("music.") {
-        let command = match MusicCommand::from_action(kind, &request.slots) {
-            Ok(c) => c,
+}
+
+/// Runs a `music.*` action, connecting to mpd on first use.
+fn run_music(
+    kind: ActionKind,
+    slots: &Map<String, Value>,
+    mpd: &MpdConfig,
+    music: &mut Option<MpdPlayer>,
+) -> Outcome {
+    let command = match MusicCommand::from_kind(kind, slots) {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome::Failed {
+                error: e.user_message(),
+            };
+        }
+    };
+    if music.is_none() {
+        match MpdPlayer::new(mpd.clone()) {
+            Ok(p) => *music = Some(p),
             Err(e) => {
                 return Outcome::Failed {
                     error: e.user_message(),
                 };
             }
-        };
-        if music.is_none() {
-            match MpdPlayer::new(mpd.clone()) {
-                Ok(p) => *music = Some(p),
-                Err(e) => {
-                    return Outcome::Failed {
-                        error: e.user_message(),
-                    };
-                }
-            }
         }
-        return match music.as_mut().map(|p| p.execute(&command)) {
-            Some(Ok(message)) => Outcome::Done {
-                message,
-                detail: Value::Null,
-            },
-            Some(Err(e)) => Outcome::Failed {
-                error: e.user_message(),
-            },
-            None => Outcome::Failed {
-                error: "music is not available".into(),
-            },
-        };
     }
-    match kind {
-        "nevermind" => Outcome::Done {
-            message: "OK.".into(),
+    match music.as_mut().map(|p| p.execute(&command)) {
+        Some(Ok(message)) => Outcome::Done {
+            message,
             detail: Value::Null,
         },
-        other => Outcome::Failed {
-            error: format!("nothing here can run '{other}'"),
+        Some(Err(e)) => Outcome::Failed {
+            error: e.user_message(),
+        },
+        None => Outcome::Failed {
+            error: "music is not available".into(),
         },
     }
 }
@@ -844,7 +856,7 @@ impl Pipeline {
                     events.extend(result_events(
                         &request.id.to_string(),
                         &request.intent,
-                        &request.kind,
+                        request.kind,
                         Risk::Low,
                         outcome,
                     ));
@@ -1011,7 +1023,7 @@ impl Pipeline {
                 ];
             }
         };
-        let kind = action.request().kind.clone();
+        let kind = action.request().kind;
         // 2. Mark it started, so a crash during 3 is known to be ambiguous.
         if let Err(e) = self.journal.mark_started(&id, &order_digest, &key, now) {
             let reason = format!("I can't write my journal ({e}), so I did not do it");
@@ -1036,7 +1048,7 @@ impl Pipeline {
             Outcome::Failed { error } => (AuditOutcome::Failed, Some(error.clone())),
             Outcome::Unknown { error } => (AuditOutcome::Unknown, Some(error.clone())),
         };
-        let mut events = result_events(&id, &intent, &kind, Risk::High, outcome);
+        let mut events = result_events(&id, &intent, kind, Risk::High, outcome);
         if let Err(e) = self.record(facts, audit_outcome, detail, now) {
             events.push(say(
                 format!("It ran, but I could not record the result in the audit log: {e}"),
@@ -1051,15 +1063,19 @@ fn say(text: String, action_id: Option<String>) -> Event {
     Event::Response { text, action_id }
 }
 
-fn result_events(id: &str, intent: &str, kind: &str, risk: Risk, outcome: Outcome) -> Vec<Event> {
+fn result_events(
+    id: &str,
+    intent: &str,
+    kind: Option<ActionKind>,
+    risk: Risk,
+    outcome: Outcome,
+) -> Vec<Event> {
     match outcome {
         Outcome::Unknown { error } => {
-            let again = if kind.starts_with("purchase.") {
-                "order it again"
-            } else if kind.starts_with("booking.") {
-                "book it again"
-            } else {
-                "ask for it again"
+            let again = match kind.map(ActionKind::family) {
+                Some(Family::Purchase) => "order it again",
+                Some(Family::Booking) => "book it again",
+                _ => "ask for it again",
             };
             vec![
                 Event::OutcomeUnknown {

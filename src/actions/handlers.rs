@@ -147,7 +147,8 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::actions::{IdempotencyKey, Outcome};
+use crate::actions::kind::{Family, UnknownKind};
+use crate::actions::{ActionKind, IdempotencyKey, Outcome};
 use crate::gate::ConfirmedAction;
 
 /// The timeout, in seconds, when a handler does not set `timeout_secs`.
@@ -395,7 +396,7 @@ impl HandlerConfigError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "BTreeMap<String, HandlerConfig>")]
 pub struct Handlers {
-    by_kind: BTreeMap<String, HandlerConfig>,
+    by_kind: BTreeMap<ActionKind, HandlerConfig>,
 }
 
 /// What a kind without a configured handler gets.
@@ -403,8 +404,12 @@ static RECORD: HandlerConfig = HandlerConfig::Record;
 
 impl Handlers {
     /// Handlers by action kind, validated.
+    ///
+    /// Each key must be a known [`ActionKind`]; an unknown one is an error
+    /// naming it.
     pub fn new(by_kind: BTreeMap<String, HandlerConfig>) -> Result<Self, HandlerConfigError> {
-        for (kind, handler) in &by_kind {
+        let mut parsed = BTreeMap::new();
+        for (kind, handler) in by_kind {
             let invalid = |reason: String| HandlerConfigError {
                 kind: kind.clone(),
                 reason,
@@ -415,27 +420,35 @@ impl Handlers {
                         .into(),
                 ));
             }
+            let parsed_kind: ActionKind = kind
+                .parse()
+                .map_err(|e: UnknownKind| invalid(e.to_string()))?;
             handler.validate().map_err(invalid)?;
+            parsed.insert(parsed_kind, handler);
         }
-        Ok(Handlers { by_kind })
+        Ok(Handlers { by_kind: parsed })
     }
 
     /// The handler for `kind`; [`HandlerConfig::Record`] when none is
     /// configured.
-    pub fn for_kind(&self, kind: &str) -> &HandlerConfig {
-        self.by_kind.get(kind).unwrap_or(&RECORD)
+    pub fn for_kind(&self, kind: ActionKind) -> &HandlerConfig {
+        self.by_kind.get(&kind).unwrap_or(&RECORD)
     }
 
     /// The kinds that have a configured handler (so a caller can warn about
     /// kinds no intent uses — likely typos).
-    pub fn kinds(&self) -> impl Iterator<Item = &str> {
-        self.by_kind.keys().map(String::as_str)
+    pub fn kinds(&self) -> impl Iterator<Item = ActionKind> + '_ {
+        self.by_kind.keys().copied()
     }
 
     /// Runs `action` with the handler for its kind, consuming it, sent
     /// with `key`. See [`execute`].
     pub fn execute(&self, action: ConfirmedAction, key: &IdempotencyKey) -> Outcome {
-        execute(self.for_kind(&action.request().kind), action, key)
+        let handler = match action.request().kind {
+            Some(kind) => self.for_kind(kind),
+            None => &RECORD,
+        };
+        execute(handler, action, key)
     }
 }
 
@@ -455,7 +468,7 @@ pub fn request_body(action: &ConfirmedAction, key: &IdempotencyKey) -> Value {
         "action_id": request.id.as_str(),
         "idempotency_key": key.as_str(),
         "intent": request.intent,
-        "kind": request.kind,
+        "kind": request.kind_str(),
         "slots": request.slots,
         "params": request.params,
         "readback": action.readback(),
@@ -494,7 +507,7 @@ pub fn request_body(action: &ConfirmedAction, key: &IdempotencyKey) -> Value {
 /// ```
 pub fn execute(handler: &HandlerConfig, action: ConfirmedAction, key: &IdempotencyKey) -> Outcome {
     let action = &action;
-    let noun = noun(&action.request().kind);
+    let noun = noun(action.request().kind);
     if let Err(reason) = handler.validate() {
         return failed(format!(
             "the {noun} handler is misconfigured ({reason}); nothing was sent"
@@ -540,7 +553,7 @@ fn post_webhook(
     key: &IdempotencyKey,
     body: &str,
 ) -> Outcome {
-    let noun = noun(&action.request().kind);
+    let noun = noun(action.request().kind);
     let timeout = Duration::from_secs(timeout_secs);
     // Resolving and connecting get a slightly smaller budget than the whole
     // exchange, so that a host that never accepts is reported as a connect
@@ -703,7 +716,7 @@ fn run_command(
     key: &IdempotencyKey,
     body: &str,
 ) -> Outcome {
-    let noun = noun(&action.request().kind);
+    let noun = noun(action.request().kind);
     let shown = program.display();
     let mut command = Command::new(program);
     command.args(args).env_clear().env("PATH", COMMAND_PATH);
@@ -714,7 +727,7 @@ fn run_command(
     }
     command
         .env("VOICEGATE_ACTION_ID", action.id().as_str())
-        .env("VOICEGATE_ACTION_KIND", &action.request().kind)
+        .env("VOICEGATE_ACTION_KIND", action.request().kind_str())
         .env("VOICEGATE_IDEMPOTENCY_KEY", key.as_str())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -1073,13 +1086,11 @@ fn failed(error: String) -> Outcome {
 }
 
 /// What the user would call this kind of action.
-fn noun(kind: &str) -> &'static str {
-    if kind.starts_with("purchase.") {
-        "order"
-    } else if kind.starts_with("booking.") {
-        "booking"
-    } else {
-        "action"
+fn noun(kind: Option<ActionKind>) -> &'static str {
+    match kind.map(ActionKind::family) {
+        Some(Family::Purchase) => "order",
+        Some(Family::Booking) => "booking",
+        _ => "action",
     }
 }
 
@@ -1154,7 +1165,7 @@ mod tests {
         ActionRequest {
             id: ActionId::new(),
             intent: intent.into(),
-            kind: kind.into(),
+            kind: Some(kind.parse().expect("a known kind")),
             slots: slots.as_object().cloned().unwrap_or_default(),
             params,
         }
@@ -1838,7 +1849,7 @@ mod tests {
         )
         .expect("valid config");
         assert_eq!(
-            handlers.for_kind("purchase.order"),
+            handlers.for_kind(ActionKind::PurchaseOrder),
             &webhook(
                 "http://127.0.0.1:8080/orders",
                 10,
@@ -1846,7 +1857,7 @@ mod tests {
             )
         );
         assert_eq!(
-            handlers.for_kind("booking.table"),
+            handlers.for_kind(ActionKind::BookingTable),
             &HandlerConfig::Command {
                 program: "/usr/local/bin/book-table".into(),
                 args: vec!["--json".into()],
@@ -1854,8 +1865,14 @@ mod tests {
                 env: vec!["BOOK_TOKEN".into()],
             }
         );
-        assert_eq!(handlers.for_kind("booking.ride"), &HandlerConfig::Record);
-        assert_eq!(handlers.for_kind("purchase.coffee"), &HandlerConfig::Record);
+        assert_eq!(
+            handlers.for_kind(ActionKind::BookingRide),
+            &HandlerConfig::Record
+        );
+        assert_eq!(
+            handlers.for_kind(ActionKind::PurchaseCoffee),
+            &HandlerConfig::Record
+        );
         assert_eq!(
             handlers.kinds().collect::<Vec<_>>(),
             ["booking.ride", "booking.table", "purchase.order"]
@@ -1944,6 +1961,12 @@ mod tests {
         assert!(sh("true", MAX_TIMEOUT_SECS).validate().is_ok());
         let blank_kind = Handlers::new(BTreeMap::from([(" ".to_string(), HandlerConfig::Record)]));
         assert!(blank_kind.is_err());
+        let error = parse("[handlers.\"purchase.ordr\"]\ntype = \"record\"\n")
+            .expect_err("a kind no intent can name");
+        assert!(
+            error.contains("purchase.ordr") && error.contains("unknown action kind"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -1971,7 +1994,7 @@ mod tests {
             let handlers = parse(&table(remote, "allow_cleartext_headers = true\n"))
                 .unwrap_or_else(|e| panic!("{remote}: {e}"));
             assert!(matches!(
-                handlers.for_kind("purchase.order"),
+                handlers.for_kind(ActionKind::PurchaseOrder),
                 HandlerConfig::Webhook {
                     allow_cleartext_headers: true,
                     ..

@@ -15,10 +15,13 @@ use serde_json::{Map, Value};
 
 pub mod alarms;
 pub mod handlers;
+pub mod kind;
 pub mod music;
 pub mod ring;
 #[cfg(unix)]
 mod signal;
+
+pub use kind::ActionKind;
 
 /// A unique id for one requested action. It is the `Idempotency-Key` sent
 /// to a merchant unless the action repeats an order whose outcome is
@@ -116,12 +119,23 @@ pub struct ActionRequest {
     pub id: ActionId,
     /// The intent that produced it.
     pub intent: String,
-    /// Executor name from the intent file (`alarm.set`, `purchase.order`, ...).
-    pub kind: String,
+    /// Executor from the intent file (`alarm.set`, `purchase.order`, ...);
+    /// `None` for an intent without an action. Serialized as its name, or
+    /// `""` for none.
+    #[serde(with = "kind::or_empty")]
+    pub kind: Option<ActionKind>,
     /// Slot values.
     pub slots: Map<String, Value>,
     /// Parameters from the intent file, `{slot}` placeholders filled in.
     pub params: Value,
+}
+
+impl ActionRequest {
+    /// The kind's name, or `""` for none: the text events, audit rows and
+    /// merchant bodies carry.
+    pub fn kind_str(&self) -> &'static str {
+        self.kind.map(ActionKind::as_str).unwrap_or("")
+    }
 }
 
 /// How an executed action ended.

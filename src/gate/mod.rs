@@ -49,7 +49,7 @@ use serde_json::{Map, Value};
 
 pub use confirmed::{ConfirmedAction, digest, order_digest};
 
-use crate::actions::{ActionId, ActionRequest};
+use crate::actions::{ActionId, ActionKind, ActionRequest};
 use crate::intent::{IntentSet, Match, NotUnderstood, Recognition, Risk, normalize};
 
 /// An amount of money in minor units (cents).
@@ -592,8 +592,8 @@ impl Gate {
     fn classify_reply(intents: &IntentSet, text: &str, base: &Map<String, Value>) -> Reply {
         match intents.recognize(text, &Self::reply_context(base)) {
             Recognition::Match(m) => match action_kind(intents, &m.intent) {
-                Some("gate.confirm") => Reply::Yes,
-                Some("gate.decline") => Reply::No,
+                Some(ActionKind::GateConfirm) => Reply::Yes,
+                Some(ActionKind::GateDecline) => Reply::No,
                 _ => Reply::Other(Box::new(m)),
             },
             Recognition::NotUnderstood(_) => Reply::Unclear,
@@ -657,7 +657,12 @@ impl Gate {
                         facts: pending.facts,
                         reason,
                     });
-                } else if self.config.pin_kinds.contains(&pending.request.kind) {
+                } else if self
+                    .config
+                    .pin_kinds
+                    .iter()
+                    .any(|k| k == pending.request.kind_str())
+                {
                     if self.config.pin.is_none() {
                         out.push(Output::Refused {
                             facts: pending.facts,
@@ -841,7 +846,7 @@ impl Gate {
         let request = ActionRequest {
             id: ActionId::new(),
             intent: m.intent.clone(),
-            kind: action.as_ref().map(|a| a.kind.clone()).unwrap_or_default(),
+            kind: action.as_ref().map(|a| a.kind),
             slots: m.slot_map(),
             params: action
                 .as_ref()
@@ -850,7 +855,10 @@ impl Gate {
         };
         let risk = info.map(|i| i.risk).unwrap_or(Risk::High);
         out.push(Output::Intent(Box::new(m.clone())));
-        if matches!(request.kind.as_str(), "gate.confirm" | "gate.decline") {
+        if matches!(
+            request.kind,
+            Some(ActionKind::GateConfirm | ActionKind::GateDecline)
+        ) {
             out.push(Output::Say(
                 "There is nothing waiting for a yes or no.".into(),
             ));
@@ -866,7 +874,7 @@ impl Gate {
             return;
         }
         if risk == Risk::Low {
-            if request.kind.is_empty() {
+            if request.kind.is_none() {
                 out.push(Output::Say(format!(
                     "I understood {}, but nothing here can do that.",
                     m.intent
@@ -891,7 +899,7 @@ impl Gate {
             facts: facts.clone(),
             reason,
         };
-        if request.kind.is_empty() {
+        if request.kind.is_none() {
             out.push(refuse(format!(
                 "{} has no action configured here",
                 m.intent
@@ -909,7 +917,7 @@ impl Gate {
             return;
         }
         if let Some(cap) = &self.config.daily_spend_cap
-            && is_purchase(&request.kind)
+            && request.kind.is_some_and(ActionKind::is_purchase)
         {
             match &amount {
                 None if !self.config.allow_unpriced => {
@@ -996,11 +1004,6 @@ impl Gate {
     }
 }
 
-/// Purchases are what the daily spend cap limits.
-fn is_purchase(kind: &str) -> bool {
-    kind.starts_with("purchase.")
-}
-
 /// What a purchase buys, for "I don't know what X costs".
 fn priced_thing(request: &ActionRequest) -> Option<&str> {
     ["item", "drink"]
@@ -1008,12 +1011,8 @@ fn priced_thing(request: &ActionRequest) -> Option<&str> {
         .find_map(|k| request.slots.get(*k).and_then(Value::as_str))
 }
 
-fn action_kind<'a>(intents: &'a IntentSet, intent: &str) -> Option<&'a str> {
-    intents
-        .intent(intent)?
-        .action
-        .as_ref()
-        .map(|a| a.kind.as_str())
+fn action_kind(intents: &IntentSet, intent: &str) -> Option<ActionKind> {
+    intents.intent(intent)?.action.as_ref().map(|a| a.kind)
 }
 
 /// The most words a confirmation reply has ("yes that's right go ahead").

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use super::diag::{Diagnostic, Severity};
 use super::template::{self, Expr};
 use super::yaml::{self, Kind, Node, Pos, Quote};
+use crate::actions::ActionKind;
 
 /// One intent file's path and text.
 #[derive(Debug, Clone)]
@@ -40,8 +41,9 @@ pub enum Risk {
 /// Which executor runs an intent, and with what parameters.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ActionSpec {
-    /// Executor name, e.g. `alarm.set` or `purchase.order`.
-    pub kind: String,
+    /// The executor, e.g. `alarm.set` or `purchase.order`; a name outside
+    /// [`ActionKind`]'s list is a load error.
+    pub kind: ActionKind,
     /// Free-form parameters; string values may contain `{slot}` placeholders.
     pub params: Value,
 }
@@ -948,7 +950,11 @@ impl Loader {
         let mut params = Value::Object(Map::new());
         for (key, _k, value) in entries {
             match key.as_str() {
-                "kind" => kind = self.string(src, value, "'kind'").map(str::to_string),
+                "kind" => {
+                    kind = self
+                        .string(src, value, "'kind'")
+                        .map(|text| (text.to_string(), value.pos))
+                }
                 "params" => {
                     if value.as_map().is_none() {
                         self.error(src, value.pos, "'params' must be a mapping");
@@ -960,7 +966,13 @@ impl Loader {
             }
         }
         match kind {
-            Some(kind) if !kind.trim().is_empty() => Some(ActionSpec { kind, params }),
+            Some((text, pos)) if !text.trim().is_empty() => match text.parse::<ActionKind>() {
+                Ok(kind) => Some(ActionSpec { kind, params }),
+                Err(unknown) => {
+                    self.error(src, pos, format!("{what}: 'action': {unknown}"));
+                    None
+                }
+            },
             _ => {
                 self.error(src, node.pos, format!("{what}: 'action' needs a 'kind'"));
                 None
