@@ -270,7 +270,14 @@ impl Settings {
             gate.pin =
                 Some(PinHash::parse(text).map_err(|e| invalid(format!("[gate] pin_hash: {e}")))?);
         }
-        gate.pin_kinds = g.pin_kinds.clone();
+        gate.pin_kinds = g
+            .pin_kinds
+            .iter()
+            .map(|k| {
+                k.parse()
+                    .map_err(|e| invalid(format!("[gate] pin_kinds: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
         if !gate.pin_kinds.is_empty() && gate.pin.is_none() {
             return Err(invalid(
                 "[gate] pin_kinds is set but pin_hash is not".into(),

@@ -1268,7 +1268,7 @@ mod tests {
         let config = PipelineConfig {
             gate: crate::gate::GateConfig {
                 pin: Some(crate::gate::PinHash::new("4321")),
-                pin_kinds: vec!["purchase.order".into()],
+                pin_kinds: vec![crate::actions::ActionKind::PurchaseOrder],
                 ..Default::default()
             },
             audit_db: dir.path().join("audit.db"),
@@ -2001,7 +2001,7 @@ intents:
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = test_settings(dir.path());
         settings.gate.pin = Some(crate::gate::PinHash::new("4321"));
-        settings.gate.pin_kinds = vec!["purchase.order".into()];
+        settings.gate.pin_kinds = vec![crate::actions::ActionKind::PurchaseOrder];
         let book = Arc::new(Codebook::default());
         let pause = |samples: &mut Vec<f32>| samples.resize(samples.len() + 24_000, 0.0);
         let mut samples = vec![0.0; 16_000];

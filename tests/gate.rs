@@ -62,7 +62,11 @@ fn config(case: &Yaml) -> (GateConfig, i64) {
     if let Some(kinds) = c["pin_kinds"].as_vec() {
         config.pin_kinds = kinds
             .iter()
-            .filter_map(|k| k.as_str().map(str::to_string))
+            .map(|k| {
+                k.as_str()
+                    .and_then(|k| k.parse().ok())
+                    .expect("a known action kind in pin_kinds")
+            })
             .collect();
     }
     if let Some(cap) = c["daily_spend_cap"].as_str() {

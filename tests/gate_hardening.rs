@@ -470,6 +470,10 @@ fn the_config_refuses_what_the_gate_cannot_check() {
             "old SHA-256 PIN hash format",
         ),
         ("[gate]\npin_hash = \"4321\"\n", "not an Argon2 PIN hash"),
+        (
+            "[gate]\npin_kinds = [\"purchase.ordr\"]\n",
+            "[gate] pin_kinds: unknown action kind 'purchase.ordr'",
+        ),
     ] {
         let home = home(toml);
         let mut cmd = voicegate(&home);

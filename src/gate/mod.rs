@@ -216,7 +216,7 @@ pub struct GateConfig {
     /// asked again.
     pub min_confidence: f32,
     /// Action kinds that need the spoken PIN after "yes".
-    pub pin_kinds: Vec<String>,
+    pub pin_kinds: Vec<crate::actions::ActionKind>,
     /// The PIN, if one is set.
     pub pin: Option<PinHash>,
     /// Wrong PINs before high-stakes actions lock.
@@ -657,11 +657,10 @@ impl Gate {
                         facts: pending.facts,
                         reason,
                     });
-                } else if self
-                    .config
-                    .pin_kinds
-                    .iter()
-                    .any(|k| k == pending.request.kind_str())
+                } else if pending
+                    .request
+                    .kind
+                    .is_some_and(|k| self.config.pin_kinds.contains(&k))
                 {
                     if self.config.pin.is_none() {
                         out.push(Output::Refused {
