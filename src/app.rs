@@ -14,53 +14,13 @@ use crate::cli::{
     ChatArgs, CheckArgs, Cli, Command, EvalArgs, EvalCommand, ExplainArgs, GateCommand,
     IntentsCommand, RunArgs, SayArgs, SpeechArgs, TestArgs, TranscribeArgs,
 };
-use crate::config::{ConfigError, Settings};
+use crate::config::Settings;
+use crate::error::AppError;
 use crate::gate::{PinHash, Utterance};
-use crate::intent::suite::{self, SuiteError};
-use crate::intent::{Diagnostic, IntentSet, ListDef, LoadError, Recognition};
-use crate::pipeline::{Event, Pipeline, PipelineConfig, PipelineError};
-
-/// Errors a command can end with (beyond "exit 1" results like failed checks).
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    /// Bad configuration.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// Intent files could not be read.
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    /// The intent files have errors.
-    #[error(
-        "{count} error(s) in the intent files in {dir}; run `voicegate intents check {dir}` to see them"
-    )]
-    Invalid {
-        /// The directory.
-        dir: String,
-        /// How many errors.
-        count: usize,
-    },
-    /// A suite could not be run.
-    #[error(transparent)]
-    Suite(#[from] SuiteError),
-    /// A bad command-line value.
-    #[error("{0}")]
-    Usage(String),
-    /// A wake word problem.
-    #[error(transparent)]
-    Wakeword(#[from] crate::wakeword::WakewordError),
-    /// Writing output failed.
-    #[error("cannot write output: {0}")]
-    Output(#[from] std::io::Error),
-    /// The audit log failed.
-    #[error(transparent)]
-    Audit(#[from] crate::audit::AuditError),
-    /// A model problem.
-    #[error(transparent)]
-    Model(#[from] crate::speech::model::ModelError),
-    /// The pipeline could not start.
-    #[error(transparent)]
-    Pipeline(#[from] PipelineError),
-}
+use crate::intent::suite;
+use crate::intent::{Diagnostic, IntentSet, ListDef, Recognition};
+use crate::output::print_events;
+use crate::pipeline::{Pipeline, PipelineConfig};
 
 /// Runs a parsed command line. Returns the process exit code.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
@@ -296,7 +256,12 @@ fn explain(settings: &Settings, args: ExplainArgs, out: &mut dyn Write) -> Resul
     }
     match &result {
         Recognition::Match(m) => {
-            writeln!(out, "intent: {} (risk {})", m.intent, risk_word(m.risk))?;
+            writeln!(
+                out,
+                "intent: {} (risk {})",
+                m.intent,
+                crate::output::risk_word(m.risk)
+            )?;
             for s in &m.slots {
                 writeln!(out, "  {} = {}  (from \"{}\")", s.name, s.value, s.text)?;
             }
@@ -341,13 +306,6 @@ fn explain(settings: &Settings, args: ExplainArgs, out: &mut dyn Write) -> Resul
     Ok(0)
 }
 
-fn risk_word(risk: crate::intent::Risk) -> &'static str {
-    match risk {
-        crate::intent::Risk::Low => "low",
-        crate::intent::Risk::High => "high",
-    }
-}
-
 fn describe(why: &crate::intent::NotUnderstood) -> String {
     match why {
         crate::intent::NotUnderstood::NoMatch => "no template matches".into(),
@@ -370,54 +328,6 @@ fn pipeline(settings: &Settings) -> Result<Pipeline, AppError> {
         intents,
         PipelineConfig::from_settings(settings),
     )?)
-}
-
-/// Prints events: one JSON object per line with `--json`, else readable lines.
-pub fn print_events(events: &[Event], json: bool, out: &mut dyn Write) -> std::io::Result<()> {
-    for event in events {
-        if json {
-            writeln!(out, "{}", serde_json::to_string(event).unwrap_or_default())?;
-            continue;
-        }
-        match event {
-            Event::Intent {
-                intent,
-                risk,
-                slots,
-            } => {
-                writeln!(out, "intent: {intent} (risk {})", risk_word(*risk))?;
-                for (k, v) in slots {
-                    writeln!(out, "  {k} = {v}")?;
-                }
-            }
-            Event::Response { text, .. } => writeln!(out, "> {text}")?,
-            Event::ConfirmRequest {
-                action_id,
-                expires_in_secs,
-                ..
-            } => writeln!(
-                out,
-                "[waiting {expires_in_secs:.0}s for yes/no on {action_id}]"
-            )?,
-            Event::Executed { intent, risk, .. } => {
-                writeln!(out, "[executed {intent}, risk {}]", risk_word(*risk))?
-            }
-            Event::Failed { intent, error, .. } => writeln!(out, "[failed {intent}: {error}]")?,
-            Event::OutcomeUnknown { intent, error, .. } => {
-                writeln!(out, "[outcome unknown for {intent}: {error}]")?
-            }
-            Event::Declined { intent, .. } => writeln!(out, "[declined {intent}]")?,
-            Event::Expired { intent, .. } => writeln!(out, "[expired {intent}]")?,
-            Event::Superseded { intent, .. } => writeln!(out, "[superseded {intent}]")?,
-            Event::Refused { intent, .. } => writeln!(out, "[refused {intent}]")?,
-            Event::NotUnderstood { .. } => writeln!(out, "[not understood]")?,
-            Event::Wake { phrase, score } => writeln!(out, "[wake: {phrase}, score {score:.2}]")?,
-            Event::Heard { text, confidence } => {
-                writeln!(out, "heard: {text:?} (confidence {confidence:.2})")?
-            }
-        }
-    }
-    out.flush()
 }
 
 fn say(settings: &Settings, args: SayArgs, out: &mut dyn Write) -> Result<i32, AppError> {

@@ -67,14 +67,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::actions::alarms::{self, Schedule, State};
 use crate::actions::ring::{AudioRinger, Ringer, configured_ringer};
-use crate::app::{AppError, print_events};
 use crate::audio::{
     self, AudioSource, EndpointConfig, EndpointEvent, EndpointState, Endpointer, FRAME_SAMPLES,
     HalfDuplex, MicConfig, Playback,
 };
 use crate::config::Settings;
+use crate::error::AppError;
 use crate::gate::Utterance;
 use crate::intent::IntentSet;
+use crate::output::print_events;
 use crate::pipeline::{Event, Pipeline, PipelineConfig};
 use crate::stt::{SttGrammar, SttOptions, SttThread, Transcript, WhisperTranscriber};
 use crate::wakeword::{
@@ -1268,7 +1269,7 @@ mod tests {
         let config = PipelineConfig {
             gate: crate::gate::GateConfig {
                 pin: Some(crate::gate::PinHash::new("4321")),
-                pin_kinds: vec![crate::actions::ActionKind::PurchaseOrder],
+                pin_kinds: vec![crate::request::ActionKind::PurchaseOrder],
                 ..Default::default()
             },
             audit_db: dir.path().join("audit.db"),
@@ -2001,7 +2002,7 @@ intents:
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = test_settings(dir.path());
         settings.gate.pin = Some(crate::gate::PinHash::new("4321"));
-        settings.gate.pin_kinds = vec![crate::actions::ActionKind::PurchaseOrder];
+        settings.gate.pin_kinds = vec![crate::request::ActionKind::PurchaseOrder];
         let book = Arc::new(Codebook::default());
         let pause = |samples: &mut Vec<f32>| samples.resize(samples.len() + 24_000, 0.0);
         let mut samples = vec![0.0; 16_000];

@@ -56,12 +56,12 @@ use serde_json::{Map, Value};
 
 use crate::actions::alarms::{self, Schedule};
 use crate::actions::handlers::Handlers;
-use crate::actions::kind::Family;
 use crate::actions::music::{MpdConfig, MpdPlayer, MusicCommand, MusicPlayer};
-use crate::actions::{ActionKind, ActionRequest, IdempotencyKey, Outcome};
 use crate::audit::{AuditError, AuditEvent, AuditLog, AuditOutcome};
 use crate::gate::{ConfirmedAction, Facts, Gate, GateConfig, Output, PinLock, Utterance};
 use crate::intent::{IntentSet, NotUnderstood, Risk};
+use crate::request::kind::Family;
+use crate::request::{ActionKind, ActionRequest, IdempotencyKey, Outcome};
 
 /// One thing that happened, as `chat --json` prints it (one JSON object per line).
 #[derive(Debug, Clone, PartialEq, Serialize)]

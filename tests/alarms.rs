@@ -14,12 +14,12 @@ use chrono::{
 };
 use serde_json::{Map, Value, json};
 use tempfile::TempDir;
-use voicegate::actions::Outcome;
 use voicegate::actions::alarms::{
     AlarmError, AlarmFilter, Kind, Schedule, State, TimerFilter, execute, fired_message,
     missed_message, resolve_alarm,
 };
 use voicegate::actions::ring::{CommandRinger, Ringer};
+use voicegate::request::Outcome;
 
 fn local(text: &str) -> DateTime<FixedOffset> {
     DateTime::parse_from_rfc3339(text).unwrap()

@@ -4,7 +4,7 @@
 //! to something (`purchase.order`, `purchase.coffee`, `booking.table`,
 //! `booking.ride`) have exactly one way out of the program, and that way only
 //! accepts a [`ConfirmedAction`] — a value only the gate can make, after the
-//! user said "yes" to the read-back. An [`ActionRequest`](crate::actions::ActionRequest)
+//! user said "yes" to the read-back. An [`ActionRequest`](crate::request::ActionRequest)
 //! cannot reach [`execute`], so nothing unconfirmed can be ordered or booked.
 //!
 //! # Handlers
@@ -147,9 +147,9 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::actions::kind::{Family, UnknownKind};
-use crate::actions::{ActionKind, IdempotencyKey, Outcome};
 use crate::gate::ConfirmedAction;
+use crate::request::kind::{Family, UnknownKind};
+use crate::request::{ActionKind, IdempotencyKey, Outcome};
 
 /// The timeout, in seconds, when a handler does not set `timeout_secs`.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
@@ -492,7 +492,7 @@ pub fn request_body(action: &ConfirmedAction, key: &IdempotencyKey) -> Value {
 /// ```compile_fail,E0382
 /// # use voicegate::actions::handlers::Handlers;
 /// # use voicegate::gate::ConfirmedAction;
-/// # use voicegate::actions::IdempotencyKey;
+/// # use voicegate::request::IdempotencyKey;
 /// fn twice(handlers: &Handlers, action: ConfirmedAction, key: &IdempotencyKey) {
 ///     handlers.execute(action, key);
 ///     handlers.execute(action, key); // use of moved value
@@ -1157,7 +1157,7 @@ mod tests {
     use std::thread::JoinHandle;
 
     use super::*;
-    use crate::actions::{ActionId, ActionRequest};
+    use crate::request::{ActionId, ActionRequest};
 
     // -- fixtures -----------------------------------------------------------
 

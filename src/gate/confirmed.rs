@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::actions::{ActionId, ActionRequest};
+use crate::request::{ActionId, ActionRequest};
 
 /// A high-stakes action the user confirmed, bound to the digest of exactly
 /// what was read back.
@@ -110,7 +110,7 @@ pub fn digest(request: &ActionRequest) -> String {
 /// [`digest`] without the action id. Two requests for the same thing have
 /// the same order digest; the pipeline uses it to recognise a repeat of an
 /// order whose outcome is unknown (see
-/// [`IdempotencyKey`](crate::actions::IdempotencyKey)).
+/// [`IdempotencyKey`](crate::request::IdempotencyKey)).
 pub fn order_digest(request: &ActionRequest) -> String {
     use sha2::{Digest, Sha256};
     let canonical = serde_json::json!([

@@ -49,8 +49,8 @@ use serde_json::{Map, Value};
 
 pub use confirmed::{ConfirmedAction, digest, order_digest};
 
-use crate::actions::{ActionId, ActionKind, ActionRequest};
 use crate::intent::{IntentSet, Match, NotUnderstood, Recognition, Risk, normalize};
+use crate::request::{ActionId, ActionKind, ActionRequest};
 
 /// An amount of money in minor units (cents).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -216,7 +216,7 @@ pub struct GateConfig {
     /// asked again.
     pub min_confidence: f32,
     /// Action kinds that need the spoken PIN after "yes".
-    pub pin_kinds: Vec<crate::actions::ActionKind>,
+    pub pin_kinds: Vec<crate::request::ActionKind>,
     /// The PIN, if one is set.
     pub pin: Option<PinHash>,
     /// Wrong PINs before high-stakes actions lock.

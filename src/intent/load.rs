@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use super::diag::{Diagnostic, Severity};
 use super::template::{self, Expr};
 use super::yaml::{self, Kind, Node, Pos, Quote};
-use crate::actions::ActionKind;
+use crate::request::ActionKind;
 
 /// One intent file's path and text.
 #[derive(Debug, Clone)]

@@ -98,7 +98,7 @@ use chrono::{
 use rusqlite::{Connection, Row, Transaction, TransactionBehavior, params};
 use serde_json::{Map, Value, json};
 
-use crate::actions::{ActionKind, Outcome};
+use crate::request::{ActionKind, Outcome};
 
 /// Snooze length when none is said, in minutes (the traditional nine).
 pub const DEFAULT_SNOOZE_MINUTES: u32 = 9;

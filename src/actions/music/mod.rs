@@ -40,7 +40,7 @@ use mpd_client::protocol::response::Frame;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::actions::ActionKind;
+use crate::request::ActionKind;
 use tokio::sync::mpsc as tokio_mpsc;
 
 /// The action kinds this module executes.
@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn music_kinds_are_the_music_family() {
         let family: Vec<&str> = ActionKind::all()
-            .filter(|k| k.family() == crate::actions::kind::Family::Music)
+            .filter(|k| k.family() == crate::request::kind::Family::Music)
             .map(ActionKind::as_str)
             .collect();
         assert_eq!(KINDS, family.as_slice());
