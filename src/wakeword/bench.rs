@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::detector::{Detector, FRAME_SAMPLES, Outcome, Stage1Settings, WakeWord};
 use super::{Split, WakewordError, split_of};
-use crate::audio::{AudioSource, WavSource, read_full};
+use crate::audio::{WavAccept, read_wav_mono_16k};
 use crate::stt::{SttOptions, WhisperTranscriber};
 
 /// Silence streamed after each file.
@@ -139,22 +139,10 @@ pub fn wav_files(path: &Path) -> Result<Vec<PathBuf>, WakewordError> {
 
 /// Reads a WAV file as 16 kHz mono (resampled if needed).
 pub fn read_audio(path: &Path) -> Result<Vec<f32>, WakewordError> {
-    let err = |reason: String| WakewordError::Audio {
+    read_wav_mono_16k(path, WavAccept::Any).map_err(|e| WakewordError::Audio {
         path: path.to_path_buf(),
-        reason,
-    };
-    let mut source = WavSource::open(path, false).map_err(|e| err(e.to_string()))?;
-    let mut samples = Vec::new();
-    let mut buf = vec![0.0f32; 16_000];
-    loop {
-        let n = read_full(&mut source, &mut buf).map_err(|e| err(e.to_string()))?;
-        samples.extend_from_slice(&buf[..n]);
-        if n < buf.len() {
-            break;
-        }
-    }
-    let _ = source.overruns();
-    Ok(samples)
+        reason: e.to_string(),
+    })
 }
 
 /// CPU time of the whole process (all threads).

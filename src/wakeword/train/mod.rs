@@ -55,7 +55,6 @@ pub use output::{
     ClipCounts, InputFile, Inputs, Manifest, ModelInfo, OutputInfo, TestFigures, Tools,
     TrainReport, manifest_path, write_manifest,
 };
-pub use recordings::read_wav;
 pub use speech::{NEGATIVE_TEXTS, negative_texts};
 
 use super::WakewordError;

@@ -81,7 +81,7 @@ fn load_dir(
             _ => true,
         };
         if used {
-            audio.push(read_wav(&path)?);
+            audio.push(read_recording(&path)?);
         }
         files.push(InputFile {
             sha256: hex::encode(Sha256::digest(&bytes)),
@@ -93,31 +93,17 @@ fn load_dir(
     Ok((audio, files))
 }
 
-/// A WAV file as 16 kHz mono.
-pub fn read_wav(path: &Path) -> Result<Vec<f32>, WakewordError> {
-    let mut source =
-        crate::audio::WavSource::open(path, false).map_err(|e| WakewordError::Audio {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    let mut out = Vec::new();
-    let mut buf = vec![0f32; 4096];
-    loop {
-        let n =
-            crate::audio::read_full(&mut source, &mut buf).map_err(|e| WakewordError::Audio {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
+/// A recording as 16 kHz mono (any WAV, resampled); an empty one is an
+/// error.
+fn read_recording(path: &Path) -> Result<Vec<f32>, WakewordError> {
+    let err = |reason: String| WakewordError::Audio {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let out = crate::audio::read_wav_mono_16k(path, crate::audio::WavAccept::Any)
+        .map_err(|e| err(e.to_string()))?;
     if out.is_empty() {
-        return Err(WakewordError::Audio {
-            path: path.to_path_buf(),
-            reason: "no audio".into(),
-        });
+        return Err(err("no audio".into()));
     }
     Ok(out)
 }
