@@ -1,19 +1,21 @@
 //! `voicegate wakeword ...`: train a model for a phrase, measure a detector.
 //!
 //! The CLI layer of the wake word: the clap types of `wakeword train`
-//! ([`TrainArgs`] and its value enums, converted here into the trainer's
-//! plain [`TrainConfig`]) and of `wakeword test` ([`super::bench::TestArgs`]),
-//! and the dispatch, so `cli.rs` adds one `Wakeword(WakewordCommand)`.
+//! ([`TrainArgs`] and its value enums) and of `wakeword test`
+//! ([`TestArgs`]), converted here into the plain [`TrainConfig`] and
+//! [`TestConfig`] the library takes, and the dispatch, so `cli.rs` adds one
+//! `Wakeword(WakewordCommand)`.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::WakewordError;
+use super::bench::TestConfig;
 use super::train::{
     Amounts, DEFAULT_SEED, NetworkConfig, PiperConfig, Recordings, SamplesSplit, Size, TrainConfig,
 };
+use super::{Split, WakewordError};
 
 /// `voicegate wakeword ...`
 #[derive(Debug, Subcommand)]
@@ -24,14 +26,14 @@ pub enum WakewordCommand {
     Train(TrainArgs),
     /// Stream WAV files through the same two-stage detector the daemon uses
     /// and count detections on positives and false alarms on negatives.
-    Test(super::bench::TestArgs),
+    Test(TestArgs),
 }
 
 /// Runs a `wakeword` subcommand. Returns the exit code.
 pub fn run(cmd: WakewordCommand, json: bool, out: &mut dyn Write) -> Result<i32, WakewordError> {
     match cmd {
         WakewordCommand::Train(args) => train(args, json, out),
-        WakewordCommand::Test(args) => super::bench::run(args, json, out),
+        WakewordCommand::Test(args) => super::bench::run(args.into(), json, out),
     }
 }
 
@@ -191,6 +193,71 @@ impl From<TrainArgs> for TrainConfig {
                 no_piper: a.no_piper,
             },
             threads: a.threads,
+        }
+    }
+}
+
+/// `voicegate wakeword test`
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The wake word model (rustpotter `.rpw`; its phrase is read from the
+    /// `FILE.json` manifest beside it unless --phrase is given).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// The phrase whisper verifies (default: from the manifest).
+    #[arg(long)]
+    pub phrase: Option<String>,
+    /// Recordings of the wake word: a directory of WAV files (or one file).
+    /// May be repeated.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub positives: Vec<PathBuf>,
+    /// Recordings without it (a directory or one file); repeat for more.
+    #[arg(long, value_name = "DIR")]
+    pub negatives: Vec<PathBuf>,
+    /// Only positives whose file name falls in this split (`validation`:
+    /// the part of a recording set that training never saw).
+    #[arg(long, value_parser = ["train", "validation"])]
+    pub split: Option<String>,
+    /// Sensitivity 0..1 (default 0.5).
+    #[arg(long)]
+    pub sensitivity: Option<f32>,
+    /// Stage-1 threshold override (rustpotter score).
+    #[arg(long)]
+    pub stage1_threshold: Option<f32>,
+    /// Stage-1 minimum positive frames override.
+    #[arg(long)]
+    pub stage1_min_scores: Option<usize>,
+    /// The whisper model used by stage 2 (default: the installed
+    /// tiny.en-q8_0).
+    #[arg(long, value_name = "PATH")]
+    pub whisper_model: Option<PathBuf>,
+    /// Print every file's result (and every stage-2 score) too.
+    #[arg(long)]
+    pub details: bool,
+    /// Measure stage 1 alone: every rustpotter trigger counts as a wake
+    /// (whisper is not loaded). For design figures, not for the daemon.
+    #[arg(long)]
+    pub stage1_only: bool,
+}
+
+impl From<TestArgs> for TestConfig {
+    fn from(a: TestArgs) -> Self {
+        TestConfig {
+            model: a.model,
+            phrase: a.phrase,
+            positives: a.positives,
+            negatives: a.negatives,
+            // clap allows only "train" and "validation".
+            split: a.split.as_deref().map(|s| match s {
+                "train" => Split::Train,
+                _ => Split::Validation,
+            }),
+            sensitivity: a.sensitivity,
+            stage1_threshold: a.stage1_threshold,
+            stage1_min_scores: a.stage1_min_scores,
+            whisper_model: a.whisper_model,
+            details: a.details,
+            stage1_only: a.stage1_only,
         }
     }
 }
@@ -355,5 +422,53 @@ mod tests {
                 threads: Some(2),
             }
         );
+    }
+
+    #[test]
+    fn test_args_become_a_test_config() {
+        let cli = Cli::try_parse_from([
+            "wakeword",
+            "test",
+            "--model",
+            "m.rpw",
+            "--positives",
+            "p",
+            "--positives",
+            "q",
+            "--negatives",
+            "n",
+            "--split",
+            "validation",
+            "--sensitivity",
+            "0.7",
+            "--stage1-only",
+        ])
+        .unwrap();
+        let WakewordCommand::Test(a) = cli.cmd else {
+            panic!("not test")
+        };
+        let c = TestConfig::from(a);
+        assert_eq!(c.positives, vec![PathBuf::from("p"), PathBuf::from("q")]);
+        assert_eq!(c.split, Some(Split::Validation));
+        assert_eq!(c.sensitivity, Some(0.7));
+        assert!(c.stage1_only && !c.details);
+        let train_split = |s: &str| {
+            let cli = Cli::try_parse_from([
+                "wakeword",
+                "test",
+                "--model",
+                "m",
+                "--positives",
+                "p",
+                "--split",
+                s,
+            ]);
+            cli.map(|c| match c.cmd {
+                WakewordCommand::Test(a) => TestConfig::from(a).split,
+                WakewordCommand::Train(_) => None,
+            })
+        };
+        assert_eq!(train_split("train").unwrap(), Some(Split::Train));
+        assert!(train_split("other").is_err());
     }
 }
