@@ -7,7 +7,8 @@ use voicegate::audio::{EndpointConfig, EndpointEvent, Endpointer, FRAME_SAMPLES}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in std::env::args().skip(1) {
-        let audio = voicegate::eval::read_wav(&PathBuf::from(&file))?;
+        let audio =
+            voicegate::audio::read_wav_mono_16k(&file, voicegate::audio::WavAccept::Exact16kMono)?;
         let mut ep = Endpointer::new(EndpointConfig::always_armed());
         let mut padded = audio.clone();
         padded.extend(std::iter::repeat_n(0.0, 16_000));

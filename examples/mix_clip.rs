@@ -9,7 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: mix_clip DIR LABELS NOISE SNR OUTDIR".into());
     };
     let labels = voicegate::eval::read_labels(&PathBuf::from(labels))?;
-    let noise = voicegate::eval::read_wav(&PathBuf::from(noise))?;
+    let noise =
+        voicegate::audio::read_wav_mono_16k(noise, voicegate::audio::WavAccept::Exact16kMono)?;
     let snr: f64 = snr.parse()?;
     std::fs::create_dir_all(out)?;
     let spec = hound::WavSpec {
@@ -23,7 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if !path.is_file() {
             continue;
         }
-        let clean = voicegate::eval::read_wav(&path)?;
+        let clean =
+            voicegate::audio::read_wav_mono_16k(&path, voicegate::audio::WavAccept::Exact16kMono)?;
         let mixed = voicegate::eval::mix(&clean, &noise, snr, voicegate::eval::noise_offset(index));
         let mut w = hound::WavWriter::create(PathBuf::from(out).join(file), spec)?;
         for x in mixed {

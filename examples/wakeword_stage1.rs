@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rustpotter::{Rustpotter, RustpotterConfig, SampleFormat};
-use voicegate::wakeword::{Split, split_of, train::read_wav};
+use voicegate::audio::{WavAccept, read_wav_mono_16k};
+use voicegate::wakeword::{Split, split_of};
 
 #[derive(Debug, Clone)]
 struct Setting {
@@ -132,27 +133,27 @@ fn main() {
             };
             split_of(&p.file_name().unwrap_or_default().to_string_lossy()) == want
         })
-        .map(|p| read_wav(&p).expect("wav"))
+        .map(|p| read_wav_mono_16k(&p, WavAccept::Any).expect("wav"))
         .collect();
     sets.push(("jarvis-validation".into(), jarvis));
     for neg in ["alexa", "computer", "smart_mirror", "snowboy", "view_glass"] {
         let v = wavs(&ww.join(neg))
             .iter()
-            .map(|p| read_wav(p).expect("wav"))
+            .map(|p| read_wav_mono_16k(p, WavAccept::Any).expect("wav"))
             .collect();
         sets.push((neg.into(), v));
     }
     let s2i = data.join("speech-to-intent");
     let v = wavs(&s2i.join("clean"))
         .iter()
-        .map(|p| read_wav(p).expect("wav"))
+        .map(|p| read_wav_mono_16k(p, WavAccept::Any).expect("wav"))
         .collect();
     sets.push(("coffee-orders".into(), v));
     let kitchen = s2i.join("kitchen.wav");
     if kitchen.exists() {
         sets.push((
             "kitchen-noise".into(),
-            vec![read_wav(&kitchen).expect("wav")],
+            vec![read_wav_mono_16k(&kitchen, WavAccept::Any).expect("wav")],
         ));
     }
 

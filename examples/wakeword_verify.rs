@@ -28,7 +28,9 @@ fn main() {
             .collect();
         files.sort();
         for f in files {
-            let samples = voicegate::eval::read_wav(&f).unwrap();
+            let samples =
+                voicegate::audio::read_wav_mono_16k(&f, voicegate::audio::WavAccept::Exact16kMono)
+                    .unwrap();
             let s = w
                 .score_phrase(&samples, &tokens, prompt.as_deref())
                 .unwrap();

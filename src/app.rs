@@ -669,21 +669,11 @@ fn transcribe(
     args: TranscribeArgs,
     out: &mut dyn Write,
 ) -> Result<i32, AppError> {
-    use crate::audio::AudioSource;
     use crate::stt::Transcriber;
     let intents = load_intents(&settings.intents_dir)?;
     let mut engine = load_engine(&intents, &args.speech)?;
-    let mut source = crate::audio::WavSource::open(&args.file, false)
+    let samples = crate::audio::read_wav_mono_16k(&args.file, crate::audio::WavAccept::Any)
         .map_err(|e| AppError::Usage(e.to_string()))?;
-    let mut samples = Vec::new();
-    let mut buf = vec![0.0f32; 16_000];
-    loop {
-        match source.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => samples.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(AppError::Usage(e.to_string())),
-        }
-    }
     let t = engine
         .transcribe(&samples)
         .map_err(|e| AppError::Usage(e.to_string()))?;
@@ -717,9 +707,10 @@ fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Resu
         labels = labels.into_iter().take(limit).collect();
     }
     let noise = match &args.noise {
-        Some(path) => {
-            Some(crate::eval::read_wav(path).map_err(|e| AppError::Usage(e.to_string()))?)
-        }
+        Some(path) => Some(
+            crate::audio::read_wav_mono_16k(path, crate::audio::WavAccept::Exact16kMono)
+                .map_err(|e| AppError::Usage(e.to_string()))?,
+        ),
         None => None,
     };
     let noise_ref = noise.as_deref().zip(args.snr);

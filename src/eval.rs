@@ -23,8 +23,9 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::audio::WavAccept;
 use crate::intent::{IntentSet, Recognition};
-use crate::stt::{SAMPLE_RATE, Transcriber};
+use crate::stt::Transcriber;
 
 /// The benchmark's slot names → the slots of our `OrderDrink` intent.
 /// Values are compared as the label spells them (our list values use the
@@ -52,6 +53,9 @@ pub enum EvalError {
         /// Why.
         reason: String,
     },
+    /// A clip or the noise could not be read, or is not 16 kHz mono.
+    #[error(transparent)]
+    Audio(#[from] crate::audio::AudioError),
     /// The labels file is not what the benchmark ships.
     #[error("labels {path}: {reason}")]
     Labels {
@@ -102,37 +106,6 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<String, Label>, EvalError> {
         labels.insert(file.clone(), Label { intent, slots });
     }
     Ok(labels)
-}
-
-/// Reads a 16 kHz mono WAV as f32 samples (other formats: use the audio
-/// module's reader, which resamples).
-pub fn read_wav(path: &Path) -> Result<Vec<f32>, EvalError> {
-    let err = |reason: String| EvalError::Read {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut reader = hound::WavReader::open(path).map_err(|e| err(e.to_string()))?;
-    let spec = reader.spec();
-    if spec.sample_rate as usize != SAMPLE_RATE || spec.channels != 1 {
-        return Err(err(format!(
-            "expected 16 kHz mono, got {} Hz, {} channel(s)",
-            spec.sample_rate, spec.channels
-        )));
-    }
-    match (spec.sample_format, spec.bits_per_sample) {
-        (hound::SampleFormat::Int, 16) => reader
-            .samples::<i16>()
-            .map(|s| s.map(|v| f32::from(v) / 32768.0))
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(e.to_string())),
-        (hound::SampleFormat::Float, 32) => reader
-            .samples::<f32>()
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(e.to_string())),
-        (format, bits) => Err(err(format!(
-            "unsupported sample format {format:?} {bits}-bit"
-        ))),
-    }
 }
 
 /// Energy of the loudest 2048-sample frame.
@@ -294,7 +267,7 @@ pub fn run(
         if !path.is_file() {
             continue;
         }
-        let clean = read_wav(&path)?;
+        let clean = crate::audio::read_wav_mono_16k(&path, WavAccept::Exact16kMono)?;
         let audio = match noise {
             Some((noise, snr)) => mix(&clean, noise, snr, noise_offset(index)),
             None => clean,

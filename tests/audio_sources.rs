@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use voicegate::audio::{
     AudioError, AudioSource, MicConfig, MicSource, MicStatus, PcmStdinSource, SAMPLE_RATE,
-    WavSource, open_input, read_full,
+    WavAccept, WavSource, open_input, read_full, read_wav_mono_16k,
 };
 
 /// Reads a source to its end (or first error).
@@ -124,6 +124,56 @@ fn every_supported_wav_kind_comes_out_as_16k_mono() {
             "{what}"
         );
     }
+}
+
+/// The whole-file reader gives exactly what a `WavSource` streams; the
+/// exact mode reads 16 kHz mono 16-bit and float files the same, with
+/// 16-bit samples as v / 32768 (what `eval` always read), and refuses
+/// anything that would need converting.
+#[test]
+fn a_whole_file_reads_as_the_source_streams_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for &(rate, channels, bits, float, exact) in &[
+        (16_000, 1, 16, false, true),
+        (16_000, 1, 32, true, true),
+        (44_100, 2, 24, false, false),
+        (16_000, 2, 16, false, false),
+        (16_000, 1, 8, false, false),
+        (8_000, 1, 16, false, false),
+    ] {
+        let path = dir.path().join(format!("w_{rate}_{channels}_{bits}.wav"));
+        write_wav(&path, rate, channels, bits, float, 0.3, 0.6);
+        let (streamed, err) = read_all(&mut WavSource::open(&path, false).unwrap());
+        assert!(err.is_none(), "{err:?}");
+        let whole = read_wav_mono_16k(&path, WavAccept::Any).unwrap();
+        assert_eq!(whole, streamed, "{path:?}");
+        match read_wav_mono_16k(&path, WavAccept::Exact16kMono) {
+            Ok(samples) => {
+                assert!(exact, "{path:?} should be refused");
+                assert_eq!(samples, streamed);
+                if !float {
+                    let mut reader = hound::WavReader::open(&path).unwrap();
+                    let want: Vec<f32> = reader
+                        .samples::<i16>()
+                        .map(|v| f32::from(v.unwrap()) / 32768.0)
+                        .collect();
+                    assert_eq!(samples, want);
+                }
+            }
+            Err(e) => {
+                assert!(!exact, "{path:?}: {e}");
+                assert!(matches!(e, AudioError::WavNotExact { .. }), "{e:?}");
+                assert!(e.to_string().contains("expected 16 kHz mono"), "{e}");
+            }
+        }
+    }
+    // A cut file is an error, not a short read.
+    let path = dir.path().join("cut.wav");
+    write_wav(&path, 16_000, 1, 16, false, 1.0, 0.5);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..44 + 8_000]).unwrap();
+    let err = read_wav_mono_16k(&path, WavAccept::Any).unwrap_err();
+    assert!(matches!(err, AudioError::WavTruncated { .. }), "{err:?}");
 }
 
 #[test]

@@ -100,6 +100,20 @@ pub enum AudioError {
         detail: String,
     },
 
+    /// The WAV file is readable but not 16 kHz mono 16-bit integer or
+    /// 32-bit float, and the caller takes only files that need no
+    /// conversion ([`super::WavAccept::Exact16kMono`]).
+    #[error(
+        "{}: expected 16 kHz mono, 16-bit integer or 32-bit float, got {detail}",
+        path.display()
+    )]
+    WavNotExact {
+        /// The file.
+        path: PathBuf,
+        /// What the file declares.
+        detail: String,
+    },
+
     /// The WAV file's data chunk ends before the length its header
     /// declares. Everything before the cut has been delivered.
     #[error(

@@ -12,7 +12,8 @@
 //!   `f32`; `Ok(0)` is the end), [`WavSource`] (`--input FILE.wav`, any rate,
 //!   channel count and sample format hound reads; `--realtime` paces it) and
 //!   [`PcmStdinSource`] (`--input -`: raw s16le 16 kHz mono), plus
-//!   [`open_input`] which picks one from the `--input` value.
+//!   [`open_input`] which picks one from the `--input` value, and
+//!   [`read_wav_mono_16k`], a whole file at once.
 //! - [`mic`]: [`MicSource`], the microphone. Its cpal callback only converts
 //!   and pushes into a preallocated lock-free ring buffer (overruns are
 //!   counted in an atomic); reading resamples; a lost (or silently
@@ -50,7 +51,9 @@ pub use endpoint::{
 pub use error::{AudioError, INPUT_HINT};
 pub use mic::{MicConfig, MicSource, MicStatus, StopHandle};
 pub use resample::{Resampler, ResamplerConfig};
-pub use source::{AudioSource, PcmStdinSource, WavSource, open_input, read_full};
+pub use source::{
+    AudioSource, PcmStdinSource, WavAccept, WavSource, open_input, read_full, read_wav_mono_16k,
+};
 
 /// The sample rate of everything after the sources: 16 kHz.
 pub const SAMPLE_RATE: u32 = 16_000;

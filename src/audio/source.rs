@@ -14,6 +14,9 @@
 //!   a truncated data chunk delivers what is there, then reports it.
 //! - [`PcmStdinSource`]: raw signed 16-bit little-endian 16 kHz mono from
 //!   any [`Read`] (standard input by default).
+//! - [`read_wav_mono_16k`]: a whole WAV file at once, through [`WavSource`]
+//!   (training, benchmarks, `transcribe`); [`WavAccept::Exact16kMono`]
+//!   refuses files that would need converting.
 
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read};
@@ -322,6 +325,57 @@ impl AudioSource for WavSource {
             self.refill();
         }
     }
+}
+
+/// What [`read_wav_mono_16k`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WavAccept {
+    /// Any WAV file [`WavSource`] reads, downmixed and resampled to 16 kHz
+    /// mono (training recordings, `wakeword test`, `transcribe`).
+    Any,
+    /// Only files that need no conversion: 16 kHz, mono, 16-bit integer or
+    /// 32-bit float; anything else is [`AudioError::WavNotExact`]. The
+    /// speech benchmark (`eval`) uses this: its clips are scored as they
+    /// are, never through the resampler.
+    Exact16kMono,
+}
+
+/// A whole WAV file as 16 kHz mono `f32` samples: what a [`WavSource`]
+/// delivers, read to the end (a truncated file is an error, not a short
+/// read). The one way every caller reads a whole WAV file.
+pub fn read_wav_mono_16k(
+    path: impl AsRef<Path>,
+    accept: WavAccept,
+) -> Result<Vec<f32>, AudioError> {
+    let mut source = WavSource::open(path, false)?;
+    if accept == WavAccept::Exact16kMono {
+        let exact = matches!(
+            (source.format, source.bits),
+            (hound::SampleFormat::Int, 16) | (hound::SampleFormat::Float, 32)
+        );
+        if !exact || source.file_sample_rate() != SAMPLE_RATE || source.channels != 1 {
+            return Err(AudioError::WavNotExact {
+                path: source.path.clone(),
+                detail: format!(
+                    "{} Hz, {} channel(s), {}-bit {}",
+                    source.file_sample_rate(),
+                    source.channels,
+                    source.bits,
+                    format_name(source.format)
+                ),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    let mut buf = vec![0f32; 4096];
+    loop {
+        let n = read_full(&mut source, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    Ok(out)
 }
 
 fn format_name(format: hound::SampleFormat) -> &'static str {

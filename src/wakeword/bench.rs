@@ -15,57 +15,44 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
 use serde::Serialize;
 
 use super::detector::{Detector, FRAME_SAMPLES, Outcome, Stage1Settings, WakeWord};
 use super::{Split, WakewordError, split_of};
-use crate::audio::{AudioSource, WavSource, read_full};
+use crate::audio::{WavAccept, read_wav_mono_16k};
 use crate::stt::{SttOptions, WhisperTranscriber};
 
 /// Silence streamed after each file.
 pub const TAIL_MS: u32 = 1_000;
 
-/// `voicegate wakeword test`
-#[derive(Debug, Args)]
-pub struct TestArgs {
+/// What `wakeword test` measures, as plain data (the CLI layer converts
+/// its `TestArgs` into one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestConfig {
     /// The wake word model (rustpotter `.rpw`; its phrase is read from the
-    /// `FILE.json` manifest beside it unless --phrase is given).
-    #[arg(long, value_name = "FILE")]
+    /// `FILE.json` manifest beside it unless `phrase` is given).
     pub model: PathBuf,
     /// The phrase whisper verifies (default: from the manifest).
-    #[arg(long)]
     pub phrase: Option<String>,
-    /// Recordings of the wake word: a directory of WAV files (or one file).
-    /// May be repeated.
-    #[arg(long, value_name = "DIR", required = true)]
+    /// Recordings of the wake word: directories of WAV files (or files).
     pub positives: Vec<PathBuf>,
-    /// Recordings without it (a directory or one file); repeat for more.
-    #[arg(long, value_name = "DIR")]
+    /// Recordings without it (directories or files).
     pub negatives: Vec<PathBuf>,
-    /// Only positives whose file name falls in this split (`validation`:
-    /// the part of a recording set that training never saw).
-    #[arg(long, value_parser = ["train", "validation"])]
-    pub split: Option<String>,
+    /// Only positives whose file name falls in this split.
+    pub split: Option<Split>,
     /// Sensitivity 0..1 (default 0.5).
-    #[arg(long)]
     pub sensitivity: Option<f32>,
     /// Stage-1 threshold override (rustpotter score).
-    #[arg(long)]
     pub stage1_threshold: Option<f32>,
     /// Stage-1 minimum positive frames override.
-    #[arg(long)]
     pub stage1_min_scores: Option<usize>,
     /// The whisper model used by stage 2 (default: the installed
     /// tiny.en-q8_0).
-    #[arg(long, value_name = "PATH")]
     pub whisper_model: Option<PathBuf>,
-    /// Print every file's result (and every stage-2 score) too.
-    #[arg(long)]
+    /// Every file's result (and every stage-2 score) in the report too.
     pub details: bool,
-    /// Measure stage 1 alone: every rustpotter trigger counts as a wake
-    /// (whisper is not loaded). For design figures, not for the daemon.
-    #[arg(long)]
+    /// Stage 1 alone: every rustpotter trigger counts as a wake (whisper
+    /// is not loaded). For design figures, not for the daemon.
     pub stage1_only: bool,
 }
 
@@ -139,22 +126,10 @@ pub fn wav_files(path: &Path) -> Result<Vec<PathBuf>, WakewordError> {
 
 /// Reads a WAV file as 16 kHz mono (resampled if needed).
 pub fn read_audio(path: &Path) -> Result<Vec<f32>, WakewordError> {
-    let err = |reason: String| WakewordError::Audio {
+    read_wav_mono_16k(path, WavAccept::Any).map_err(|e| WakewordError::Audio {
         path: path.to_path_buf(),
-        reason,
-    };
-    let mut source = WavSource::open(path, false).map_err(|e| err(e.to_string()))?;
-    let mut samples = Vec::new();
-    let mut buf = vec![0.0f32; 16_000];
-    loop {
-        let n = read_full(&mut source, &mut buf).map_err(|e| err(e.to_string()))?;
-        samples.extend_from_slice(&buf[..n]);
-        if n < buf.len() {
-            break;
-        }
-    }
-    let _ = source.overruns();
-    Ok(samples)
+        reason: e.to_string(),
+    })
 }
 
 /// CPU time of the whole process (all threads).
@@ -207,7 +182,7 @@ pub fn stream_clip<V: super::detector::Verifier>(
 }
 
 /// Runs `wakeword test`.
-pub fn run(args: TestArgs, json: bool, out: &mut dyn Write) -> Result<i32, WakewordError> {
+pub fn run(args: TestConfig, json: bool, out: &mut dyn Write) -> Result<i32, WakewordError> {
     let mut word = WakeWord::from_model(&args.model, args.phrase.as_deref())?;
     if let Some(s) = args.sensitivity {
         word.sensitivity = s;
@@ -237,14 +212,11 @@ pub fn run(args: TestArgs, json: bool, out: &mut dyn Write) -> Result<i32, Wakew
 fn measure<V: super::detector::Verifier>(
     mut detector: Detector<V>,
     word: &WakeWord,
-    args: &TestArgs,
+    args: &TestConfig,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<i32, WakewordError> {
-    let split = args.split.as_deref().map(|s| match s {
-        "train" => Split::Train,
-        _ => Split::Validation,
-    });
+    let split = args.split;
     let mut positives = Vec::new();
     for dir in &args.positives {
         for f in wav_files(dir)? {
