@@ -62,7 +62,6 @@ use std::thread;
 use std::time::{Duration as StdDuration, Instant, SystemTime};
 
 use chrono::{DateTime, Local, TimeDelta, Utc};
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actions::alarms::{self, Schedule, State};
@@ -153,7 +152,7 @@ enum Call {
     Handle(Box<Utterance>, DateTime<Utc>),
     Tick(DateTime<Utc>),
     Shutdown(DateTime<Utc>),
-    Context(&'static str, Option<Value>),
+    Flag(crate::gate::Flag, bool),
     Intents(Box<IntentSet>, DateTime<Utc>),
 }
 
@@ -188,8 +187,8 @@ impl GateThread {
                         Call::Handle(u, now) => pipeline.handle(&u, now),
                         Call::Tick(now) => pipeline.tick(now),
                         Call::Shutdown(now) => pipeline.shutdown(now),
-                        Call::Context(key, value) => {
-                            pipeline.set_context(key, value);
+                        Call::Flag(flag, on) => {
+                            pipeline.set_flag(flag, on);
                             Vec::new()
                         }
                         Call::Intents(set, now) => pipeline.set_intents(*set, now),
@@ -1081,7 +1080,7 @@ async fn coordinate(
                         events.push(say(format!("(could not ring: {e})")));
                     }
                     ringing = true;
-                    gate.call(Call::Context("alarm_ringing", Some(Value::Bool(true))))
+                    gate.call(Call::Flag(crate::gate::Flag::AlarmRinging, true))
                         .await;
                     events.push(say(alarms::fired_message(&entry, Local::now())));
                 }
@@ -1151,7 +1150,8 @@ async fn coordinate(
                 if ringing && !any_ringing(&schedule) {
                     ringer.stop();
                     ringing = false;
-                    gate.call(Call::Context("alarm_ringing", None)).await;
+                    gate.call(Call::Flag(crate::gate::Flag::AlarmRinging, false))
+                        .await;
                 }
             }
             Input::Tick(at) => {
@@ -1238,6 +1238,7 @@ mod tests {
     use crate::audio::AudioError;
     use crate::intent::grammar::{Grammar, GrammarOptions};
     use crate::stt::{SttError, Transcriber};
+    use serde_json::Value;
     use std::sync::Mutex;
 
     fn at(secs: i64) -> DateTime<Utc> {

@@ -681,8 +681,14 @@ impl Pipeline {
         self.apply(outputs, now)
     }
 
+    /// Raises or lowers one of voicegate's own context flags
+    /// (`alarm_ringing: true` while something rings).
+    pub fn set_flag(&mut self, flag: crate::gate::Flag, on: bool) {
+        self.set_context(flag.key(), on.then_some(Value::Bool(true)));
+    }
+
     /// Sets (or with `None` removes) a context value every utterance is
-    /// matched with, such as `alarm_ringing: true`.
+    /// matched with (`say --context KEY=VALUE` passes the user's own).
     pub fn set_context(&mut self, key: &str, value: Option<Value>) {
         match value {
             Some(v) => {

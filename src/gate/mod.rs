@@ -52,6 +52,27 @@ pub use confirmed::{ConfirmedAction, digest, order_digest};
 use crate::intent::{IntentSet, Match, NotUnderstood, Recognition, Risk, normalize};
 use crate::request::{ActionId, ActionKind, ActionRequest};
 
+/// The context flags voicegate itself sets (intent files name them in
+/// `requires_context` / `excludes_context`; see `intents/README.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    /// The gate waits for an answer to a read-back (the gate's own: set
+    /// only while matching a reply).
+    PendingConfirmation,
+    /// An alarm or timer is ringing (set by the daemon).
+    AlarmRinging,
+}
+
+impl Flag {
+    /// The key intent files use.
+    pub fn key(self) -> &'static str {
+        match self {
+            Flag::PendingConfirmation => "pending_confirmation",
+            Flag::AlarmRinging => "alarm_ringing",
+        }
+    }
+}
+
 /// An amount of money in minor units (cents).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Money {
@@ -549,7 +570,7 @@ impl Gate {
         spent_today: i64,
     ) -> Vec<Output> {
         let mut base = context.clone();
-        base.remove("pending_confirmation");
+        base.remove(Flag::PendingConfirmation.key());
         let chars = utterance.text.chars().count();
         if chars > MAX_UTTERANCE_CHARS {
             // Refused before anything else; a pending request is untouched.
@@ -585,7 +606,7 @@ impl Gate {
 
     fn reply_context(base: &Map<String, Value>) -> Map<String, Value> {
         let mut ctx = base.clone();
-        ctx.insert("pending_confirmation".into(), Value::Bool(true));
+        ctx.insert(Flag::PendingConfirmation.key().into(), Value::Bool(true));
         ctx
     }
 
