@@ -56,7 +56,7 @@ pub enum AppError {
     Audit(#[from] crate::audit::AuditError),
     /// A model problem.
     #[error(transparent)]
-    Model(#[from] crate::speech::model::ModelError),
+    Model(#[from] crate::stt::model::ModelError),
     /// The pipeline could not start.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -72,13 +72,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
         Command::Run(args) => run_daemon(&settings, args, out),
         Command::Transcribe(args) => transcribe(&settings, args, out),
         Command::Models(cmd) => {
-            let dir = crate::speech::model::default_models_dir()?;
-            Ok(crate::speech::model_cli::run(
-                cmd,
-                &dir,
-                settings.json,
-                out,
-            )?)
+            let dir = crate::stt::model::default_models_dir()?;
+            Ok(crate::stt::model::cli::run(cmd, &dir, settings.json, out)?)
         }
         Command::Wakeword(cmd) => Ok(crate::wakeword::cli::run(cmd, settings.json, out)?),
         Command::Eval(EvalCommand::SpeechToIntent(args)) => eval_speech(&settings, args, out),
@@ -639,8 +634,8 @@ fn load_engine(
     intents: &IntentSet,
     args: &SpeechArgs,
 ) -> Result<crate::stt::WhisperTranscriber, AppError> {
-    let model = crate::speech::model::default_models_dir()
-        .and_then(|dir| crate::speech::model::resolve(args.model.as_deref(), &dir))
+    let model = crate::stt::model::default_models_dir()
+        .and_then(|dir| crate::stt::model::resolve(args.model.as_deref(), &dir))
         .map_err(|e| AppError::Usage(e.to_string()))?;
     crate::stt::WhisperTranscriber::load(&model, stt_options(intents, args, &[]))
         .map_err(|e| AppError::Usage(e.to_string()))

@@ -704,8 +704,8 @@ async fn coordinate(
     if options.text {
         spawn_stdin_text(tx.clone())?;
     } else {
-        let model = crate::speech::model::default_models_dir()
-            .and_then(|dir| crate::speech::model::resolve(options.model.as_deref(), &dir))
+        let model = crate::stt::model::default_models_dir()
+            .and_then(|dir| crate::stt::model::resolve(options.model.as_deref(), &dir))
             .map_err(|e| AppError::Usage(e.to_string()))?;
         let engine = WhisperTranscriber::load(&model, options.stt.clone())
             .map_err(|e| AppError::Usage(e.to_string()))?;

@@ -19,7 +19,7 @@
 //!   audit + executors; [`audit`]: the hash-chained log; [`actions`]: the
 //!   executors.
 //! - [`audio`]: sources, resampling, endpointing; [`stt`]: whisper on its own
-//!   thread; [`speech`]: model install and conversion; [`wakeword`]: the
+//!   thread, with its models' install and conversion ([`stt::model`]); [`wakeword`]: the
 //!   two-stage wake word detector and its trainer; [`daemon`]: `voicegate run`.
 //! - [`app`]: what each command does; `main.rs` only parses and calls it.
 
@@ -36,7 +36,6 @@ pub mod eval;
 pub mod gate;
 pub mod intent;
 pub mod pipeline;
-pub mod speech;
 pub mod stt;
 pub mod tty;
 pub mod wakeword;

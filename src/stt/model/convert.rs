@@ -35,8 +35,8 @@
 //!
 //! Only the ordinary tokens are written (those before `<|endoftext|>`); the
 //! loader names the special ones itself, as for the models whisper.cpp
-//! converts. The tensor mapping is the private `layout` function; see the
-//! documentation of [`crate::speech`] for the table.
+//! converts. The tensor mapping is the private `layout` function; the table
+//! below says what it does.
 //!
 //! # Weights: f16 or q8_0
 //!
@@ -60,6 +60,39 @@
 //! whisper.cpp's `quantize` tool would write from the same values.
 //! Matrices are quantised from the source's values (f16 in the packages we
 //! pin), chunk by chunk as they are copied.
+//!
+//! # The conversion, CTranslate2 name → ggml name
+//!
+//! `N` is a layer number, `d` the model width. Shapes are outermost first.
+//!
+//! | CTranslate2 | ggml | transform |
+//! | --- | --- | --- |
+//! | `encoder/position_encodings/encodings` | `encoder.positional_embedding` | f32 |
+//! | `encoder/conv{1,2}/weight` | `encoder.conv{1,2}.weight` | f16 |
+//! | `encoder/conv{1,2}/bias` | `encoder.conv{1,2}.bias` | f32, `[d]` → `[d, 1]` |
+//! | `{enc,dec}oder/layer_N/self_attention/layer_norm/{gamma,beta}` | `…blocks.N.attn_ln.{weight,bias}` | f32 |
+//! | `…/self_attention/linear_0/weight` (3d × d) | `…attn.{query,key,value}.weight` | rows 0..d, d..2d, 2d..3d |
+//! | `…/self_attention/linear_0/bias` (3d) | `…attn.{query,value}.bias` | thirds 1 and 3; no key bias |
+//! | `…/self_attention/linear_1/{weight,bias}` | `…attn.out.{weight,bias}` | |
+//! | `decoder/layer_N/attention/layer_norm/*` | `decoder.blocks.N.cross_attn_ln.*` | f32 |
+//! | `decoder/layer_N/attention/linear_0/*` | `decoder.blocks.N.cross_attn.query.*` | |
+//! | `decoder/layer_N/attention/linear_1/weight` (2d × d) | `…cross_attn.{key,value}.weight` | rows 0..d, d..2d |
+//! | `decoder/layer_N/attention/linear_1/bias` (2d) | `…cross_attn.value.bias` | second half |
+//! | `decoder/layer_N/attention/linear_2/*` | `…cross_attn.out.*` | |
+//! | `…/layer_N/ffn/layer_norm/*` | `…blocks.N.mlp_ln.*` | f32 |
+//! | `…/layer_N/ffn/linear_{0,1}/*` | `…blocks.N.mlp.{0,2}.*` | |
+//! | `encoder/layer_norm/*` | `encoder.ln_post.*` | f32 |
+//! | `decoder/embeddings/weight` | `decoder.token_embedding.weight` | a matrix (`decoder/projection/weight` is an alias of it) |
+//! | `decoder/position_encodings/encodings` | `decoder.positional_embedding` | f32 |
+//! | `decoder/layer_norm/*` | `decoder.ln.*` | f32 |
+//!
+//! Matrices (the 2-D weights: attention, MLP, token embedding) are stored
+//! f16, or q8_0 for the `-q8_0` models; conv kernels f16; 1-D tensors, conv
+//! biases and positional embeddings f32. The header's `ftype` says which (1
+//! or 2007; see [`convert`]), and takes its other numbers from the shapes and
+//! from `encoder/num_heads` / `decoder/num_heads`; the mel filters (not in the
+//! package) are librosa's Slaney filterbank for 16 kHz, n_fft 400; the tokens
+//! come from `vocabulary.txt` through GPT-2's byte-to-unicode table.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;

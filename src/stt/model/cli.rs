@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::convert::Progress;
-use super::model::{self, DEFAULT_MODEL, InstallOptions, ModelError, VerifyReport};
+use super::{self as model, DEFAULT_MODEL, InstallOptions, ModelError, VerifyReport};
 
 /// `voicegate models ...`
 #[derive(Debug, Subcommand)]

@@ -47,6 +47,7 @@ use whisper_rs::{
 use crate::intent::grammar::{Char, Cursor, Dfa, Grammar, GrammarOptions, Shape, symbol};
 
 mod beam;
+pub mod model;
 
 /// Audio rate the engines take.
 pub const SAMPLE_RATE: usize = 16_000;
@@ -63,7 +64,7 @@ pub enum SttError {
     /// The model file could not be loaded.
     #[error(
         "cannot load the whisper model {path}: {reason} (run `voicegate models install {default}`, or pass --model PATH)",
-        default = crate::speech::model::DEFAULT_MODEL
+        default = crate::stt::model::DEFAULT_MODEL
     )]
     Load {
         /// The file.
@@ -1323,8 +1324,8 @@ mod tests {
 
     /// The default model, when installed.
     fn installed_model() -> Option<PathBuf> {
-        let dir = crate::speech::model::default_models_dir().ok()?;
-        let path = crate::speech::model::resolve(None, &dir).ok()?;
+        let dir = crate::stt::model::default_models_dir().ok()?;
+        let path = crate::stt::model::resolve(None, &dir).ok()?;
         path.is_file().then_some(path)
     }
 
@@ -1336,7 +1337,7 @@ mod tests {
         let Some(path) = installed_model() else {
             eprintln!(
                 "skipping: no whisper model installed (run `voicegate models install {}`)",
-                crate::speech::model::DEFAULT_MODEL
+                crate::stt::model::DEFAULT_MODEL
             );
             return;
         };
@@ -1402,7 +1403,7 @@ mod tests {
         let Some(path) = installed_model() else {
             eprintln!(
                 "skipping: no whisper model installed (run `voicegate models install {}`)",
-                crate::speech::model::DEFAULT_MODEL
+                crate::stt::model::DEFAULT_MODEL
             );
             return;
         };
@@ -1444,7 +1445,7 @@ mod tests {
         let Some(path) = installed_model() else {
             eprintln!(
                 "skipping: no whisper model installed (run `voicegate models install {}`)",
-                crate::speech::model::DEFAULT_MODEL
+                crate::stt::model::DEFAULT_MODEL
             );
             return;
         };
