@@ -54,9 +54,12 @@ pub enum AppError {
     /// The audit log failed.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
-    /// A model problem.
+    /// A model problem (finding, installing, checking one).
     #[error(transparent)]
     Model(#[from] crate::stt::model::ModelError),
+    /// Speech recognition failed (loading the model, decoding).
+    #[error(transparent)]
+    Stt(#[from] crate::stt::SttError),
     /// The pipeline could not start.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -598,11 +601,11 @@ fn load_engine(
     intents: &IntentSet,
     args: &SpeechArgs,
 ) -> Result<crate::stt::WhisperTranscriber, AppError> {
-    let model = crate::stt::model::default_models_dir()
-        .and_then(|dir| crate::stt::model::resolve(args.model.as_deref(), &dir))
-        .map_err(|e| AppError::Usage(e.to_string()))?;
-    crate::stt::WhisperTranscriber::load(&model, stt_options(intents, args, &[]))
-        .map_err(|e| AppError::Usage(e.to_string()))
+    let model = crate::stt::model::locate(args.model.as_deref())?;
+    Ok(crate::stt::WhisperTranscriber::load(
+        &model,
+        stt_options(intents, args, &[]),
+    )?)
 }
 
 fn run_daemon(settings: &Settings, args: RunArgs, out: &mut dyn Write) -> Result<i32, AppError> {
@@ -733,9 +736,7 @@ fn transcribe(
             Err(e) => return Err(AppError::Usage(e.to_string())),
         }
     }
-    let t = engine
-        .transcribe(&samples)
-        .map_err(|e| AppError::Usage(e.to_string()))?;
+    let t = engine.transcribe(&samples)?;
     if settings.json {
         writeln!(out, "{}", serde_json::to_string(&t).unwrap_or_default())?;
     } else {

@@ -704,14 +704,9 @@ async fn coordinate(
     if options.text {
         spawn_stdin_text(tx.clone())?;
     } else {
-        let model = crate::stt::model::default_models_dir()
-            .and_then(|dir| crate::stt::model::resolve(options.model.as_deref(), &dir))
-            .map_err(|e| AppError::Usage(e.to_string()))?;
-        let engine = WhisperTranscriber::load(&model, options.stt.clone())
-            .map_err(|e| AppError::Usage(e.to_string()))?;
-        let stt = Arc::new(
-            SttThread::start(Box::new(engine)).map_err(|e| AppError::Usage(e.to_string()))?,
-        );
+        let model = crate::stt::model::locate(options.model.as_deref())?;
+        let engine = WhisperTranscriber::load(&model, options.stt.clone())?;
+        let stt = Arc::new(SttThread::start(Box::new(engine))?);
         stt_handle = Some(Arc::clone(&stt));
         let detector = if options.wake_words.is_empty() {
             None

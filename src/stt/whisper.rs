@@ -778,8 +778,7 @@ mod tests {
 
     /// The default model, when installed.
     fn installed_model() -> Option<PathBuf> {
-        let dir = crate::stt::model::default_models_dir().ok()?;
-        let path = crate::stt::model::resolve(None, &dir).ok()?;
+        let path = crate::stt::model::locate(None).ok()?;
         path.is_file().then_some(path)
     }
 

@@ -224,8 +224,7 @@ pub fn run(args: TestArgs, json: bool, out: &mut dyn Write) -> Result<i32, Wakew
         let detector = Detector::new(std::slice::from_ref(&word), AcceptAll)?;
         return measure(detector, &word, &args, json, out);
     }
-    let whisper_path = crate::stt::model::default_models_dir()
-        .and_then(|dir| crate::stt::model::resolve(args.whisper_model.as_deref(), &dir))
+    let whisper_path = crate::stt::model::locate(args.whisper_model.as_deref())
         .map_err(|e| WakewordError::Verify(e.to_string()))?;
     let whisper = WhisperTranscriber::load(&whisper_path, SttOptions::default())
         .map_err(|e| WakewordError::Verify(e.to_string()))?;

