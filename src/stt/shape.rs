@@ -78,6 +78,11 @@ impl Shape {
     }
 
     /// The shape after `c`, or `None` if `c` breaks the rules.
+    ///
+    /// Longer than the ~100 lines we aim for, on purpose: it is one match
+    /// over the character's class, each arm the rules for that class, and
+    /// it reads as the table of the rules listed on [`Shape`]; split up,
+    /// the rules for one character would be in several places.
     pub fn feed(self, c: char) -> Option<Shape> {
         if self.stop == Stop::Ended {
             return None;
