@@ -360,6 +360,25 @@ pub fn is_repetitive(text: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The numbers the speech benchmark chose (ARCHITECTURE.md, "Speech
+    /// choices"): the daemon's by default, and `--no-grammar`'s own.
+    #[test]
+    fn the_defaults_are_the_daemons_and_free_decoding_keeps_its_own() {
+        let d = SttOptions::default();
+        assert_eq!(
+            (d.min_audio_ctx, d.beam, d.beam_below, d.retry_below),
+            (256, 5, 0.5, 0.3)
+        );
+        assert!(d.grammar.is_none() && d.prompt.is_empty() && d.shrink_window);
+        assert!(d.fallback_model.is_none() && (1..=4).contains(&d.threads));
+        let f = SttOptions::free_decoding();
+        assert_eq!(
+            (f.min_audio_ctx, f.beam, f.beam_below, f.retry_below),
+            (384, 1, 1.0, 0.0)
+        );
+        assert!(f.grammar.is_none() && f.prompt.is_empty() && f.shrink_window);
+    }
+
     #[test]
     fn repetition_is_found() {
         for (text, repetitive) in [
