@@ -5,7 +5,12 @@
 //! variables (names, shapes, types, offsets) without loading their data,
 //! checking every length against the file.
 
-use super::*;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use super::{CT2_BINARY_VERSION, ConvertError};
 
 // ---------------------------------------------------------------------------
 // Reading the CTranslate2 model (possibly split into parts)

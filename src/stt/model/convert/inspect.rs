@@ -5,7 +5,13 @@
 //! sizes) first, which catches truncated, foreign and mistyped files in
 //! milliseconds, before whisper.cpp (which aborts on them) sees them.
 
-use super::*;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use super::layout::{Hparams, Kind, layout};
+use super::{ConvertError, GGML_MAGIC};
 
 // ---------------------------------------------------------------------------
 // Reading ggml files back

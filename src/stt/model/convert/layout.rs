@@ -5,7 +5,10 @@
 //! and `layout`, which names every ggml tensor, its shape, type and the
 //! rows of which CTranslate2 variable it is made of.
 
-use super::*;
+use std::collections::HashSet;
+
+use super::ct2::{Index, Joined, Variable};
+use super::{ConvertError, GGML_TYPE_F16, GGML_TYPE_F32, GGML_TYPE_Q8_0, Weights};
 
 // ---------------------------------------------------------------------------
 // Hyperparameters and the tensor mapping

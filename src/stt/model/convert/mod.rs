@@ -102,14 +102,11 @@
 //! package) are librosa's Slaney filterbank for 16 kHz, n_fft 400; the tokens
 //! come from `vocabulary.txt` through GPT-2's byte-to-unicode table.
 
-use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, IsTerminal};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sha2::{Digest, Sha256};
 
 mod ct2;
 mod inspect;
@@ -121,14 +118,13 @@ mod tests;
 mod vocab;
 mod write;
 
-use ct2::*;
-pub use inspect::*;
+pub use inspect::{GgmlInfo, inspect_ggml};
 pub use layout::Hparams;
-use layout::*;
-pub use mel::*;
-pub use numbers::*;
-pub use vocab::*;
-pub use write::*;
+pub use mel::{hz_to_mel, mel_filters, mel_to_hz};
+pub use numbers::{bf16_to_f32, f16_to_f32, f32_to_f16, quantize_q8_0};
+pub use vocab::{gpt2_byte_to_char, gpt2_char_to_byte, gpt2_token_bytes};
+pub(crate) use write::PartialFile;
+pub use write::{ConvertReport, convert};
 
 /// The first four bytes of a ggml file (`"ggml"` as a little-endian u32).
 pub const GGML_MAGIC: u32 = 0x6767_6d6c;

@@ -5,7 +5,7 @@
 //! q8_0 ones, bit-exactly as ggml does (its rounding, its quantiser), so
 //! the files we write are the files ggml's own tools would.
 
-use super::*;
+use super::{Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
 
 // ---------------------------------------------------------------------------
 // Half-precision floats

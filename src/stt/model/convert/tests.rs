@@ -1,7 +1,19 @@
 //! The converter's tests: synthetic CTranslate2 models through the whole
 //! conversion, ggml's quantiser byte for byte, and the checker.
 
-use super::*;
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::inspect::inspect_ggml;
+use super::mel::{hz_to_mel, mel_filters, mel_to_hz};
+use super::numbers::{bf16_to_f32, f16_to_f32, f32_to_f16, quantize_q8_0};
+use super::vocab::{gpt2_byte_to_char, gpt2_char_to_byte, gpt2_token_bytes};
+use super::write::{ConvertReport, convert, convert_in_chunks};
+use super::{
+    CHUNK_VALUES, ConvertError, GGML_FTYPE_Q8_0, GGML_MAGIC, GGML_TYPE_Q8_0, Progress, Q8_0_BLOCK,
+    Q8_0_BLOCK_BYTES, Weights,
+};
 
 // ---- synthetic CTranslate2 models -----------------------------------
 

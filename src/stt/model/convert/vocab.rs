@@ -4,7 +4,9 @@
 //! byte-to-unicode table; whisper.cpp wants the raw bytes, and only the
 //! ordinary tokens (before `<|endoftext|>`).
 
-use super::*;
+use std::path::Path;
+
+use super::{ConvertError, END_OF_TEXT};
 
 // ---------------------------------------------------------------------------
 // GPT-2 byte-level tokens

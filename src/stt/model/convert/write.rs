@@ -5,7 +5,21 @@
 //! (f16, or q8_0 without splitting a block) and writes through a hasher
 //! into a [`PartialFile`] that is renamed into place only when complete.
 
-use super::*;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::ct2::{Dtype, Index, Joined};
+use super::layout::{Hparams, Kind, TensorSpec, check_sources, hparams_of, layout};
+use super::mel::mel_filters;
+use super::numbers::{bf16_to_f32, f16_to_f32, f32_to_f16, quantize_q8_0};
+use super::vocab::read_vocabulary;
+use super::{
+    CHUNK_VALUES, ConvertError, GGML_MAGIC, GGML_TYPE_F16, GGML_TYPE_F32, GGML_TYPE_Q8_0, Progress,
+    Q8_0_BLOCK, WRITE_BUFFER, Weights,
+};
 
 // ---------------------------------------------------------------------------
 // Writing
