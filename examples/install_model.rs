@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use voicegate::speech::model::default_models_dir;
-use voicegate::speech::model_cli::{ModelsCommand, run};
+use voicegate::stt::model::cli::{ModelsCommand, run};
+use voicegate::stt::model::default_models_dir;
 
 /// Install, list and verify voicegate's speech models.
 #[derive(Debug, Parser)]

@@ -36,7 +36,7 @@ fi
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
-# The same rule as voicegate::speech::model::default_models_dir.
+# The same rule as voicegate::stt::model::default_models_dir.
 if [[ -n "${VOICEGATE_MODELS:-}" ]]; then
     models_dir="$VOICEGATE_MODELS"
 elif [[ "${XDG_DATA_HOME:-}" == /* ]]; then

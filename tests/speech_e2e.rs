@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use voicegate::speech::model;
+use voicegate::stt::model;
 
 fn model() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("VOICEGATE_MODEL")

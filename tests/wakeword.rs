@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use voicegate::speech::model;
+use voicegate::stt::model;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_voicegate"));

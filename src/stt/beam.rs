@@ -19,7 +19,7 @@
 //! finished hypothesis with the best log-probability per token.
 //!
 //! It is pure: the model is a [`NextToken`] (whisper's decoder in
-//! `stt.rs`, a table in the tests), and the grammar a closure that masks
+//! `stt/whisper.rs`, a table in the tests), and the grammar a closure that masks
 //! logits. No I/O, no randomness: the same logits give the same result.
 
 /// Gives the logits of the token after a sequence.

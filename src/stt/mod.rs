@@ -1,0 +1,422 @@
+//! Speech to text: a small synchronous trait, and whisper.cpp behind it.
+//!
+//! The model is loaded once; each utterance (16 kHz mono f32) is decoded in
+//! English with these choices, each measured in the speech benchmark (see
+//! the README's figures and ARCHITECTURE.md):
+//!
+//! - **A grammar** ([`SttGrammar`], the daemon's default): the loaded
+//!   intents' sentences as an automaton (`intent::grammar`), through which
+//!   `GrammarDecode` (`stt/grammar_decode.rs`) forbids every token leaving
+//!   it or breaking how whisper spells a sentence ([`shape::Shape`]).
+//!   whisper-rs 0.16's own
+//!   `FullParams::set_grammar` cannot be used: it hands whisper.cpp a flat
+//!   element array where a table of per-rule pointers is expected.
+//! - **Our own search** with the grammar (`stt/beam.rs`): whisper.cpp
+//!   encodes, and a deterministic beam search drives its decoder token by
+//!   token. whisper.cpp's own beam search samples its candidates instead of
+//!   taking the best ones, so a wider beam bought nothing. Greedy first; a
+//!   reading below [`SttOptions::beam_below`] is searched again with the
+//!   beam ([`SttOptions::beam`]) over the same encoding.
+//! - **A shrunk encoder window.** whisper always encodes 30 s; for a 2 s
+//!   command that is mostly padding. `audio_ctx` is set to the utterance's
+//!   length (50 frames per second, plus a margin), which is several times
+//!   faster. Free decoding can loop with it, so its output is checked for
+//!   repetition, and a repeated transcript is decoded again with the full
+//!   window; an unsure one ([`SttOptions::retry_below`]) too.
+//! - **A vocabulary prompt** (free decoding): a few sentences in the
+//!   intents' vocabulary bias decoding toward words the intents know.
+//! - **A confidence.** The geometric mean of the text tokens' probabilities,
+//!   in 0..1, as the *unconstrained* model gives them (the grammar's
+//!   renormalisation taken back out), so a sentence the decoder was pushed
+//!   into scores low; the gate asks again below its threshold.
+//!
+//! [`SttThread`] owns the engine on its own thread: inference never runs on
+//! an async runtime or on the gate's thread.
+//!
+//! Where things are: this file is what the rest of voicegate sees (the
+//! [`Transcriber`] trait, [`SttOptions`], [`Transcript`], errors) and the
+//! pure window and repetition rules; `whisper.rs` is [`WhisperTranscriber`]
+//! (everything that touches whisper-rs); `grammar_decode.rs` and
+//! [`shape`] the grammar's mask; `beam.rs` our search; `thread.rs`
+//! [`SttThread`]; [`model`] finds, installs and converts the models.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::intent::grammar::{Grammar, GrammarOptions};
+
+mod beam;
+mod grammar_decode;
+pub mod model;
+pub mod shape;
+mod thread;
+mod whisper;
+
+pub use thread::SttThread;
+pub use whisper::{PhraseScore, WhisperTranscriber};
+
+/// Audio rate the engines take.
+pub const SAMPLE_RATE: usize = 16_000;
+
+/// whisper's encoder frames per second of audio.
+const FRAMES_PER_SECOND: usize = 50;
+
+/// whisper's full encoder window (30 s).
+const FULL_AUDIO_CTX: usize = 1500;
+
+/// Errors from transcription.
+#[derive(Debug, thiserror::Error)]
+pub enum SttError {
+    /// The model file could not be loaded.
+    #[error(
+        "cannot load the whisper model {path}: {reason} (run `voicegate models install {default}`, or pass --model PATH)",
+        default = crate::stt::model::DEFAULT_MODEL
+    )]
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// What whisper said.
+        reason: String,
+    },
+    /// Decoding failed.
+    #[error("transcription failed: {0}")]
+    Decode(String),
+    /// whisper.cpp ran a forced decode with several decoders (its logits
+    /// callback saw a decoding step twice). The forced decode follows one
+    /// sequence and its bookkeeping is not shared between decoders, so the
+    /// result is refused.
+    #[error("transcription failed: whisper ran a forced decode with several decoders, not one")]
+    SeveralDecoders,
+    /// The transcription thread is gone.
+    #[error("the transcription thread stopped")]
+    Stopped,
+}
+
+/// One transcript.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transcript {
+    /// The text, trimmed.
+    pub text: String,
+    /// Geometric mean of the text tokens' probabilities (0..1).
+    pub confidence: f32,
+    /// Seconds of audio.
+    pub audio_secs: f32,
+    /// Seconds spent decoding.
+    pub decode_secs: f32,
+    /// The encoder window used (frames; 1500 is the full 30 s).
+    pub audio_ctx: usize,
+    /// True if a repetition was found and the audio decoded again in full.
+    pub retried: bool,
+}
+
+/// Something that turns audio into text.
+pub trait Transcriber: Send {
+    /// Transcribes 16 kHz mono samples.
+    fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, SttError>;
+
+    /// How well `phrase` explains the start of `samples`: the mean
+    /// log-probability of its tokens with the decoder forced through them
+    /// (the wake word's second stage).
+    fn phrase_logprob(&mut self, samples: &[f32], phrase: &str) -> Result<f32, SttError>;
+
+    /// Transcribes without the intents' grammar, whatever the options say:
+    /// for a reply that is not a sentence of any intent (a spoken PIN).
+    fn transcribe_free(&mut self, samples: &[f32]) -> Result<Transcript, SttError> {
+        self.transcribe(samples)
+    }
+
+    /// Replaces the grammar decoding is constrained to (the intent files
+    /// were reloaded); `None` decodes freely from now on. Engines without
+    /// a grammar ignore it.
+    fn set_grammar(&mut self, _grammar: Option<SttGrammar>) {}
+}
+
+/// The smallest encoder window with the grammar (the default), in 20 ms
+/// frames (5.1 s).
+/// Free decoding loops on short commands below 384 frames; the grammar
+/// stops loops, so the floor is set by confidence instead: on the "no"
+/// fixture (1.6 s) 128 / 256 / 384 frames give 0.45 / 0.58 / 0.62, and a
+/// reply below the gate's 0.5 is asked again. On the benchmark (clean)
+/// all three accept 99.2%, at p50 255 / 258 / 303 ms.
+pub const GRAMMAR_MIN_WINDOW: usize = 256;
+/// Hypotheses of the beam search with the grammar.
+pub const GRAMMAR_BEAM: usize = 5;
+/// Below this confidence a greedy reading is searched again with the beam:
+/// the gate's own threshold, so a reading the gate would act on is kept
+/// and one it would ask again about is searched harder. On the benchmark
+/// at 6 dB, 0.5, 0.6, 0.8 and 1 (always the beam) all accept 109 of 124,
+/// and 0.5 and 0.6 as many at every level; 0.5 is the fastest (6 dB p50
+/// 235 ms, 0.6: 457 ms).
+pub const GRAMMAR_BEAM_BELOW: f32 = 0.5;
+/// Below this confidence a transcript is decoded once more with the full
+/// window (the surer reading is kept).
+pub const GRAMMAR_RETRY_BELOW: f32 = 0.3;
+
+/// Logit penalty for leaving the intents' grammar (see [`SttGrammar`]).
+/// Measured on the speech-to-intent benchmark (tiny.en, clean / 6 dB, the
+/// first grammar, greedy): forbidding 96.8% / 70.2%, 10: 96.0% / 65.3%,
+/// 5: 93.5% / 62.9%.
+pub const DEFAULT_GRAMMAR_PENALTY: f32 = f32::INFINITY;
+
+/// How whisper is run.
+#[derive(Debug, Clone)]
+pub struct SttOptions {
+    /// CPU threads for inference.
+    pub threads: usize,
+    /// Shrink the encoder window to the utterance.
+    pub shrink_window: bool,
+    /// Initial prompt (vocabulary bias); empty for none.
+    pub prompt: String,
+    /// Constrain decoding to the intents' sentences (see [`SttGrammar`]).
+    pub grammar: Option<SttGrammar>,
+    /// The smallest shrunk encoder window, in frames (see
+    /// [`GRAMMAR_MIN_WINDOW`] and [`MIN_AUDIO_CTX`]).
+    pub min_audio_ctx: usize,
+    /// Hypotheses kept by beam search; 1 decodes greedily.
+    pub beam: usize,
+    /// Below this confidence, a shrunk-window transcript is decoded again
+    /// with the full window and the surer of the two kept (0: never).
+    pub retry_below: f32,
+    /// Grammar decoding reads greedily first; a reading below this
+    /// confidence is searched again with the full beam (1: always the
+    /// beam, 0: never).
+    pub beam_below: f32,
+    /// A second, bigger model for unsure readings: when set, a reading
+    /// still below `retry_below` after the full-window retry is decoded
+    /// again with this model (same settings), and the surer one is kept.
+    pub fallback_model: Option<PathBuf>,
+}
+
+/// Grammar-constrained decoding: while the transcript so far can still
+/// become a sentence of `grammar`, every vocabulary token that would leave
+/// the grammar has `penalty` taken off its logit (and so does
+/// end-of-text while the sentence is unfinished). A hypothesis that leaves
+/// the grammar anyway ends there. The transcript's confidence
+/// is computed from the probabilities *before* the penalty, so a sentence
+/// the grammar pushed the decoder into does not look surer than it was.
+#[derive(Debug, Clone)]
+pub struct SttGrammar {
+    /// The sentences.
+    pub grammar: Grammar,
+    /// What went into it (to build it again when the intents change).
+    pub options: GrammarOptions,
+    /// Logit penalty for leaving the grammar; infinite forbids it.
+    pub penalty: f32,
+}
+
+impl SttGrammar {
+    /// The grammar of `intents`, built with `options`, forbidding every
+    /// token that leaves it ([`DEFAULT_GRAMMAR_PENALTY`]).
+    pub fn new(intents: &crate::intent::IntentSet, options: GrammarOptions) -> SttGrammar {
+        SttGrammar {
+            grammar: Grammar::build(intents.definitions(), &options),
+            options,
+            penalty: DEFAULT_GRAMMAR_PENALTY,
+        }
+    }
+
+    /// The grammar of `intents`, built like this one (same options and
+    /// penalty): for when the intent files are reloaded.
+    pub fn rebuilt(&self, intents: &crate::intent::IntentSet) -> SttGrammar {
+        SttGrammar {
+            grammar: Grammar::build(intents.definitions(), &self.options),
+            options: self.options.clone(),
+            penalty: self.penalty,
+        }
+    }
+}
+
+impl Default for SttOptions {
+    /// What the daemon does, less the grammar, which needs the intents
+    /// ([`SttOptions::for_intents`] adds it): the grammar's window floor,
+    /// greedy then beam search below [`GRAMMAR_BEAM_BELOW`], one full-window
+    /// retry below [`GRAMMAR_RETRY_BELOW`]. Without a grammar these numbers
+    /// decode freely with whisper.cpp's own (sampled) beam and a window
+    /// that can loop; free decoding as `--no-grammar` does it is
+    /// [`SttOptions::free_decoding`].
+    fn default() -> Self {
+        SttOptions {
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .min(4),
+            shrink_window: true,
+            prompt: String::new(),
+            grammar: None,
+            min_audio_ctx: GRAMMAR_MIN_WINDOW,
+            beam: GRAMMAR_BEAM,
+            retry_below: GRAMMAR_RETRY_BELOW,
+            beam_below: GRAMMAR_BEAM_BELOW,
+            fallback_model: None,
+        }
+    }
+}
+
+impl SttOptions {
+    /// The daemon's speech path: decoding constrained to `intents`'
+    /// sentences (built with `grammar_options`, forbidding everything
+    /// else: [`DEFAULT_GRAMMAR_PENALTY`]), with the default numbers.
+    pub fn for_intents(
+        intents: &crate::intent::IntentSet,
+        grammar_options: GrammarOptions,
+    ) -> SttOptions {
+        SttOptions {
+            grammar: Some(SttGrammar::new(intents, grammar_options)),
+            ..SttOptions::default()
+        }
+    }
+
+    /// Free decoding, as `--no-grammar` does it: greedy, the window floor
+    /// that keeps whisper from looping ([`MIN_AUDIO_CTX`]), no retry for
+    /// an unsure reading. (The caller adds the vocabulary prompt.)
+    pub fn free_decoding() -> SttOptions {
+        SttOptions {
+            min_audio_ctx: MIN_AUDIO_CTX,
+            beam: 1,
+            retry_below: 0.0,
+            beam_below: 1.0,
+            ..SttOptions::default()
+        }
+    }
+}
+
+/// The smallest encoder window of free decoding. Measured on the speech fixtures with
+/// tiny.en: windows under ~7 s (350 frames) make the decoder loop on short
+/// commands ("Yes. Yes. Yes. ..."); 384 frames (7.7 s) never did.
+pub const MIN_AUDIO_CTX: usize = 384;
+
+/// The encoder window for `samples` of audio: its length in encoder frames
+/// plus a margin, at least [`MIN_AUDIO_CTX`].
+pub fn window_for(samples: usize) -> usize {
+    window_with_min(samples, MIN_AUDIO_CTX)
+}
+
+/// [`window_for`] with another smallest window (at least 64 frames).
+pub fn window_with_min(samples: usize, min: usize) -> usize {
+    let frames = samples * FRAMES_PER_SECOND / SAMPLE_RATE;
+    (frames + frames / 10 + 32).clamp(min.clamp(64, FULL_AUDIO_CTX), FULL_AUDIO_CTX)
+}
+
+/// The most tokens a command of `samples` can need: fast speech is about 4
+/// words (≈ 6 tokens) a second; leave room.
+pub fn max_tokens_for(samples: usize) -> usize {
+    let secs = samples / SAMPLE_RATE + 1;
+    (secs * 8 + 16).min(224)
+}
+
+/// "Give me a latte. Give me a latte. Give me a" → "Give me a latte.":
+/// when every sentence after the first repeats the first (the last may be
+/// cut short by the token cap), the first alone. `None` otherwise.
+pub fn collapse_repeats(text: &str) -> Option<String> {
+    let mut sentences: Vec<&str> = Vec::new();
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if matches!(c, '.' | '?' | '!') {
+            let piece = text[start..i + c.len_utf8()].trim();
+            if !piece.is_empty() {
+                sentences.push(piece);
+            }
+            start = i + c.len_utf8();
+        }
+    }
+    let tail = text[start..].trim();
+    let first = *sentences.first()?;
+    let rest_count = sentences.len() - 1 + usize::from(!tail.is_empty());
+    if rest_count == 0 {
+        return None;
+    }
+    let same = sentences[1..].iter().all(|s| s.eq_ignore_ascii_case(first));
+    let tail_ok = tail.is_empty() || first.to_lowercase().starts_with(&tail.to_lowercase());
+    (same && tail_ok).then(|| first.to_string())
+}
+
+/// True if the text repeats itself the way a looping decoder does: the same
+/// word n-gram (n = 1..4) three or more times in a row.
+pub fn is_repetitive(text: &str) -> bool {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .collect();
+    for n in 1..=4 {
+        let repeats_needed = if n == 1 { 4 } else { 3 };
+        if words.len() < n * repeats_needed {
+            continue;
+        }
+        for start in 0..=words.len() - n * repeats_needed {
+            let gram = &words[start..start + n];
+            if (1..repeats_needed).all(|k| &words[start + k * n..start + (k + 1) * n] == gram) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The numbers the speech benchmark chose (ARCHITECTURE.md, "Speech
+    /// choices"): the daemon's by default, and `--no-grammar`'s own.
+    #[test]
+    fn the_defaults_are_the_daemons_and_free_decoding_keeps_its_own() {
+        let d = SttOptions::default();
+        assert_eq!(
+            (d.min_audio_ctx, d.beam, d.beam_below, d.retry_below),
+            (256, 5, 0.5, 0.3)
+        );
+        assert!(d.grammar.is_none() && d.prompt.is_empty() && d.shrink_window);
+        assert!(d.fallback_model.is_none() && (1..=4).contains(&d.threads));
+        let f = SttOptions::free_decoding();
+        assert_eq!(
+            (f.min_audio_ctx, f.beam, f.beam_below, f.retry_below),
+            (384, 1, 1.0, 0.0)
+        );
+        assert!(f.grammar.is_none() && f.prompt.is_empty() && f.shrink_window);
+    }
+
+    #[test]
+    fn repetition_is_found() {
+        for (text, repetitive) in [
+            ("set a timer for ten minutes", false),
+            ("yes yes yes yes", true),
+            ("play some jazz play some jazz play some jazz", true),
+            ("a latte, a latte, a latte", true),
+            ("ten ten ten", false),
+            ("", false),
+        ] {
+            assert_eq!(is_repetitive(text), repetitive, "{text}");
+        }
+    }
+
+    #[test]
+    fn repeated_sentences_collapse_to_one() {
+        for (text, once) in [
+            (
+                "Give me a latte. Give me a latte. Give me a",
+                Some("Give me a latte."),
+            ),
+            ("Yes. Yes. Yes.", Some("Yes.")),
+            (
+                "Can I get a mocha? Can I get a mocha?",
+                Some("Can I get a mocha?"),
+            ),
+            ("Set a timer. Cancel it.", None),
+            ("Play some jazz.", None),
+            ("", None),
+        ] {
+            assert_eq!(collapse_repeats(text).as_deref(), once, "{text}");
+        }
+    }
+
+    #[test]
+    fn window_follows_the_audio() {
+        assert_eq!(window_for(0), MIN_AUDIO_CTX);
+        assert_eq!(window_for(10 * SAMPLE_RATE), 500 + 50 + 32);
+        assert_eq!(window_for(60 * SAMPLE_RATE), FULL_AUDIO_CTX);
+    }
+}

@@ -1,0 +1,114 @@
+//! [`SttThread`]: a transcriber on its own thread.
+//!
+//! Why it exists: inference takes tens to thousands of milliseconds of
+//! CPU, and must run neither on the async runtime nor on the gate's
+//! thread. The thread owns the engine; its handle sends jobs (transcribe,
+//! transcribe without the grammar, score a phrase, swap the grammar) and
+//! waits for each answer with a timeout.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use super::{SttError, SttGrammar, Transcriber, Transcript};
+
+/// Work for the transcription thread.
+enum Job {
+    /// Samples; true to decode without the grammar; where to answer.
+    Transcribe(Vec<f32>, bool, mpsc::Sender<Result<Transcript, SttError>>),
+    Score(Vec<f32>, String, mpsc::Sender<Result<f32, SttError>>),
+    SetGrammar(Option<SttGrammar>),
+}
+
+/// A transcriber on its own thread. Cloning the handle is not offered:
+/// one owner (the audio thread) asks and waits.
+pub struct SttThread {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl SttThread {
+    /// Starts a thread that owns `engine`.
+    pub fn start(mut engine: Box<dyn Transcriber>) -> Result<SttThread, SttError> {
+        let (tx, rx) = mpsc::sync_channel::<Job>(2);
+        let handle = thread::Builder::new()
+            .name("voicegate-stt".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        Job::Transcribe(samples, free, reply) => {
+                            let _ = reply.send(if free {
+                                engine.transcribe_free(&samples)
+                            } else {
+                                engine.transcribe(&samples)
+                            });
+                        }
+                        Job::SetGrammar(grammar) => engine.set_grammar(grammar),
+                        Job::Score(samples, phrase, reply) => {
+                            let _ = reply.send(engine.phrase_logprob(&samples, &phrase));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| SttError::Decode(format!("cannot start the transcription thread: {e}")))?;
+        Ok(SttThread {
+            jobs: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    /// Transcribes on the thread and waits for the result.
+    pub fn transcribe(&self, samples: Vec<f32>, timeout: Duration) -> Result<Transcript, SttError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Transcribe(samples, false, tx))?;
+        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+    }
+
+    /// [`SttThread::transcribe`] without the grammar (see
+    /// [`Transcriber::transcribe_free`]).
+    pub fn transcribe_free(
+        &self,
+        samples: Vec<f32>,
+        timeout: Duration,
+    ) -> Result<Transcript, SttError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Transcribe(samples, true, tx))?;
+        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+    }
+
+    /// Swaps the grammar (after the intent files were reloaded); takes
+    /// effect from the next utterance.
+    pub fn set_grammar(&self, grammar: Option<SttGrammar>) -> Result<(), SttError> {
+        self.send(Job::SetGrammar(grammar))
+    }
+
+    /// Scores a phrase on the thread (see [`Transcriber::phrase_logprob`])
+    /// and waits for the result.
+    pub fn phrase_logprob(
+        &self,
+        samples: Vec<f32>,
+        phrase: &str,
+        timeout: Duration,
+    ) -> Result<f32, SttError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Score(samples, phrase.to_string(), tx))?;
+        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+    }
+
+    fn send(&self, job: Job) -> Result<(), SttError> {
+        self.jobs
+            .as_ref()
+            .ok_or(SttError::Stopped)?
+            .send(job)
+            .map_err(|_| SttError::Stopped)
+    }
+}
+
+impl Drop for SttThread {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
