@@ -1,0 +1,190 @@
+//! Voice out: the TTS [`Speaker`] and the wake [`Acknowledger`], each on
+//! its own thread so the coordinator never waits for a sound, and each
+//! holding a playback on the shared `HalfDuplex` while it sounds.
+
+use super::*;
+
+/// Says a text aloud, returning once it has been said (tests put a fake
+/// behind it).
+pub(super) trait Voice: Send {
+    fn say(&mut self, text: &str);
+}
+
+/// The TTS command: `sh -c <command>` with the text on stdin.
+pub(super) struct CommandVoice(pub(super) String);
+
+/// Longest a TTS command may take to say one text: the microphone is muted
+/// while it runs, so a command that hangs must not deafen voicegate.
+pub(super) const MAX_SPEECH: StdDuration = StdDuration::from_secs(30);
+
+impl Voice for CommandVoice {
+    fn say(&mut self, text: &str) {
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&self.0)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if let Ok(mut child) = child {
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(text.as_bytes());
+            }
+            let deadline = Instant::now() + MAX_SPEECH;
+            while matches!(child.try_wait(), Ok(None)) {
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    eprintln!("voicegate: the TTS command ran over {MAX_SPEECH:?}; stopped it");
+                    return;
+                }
+                thread::sleep(StdDuration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Speaks responses through the voice, one at a time, never blocking the
+/// coordinator; the words are always logged too (the event stream).
+///
+/// Half-duplex: each text holds a [`Playback`] from the moment it is
+/// queued (synchronously in `speak`, so the audio thread, which waits for
+/// the coordinator's answer to an utterance, already sees it when it reads
+/// on) until the voice has said it.
+pub(super) struct Speaker {
+    pub(super) tx: Option<std_mpsc::SyncSender<(String, Playback)>>,
+    pub(super) duplex: Arc<HalfDuplex>,
+}
+
+impl Speaker {
+    pub(super) fn start(voice: Option<Box<dyn Voice>>, duplex: Arc<HalfDuplex>) -> Speaker {
+        let Some(mut voice) = voice else {
+            return Speaker { tx: None, duplex };
+        };
+        let (tx, rx) = std_mpsc::sync_channel::<(String, Playback)>(16);
+        let spawned = thread::Builder::new()
+            .name("voicegate-tts".into())
+            .spawn(move || {
+                for (text, playing) in rx {
+                    voice.say(&text);
+                    drop(playing);
+                }
+            });
+        Speaker {
+            tx: spawned.ok().map(|_| tx),
+            duplex,
+        }
+    }
+
+    pub(super) fn speak(&self, events: &[Event]) {
+        let Some(tx) = &self.tx else { return };
+        for event in events {
+            if let Event::Response { text, .. } = event {
+                // If the speaker is behind, drop rather than block (the
+                // dropped text's playback ends with it).
+                let _ = tx.try_send((text.clone(), self.duplex.hold()));
+            }
+        }
+    }
+}
+
+/// The TTS command to use by default: espeak-ng when it is installed.
+pub fn default_tts() -> Option<String> {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join("espeak-ng").is_file()))
+        .unwrap_or(false);
+    found.then(|| "espeak-ng".to_string())
+}
+
+/// Plays the acknowledgement when a wake word is heard, on its own thread
+/// so the coordinator never waits for a sound: the configured command, or
+/// the bundled chime on the default output device. A failure is logged
+/// once and the daemon goes on silently.
+///
+/// The microphone is muted while it plays (a [`Playback`] taken when
+/// asked, released when the sound is over). So that a chime never cuts a
+/// command said in the same breath ("jarvis, set a timer"), the audio
+/// thread asks for it only when the user has paused after the wake word
+/// (`Input::Wake`): someone already talking needs no signal to go on.
+pub(super) struct Acknowledger {
+    pub(super) tx: Option<std_mpsc::SyncSender<Playback>>,
+    pub(super) duplex: Arc<HalfDuplex>,
+}
+
+impl Acknowledger {
+    pub(super) fn start(command: Option<String>, duplex: Arc<HalfDuplex>) -> Acknowledger {
+        if command.as_deref() == Some("none") {
+            return Acknowledger { tx: None, duplex };
+        }
+        let (tx, rx) = std_mpsc::sync_channel::<Playback>(1);
+        let spawned = thread::Builder::new()
+            .name("voicegate-ack".into())
+            .spawn(move || {
+                let mut warned = false;
+                let mut chime: Option<AudioRinger> = None;
+                for playing in rx {
+                    let result = match &command {
+                        Some(cmd) => std::process::Command::new("sh")
+                            .arg("-c")
+                            .arg(cmd)
+                            .stdin(std::process::Stdio::null())
+                            .stdout(std::process::Stdio::null())
+                            .status()
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                        None => {
+                            let ringer = chime.get_or_insert_with(|| {
+                                AudioRinger::from_samples(ack_chime(), 16_000)
+                            });
+                            let played = ringer.start("wake").map_err(|e| e.to_string());
+                            thread::sleep(ACK_LENGTH);
+                            ringer.stop();
+                            played
+                        }
+                    };
+                    drop(playing);
+                    if let Err(e) = result
+                        && !warned
+                    {
+                        warned = true;
+                        eprintln!("voicegate: cannot play the wake acknowledgement: {e}");
+                    }
+                }
+            });
+        Acknowledger {
+            tx: spawned.ok().map(|_| tx),
+            duplex,
+        }
+    }
+
+    pub(super) fn ack(&self) {
+        if let Some(tx) = &self.tx {
+            // Already playing one: skip rather than queue.
+            let _ = tx.try_send(self.duplex.hold());
+        }
+    }
+}
+
+/// Length of the bundled acknowledgement.
+pub(super) const ACK_LENGTH: StdDuration = StdDuration::from_millis(180);
+
+/// The bundled acknowledgement: two short rising tones (A5, E6), each with
+/// a soft attack and decay, 180 ms at 16 kHz.
+pub(super) fn ack_chime() -> Vec<f32> {
+    let rate = 16_000.0f32;
+    let total = (ACK_LENGTH.as_secs_f32() * rate) as usize;
+    let half = total / 2;
+    (0..total)
+        .map(|i| {
+            let (freq, j) = if i < half {
+                (880.0, i)
+            } else {
+                (1318.5, i - half)
+            };
+            let t = j as f32 / rate;
+            let attack = (j as f32 / (0.005 * rate)).min(1.0);
+            let decay = (-t * 25.0).exp();
+            0.3 * attack * decay * (2.0 * std::f32::consts::PI * freq * t).sin()
+        })
+        .collect()
+}
