@@ -517,13 +517,14 @@ fn load_engine(
 
 fn run_daemon(settings: &Settings, args: RunArgs, out: &mut dyn Write) -> Result<i32, AppError> {
     let intents = load_intents(&settings.intents_dir)?;
-    let tts = match args.tts.as_deref() {
-        Some("none") | Some("") => None,
-        Some(cmd) => Some(cmd.to_string()),
-        None => settings
-            .tts_command
-            .clone()
-            .or_else(crate::daemon::default_tts),
+    let sound = |flag: Option<&String>, setting: &crate::config::Sound| match flag {
+        Some(text) => crate::config::Sound::from_setting(Some(text)),
+        None => setting.clone(),
+    };
+    let tts = match sound(args.tts.as_ref(), &settings.tts) {
+        crate::config::Sound::Default => crate::daemon::default_tts(),
+        crate::config::Sound::Command(command) => Some(command),
+        crate::config::Sound::Silent => None,
     };
     let wake_words = if args.no_wake || args.text {
         Vec::new()
@@ -531,10 +532,15 @@ fn run_daemon(settings: &Settings, args: RunArgs, out: &mut dyn Write) -> Result
         wake_words(settings, &args)?
     };
     let options = crate::daemon::RunOptions {
-        input: args.input,
-        text: args.text,
+        listen: if args.text {
+            crate::daemon::Listen::Typed
+        } else {
+            crate::daemon::Listen::Audio(crate::audio::AudioInput::from_flags(
+                args.input.as_deref(),
+                args.device.as_deref(),
+            ))
+        },
         realtime: args.realtime,
-        device: args.device,
         model: args.speech.model.clone(),
         stt: {
             let lead_in: Vec<String> = wake_words
@@ -551,10 +557,10 @@ fn run_daemon(settings: &Settings, args: RunArgs, out: &mut dyn Write) -> Result
             }
             stt
         },
-        tts: tts.filter(|t| t != "none"),
-        silence_end_ms: args.silence_ms.unwrap_or(0),
+        tts,
+        silence_end_ms: args.silence_ms,
         wake_words,
-        ack_command: args.ack.clone().or_else(|| settings.ack_command.clone()),
+        ack: sound(args.ack.as_ref(), &settings.ack),
     };
     crate::daemon::run(settings, intents, options, out)
 }
@@ -682,7 +688,7 @@ fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Resu
         let mut padded = audio.to_vec();
         // The daemon keeps listening after the clip; trailing silence lets
         // the endpointer see the end, as it would live.
-        padded.extend(std::iter::repeat_n(0.0, 16_000));
+        padded.extend(std::iter::repeat_n(0.0, crate::audio::SAMPLE_RATE as usize));
         // Every utterance, in order, as the daemon hands them over.
         let mut found = Vec::new();
         for chunk in padded.chunks(frame) {

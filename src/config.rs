@@ -151,6 +151,33 @@ struct AlarmsSection {
     ring_command_audible: Option<bool>,
 }
 
+/// A sound voicegate makes for an event (the spoken responses, the wake
+/// chime), as the config or a flag names it: `"none"` (or empty) is
+/// silence, any other text a shell command, and no setting the default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Sound {
+    /// voicegate's own choice (the bundled chime; espeak-ng for speech
+    /// when it is installed).
+    #[default]
+    Default,
+    /// This shell command (`sh -c`).
+    Command(String),
+    /// Nothing.
+    Silent,
+}
+
+impl Sound {
+    /// Reads a setting: `None` → [`Sound::Default`], `"none"` or `""` →
+    /// [`Sound::Silent`], else the command.
+    pub fn from_setting(text: Option<&str>) -> Sound {
+        match text.map(str::trim) {
+            None => Sound::Default,
+            Some("none") | Some("") => Sound::Silent,
+            Some(command) => Sound::Command(command.to_string()),
+        }
+    }
+}
+
 /// Validated settings for every command.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -174,13 +201,13 @@ pub struct Settings {
     /// How long the microphone stays muted after each of voicegate's own
     /// sounds (see `audio::HalfDuplex`).
     pub echo_tail: std::time::Duration,
-    /// Command that speaks responses (text on stdin).
-    pub tts_command: Option<String>,
+    /// What speaks responses (a command gets the text on stdin).
+    pub tts: Sound,
     /// The wake words (never empty: the default is "jarvis").
     pub wake_words: Vec<WakeWordSetting>,
     /// Command run when a wake word is heard (`None`: the bundled chime;
-    /// `Some("none")`: silence).
-    pub ack_command: Option<String>,
+    /// What plays when a wake word is heard.
+    pub ack: Sound,
 }
 
 /// One configured wake word, as the file says it (the model is loaded, and
@@ -353,9 +380,9 @@ impl Settings {
                 .speech
                 .echo_tail_ms
                 .map_or(crate::audio::DEFAULT_TAIL, std::time::Duration::from_millis),
-            tts_command: file.speech.tts_command.clone(),
+            tts: Sound::from_setting(file.speech.tts_command.as_deref()),
             wake_words,
-            ack_command: file.wakeword.ack_command.clone(),
+            ack: Sound::from_setting(file.wakeword.ack_command.as_deref()),
         })
     }
 }

@@ -1065,7 +1065,8 @@ impl Pipeline {
     }
 }
 
-fn say(text: String, action_id: Option<String>) -> Event {
+/// A [`Event::Response`]: something voicegate says, about an action or not.
+pub(crate) fn say(text: String, action_id: Option<String>) -> Event {
     Event::Response { text, action_id }
 }
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use voicegate::audio::{
-    AudioError, AudioSource, MicConfig, MicSource, MicStatus, PcmStdinSource, SAMPLE_RATE,
-    WavAccept, WavSource, open_input, read_full, read_wav_mono_16k,
+    AudioError, AudioInput, AudioSource, MicConfig, MicSource, MicStatus, PcmStdinSource,
+    SAMPLE_RATE, WavAccept, WavSource, open_input, read_full, read_wav_mono_16k,
 };
 
 /// Reads a source to its end (or first error).
@@ -415,11 +415,24 @@ fn open_input_picks_the_source_from_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("in.wav");
     write_wav(&path, 48_000, 2, 16, false, 0.2, 0.5);
-    let mut source = open_input(path.to_str(), false, None, MicConfig::default()).unwrap();
+    let input = AudioInput::from_flags(path.to_str(), None);
+    assert_eq!(input, AudioInput::Wav(path.clone()));
+    assert_eq!(
+        AudioInput::from_flags(Some("-"), None),
+        AudioInput::RawStdin
+    );
+    assert_eq!(
+        AudioInput::from_flags(None, Some("hw:1")),
+        AudioInput::Microphone {
+            device: Some("hw:1".into())
+        }
+    );
+    let mut source = open_input(&input, false, MicConfig::default()).unwrap();
     let (samples, err) = read_all(&mut source);
     assert!(err.is_none());
     assert_eq!(samples.len(), 3_200);
-    let err = open_input(Some("/nonexistent.wav"), false, None, MicConfig::default())
+    let missing = AudioInput::from_flags(Some("/nonexistent.wav"), None);
+    let err = open_input(&missing, false, MicConfig::default())
         .err()
         .unwrap();
     assert!(err.to_string().contains("/nonexistent.wav"), "{err}");

@@ -72,7 +72,7 @@
 use std::collections::VecDeque;
 
 /// Sample rate the endpointer expects (the whole audio path's rate).
-pub const DEFAULT_SAMPLE_RATE: u32 = 16_000;
+pub const DEFAULT_SAMPLE_RATE: u32 = super::SAMPLE_RATE;
 /// Frame length in milliseconds.
 pub const FRAME_MS: u32 = 30;
 /// Frame length in samples at 16 kHz.

@@ -52,7 +52,8 @@ pub use error::{AudioError, INPUT_HINT};
 pub use mic::{MicConfig, MicSource, MicStatus, StopHandle};
 pub use resample::{Resampler, ResamplerConfig};
 pub use source::{
-    AudioSource, PcmStdinSource, WavAccept, WavSource, open_input, read_full, read_wav_mono_16k,
+    AudioInput, AudioSource, PcmStdinSource, WavAccept, WavSource, open_input, read_full,
+    read_wav_mono_16k,
 };
 
 /// The sample rate of everything after the sources: 16 kHz.

@@ -534,18 +534,46 @@ impl<R: Read + Send> AudioSource for PcmStdinSource<R> {
     }
 }
 
-/// Opens the source `--input` names: `None` → the microphone (`device`, or
-/// the default input), `Some("-")` → raw PCM on standard input, anything
-/// else → a WAV file. `realtime` paces file and stdin input to 1× speed.
+/// Where audio comes from: what `--input` (and `--device`) name, parsed
+/// once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioInput {
+    /// The microphone: this device, or the default input.
+    Microphone {
+        /// The device's name (`--device`).
+        device: Option<String>,
+    },
+    /// Raw 16 kHz mono 16-bit PCM on standard input (`--input -`).
+    RawStdin,
+    /// A WAV file (`--input FILE`).
+    Wav(std::path::PathBuf),
+}
+
+impl AudioInput {
+    /// Reads the flags: no `--input` is the microphone, `-` standard
+    /// input, anything else a WAV file.
+    pub fn from_flags(input: Option<&str>, device: Option<&str>) -> AudioInput {
+        match input {
+            None => AudioInput::Microphone {
+                device: device.map(str::to_string),
+            },
+            Some("-") => AudioInput::RawStdin,
+            Some(path) => AudioInput::Wav(path.into()),
+        }
+    }
+}
+
+/// Opens `input`. `realtime` paces file and stdin input to 1× speed.
 pub fn open_input(
-    input: Option<&str>,
+    input: &AudioInput,
     realtime: bool,
-    device: Option<&str>,
     mic: super::MicConfig,
 ) -> Result<Box<dyn AudioSource>, AudioError> {
     Ok(match input {
-        None => Box::new(super::MicSource::open(device, mic)?),
-        Some("-") => Box::new(PcmStdinSource::stdin().realtime(realtime)),
-        Some(path) => Box::new(WavSource::open(path, realtime)?),
+        AudioInput::Microphone { device } => {
+            Box::new(super::MicSource::open(device.as_deref(), mic)?)
+        }
+        AudioInput::RawStdin => Box::new(PcmStdinSource::stdin().realtime(realtime)),
+        AudioInput::Wav(path) => Box::new(WavSource::open(path, realtime)?),
     })
 }

@@ -196,7 +196,7 @@ pub(super) fn spawn_audio(
             let always_addressed = detector.is_none();
             let mut frame = vec![0.0f32; FRAME_SAMPLES];
             let mut read: u64 = 0;
-            let mut next_tick: u64 = 16_000;
+            let mut next_tick = u64::from(crate::audio::SAMPLE_RATE);
             // Awake: the wake word was heard (its score), a command is due.
             let mut awake: Option<f32> = None;
             // What the gate waits for: a read-back's answer or a PIN is
@@ -214,8 +214,12 @@ pub(super) fn spawn_audio(
             // The end of the last frame with speech in it.
             let mut last_voiced: Option<u64> = None;
             let at = |samples: u64| {
-                audio_clock
-                    .map(|start| start + TimeDelta::milliseconds((samples * 1000 / 16_000) as i64))
+                audio_clock.map(|start| {
+                    start
+                        + TimeDelta::milliseconds(
+                            (samples * 1000 / u64::from(crate::audio::SAMPLE_RATE)) as i64,
+                        )
+                })
             };
             // Transcribes one utterance; None if nothing was said (only the
             // wake phrase, or nothing whisper could write down).
@@ -259,7 +263,8 @@ pub(super) fn spawn_audio(
                 }
                 if muting == Muting::Skip {
                     let missed = duplex.wait_idle(&mut played);
-                    silence_left += (missed.as_secs_f64() * 16_000.0).round() as u64;
+                    silence_left += (missed.as_secs_f64() * f64::from(crate::audio::SAMPLE_RATE))
+                        .round() as u64;
                 }
                 let n = match audio::read_full(&mut source, &mut frame) {
                     Ok(0) => break,
@@ -330,7 +335,7 @@ pub(super) fn spawn_audio(
                     }
                     _ => {
                         if audio_clock.is_some() && read >= next_tick {
-                            next_tick += 16_000;
+                            next_tick += u64::from(crate::audio::SAMPLE_RATE);
                             if let Some(when) = at(read)
                                 && tx.blocking_send(Input::Tick(when)).is_err()
                             {

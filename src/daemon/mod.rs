@@ -98,26 +98,37 @@ pub use voice::default_tts;
 /// Where utterances come from.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// `--input`: `None` the microphone, `-` raw PCM on stdin, else a WAV file.
-    pub input: Option<String>,
-    /// `--text`: typed lines on stdin instead of audio.
-    pub text: bool,
+    /// What is listened to.
+    pub listen: Listen,
     /// `--realtime`: pace file input like a microphone.
     pub realtime: bool,
-    /// `--device`: input device name.
-    pub device: Option<String>,
     /// The whisper model file.
     pub model: Option<PathBuf>,
     /// Transcription settings.
     pub stt: SttOptions,
     /// Command that speaks responses (text on stdin); `None` = only log.
     pub tts: Option<String>,
-    /// Silence that ends a command, ms.
-    pub silence_end_ms: u32,
+    /// Silence that ends a command, ms (`None`: the endpointer's default).
+    pub silence_end_ms: Option<u32>,
     /// The wake words; empty: `--no-wake` (every utterance is a command).
     pub wake_words: Vec<WakeWord>,
-    /// The acknowledgement command (`None`: the bundled chime; "none").
-    pub ack_command: Option<String>,
+    /// What plays when the wake word is heard.
+    pub ack: crate::config::Sound,
+}
+
+/// What the daemon listens to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// Typed lines on stdin (`--text`).
+    Typed,
+    /// Audio (the microphone, a WAV file, raw PCM on stdin).
+    Audio(audio::AudioInput),
+}
+
+impl Default for Listen {
+    fn default() -> Listen {
+        Listen::Audio(audio::AudioInput::Microphone { device: None })
+    }
 }
 
 /// What can wake the coordinator.
@@ -151,11 +162,9 @@ const RING_CHECK: StdDuration = StdDuration::from_millis(250);
 /// How late a due alarm may be found at start and still ring.
 const START_GRACE_SECS: i64 = 60;
 
+/// Something voicegate says that is about no action.
 fn say(text: String) -> Event {
-    Event::Response {
-        text,
-        action_id: None,
-    }
+    crate::pipeline::say(text, None)
 }
 
 /// Runs until SIGINT/SIGTERM, or until file input ends.
@@ -180,7 +189,7 @@ struct Parts {
     /// Says responses aloud; `None`: they are only logged.
     voice: Option<Box<dyn Voice>>,
     /// The acknowledgement command (`None`: the bundled chime; "none").
-    ack_command: Option<String>,
+    ack: crate::config::Sound,
     /// Voicegate's own sounds, which the audio path does not listen to.
     duplex: Arc<HalfDuplex>,
     /// What is listened to, for the greeting ("the microphone for \"jarvis\"").
@@ -190,7 +199,7 @@ struct Parts {
 impl Parts {
     fn open(settings: &Settings, options: RunOptions) -> Result<Parts, AppError> {
         let duplex = HalfDuplex::new(settings.echo_tail);
-        let wake = if options.text || options.wake_words.is_empty() {
+        let wake = if options.listen == Listen::Typed || options.wake_words.is_empty() {
             String::new()
         } else {
             let phrases: Vec<&str> = options
@@ -200,19 +209,13 @@ impl Parts {
                 .collect();
             format!(" for \"{}\"", phrases.join("\" or \""))
         };
-        let file_input = options.input.as_deref().is_some_and(|i| i != "-");
-        let source = if options.text {
-            "typed input on stdin"
-        } else if file_input {
-            "the audio file"
-        } else if options.input.as_deref() == Some("-") {
-            "raw audio on stdin"
-        } else {
-            "the microphone"
+        let source = match &options.listen {
+            Listen::Typed => "typed input on stdin",
+            Listen::Audio(audio::AudioInput::Wav(_)) => "the audio file",
+            Listen::Audio(audio::AudioInput::RawStdin) => "raw audio on stdin",
+            Listen::Audio(audio::AudioInput::Microphone { .. }) => "the microphone",
         };
-        let audio = if options.text {
-            None
-        } else {
+        let audio = if let Listen::Audio(input) = &options.listen {
             let model = crate::stt::model::locate(options.model.as_deref())?;
             let engine = WhisperTranscriber::load(&model, options.stt.clone())?;
             let stt = Arc::new(SttThread::start(Box::new(engine))?);
@@ -224,20 +227,16 @@ impl Parts {
                     Arc::clone(&stt),
                 )?))
             };
-            let mic = options.input.is_none();
-            let source = if mic {
-                let mic = audio::MicSource::open(options.device.as_deref(), MicConfig::default())
-                    .map_err(|e| AppError::Usage(e.to_string()))?;
-                mic.mute_while_playing(Arc::clone(&duplex));
-                Box::new(mic) as Box<dyn AudioSource>
-            } else {
-                audio::open_input(
-                    options.input.as_deref(),
-                    options.realtime,
-                    options.device.as_deref(),
-                    MicConfig::default(),
-                )
-                .map_err(|e| AppError::Usage(e.to_string()))?
+            let mic = matches!(input, audio::AudioInput::Microphone { .. });
+            let source = match input {
+                audio::AudioInput::Microphone { device } => {
+                    let mic = audio::MicSource::open(device.as_deref(), MicConfig::default())
+                        .map_err(|e| AppError::Usage(e.to_string()))?;
+                    mic.mute_while_playing(Arc::clone(&duplex));
+                    Box::new(mic) as Box<dyn AudioSource>
+                }
+                other => audio::open_input(other, options.realtime, MicConfig::default())
+                    .map_err(|e| AppError::Usage(e.to_string()))?,
             };
             let mut endpoint = if detector.is_some() {
                 EndpointConfig {
@@ -247,9 +246,10 @@ impl Parts {
             } else {
                 EndpointConfig::always_armed()
             };
-            if options.silence_end_ms > 0 {
-                endpoint.silence_end_ms = options.silence_end_ms;
+            if let Some(ms) = options.silence_end_ms {
+                endpoint.silence_end_ms = ms;
             }
+            let file_input = matches!(input, audio::AudioInput::Wav(_));
             let audio_clock = (file_input && !options.realtime).then(Utc::now);
             let muting = if mic {
                 Muting::AtSource
@@ -267,6 +267,8 @@ impl Parts {
                 duplex: Arc::clone(&duplex),
                 muting,
             })
+        } else {
+            None
         };
         Ok(Parts {
             grammar: audio.as_ref().and(options.stt.grammar.clone()),
@@ -274,7 +276,7 @@ impl Parts {
             voice: options
                 .tts
                 .map(|command| Box::new(CommandVoice(command)) as Box<dyn Voice>),
-            ack_command: options.ack_command,
+            ack: options.ack,
             duplex,
             listening_to: format!("{source}{wake}"),
         })
@@ -307,7 +309,7 @@ async fn coordinate(
         audio,
         grammar,
         voice,
-        ack_command,
+        ack,
         duplex,
         listening_to,
     } = parts;
@@ -331,7 +333,7 @@ async fn coordinate(
         settings.ring_command_audible,
     );
     let speaker = Speaker::start(voice, Arc::clone(&duplex));
-    let acknowledger = Acknowledger::start(ack_command, Arc::clone(&duplex));
+    let acknowledger = Acknowledger::start(ack, Arc::clone(&duplex));
     // Tells the audio thread what is due next (see `AudioControl`).
     let tell_audio = |state: GateState| {
         if let Some(c) = &control {
@@ -1144,9 +1146,9 @@ mod tests {
             ring_command: None,
             ring_command_audible: true,
             echo_tail: audio::DEFAULT_TAIL,
-            tts_command: None,
+            tts: crate::config::Sound::Silent,
             wake_words: Vec::new(),
-            ack_command: None,
+            ack: crate::config::Sound::Default,
         }
     }
 
@@ -1195,7 +1197,7 @@ mod tests {
                 room: Arc::clone(&room),
                 book: Arc::clone(&book),
             })),
-            ack_command: Some("none".into()),
+            ack: crate::config::Sound::Silent,
             duplex,
             listening_to: "the room".into(),
         };
@@ -1349,7 +1351,7 @@ intents:
             }),
             grammar: None,
             voice: None,
-            ack_command: Some("none".into()),
+            ack: crate::config::Sound::Silent,
             duplex,
             listening_to: "the room".into(),
         };
@@ -1410,7 +1412,7 @@ intents:
             }),
             grammar: None,
             voice: None,
-            ack_command: Some("none".into()),
+            ack: crate::config::Sound::Silent,
             duplex,
             listening_to: "the room".into(),
         };

@@ -112,10 +112,12 @@ pub(super) struct Acknowledger {
 }
 
 impl Acknowledger {
-    pub(super) fn start(command: Option<String>, duplex: Arc<HalfDuplex>) -> Acknowledger {
-        if command.as_deref() == Some("none") {
-            return Acknowledger { tx: None, duplex };
-        }
+    pub(super) fn start(ack: crate::config::Sound, duplex: Arc<HalfDuplex>) -> Acknowledger {
+        let command = match ack {
+            crate::config::Sound::Silent => return Acknowledger { tx: None, duplex },
+            crate::config::Sound::Command(command) => Some(command),
+            crate::config::Sound::Default => None,
+        };
         let (tx, rx) = std_mpsc::sync_channel::<Playback>(1);
         let spawned = thread::Builder::new()
             .name("voicegate-ack".into())
@@ -134,7 +136,7 @@ impl Acknowledger {
                             .map_err(|e| e.to_string()),
                         None => {
                             let ringer = chime.get_or_insert_with(|| {
-                                AudioRinger::from_samples(ack_chime(), 16_000)
+                                AudioRinger::from_samples(ack_chime(), crate::audio::SAMPLE_RATE)
                             });
                             let played = ringer.start("wake").map_err(|e| e.to_string());
                             thread::sleep(ACK_LENGTH);
@@ -171,7 +173,7 @@ pub(super) const ACK_LENGTH: StdDuration = StdDuration::from_millis(180);
 /// The bundled acknowledgement: two short rising tones (A5, E6), each with
 /// a soft attack and decay, 180 ms at 16 kHz.
 pub(super) fn ack_chime() -> Vec<f32> {
-    let rate = 16_000.0f32;
+    let rate = crate::audio::SAMPLE_RATE as f32;
     let total = (ACK_LENGTH.as_secs_f32() * rate) as usize;
     let half = total / 2;
     (0..total)

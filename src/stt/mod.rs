@@ -57,7 +57,7 @@ pub use thread::SttThread;
 pub use whisper::{PhraseScore, WhisperTranscriber};
 
 /// Audio rate the engines take.
-pub const SAMPLE_RATE: usize = 16_000;
+pub const SAMPLE_RATE: usize = crate::audio::SAMPLE_RATE as usize;
 
 /// whisper's encoder frames per second of audio.
 const FRAMES_PER_SECOND: usize = 50;

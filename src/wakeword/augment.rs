@@ -10,7 +10,7 @@
 use crate::audio::Resampler;
 
 /// The sample rate every function here assumes.
-pub const RATE: u32 = 16_000;
+pub const RATE: u32 = crate::audio::SAMPLE_RATE;
 
 /// SplitMix64 seeding a xoshiro256** generator. Small, fast, and good
 /// enough for augmentation; fully determined by the seed.

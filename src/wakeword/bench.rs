@@ -157,7 +157,7 @@ pub fn stream_clip<V: super::detector::Verifier>(
 ) -> Result<(usize, Vec<(f32, f32)>), WakewordError> {
     detector.reset();
     let start = detector.position();
-    let secs = |at: u64| (at - start) as f32 / 16_000.0;
+    let secs = |at: u64| (at - start) as f32 / crate::audio::SAMPLE_RATE as f32;
     let tail = vec![0.0f32; TAIL_MS as usize * 16];
     let mut wakes = 0;
     let mut scores = Vec::new();
@@ -249,7 +249,7 @@ fn measure<V: super::detector::Verifier>(
         .enumerate()
     {
         let samples = read_audio(path)?;
-        let secs = samples.len() as f64 / 16_000.0;
+        let secs = samples.len() as f64 / f64::from(crate::audio::SAMPLE_RATE);
         audio_secs += secs;
         let (wakes, scores) = stream_clip(&mut detector, &samples, &mut cpu)?;
         if positive {

@@ -481,7 +481,7 @@ fn load_stage1(word: &WakeWord) -> Result<Rustpotter, WakewordError> {
     };
     let bytes = std::fs::read(&word.model).map_err(|e| load_err(e.to_string()))?;
     let mut config = RustpotterConfig::default();
-    config.fmt.sample_rate = 16_000;
+    config.fmt.sample_rate = crate::audio::SAMPLE_RATE as usize;
     config.fmt.sample_format = SampleFormat::F32;
     config.fmt.channels = 1;
     config.detector.threshold = word.stage1.threshold;

@@ -222,7 +222,7 @@ pub(super) fn convert_in_chunks(
         )));
     }
     let tokens = read_vocabulary(vocabulary, hparams.n_vocab)?;
-    let filters = mel_filters(16_000.0, 400, hparams.n_mels as usize);
+    let filters = mel_filters(crate::stt::SAMPLE_RATE as f64, 400, hparams.n_mels as usize);
 
     let partial = PartialFile::beside(output);
     let write_err = |source: io::Error| ConvertError::Write {
