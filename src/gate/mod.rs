@@ -915,63 +915,15 @@ impl Gate {
             wake_score: utterance.wake_score,
             amount: amount.clone(),
         };
-        let refuse = |reason: String| Output::Refused {
-            facts: facts.clone(),
-            reason,
-        };
-        if request.kind.is_none() {
-            out.push(refuse(format!(
-                "{} has no action configured here",
-                m.intent
-            )));
-            return;
-        }
-        if self.unsure(utterance.confidence) {
-            out.push(refuse(
-                "I'm not sure I heard that right; please say it again".into(),
-            ));
-            return;
-        }
-        if self.locked(now) {
-            out.push(refuse(self.lock_reason(now)));
-            return;
-        }
-        if let Some(cap) = &self.config.daily_spend_cap
-            && request.kind.is_some_and(ActionKind::is_purchase)
-        {
-            match &amount {
-                None if !self.config.allow_unpriced => {
-                    out.push(refuse(format!(
-                        "I don't know what {} costs, so I can't check it against your daily limit of {}",
-                        priced_thing(&request).unwrap_or(&m.intent),
-                        cap.spoken()
-                    )));
-                    return;
-                }
-                Some(amount) if amount.currency != cap.currency => {
-                    // The config refuses such prices; this is defence in depth.
-                    out.push(refuse(format!(
-                        "its price is in {}, and your daily limit is in {}",
-                        amount.currency, cap.currency
-                    )));
-                    return;
-                }
-                _ => {}
-            }
-        }
-        if let (Some(cap), Some(amount)) = (&self.config.daily_spend_cap, &amount)
-            && spent_today.saturating_add(amount.cents) > cap.cents
-        {
-            let spent = Money {
-                cents: spent_today,
-                currency: cap.currency.clone(),
-            };
-            out.push(refuse(format!(
-                "that costs {}, and with {} already spent today it would go over the daily limit of {}",
-                amount.spoken(),
-                spent.spoken(),
-                cap.spoken()
-            )));
+        if let Some(reason) = self.refusal(
+            &request,
+            &m.intent,
+            utterance,
+            amount.as_ref(),
+            now,
+            spent_today,
+        ) {
+            out.push(Output::Refused { facts, reason });
             return;
         }
         let readback = readback(info.and_then(|i| i.confirm.as_deref()), &m, amount.as_ref());
@@ -997,6 +949,59 @@ impl Gate {
             expires_at,
             stage: Stage::Reply { reprompted: false },
         });
+    }
+
+    /// Why a high-stakes request may not be read back, if it may not: no
+    /// action configured, an unsure transcription, the PIN lockout, an
+    /// unknown price or a price in another currency under a spend cap, or
+    /// going over the cap. Checked in that order; `None`: read it back.
+    fn refusal(
+        &self,
+        request: &ActionRequest,
+        intent: &str,
+        utterance: &Utterance,
+        amount: Option<&Money>,
+        now: DateTime<Utc>,
+        spent_today: i64,
+    ) -> Option<String> {
+        if request.kind.is_none() {
+            return Some(format!("{intent} has no action configured here"));
+        }
+        if self.unsure(utterance.confidence) {
+            return Some("I'm not sure I heard that right; please say it again".into());
+        }
+        if self.locked(now) {
+            return Some(self.lock_reason(now));
+        }
+        let cap = self.config.daily_spend_cap.as_ref()?;
+        // Only purchases must have a known price in the cap's currency; any
+        // action with a known amount counts against the cap.
+        let purchase = request.kind.is_some_and(ActionKind::is_purchase);
+        match amount {
+            None if purchase && !self.config.allow_unpriced => Some(format!(
+                "I don't know what {} costs, so I can't check it against your daily limit of {}",
+                priced_thing(request).unwrap_or(intent),
+                cap.spoken()
+            )),
+            // The config refuses such prices; this is defence in depth.
+            Some(amount) if purchase && amount.currency != cap.currency => Some(format!(
+                "its price is in {}, and your daily limit is in {}",
+                amount.currency, cap.currency
+            )),
+            Some(amount) if spent_today.saturating_add(amount.cents) > cap.cents => {
+                let spent = Money {
+                    cents: spent_today,
+                    currency: cap.currency.clone(),
+                };
+                Some(format!(
+                    "that costs {}, and with {} already spent today it would go over the daily limit of {}",
+                    amount.spoken(),
+                    spent.spoken(),
+                    cap.spoken()
+                ))
+            }
+            _ => None,
+        }
     }
 
     /// Price × quantity for purchases whose product has a configured
