@@ -1,7 +1,7 @@
 //! The second stage alone, on whole clips: whisper's forced score of a
 //! phrase (mean log-probability of its tokens) for every WAV in some
 //! directories, one line per file: path, mean, min, seconds. This is the
-//! measurement that chose the cascade (ARCHITECTURE.md, "Wake word").
+//! measurement that chose the cascade (docs/design/wakeword.md).
 //!
 //! Usage: wakeword_verify GGML_MODEL " Jarvis" DIR... (THREADS=n to choose
 //! whisper's threads)

@@ -2,7 +2,7 @@
 //!
 //! The model is loaded once; each utterance (16 kHz mono f32) is decoded in
 //! English with these choices, each measured in the speech benchmark (see
-//! the README's figures and ARCHITECTURE.md):
+//! the README's figures and docs/design/speech.md):
 //!
 //! - **A grammar** ([`SttGrammar`], the daemon's default): the loaded
 //!   intents' sentences as an automaton (`intent::grammar`), through which
@@ -360,7 +360,7 @@ pub fn is_repetitive(text: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// The numbers the speech benchmark chose (ARCHITECTURE.md, "Speech
+    /// The numbers the speech benchmark chose (docs/design/speech.md, "Speech
     /// choices"): the daemon's by default, and `--no-grammar`'s own.
     #[test]
     fn the_defaults_are_the_daemons_and_free_decoding_keeps_its_own() {

@@ -8,7 +8,7 @@
 //!    through the phrase's tokens (" Jarvis"), and the mean log-probability
 //!    of those tokens is the verdict. Free transcription would throw away
 //!    most of the evidence (whisper tiny.en writes "jarv…" for only 58 of 82
-//!    real clips); the forced score keeps it. See ARCHITECTURE.md for the
+//!    real clips); the forced score keeps it. See docs/design/wakeword.md for the
 //!    figures that chose this shape.
 //!
 //! The detector is synchronous and owns no thread: the caller feeds every
@@ -67,7 +67,7 @@ pub struct Stage1Settings {
 }
 
 impl Default for Stage1Settings {
-    /// Chosen on the real recordings (see ARCHITECTURE.md): every
+    /// Chosen on the real recordings (see docs/design/wakeword.md): every
     /// validation "jarvis" fires, at under one trigger per 10 s of most
     /// other speech.
     fn default() -> Self {
@@ -113,7 +113,7 @@ impl WakeWord {
     /// The verifier's threshold on the mean log-probability of the
     /// phrase's tokens. Sensitivity 0.5 gives −9: on the real recordings
     /// every "jarvis" scored above −8 and every other keyword and coffee
-    /// order below −10.6 (see ARCHITECTURE.md).
+    /// order below −10.6 (see docs/design/wakeword.md).
     pub fn verify_threshold(&self) -> f32 {
         -4.0 - 10.0 * self.sensitivity.clamp(0.0, 1.0)
     }
