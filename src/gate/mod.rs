@@ -672,33 +672,7 @@ impl Gate {
                 self.handle_match(intents, utterance, fresh, now, spent_today, out);
             }
             (Stage::Reply { .. }, Reply::Yes) if !unsure => {
-                if self.locked(now) {
-                    let reason = self.lock_reason(now);
-                    out.push(Output::Refused {
-                        facts: pending.facts,
-                        reason,
-                    });
-                } else if pending
-                    .request
-                    .kind
-                    .is_some_and(|k| self.config.pin_kinds.contains(&k))
-                {
-                    if self.config.pin.is_none() {
-                        out.push(Output::Refused {
-                            facts: pending.facts,
-                            reason: "this needs a PIN, and no PIN is set up".into(),
-                        });
-                    } else {
-                        pending.stage = Stage::Pin;
-                        out.push(Output::Reprompt {
-                            facts: pending.facts.clone(),
-                            text: "Please say your PIN.".into(),
-                        });
-                        self.pending = Some(pending);
-                    }
-                } else {
-                    self.confirm(pending, utterance.text.clone(), now, out);
-                }
+                self.answer_yes(pending, utterance, now, out)
             }
             (Stage::Pin, _) if !unsure => self.check_pin(pending, utterance, now, out),
             (Stage::Pin, _) => {
@@ -731,6 +705,45 @@ impl Gate {
                 });
                 self.pending = Some(pending);
             }
+        }
+    }
+
+    /// A sure "yes" to a read-back: refused while locked, or while a PIN
+    /// is needed and none is set up; else the PIN is asked for (a PIN
+    /// kind) or the action is confirmed.
+    fn answer_yes(
+        &mut self,
+        mut pending: Pending,
+        utterance: &Utterance,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) {
+        if self.locked(now) {
+            let reason = self.lock_reason(now);
+            out.push(Output::Refused {
+                facts: pending.facts,
+                reason,
+            });
+        } else if pending
+            .request
+            .kind
+            .is_some_and(|k| self.config.pin_kinds.contains(&k))
+        {
+            if self.config.pin.is_none() {
+                out.push(Output::Refused {
+                    facts: pending.facts,
+                    reason: "this needs a PIN, and no PIN is set up".into(),
+                });
+            } else {
+                pending.stage = Stage::Pin;
+                out.push(Output::Reprompt {
+                    facts: pending.facts.clone(),
+                    text: "Please say your PIN.".into(),
+                });
+                self.pending = Some(pending);
+            }
+        } else {
+            self.confirm(pending, utterance.text.clone(), now, out);
         }
     }
 
