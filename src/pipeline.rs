@@ -835,19 +835,64 @@ impl Pipeline {
         }
     }
 
-    fn apply(&mut self, outputs: Vec<Output>, now: DateTime<Utc>) -> Vec<Event> {
-        let mut events = Vec::new();
-        // The PIN lockout survives restarts: save it whenever it changes.
+    /// The PIN lockout survives restarts: it is saved whenever it changes.
+    /// An event says so if it cannot be.
+    fn save_pin_lock(&mut self) -> Vec<Event> {
         let lock = self.gate.pin_lock();
-        if lock != self.saved_lock {
-            match self.journal.save_pin_lock(lock) {
-                Ok(()) => self.saved_lock = lock,
-                Err(e) => events.push(say(
-                    format!("I could not save the PIN lock in the state database: {e}"),
-                    None,
-                )),
-            }
+        if lock == self.saved_lock {
+            return Vec::new();
         }
+        match self.journal.save_pin_lock(lock) {
+            Ok(()) => {
+                self.saved_lock = lock;
+                Vec::new()
+            }
+            Err(e) => vec![say(
+                format!("I could not save the PIN lock in the state database: {e}"),
+                None,
+            )],
+        }
+    }
+
+    /// Records `requested` and reads the request back; without an audit
+    /// log there is no purchase, so the pending request is dropped.
+    fn read_back(
+        &mut self,
+        facts: &Facts,
+        readback: String,
+        digest: String,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Vec<Event> {
+        let id = facts.action_id.to_string();
+        if let Err(e) = self.record(facts, AuditOutcome::Requested, None, now) {
+            let _ = self.gate.shutdown();
+            let reason = format!(
+                "I can't record purchases and bookings right now ({e}), so I won't do this"
+            );
+            return vec![
+                Event::Refused {
+                    action_id: id.clone(),
+                    intent: facts.intent.clone(),
+                    reason: reason.clone(),
+                },
+                say(reason, Some(id)),
+            ];
+        }
+        vec![
+            Event::ConfirmRequest {
+                action_id: id.clone(),
+                intent: facts.intent.clone(),
+                readback: readback.clone(),
+                digest,
+                expires_in_secs: (expires_at - now).num_milliseconds() as f64 / 1000.0,
+            },
+            say(readback, Some(id)),
+        ]
+    }
+
+    fn apply(&mut self, outputs: Vec<Output>, now: DateTime<Utc>) -> Vec<Event> {
+        let mut events = self.save_pin_lock();
         for output in outputs {
             match output {
                 Output::Intent(m) => events.push(Event::Intent {
@@ -872,31 +917,7 @@ impl Pipeline {
                     readback,
                     digest,
                     expires_at,
-                } => {
-                    let id = facts.action_id.to_string();
-                    if let Err(e) = self.record(&facts, AuditOutcome::Requested, None, now) {
-                        // No audit, no purchase: drop the pending action.
-                        let _ = self.gate.shutdown();
-                        let reason = format!(
-                            "I can't record purchases and bookings right now ({e}), so I won't do this"
-                        );
-                        events.push(Event::Refused {
-                            action_id: id.clone(),
-                            intent: facts.intent.clone(),
-                            reason: reason.clone(),
-                        });
-                        events.push(say(reason, Some(id)));
-                        continue;
-                    }
-                    events.push(Event::ConfirmRequest {
-                        action_id: id.clone(),
-                        intent: facts.intent.clone(),
-                        readback: readback.clone(),
-                        digest,
-                        expires_in_secs: (expires_at - now).num_milliseconds() as f64 / 1000.0,
-                    });
-                    events.push(say(readback, Some(id)));
-                }
+                } => events.extend(self.read_back(&facts, readback, digest, expires_at, now)),
                 Output::Reprompt { facts, text } => {
                     events.push(say(text, Some(facts.action_id.to_string())))
                 }
@@ -944,16 +965,7 @@ impl Pipeline {
                     events.push(say(format!("I won't do that: {reason}."), Some(id)));
                 }
                 Output::NotUnderstood { text, why } => {
-                    let reply = match &why {
-                        NotUnderstood::Ambiguous { .. } => {
-                            "Sorry, that could mean more than one thing. Please say it differently."
-                                .to_string()
-                        }
-                        NotUnderstood::TooLong { chars, limit } => format!(
-                            "That is too long for me: {chars} characters, and I take at most {limit}."
-                        ),
-                        _ => "Sorry, I didn't understand that.".to_string(),
-                    };
+                    let reply = not_understood_reply(&why);
                     events.push(Event::NotUnderstood { text, why });
                     events.push(say(reply, None));
                 }
@@ -1062,6 +1074,19 @@ impl Pipeline {
             ));
         }
         events
+    }
+}
+
+/// What voicegate says when it understood nothing.
+fn not_understood_reply(why: &NotUnderstood) -> String {
+    match why {
+        NotUnderstood::Ambiguous { .. } => {
+            "Sorry, that could mean more than one thing. Please say it differently.".to_string()
+        }
+        NotUnderstood::TooLong { chars, limit } => {
+            format!("That is too long for me: {chars} characters, and I take at most {limit}.")
+        }
+        _ => "Sorry, I didn't understand that.".to_string(),
     }
 }
 
