@@ -273,73 +273,7 @@ impl Settings {
             .or_else(|| file.data_dir.map(|p| expand_home(&base.join(p))))
             .unwrap_or_else(default_data_dir);
 
-        let g = &file.gate;
-        let currency = g.currency.clone().unwrap_or_else(|| "USD".into());
-        let mut gate = GateConfig::default();
-        let timeout = args.confirm_timeout.or(g.confirm_timeout_secs);
-        if let Some(secs) = timeout {
-            if !(secs.is_finite() && secs > 0.0 && secs <= 600.0) {
-                return Err(invalid(format!(
-                    "confirm timeout must be between 0 and 600 seconds, got {secs}"
-                )));
-            }
-            gate.confirm_timeout = Duration::milliseconds((secs * 1000.0).round() as i64);
-        }
-        if let Some(c) = g.min_confidence {
-            if !(0.0..=1.0).contains(&c) {
-                return Err(invalid(format!(
-                    "[gate] min_confidence must be in 0..1, got {c}"
-                )));
-            }
-            gate.min_confidence = c;
-        }
-        if let Some(text) = &g.pin_hash {
-            gate.pin =
-                Some(PinHash::parse(text).map_err(|e| invalid(format!("[gate] pin_hash: {e}")))?);
-        }
-        gate.pin_kinds = g
-            .pin_kinds
-            .iter()
-            .map(|k| {
-                k.parse()
-                    .map_err(|e| invalid(format!("[gate] pin_kinds: {e}")))
-            })
-            .collect::<Result<_, _>>()?;
-        if !gate.pin_kinds.is_empty() && gate.pin.is_none() {
-            return Err(invalid(
-                "[gate] pin_kinds is set but pin_hash is not".into(),
-            ));
-        }
-        if let Some(n) = g.pin_attempts {
-            gate.pin_attempts = n.max(1);
-        }
-        if let Some(secs) = g.pin_lockout_secs {
-            gate.pin_lockout = Duration::seconds(secs.min(86_400) as i64);
-        }
-        if let Some(cap) = &g.daily_spend_cap {
-            gate.daily_spend_cap = Some(Money::parse(cap, &currency).ok_or_else(|| {
-                invalid(format!(
-                    "[gate] daily_spend_cap {cap:?} is not an amount like \"50.00 USD\""
-                ))
-            })?);
-        }
-        for (item, price) in &file.prices {
-            let money = Money::parse(price, &currency).ok_or_else(|| {
-                invalid(format!(
-                    "[prices] {item:?} = {price:?} is not an amount like \"4.99 USD\""
-                ))
-            })?;
-            if let Some(cap) = &gate.daily_spend_cap
-                && money.currency != cap.currency
-            {
-                return Err(invalid(format!(
-                    "[prices] {item:?} is in {}, but [gate] daily_spend_cap is in {}: the cap can only count one currency",
-                    money.currency, cap.currency
-                )));
-            }
-            gate.prices.insert(item.clone(), money);
-        }
-        gate.allow_unpriced = g.allow_unpriced_purchases.unwrap_or(false);
+        let gate = gate_config(&file.gate, &file.prices, args.confirm_timeout, &invalid)?;
         let mut mpd = MpdConfig::default();
         if let Some(address) = &file.music.mpd {
             mpd.address =
@@ -385,6 +319,83 @@ impl Settings {
             ack: Sound::from_setting(file.wakeword.ack_command.as_deref()),
         })
     }
+}
+
+/// The `[gate]` section and `[prices]` → a validated [`GateConfig`]
+/// (`confirm_timeout` is the flag, which wins over the file).
+fn gate_config(
+    g: &GateSection,
+    prices: &BTreeMap<String, String>,
+    confirm_timeout: Option<f64>,
+    invalid: &dyn Fn(String) -> ConfigError,
+) -> Result<GateConfig, ConfigError> {
+    let currency = g.currency.clone().unwrap_or_else(|| "USD".into());
+    let mut gate = GateConfig::default();
+    let timeout = confirm_timeout.or(g.confirm_timeout_secs);
+    if let Some(secs) = timeout {
+        if !(secs.is_finite() && secs > 0.0 && secs <= 600.0) {
+            return Err(invalid(format!(
+                "confirm timeout must be between 0 and 600 seconds, got {secs}"
+            )));
+        }
+        gate.confirm_timeout = Duration::milliseconds((secs * 1000.0).round() as i64);
+    }
+    if let Some(c) = g.min_confidence {
+        if !(0.0..=1.0).contains(&c) {
+            return Err(invalid(format!(
+                "[gate] min_confidence must be in 0..1, got {c}"
+            )));
+        }
+        gate.min_confidence = c;
+    }
+    if let Some(text) = &g.pin_hash {
+        gate.pin =
+            Some(PinHash::parse(text).map_err(|e| invalid(format!("[gate] pin_hash: {e}")))?);
+    }
+    gate.pin_kinds = g
+        .pin_kinds
+        .iter()
+        .map(|k| {
+            k.parse()
+                .map_err(|e| invalid(format!("[gate] pin_kinds: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if !gate.pin_kinds.is_empty() && gate.pin.is_none() {
+        return Err(invalid(
+            "[gate] pin_kinds is set but pin_hash is not".into(),
+        ));
+    }
+    if let Some(n) = g.pin_attempts {
+        gate.pin_attempts = n.max(1);
+    }
+    if let Some(secs) = g.pin_lockout_secs {
+        gate.pin_lockout = Duration::seconds(secs.min(86_400) as i64);
+    }
+    if let Some(cap) = &g.daily_spend_cap {
+        gate.daily_spend_cap = Some(Money::parse(cap, &currency).ok_or_else(|| {
+            invalid(format!(
+                "[gate] daily_spend_cap {cap:?} is not an amount like \"50.00 USD\""
+            ))
+        })?);
+    }
+    for (item, price) in prices {
+        let money = Money::parse(price, &currency).ok_or_else(|| {
+            invalid(format!(
+                "[prices] {item:?} = {price:?} is not an amount like \"4.99 USD\""
+            ))
+        })?;
+        if let Some(cap) = &gate.daily_spend_cap
+            && money.currency != cap.currency
+        {
+            return Err(invalid(format!(
+                "[prices] {item:?} is in {}, but [gate] daily_spend_cap is in {}: the cap can only count one currency",
+                money.currency, cap.currency
+            )));
+        }
+        gate.prices.insert(item.clone(), money);
+    }
+    gate.allow_unpriced = g.allow_unpriced_purchases.unwrap_or(false);
+    Ok(gate)
 }
 
 fn parent(path: &Path) -> PathBuf {
