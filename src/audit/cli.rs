@@ -147,112 +147,8 @@ pub fn run(
             }
             Ok(0)
         }
-        AuditCommand::Verify { expect_head } => {
-            let Some(log) = open(db)? else {
-                // No file: an empty log, which extends only an empty log's anchor.
-                let verification = match &expect_head {
-                    Some(anchor) => anchor.check_missing_log(),
-                    None => Verification::Intact {
-                        rows: 0,
-                        last_hash: GENESIS_HASH.to_string(),
-                    },
-                };
-                if let Verification::Broken { row, problem } = &verification {
-                    let message = format!("no audit log at {}: {problem}", db.display());
-                    if json {
-                        let report = json!({
-                            "intact": false,
-                            "missing": true,
-                            "row": row,
-                            "problem": problem.kind(),
-                            "message": message,
-                        });
-                        writeln!(out, "{report}")?;
-                    } else {
-                        writeln!(out, "{message}")?;
-                    }
-                    return Ok(1);
-                }
-                if json {
-                    let report = json!({ "intact": true, "rows": 0, "missing": true });
-                    writeln!(out, "{report}")?;
-                } else {
-                    writeln!(
-                        out,
-                        "no audit log at {} yet: nothing to verify (0 rows)",
-                        db.display()
-                    )?;
-                }
-                return Ok(0);
-            };
-            let verification = match &expect_head {
-                Some(anchor) => log.verify_extends(anchor)?,
-                None => log.verify()?,
-            };
-            if json {
-                let report = match &verification {
-                    Verification::Intact { rows, last_hash } => {
-                        let mut report =
-                            json!({ "intact": true, "rows": rows, "last_hash": last_hash });
-                        if let Some(anchor) = &expect_head {
-                            report["extends"] = json!(anchor.to_string());
-                        }
-                        report
-                    }
-                    Verification::Broken { row, problem } => json!({
-                        "intact": false,
-                        "row": row,
-                        "problem": problem.kind(),
-                        "message": verification.to_string(),
-                    }),
-                };
-                writeln!(out, "{report}")?;
-            } else {
-                match (&verification, &expect_head) {
-                    (Verification::Intact { .. }, Some(anchor)) => {
-                        writeln!(out, "{verification}; it extends the anchor {anchor}")?
-                    }
-                    _ => writeln!(out, "{verification}")?,
-                }
-            }
-            Ok(if verification.is_intact() { 0 } else { 1 })
-        }
-        AuditCommand::Head => {
-            let (head, missing) = match open(db)? {
-                Some(log) => (log.head()?, false),
-                None => (
-                    Head {
-                        count: 0,
-                        hash: GENESIS_HASH.to_string(),
-                    },
-                    true,
-                ),
-            };
-            if json {
-                let mut report = json!({ "count": head.count, "hash": head.hash });
-                if missing {
-                    report["missing"] = json!(true);
-                }
-                writeln!(out, "{report}")?;
-            } else {
-                writeln!(out, "{head}")?;
-                if missing {
-                    writeln!(
-                        out,
-                        "no audit log at {} yet: the anchor of an empty log",
-                        db.display()
-                    )?;
-                } else {
-                    writeln!(
-                        out,
-                        "{} rows; keep this anchor elsewhere, and check later that the log only grew \
-                         with `voicegate audit verify --expect-head {head}`",
-                        head.count
-                    )?;
-                }
-            }
-            Ok(0)
-        }
+        AuditCommand::Verify { expect_head } => verify(db, expect_head, json, out),
+        AuditCommand::Head => head(db, json, out),
         AuditCommand::Export { format } => {
             let format = format.unwrap_or(if json {
                 ExportFormat::Json
@@ -437,6 +333,121 @@ fn cut(text: &str, max: usize) -> String {
     let mut short: String = text.chars().take(max.saturating_sub(1)).collect();
     short.push('…');
     short
+}
+
+/// `audit verify [--expect-head COUNT:HASH]`: 0 if the chain is intact (and
+/// extends the anchor), 1 if not.
+fn verify(
+    db: &Path,
+    expect_head: Option<Anchor>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<i32, AuditError> {
+    let Some(log) = open(db)? else {
+        // No file: an empty log, which extends only an empty log's anchor.
+        let verification = match &expect_head {
+            Some(anchor) => anchor.check_missing_log(),
+            None => Verification::Intact {
+                rows: 0,
+                last_hash: GENESIS_HASH.to_string(),
+            },
+        };
+        if let Verification::Broken { row, problem } = &verification {
+            let message = format!("no audit log at {}: {problem}", db.display());
+            if json {
+                let report = json!({
+                    "intact": false,
+                    "missing": true,
+                    "row": row,
+                    "problem": problem.kind(),
+                    "message": message,
+                });
+                writeln!(out, "{report}")?;
+            } else {
+                writeln!(out, "{message}")?;
+            }
+            return Ok(1);
+        }
+        if json {
+            let report = json!({ "intact": true, "rows": 0, "missing": true });
+            writeln!(out, "{report}")?;
+        } else {
+            writeln!(
+                out,
+                "no audit log at {} yet: nothing to verify (0 rows)",
+                db.display()
+            )?;
+        }
+        return Ok(0);
+    };
+    let verification = match &expect_head {
+        Some(anchor) => log.verify_extends(anchor)?,
+        None => log.verify()?,
+    };
+    if json {
+        let report = match &verification {
+            Verification::Intact { rows, last_hash } => {
+                let mut report = json!({ "intact": true, "rows": rows, "last_hash": last_hash });
+                if let Some(anchor) = &expect_head {
+                    report["extends"] = json!(anchor.to_string());
+                }
+                report
+            }
+            Verification::Broken { row, problem } => json!({
+                "intact": false,
+                "row": row,
+                "problem": problem.kind(),
+                "message": verification.to_string(),
+            }),
+        };
+        writeln!(out, "{report}")?;
+    } else {
+        match (&verification, &expect_head) {
+            (Verification::Intact { .. }, Some(anchor)) => {
+                writeln!(out, "{verification}; it extends the anchor {anchor}")?
+            }
+            _ => writeln!(out, "{verification}")?,
+        }
+    }
+    Ok(if verification.is_intact() { 0 } else { 1 })
+}
+
+/// `audit head`: the anchor to keep elsewhere.
+fn head(db: &Path, json: bool, out: &mut dyn Write) -> Result<i32, AuditError> {
+    let (head, missing) = match open(db)? {
+        Some(log) => (log.head()?, false),
+        None => (
+            Head {
+                count: 0,
+                hash: GENESIS_HASH.to_string(),
+            },
+            true,
+        ),
+    };
+    if json {
+        let mut report = json!({ "count": head.count, "hash": head.hash });
+        if missing {
+            report["missing"] = json!(true);
+        }
+        writeln!(out, "{report}")?;
+    } else {
+        writeln!(out, "{head}")?;
+        if missing {
+            writeln!(
+                out,
+                "no audit log at {} yet: the anchor of an empty log",
+                db.display()
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{} rows; keep this anchor elsewhere, and check later that the log only grew \
+                 with `voicegate audit verify --expect-head {head}`",
+                head.count
+            )?;
+        }
+    }
+    Ok(0)
 }
 
 #[cfg(test)]
