@@ -718,27 +718,7 @@ fn run_command(
 ) -> Outcome {
     let noun = noun(action.request().kind);
     let shown = program.display();
-    let mut command = Command::new(program);
-    command.args(args).env_clear().env("PATH", COMMAND_PATH);
-    for name in env {
-        if let Some(value) = std::env::var_os(name) {
-            command.env(name, value);
-        }
-    }
-    command
-        .env("VOICEGATE_ACTION_ID", action.id().as_str())
-        .env("VOICEGATE_ACTION_KIND", action.request().kind_str())
-        .env("VOICEGATE_IDEMPOTENCY_KEY", key.as_str())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    #[cfg(unix)]
-    {
-        // Its own process group, so a timeout can stop everything it
-        // started (see `stop`).
-        use std::os::unix::process::CommandExt;
-        command.process_group(0);
-    }
+    let mut command = handler_command(program, args, env, action, key);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -803,6 +783,52 @@ fn run_command(
     let stdout = String::from_utf8_lossy(&lock(&stdout)).into_owned();
     let stderr = String::from_utf8_lossy(&lock(&stderr)).into_owned();
 
+    finished(status, &stdout, &stderr, &shown.to_string(), action)
+}
+
+/// The handler's command: no shell, its own process group, and only the
+/// environment the module documentation lists.
+fn handler_command(
+    program: &Path,
+    args: &[String],
+    env: &[String],
+    action: &ConfirmedAction,
+    key: &IdempotencyKey,
+) -> Command {
+    let mut command = Command::new(program);
+    command.args(args).env_clear().env("PATH", COMMAND_PATH);
+    for name in env {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+        .env("VOICEGATE_ACTION_ID", action.id().as_str())
+        .env("VOICEGATE_ACTION_KIND", action.request().kind_str())
+        .env("VOICEGATE_IDEMPOTENCY_KEY", key.as_str())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    #[cfg(unix)]
+    {
+        // Its own process group, so a timeout can stop everything it
+        // started (see `stop`).
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+    command
+}
+
+/// What a finished command's exit says: exit 0 is done (its first line of
+/// output is what the user hears), another exit code failed, a signal
+/// unknown.
+fn finished(
+    status: ExitStatus,
+    stdout: &str,
+    stderr: &str,
+    shown: &str,
+    action: &ConfirmedAction,
+) -> Outcome {
     if status.success() {
         let message = stdout
             .lines()
@@ -828,7 +854,7 @@ fn run_command(
             Some(code) => failed(with_tail(format!("{shown} exited with status {code}"))),
             // Killed by a signal part-way: nobody said how far it got.
             None => Outcome::Unknown {
-                error: with_tail(killed_by(status, &shown.to_string())),
+                error: with_tail(killed_by(status, shown)),
             },
         }
     }
