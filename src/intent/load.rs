@@ -672,64 +672,8 @@ impl Loader {
                     });
                 }
                 Kind::Map(_) => {
-                    let Some(entries) = self.mapping(
-                        src,
-                        item,
-                        &format!("a value of {what}"),
-                        Some(&["in", "out", "context", "metadata"]),
-                    ) else {
-                        continue;
-                    };
-                    let mut spoken = None;
-                    let mut out = None;
-                    let mut context = Map::new();
-                    let mut in_origin = None;
-                    for (key, _k, value) in entries {
-                        match key.as_str() {
-                            "in" => {
-                                let text = match &value.kind {
-                                    Kind::Str(s, _) => s.clone(),
-                                    Kind::Int(_) | Kind::Float(_) => {
-                                        value.scalar_text().unwrap_or_default()
-                                    }
-                                    _ => {
-                                        self.error(
-                                            src,
-                                            value.pos,
-                                            format!(
-                                                "'in' must be text, found {}",
-                                                value.kind_name()
-                                            ),
-                                        );
-                                        continue;
-                                    }
-                                };
-                                if let Some(expr) = self.template(src, value, &text) {
-                                    in_origin = Some(self.origin_of(value));
-                                    spoken = Some((expr, text));
-                                }
-                            }
-                            "out" => out = Some(value.to_json()),
-                            "context" => match value.to_json() {
-                                Value::Object(map) => context = map,
-                                _ => self.error(src, value.pos, "'context' must be a mapping"),
-                            },
-                            _ => {}
-                        }
-                    }
-                    match spoken {
-                        Some((expr, text)) => values.push(ListValue {
-                            spoken: expr,
-                            spoken_text: text,
-                            out,
-                            context,
-                            origin: in_origin.unwrap_or_else(|| self.origin(item.pos)),
-                        }),
-                        None => {
-                            if item.get("in").is_none() {
-                                self.error(src, item.pos, format!("a value of {what} needs 'in'"));
-                            }
-                        }
+                    if let Some(value) = self.load_mapped_value(src, item, what) {
+                        values.push(value);
                     }
                 }
                 _ => self.error(
@@ -743,6 +687,64 @@ impl Loader {
             }
         }
         Some(values)
+    }
+
+    /// One list value written as a mapping: `{in: ..., out: ..., context:
+    /// ...}`. `None` (after reporting why) when it has no usable `in`.
+    fn load_mapped_value(&mut self, src: Text, item: &Node, what: &str) -> Option<ListValue> {
+        let entries = self.mapping(
+            src,
+            item,
+            &format!("a value of {what}"),
+            Some(&["in", "out", "context", "metadata"]),
+        )?;
+        let mut spoken = None;
+        let mut out = None;
+        let mut context = Map::new();
+        let mut in_origin = None;
+        for (key, _k, value) in entries {
+            match key.as_str() {
+                "in" => {
+                    let text = match &value.kind {
+                        Kind::Str(s, _) => s.clone(),
+                        Kind::Int(_) | Kind::Float(_) => value.scalar_text().unwrap_or_default(),
+                        _ => {
+                            self.error(
+                                src,
+                                value.pos,
+                                format!("'in' must be text, found {}", value.kind_name()),
+                            );
+                            continue;
+                        }
+                    };
+                    if let Some(expr) = self.template(src, value, &text) {
+                        in_origin = Some(self.origin_of(value));
+                        spoken = Some((expr, text));
+                    }
+                }
+                "out" => out = Some(value.to_json()),
+                "context" => match value.to_json() {
+                    Value::Object(map) => context = map,
+                    _ => self.error(src, value.pos, "'context' must be a mapping"),
+                },
+                _ => {}
+            }
+        }
+        match spoken {
+            Some((expr, text)) => Some(ListValue {
+                spoken: expr,
+                spoken_text: text,
+                out,
+                context,
+                origin: in_origin.unwrap_or_else(|| self.origin(item.pos)),
+            }),
+            None => {
+                if item.get("in").is_none() {
+                    self.error(src, item.pos, format!("a value of {what} needs 'in'"));
+                }
+                None
+            }
+        }
     }
 
     fn load_range(&mut self, src: Text, node: &Node, what: &str) -> Option<RangeDef> {
