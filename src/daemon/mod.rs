@@ -64,7 +64,7 @@ use std::time::{Duration as StdDuration, Instant, SystemTime};
 use chrono::{DateTime, Local, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::actions::alarms::{self, Schedule, State};
+use crate::actions::alarms::{self, AlarmError, Schedule, State};
 use crate::actions::ring::{AudioRinger, Ringer, configured_ringer};
 use crate::audio::{
     self, AudioSource, EndpointConfig, EndpointEvent, EndpointState, Endpointer, FRAME_SAMPLES,
@@ -325,8 +325,7 @@ async fn coordinate(
 
     let pipeline = Pipeline::start(intents, PipelineConfig::from_settings(settings))?;
     let gate = GateThread::start(pipeline)?;
-    let schedule =
-        Schedule::open(settings.state_db()).map_err(crate::pipeline::PipelineError::from)?;
+    let schedule = ScheduleHandle::open(settings.state_db()).await?;
     let mut ringer = configured_ringer(
         settings.ring_command.as_deref(),
         Some(&duplex),
@@ -349,7 +348,8 @@ async fn coordinate(
     let now = Utc::now();
     let mut events = vec![say(format!("voicegate is listening to {listening_to}."))];
     events.extend(gate.call(Call::Recover(now)).await.0);
-    match schedule.missed_at_start(now, TimeDelta::seconds(START_GRACE_SECS)) {
+    let grace = TimeDelta::seconds(START_GRACE_SECS);
+    match schedule.with(move |s| s.missed_at_start(now, grace)).await {
         Ok(missed) => {
             for entry in missed {
                 events.push(say(format!(
@@ -388,7 +388,7 @@ async fn coordinate(
             state = s;
             tell_audio(state);
         }
-        match schedule.due(now) {
+        match schedule.with(move |s| s.due(now)).await {
             Ok(fired) => {
                 for entry in fired {
                     if let Err(e) = ringer.start(&entry.ring_text()) {
@@ -416,10 +416,8 @@ async fn coordinate(
         } else {
             None
         };
-        for d in [live_deadline, schedule.next_due().ok().flatten()]
-            .into_iter()
-            .flatten()
-        {
+        let next_alarm = schedule.with(|s| s.next_due()).await.ok().flatten();
+        for d in [live_deadline, next_alarm].into_iter().flatten() {
             wait = wait.min((d - Utc::now()).to_std().unwrap_or_default());
         }
         let input = tokio::select! {
@@ -462,7 +460,7 @@ async fn coordinate(
                 // audio thread, told what is due next, reads on.
                 emit(&events, out)?;
                 tell_audio(state);
-                if ringing && !any_ringing(&schedule) {
+                if ringing && !schedule.with(any_ringing).await.unwrap_or(false) {
                     ringer.stop();
                     ringing = false;
                     gate.call(Call::Flag(crate::gate::Flag::AlarmRinging, false))
@@ -538,13 +536,47 @@ async fn coordinate(
     }
 }
 
-fn any_ringing(schedule: &Schedule) -> bool {
+/// True if an alarm or timer rings (an unreadable schedule: `Ok(false)`,
+/// as before: the ringer is not left on by a read error).
+fn any_ringing(schedule: &Schedule) -> Result<bool, AlarmError> {
     let alarms = schedule.list_alarms().unwrap_or_default();
     let timers = schedule.list_timers().unwrap_or_default();
-    alarms
+    Ok(alarms
         .iter()
         .chain(timers.iter())
-        .any(|e| e.state == State::Ringing)
+        .any(|e| e.state == State::Ringing))
+}
+
+/// The alarm schedule as the coordinator uses it: every query is SQLite,
+/// which blocks, so it runs on tokio's blocking pool, never on the
+/// coordinator's runtime thread.
+struct ScheduleHandle(Arc<std::sync::Mutex<Schedule>>);
+
+impl ScheduleHandle {
+    async fn open(path: PathBuf) -> Result<ScheduleHandle, AppError> {
+        let opened = tokio::task::spawn_blocking(move || Schedule::open(path))
+            .await
+            .map_err(|e| AppError::Usage(format!("the alarm schedule could not be opened: {e}")))?
+            .map_err(crate::pipeline::PipelineError::from)?;
+        Ok(ScheduleHandle(Arc::new(std::sync::Mutex::new(opened))))
+    }
+
+    /// Runs `query` on the schedule off the runtime. A query that cannot
+    /// run (its thread panicked) is an error like any other.
+    async fn with<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Schedule) -> Result<T, AlarmError> + Send + 'static,
+    ) -> Result<T, AlarmError> {
+        let schedule = Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || {
+            let schedule = schedule
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            query(&schedule)
+        })
+        .await
+        .unwrap_or_else(|e| Err(AlarmError::Unavailable(e.to_string())))
+    }
 }
 
 #[cfg(test)]

@@ -162,6 +162,9 @@ pub enum AlarmError {
     /// A stored row holds a value this code never writes.
     #[error("alarm store holds an invalid row: {0}")]
     Corrupt(String),
+    /// The query could not run (the thread running it failed).
+    #[error("the alarm store could not be queried: {0}")]
+    Unavailable(String),
 }
 
 mod execute;
