@@ -175,28 +175,7 @@ impl AuditLog {
         let prepared = prepare(event, time)?;
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
-        let (count, last_hash) = match read_head(&tx).map_err(|e| self.err(e))? {
-            Ok(head) => head,
-            Err(reason) => return Err(self.damaged(reason)),
-        };
-        let last: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        let consistent = match &last {
-            None => count == 0 && last_hash == GENESIS_HASH,
-            Some((id, hash)) => *id == count && *hash == last_hash,
-        };
-        if !consistent {
-            return Err(self.damaged(format!(
-                "the head records {count} rows but the last row is {}",
-                last.map_or_else(|| "missing".to_string(), |(id, _)| id.to_string())
-            )));
-        }
+        let (count, last_hash) = self.checked_head(&tx)?;
         let Some(id) = count.checked_add(1) else {
             return Err(self.damaged(format!("the head records {count} rows")));
         };
@@ -277,17 +256,11 @@ impl AuditLog {
         Ok(rows.pop())
     }
 
-    /// The head (row count and last hash), read in one snapshot: what an
-    /// auditor keeps elsewhere to check later, with [`Self::verify_extends`],
-    /// that the log was only appended to since.
-    ///
-    /// Checks only that the head record and the last row agree
-    /// ([`AuditError::Damaged`] otherwise), not the whole chain: run
-    /// [`Self::verify`] before trusting a head enough to keep it.
-    pub fn head(&self) -> Result<Head, AuditError> {
-        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)
-            .map_err(|e| self.err(e))?;
-        let (count, hash) = match read_head(&tx).map_err(|e| self.err(e))? {
+    /// The head record (row count, last hash) within `tx`, checked against
+    /// the last row: [`AuditError::Damaged`] when they disagree (a row
+    /// replaced, or the last rows deleted and the head edited).
+    fn checked_head(&self, tx: &Transaction) -> Result<(i64, String), AuditError> {
+        let (count, hash) = match read_head(tx).map_err(|e| self.err(e))? {
             Ok(head) => head,
             Err(reason) => return Err(self.damaged(reason)),
         };
@@ -309,6 +282,20 @@ impl AuditLog {
                 last.map_or_else(|| "missing".to_string(), |(id, h)| format!("{id} ({h})"))
             )));
         }
+        Ok((count, hash))
+    }
+
+    /// The head (row count and last hash), read in one snapshot: what an
+    /// auditor keeps elsewhere to check later, with [`Self::verify_extends`],
+    /// that the log was only appended to since.
+    ///
+    /// Checks only that the head record and the last row agree
+    /// ([`AuditError::Damaged`] otherwise), not the whole chain: run
+    /// [`Self::verify`] before trusting a head enough to keep it.
+    pub fn head(&self) -> Result<Head, AuditError> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred)
+            .map_err(|e| self.err(e))?;
+        let (count, hash) = self.checked_head(&tx)?;
         Ok(Head {
             count: count.unsigned_abs(),
             hash,
