@@ -1345,22 +1345,20 @@ intents:
     /// gate: in a reply window, what is heard without the wake word can
     /// only answer; a different command ends the request and runs nothing,
     /// and a new command needs the wake word again.
-    #[test]
-    fn a_spoken_pin_is_heard_as_pin_and_never_printed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut settings = test_settings(dir.path());
-        settings.gate.pin = Some(crate::gate::PinHash::new("4321"));
-        settings.gate.pin_kinds = vec![crate::request::ActionKind::PurchaseOrder];
+    /// Runs the coordinator on tone-coded audio: `command` after the wake
+    /// word (the loud start that `LoudWake` hears), then each of `then`
+    /// without it, 1.5 s apart. Returns what it printed.
+    fn woken_conversation(settings: &Settings, command: &str, then: &[&str]) -> Vec<u8> {
         let book = Arc::new(Codebook::default());
         let pause = |samples: &mut Vec<f32>| samples.resize(samples.len() + 24_000, 0.0);
         let mut samples = vec![0.0; 16_000];
-        let mut command = book.tone("buy paper towels");
-        for x in &mut command[..1_600] {
+        let mut spoken = book.tone(command);
+        for x in &mut spoken[..1_600] {
             *x *= 3.0;
         }
-        samples.extend(command);
+        samples.extend(spoken);
         pause(&mut samples);
-        for text in ["yes", "4 3 2 1"] {
+        for text in then {
             samples.extend(book.tone(text));
             pause(&mut samples);
         }
@@ -1390,7 +1388,17 @@ intents:
         let (set, _) =
             IntentSet::load_path(&settings.intents_dir, &Default::default()).expect("intents");
         let mut out = Vec::new();
-        run_with(&settings, set, parts, &mut out).expect("run");
+        run_with(settings, set, parts, &mut out).expect("run");
+        out
+    }
+
+    #[test]
+    fn a_spoken_pin_is_heard_as_pin_and_never_printed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = test_settings(dir.path());
+        settings.gate.pin = Some(crate::gate::PinHash::new("4321"));
+        settings.gate.pin_kinds = vec![crate::request::ActionKind::PurchaseOrder];
+        let out = woken_conversation(&settings, "buy paper towels", &["yes", "4 3 2 1"]);
         let printed = String::from_utf8_lossy(&out);
         let events = events(&out);
         let heard: Vec<&str> = events
@@ -1410,48 +1418,11 @@ intents:
     fn a_command_without_the_wake_word_in_a_reply_window_runs_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = test_settings(dir.path());
-        let book = Arc::new(Codebook::default());
-        let pause = |samples: &mut Vec<f32>| samples.resize(samples.len() + 24_000, 0.0);
-        let mut samples = vec![0.0; 16_000];
-        // "jarvis, buy paper towels": the wake word is the loud start.
-        let mut command = book.tone("buy paper towels");
-        for x in &mut command[..1_600] {
-            *x *= 3.0;
-        }
-        samples.extend(command);
-        pause(&mut samples);
-        // Then, without the wake word (a television, say):
-        for text in ["set a timer for 5 minutes", "buy aa batteries", "yes"] {
-            samples.extend(book.tone(text));
-            pause(&mut samples);
-        }
-        let stt = Arc::new(
-            SttThread::start(Box::new(ToneReader(Arc::clone(&book)))).expect("stt thread"),
+        let out = woken_conversation(
+            &settings,
+            "buy paper towels",
+            &["set a timer for 5 minutes", "buy aa batteries", "yes"],
         );
-        let duplex = HalfDuplex::new(audio::DEFAULT_TAIL);
-        let parts = Parts {
-            audio: Some(AudioPath {
-                source: Box::new(Samples { samples, at: 0 }),
-                stt,
-                detector: Some(Box::new(LoudWake::default())),
-                endpoint: EndpointConfig {
-                    idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
-                    ..EndpointConfig::default()
-                },
-                audio_clock: Some(Utc::now()),
-                duplex: Arc::clone(&duplex),
-                muting: Muting::Skip,
-            }),
-            grammar: None,
-            voice: None,
-            ack: crate::config::Sound::Silent,
-            duplex,
-            listening_to: "the room".into(),
-        };
-        let (set, _) =
-            IntentSet::load_path(&settings.intents_dir, &Default::default()).expect("intents");
-        let mut out = Vec::new();
-        run_with(&settings, set, parts, &mut out).expect("run");
         let events = events(&out);
         let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
         let heard: Vec<&str> = events
