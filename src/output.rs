@@ -44,6 +44,7 @@ pub fn print_events(events: &[Event], json: bool, out: &mut dyn Write) -> std::i
             Event::Expired { intent, .. } => writeln!(out, "[expired {intent}]")?,
             Event::Superseded { intent, .. } => writeln!(out, "[superseded {intent}]")?,
             Event::Refused { intent, .. } => writeln!(out, "[refused {intent}]")?,
+            Event::Ask { intent, slot, .. } => writeln!(out, "[asking for {intent} {slot}]")?,
             Event::NotUnderstood { .. } => writeln!(out, "[not understood]")?,
             Event::Wake { phrase, score } => writeln!(out, "[wake: {phrase}, score {score:.2}]")?,
             Event::Heard { text, confidence } => {

@@ -155,6 +155,16 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A detail the request lacks is asked for; the next utterance may
+    /// answer it without the wake word.
+    Ask {
+        /// The intent asked about.
+        intent: String,
+        /// What is missing (the intent file's `ask:` name).
+        slot: String,
+        /// The question.
+        text: String,
+    },
     /// Nothing was understood.
     NotUnderstood {
         /// What was said.
@@ -968,6 +978,14 @@ impl Pipeline {
                     let reply = not_understood_reply(&why);
                     events.push(Event::NotUnderstood { text, why });
                     events.push(say(reply, None));
+                }
+                Output::Ask { intent, slot, text } => {
+                    events.push(Event::Ask {
+                        intent,
+                        slot,
+                        text: text.clone(),
+                    });
+                    events.push(say(text, None));
                 }
                 Output::Say(text) => events.push(say(text, None)),
             }

@@ -172,7 +172,7 @@ fn explain_shows_the_template_or_where_matching_stopped() {
     let out = text(&o);
     assert!(out.contains("template: \""), "{out}");
     assert!(out.contains("intents/en/timers.yaml:"), "{out}");
-    let o = run(&["intents", "explain", "set a timer for purple"]);
+    let o = run(&["intents", "explain", "set a timer purple"]);
     let out = text(&o);
     assert!(out.contains("not understood"), "{out}");
     assert!(out.contains("closest template"), "{out}");

@@ -39,6 +39,7 @@ fn name(output: &Output) -> &'static str {
         Output::Superseded { .. } => "superseded",
         Output::Refused { .. } => "refused",
         Output::NotUnderstood { .. } => "not_understood",
+        Output::Ask { .. } => "ask",
         Output::Say(_) => "say",
     }
 }

@@ -1415,6 +1415,34 @@ intents:
     }
 
     #[test]
+    fn a_follow_up_question_is_answered_without_the_wake_word() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = test_settings(dir.path());
+        let out = woken_conversation(&settings, "set a timer", &["10 minutes", "5 minutes"]);
+        let events = events(&out);
+        let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+        let asked: Vec<&Value> = events
+            .iter()
+            .filter(|(k, _)| k == "ask")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(asked.len(), 1, "{kinds:?}");
+        assert_eq!(asked[0]["intent"], "StartTimer");
+        assert_eq!(asked[0]["slot"], "minutes");
+        assert_eq!(asked[0]["text"], "For how long?");
+        let executed: Vec<&Value> = events
+            .iter()
+            .filter(|(k, _)| k == "executed")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(executed.len(), 1, "{kinds:?}");
+        assert_eq!(executed[0]["intent"], "StartTimer", "{kinds:?}");
+        // Once answered, the window is closed: "five minutes" is not heard.
+        let heard = kinds.iter().filter(|k| **k == "heard").count();
+        assert_eq!(heard, 2, "{kinds:?}");
+    }
+
+    #[test]
     fn a_command_without_the_wake_word_in_a_reply_window_runs_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let settings = test_settings(dir.path());

@@ -39,6 +39,7 @@
 //!   executors accept nothing else. It is not `Clone`, and executing it
 //!   consumes it, so one confirmation runs at most once.
 
+mod ask;
 mod confirmed;
 
 use std::collections::BTreeMap;
@@ -388,6 +389,16 @@ pub enum Output {
         /// Why.
         why: NotUnderstood,
     },
+    /// A detail the request lacks is asked for (`ask:` in its intent
+    /// file); the next utterance may answer without the wake word.
+    Ask {
+        /// The intent asked about.
+        intent: String,
+        /// What is missing (the `ask:` entry's name).
+        slot: String,
+        /// The question.
+        text: String,
+    },
     /// Something to say that is not about an action.
     Say(String),
 }
@@ -419,6 +430,8 @@ enum Stage {
 pub struct Gate {
     config: GateConfig,
     pending: Option<Pending>,
+    /// A follow-up question waiting for its answer (never with `pending`).
+    asking: Option<ask::Asking>,
     locked_until: Option<DateTime<Utc>>,
     pin_failures: u32,
 }
@@ -437,6 +450,7 @@ impl Gate {
         Gate {
             config,
             pending: None,
+            asking: None,
             locked_until: None,
             pin_failures: 0,
         }
@@ -472,8 +486,9 @@ impl Gate {
     /// or changed (risk, read-back or action) is cancelled, since what was
     /// read back may no longer be what would run.
     pub fn intents_changed(&mut self, new: &IntentSet) -> Vec<Output> {
+        let asked = self.ask_intents_changed(new);
         let Some(p) = &self.pending else {
-            return Vec::new();
+            return asked;
         };
         let reason = match new.intent(&p.request.intent) {
             None => format!("{} is no longer defined", p.request.intent),
@@ -501,7 +516,10 @@ impl Gate {
 
     /// When the pending action expires, if one is pending (for the caller's timer).
     pub fn deadline(&self) -> Option<DateTime<Utc>> {
-        self.pending.as_ref().map(|p| p.expires_at)
+        self.pending
+            .as_ref()
+            .map(|p| p.expires_at)
+            .or(self.asking.as_ref().map(|a| a.expires_at))
     }
 
     /// The action id waiting for a reply, if any.
@@ -518,6 +536,13 @@ impl Gate {
 
     /// Lets time pass: expires the pending action if its time is up.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.expire_ask(now, &mut out);
+        out.extend(self.expire_pending(now));
+        out
+    }
+
+    fn expire_pending(&mut self, now: DateTime<Utc>) -> Vec<Output> {
         match &self.pending {
             Some(p) if now >= p.expires_at => {
                 let p = self.pending.take().map(|p| p.facts);
@@ -535,6 +560,7 @@ impl Gate {
 
     /// Ends the session (shutdown): a pending action is recorded as expired.
     pub fn shutdown(&mut self) -> Vec<Output> {
+        self.asking = None;
         self.pending
             .take()
             .map(|p| {
@@ -584,7 +610,9 @@ impl Gate {
         }
         let was_pin = self.awaiting_pin();
         let mut out = self.tick(now);
-        if self.pending.is_some() {
+        if self.asking.is_some() {
+            self.handle_answer(intents, utterance, &base, now, spent_today, &mut out);
+        } else if self.pending.is_some() {
             self.handle_reply(intents, utterance, &base, now, spent_today, &mut out);
         } else if was_pin {
             // The PIN came after the request expired: it is still a PIN
@@ -906,6 +934,9 @@ impl Gate {
             ));
             return;
         }
+        if self.ask_missing(intents, utterance, &m, now, out) {
+            return;
+        }
         if risk == Risk::Low {
             if request.kind.is_none() {
                 out.push(Output::Say(format!(
@@ -1175,11 +1206,37 @@ fn render(chars: &[char], mut i: usize, m: &Match) -> ((String, bool), usize) {
     ((out, complete), i)
 }
 
+/// The slot names a `confirm:` template shows (`{item}`, `{unit.text}`).
+fn template_slots(template: &str) -> Vec<&str> {
+    template
+        .split('{')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}'))
+        .map(|(name, _)| name.split('.').next().unwrap_or(name).trim())
+        .collect()
+}
+
 /// The read-back: the intent's `confirm:` template with the slot values, or
 /// a plain description when the intent has none.
 fn readback(confirm: Option<&str>, m: &Match, amount: Option<&Money>) -> String {
     let base = match confirm {
-        Some(template) => fill_text(template, m),
+        Some(template) => {
+            // Every slot the action will get is heard before "yes": those
+            // the template does not show are listed after it.
+            let shown = template_slots(template);
+            let rest: Vec<String> = m
+                .slots
+                .iter()
+                .filter(|s| !shown.contains(&s.name.as_str()))
+                .map(|s| format!("{} {}", s.name.replace('_', " "), value_text(&s.value)))
+                .collect();
+            let text = fill_text(template, m);
+            if rest.is_empty() {
+                text
+            } else {
+                format!("{text} Also: {}.", rest.join(", "))
+            }
+        }
         None => {
             let slots: Vec<String> = m
                 .slots

@@ -94,6 +94,8 @@ pub struct IntentInfo {
     pub confirm: Option<String>,
     /// Executor.
     pub action: Option<super::load::ActionSpec>,
+    /// Follow-up questions for what a match may lack, in the order asked.
+    pub ask: Vec<super::load::AskDef>,
 }
 
 /// The compiled graph: everything the matcher reads.
@@ -181,6 +183,7 @@ pub(crate) fn compile(
             risk_declared: intent.risk.is_some(),
             confirm: intent.confirm.clone(),
             action: intent.action.clone(),
+            ask: intent.ask.clone(),
         });
         for data in &intent.data {
             let data_index = c.graph.data.len() as u32;

@@ -190,8 +190,35 @@ pub struct IntentDef {
     pub data: Vec<DataDef>,
     /// Samples for `intents test`.
     pub tests: Vec<TestCase>,
+    /// What to ask for when a match lacks it (`ask:`), in the order asked.
+    pub ask: Vec<AskDef>,
     /// Where the intent was first defined.
     pub origin: Origin,
+}
+
+/// The context key set while voicegate waits for the answer to a follow-up
+/// question; its value is `"Intent.name"` (see [`AskDef::context_value`]).
+/// An `ask:` entry's `answers:` templates match only under it.
+pub const ASKING_KEY: &str = "asking";
+
+/// A follow-up question for a detail a request lacks (`ask:` in an intent
+/// file): "set a timer" has no duration, so voicegate asks "For how long?".
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AskDef {
+    /// What is missing, as the `ask` event names it (`duration`).
+    pub name: String,
+    /// The question, spoken as written.
+    pub question: String,
+    /// Slots any one of which supplies it (default: `[name]`). An answer
+    /// replaces all of them.
+    pub slots: Vec<String>,
+}
+
+impl AskDef {
+    /// The value of [`ASKING_KEY`] while this question waits for an answer.
+    pub fn context_value(&self, intent: &str) -> String {
+        format!("{intent}.{}", self.name)
+    }
 }
 
 impl IntentDef {
@@ -840,7 +867,15 @@ impl Loader {
             src,
             node,
             &what,
-            Some(&["data", "risk", "confirm", "action", "tests", "description"]),
+            Some(&[
+                "data",
+                "risk",
+                "confirm",
+                "action",
+                "tests",
+                "description",
+                "ask",
+            ]),
         ) else {
             return;
         };
@@ -851,6 +886,7 @@ impl Loader {
             action: None,
             data: Vec::new(),
             tests: Vec::new(),
+            ask: Vec::new(),
             origin: self.origin(key.pos),
         };
         let mut has_extensions = false;
@@ -877,6 +913,12 @@ impl Loader {
                 "action" => {
                     has_extensions = true;
                     intent.action = self.load_action(src, value, &what);
+                }
+                "ask" => {
+                    has_extensions = true;
+                    let (asks, answers) = self.load_asks(src, value, &name);
+                    intent.ask = asks;
+                    intent.data.extend(answers);
                 }
                 "data" => {
                     let Some(items) = value.as_seq() else {
@@ -930,6 +972,7 @@ impl Loader {
                 existing.risk = intent.risk;
                 existing.confirm = intent.confirm;
                 existing.action = intent.action;
+                existing.ask = intent.ask;
             }
             existing.data.extend(intent.data);
             existing.tests.extend(intent.tests);
@@ -1057,6 +1100,90 @@ impl Loader {
             );
         }
         Some(data)
+    }
+
+    /// `ask:` — a mapping from what may be missing to its question, either
+    /// `name: "Question?"` or `name: {question, slots, answers}`. Returns
+    /// the questions and, for each with `answers:`, a data block of those
+    /// templates that matches only while that question waits
+    /// ([`ASKING_KEY`]).
+    fn load_asks(&mut self, src: Text, node: &Node, intent: &str) -> (Vec<AskDef>, Vec<DataDef>) {
+        let (mut asks, mut answers) = (Vec::new(), Vec::new());
+        let what = format!("'ask' of intent '{intent}'");
+        let Some(entries) = self.mapping(src, node, &what, None) else {
+            return (asks, answers);
+        };
+        for (name, _k, value) in entries {
+            let mut ask = AskDef {
+                name: name.clone(),
+                question: String::new(),
+                slots: vec![name.clone()],
+            };
+            if let Some(question) = value.as_str() {
+                ask.question = question.to_string();
+                asks.push(ask);
+                continue;
+            }
+            let Some(fields) = self.mapping(
+                src,
+                value,
+                &format!("ask '{name}'"),
+                Some(&["question", "slots", "answers"]),
+            ) else {
+                continue;
+            };
+            let mut data = DataDef::default();
+            for (field, _k, v) in fields {
+                match field.as_str() {
+                    "question" => {
+                        if let Some(q) = self.string(src, v, "'question'") {
+                            ask.question = q.to_string();
+                        }
+                    }
+                    "slots" => {
+                        ask.slots = self
+                            .string_list(src, v, "'slots'")
+                            .into_iter()
+                            .map(|(s, _)| s)
+                            .collect();
+                    }
+                    "answers" => {
+                        let Some(items) = v.as_seq() else {
+                            self.error(src, v.pos, "'answers' must be a list of templates");
+                            continue;
+                        };
+                        for item in items {
+                            let Some(text) = self.string(src, item, "an answer") else {
+                                continue;
+                            };
+                            if let Some(expr) = self.template(src, item, text) {
+                                data.sentences.push(SentenceDef {
+                                    text: text.to_string(),
+                                    expr,
+                                    origin: self.origin_of(item),
+                                });
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if ask.question.trim().is_empty() {
+                self.error(src, value.pos, format!("ask '{name}' needs a 'question'"));
+                continue;
+            }
+            if ask.slots.is_empty() {
+                self.error(src, value.pos, format!("ask '{name}': 'slots' is empty"));
+                continue;
+            }
+            if !data.sentences.is_empty() {
+                data.requires_context
+                    .insert(ASKING_KEY.into(), Value::String(ask.context_value(intent)));
+                answers.push(data);
+            }
+            asks.push(ask);
+        }
+        (asks, answers)
     }
 
     fn load_test(&mut self, src: Text, node: &Node) -> Option<TestCase> {

@@ -36,7 +36,7 @@ use serde_json::{Map, Value};
 
 pub use compile::IntentInfo;
 pub use diag::{Diagnostic, Severity};
-pub use load::{ActionSpec, Definitions, ListDef, Risk, SourceFile};
+pub use load::{ASKING_KEY, ActionSpec, AskDef, Definitions, ListDef, Risk, SourceFile};
 pub use matcher::Entity;
 
 use compile::Graph;

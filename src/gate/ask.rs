@@ -1,0 +1,199 @@
+//! Follow-up questions: a request that lacks a detail its intent asks for
+//! (`ask:` in the intent file) is not run or read back; the gate asks for it
+//! and waits, like a read-back, for the next utterance.
+//!
+//! The rules (tested as conversations in `tests/data/gate/cases.yaml`):
+//! - An answer is matched with the context `asking: "Intent.name"`, under
+//!   which the question's `answers:` templates ("ten minutes", "make it
+//!   ten") match; a whole sentence of the same intent answers too. Its slots
+//!   replace the question's slots in the request; the rest of the request
+//!   stays. Then the request goes on as if it had been said whole: the next
+//!   missing detail is asked, or it runs (low stakes) or is read back (high
+//!   stakes). Nothing skips the read-back.
+//! - "never mind" ends the question; so does the time limit (silence).
+//! - Another command, addressed to voicegate, ends the question and is
+//!   handled. Heard without the wake word it only ends the question.
+//! - An answer that is not understood, or heard unsure, gets the question
+//!   once more; a second one ends it.
+//! - A high-stakes request heard unsure, or while high-stakes actions are
+//!   locked, is not asked about: it is refused as it would be whole.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::{Gate, Output, Reply, Utterance, action_kind};
+use crate::intent::{ASKING_KEY, AskDef, IntentSet, Match, Recognition, Risk};
+use crate::request::ActionKind;
+
+/// A question waiting for its answer.
+#[derive(Debug, Clone)]
+pub(super) struct Asking {
+    /// The request so far.
+    request: Match,
+    /// What was said so far (the request, then each answer).
+    utterance: Utterance,
+    /// The question.
+    ask: AskDef,
+    pub(super) expires_at: DateTime<Utc>,
+    /// The question was asked again once already.
+    repeated: bool,
+}
+
+impl Gate {
+    /// If `m` lacks a detail its intent asks for, asks for the first such
+    /// and returns true.
+    pub(super) fn ask_missing(
+        &mut self,
+        intents: &IntentSet,
+        utterance: &Utterance,
+        m: &Match,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let Some(info) = intents.intent(&m.intent) else {
+            return false;
+        };
+        if info.risk == Risk::High && (self.unsure(utterance.confidence) || self.locked(now)) {
+            return false;
+        }
+        let Some(ask) = info
+            .ask
+            .iter()
+            .find(|a| !a.slots.iter().any(|s| m.slot(s).is_some()))
+        else {
+            return false;
+        };
+        out.push(Output::Ask {
+            intent: m.intent.clone(),
+            slot: ask.name.clone(),
+            text: ask.question.clone(),
+        });
+        self.asking = Some(Asking {
+            request: m.clone(),
+            utterance: utterance.clone(),
+            ask: ask.clone(),
+            expires_at: now + self.config.confirm_timeout,
+            repeated: false,
+        });
+        true
+    }
+
+    /// A reload that removes the intent asked about, or its question, ends
+    /// the question.
+    pub(super) fn ask_intents_changed(&mut self, new: &IntentSet) -> Vec<Output> {
+        let Some(a) = &self.asking else {
+            return Vec::new();
+        };
+        let still = new
+            .intent(&a.request.intent)
+            .is_some_and(|i| i.ask.contains(&a.ask));
+        if still {
+            return Vec::new();
+        }
+        self.asking = None;
+        vec![Output::Say(
+            "The intent files changed, so I stopped waiting for an answer.".into(),
+        )]
+    }
+
+    /// Ends a question whose time is up (silence).
+    pub(super) fn expire_ask(&mut self, now: DateTime<Utc>, out: &mut Vec<Output>) {
+        if self.asking.as_ref().is_some_and(|a| now >= a.expires_at) {
+            self.asking = None;
+            out.push(Output::Say("No answer, so I left it.".into()));
+        }
+    }
+
+    /// The utterance after a question.
+    pub(super) fn handle_answer(
+        &mut self,
+        intents: &IntentSet,
+        utterance: &Utterance,
+        base: &Map<String, Value>,
+        now: DateTime<Utc>,
+        spent_today: i64,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(mut asking) = self.asking.take() else {
+            return;
+        };
+        let mut context = base.clone();
+        context.insert(
+            ASKING_KEY.into(),
+            Value::String(asking.ask.context_value(&asking.request.intent)),
+        );
+        let unsure = self.unsure(utterance.confidence);
+        if !unsure
+            && matches!(
+                Self::classify_reply(intents, &utterance.text, base),
+                Reply::No
+            )
+        {
+            out.push(Output::Say("OK, I left it.".into()));
+            return;
+        }
+        let heard = match intents.recognize(&utterance.text, &context) {
+            Recognition::Match(m) if !unsure => Some(m),
+            _ => None,
+        };
+        match heard {
+            Some(m) if m.intent == asking.request.intent => {
+                let said = Utterance {
+                    text: format!("{} / {}", asking.utterance.text, utterance.text),
+                    confidence: lower(asking.utterance.confidence, utterance.confidence),
+                    wake_score: asking.utterance.wake_score,
+                    addressed: asking.utterance.addressed,
+                };
+                let merged = merge(asking.request, &asking.ask, m);
+                self.handle_match(intents, &said, merged, now, spent_today, out);
+            }
+            Some(m) if action_kind(intents, &m.intent) == Some(ActionKind::Nevermind) => {
+                out.push(Output::Say("OK, I left it.".into()));
+            }
+            Some(m) if utterance.addressed => {
+                self.handle_match(intents, utterance, m, now, spent_today, out);
+            }
+            Some(_) => out.push(Output::Say(
+                "I stopped waiting for an answer. Say the wake word first for a new command."
+                    .into(),
+            )),
+            None if !asking.repeated => {
+                out.push(Output::Ask {
+                    intent: asking.request.intent.clone(),
+                    slot: asking.ask.name.clone(),
+                    text: format!("Sorry, I didn't get that. {}", asking.ask.question),
+                });
+                asking.repeated = true;
+                asking.expires_at = now + self.config.confirm_timeout;
+                self.asking = Some(asking);
+            }
+            None => out.push(Output::Say(
+                "Sorry, I still didn't get that, so I left it.".into(),
+            )),
+        }
+    }
+}
+
+/// The request with the answer's slots: those of the question are replaced
+/// (an answer "ten minutes" drops an earlier "hours"), any other slot the
+/// answer carries is added or replaced, the rest stays.
+fn merge(mut request: Match, ask: &AskDef, answer: Match) -> Match {
+    request
+        .slots
+        .retain(|s| !ask.slots.contains(&s.name) && answer.slot(&s.name).is_none());
+    request.slots.extend(answer.slots);
+    request.context.remove(ASKING_KEY);
+    request
+}
+
+/// The lower of two confidences (a typed part has none).
+fn lower(a: Option<f32>, b: Option<f32>) -> Option<f32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if a.is_nan() || b.is_nan() {
+            f32::NAN
+        } else {
+            a.min(b)
+        }),
+        (a, b) => a.or(b),
+    }
+}
