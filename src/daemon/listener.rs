@@ -1,7 +1,14 @@
 //! The listener: producers of [`Input`] that block — the audio thread
 //! (source → [wake word →] endpointer → whisper) and typed lines on stdin.
-//! The audio thread learns from the coordinator what the next utterance is
-//! expected to be ([`AudioControl`], [`Expect`]).
+//!
+//! The audio path is split in two so that its logic can be tested with
+//! plain samples: [`Listener`] hears one frame at a time and says what to
+//! tell the coordinator; the thread ([`spawn_audio`]) reads the source
+//! ([`Capture`]: half-duplex muting, frames held while an answer is
+//! awaited) and sends. The audio thread learns from the coordinator what
+//! the next utterance is expected to be ([`AudioControl`], [`Expect`]).
+
+use std::collections::VecDeque;
 
 use super::*;
 
@@ -30,9 +37,11 @@ pub(super) fn spawn_stdin_text(tx: mpsc::Sender<Input>) -> Result<(), AppError> 
 
 /// What the coordinator tells the audio thread: what the next utterance is
 /// expected to be. Sent after every utterance the audio thread delivers,
-/// which waits for it, so that file input read faster than real time cannot
-/// run past a question; and whenever the gate's state changes otherwise (a
-/// confirmation expired).
+/// which hears nothing more until it comes (a live source is read on
+/// meanwhile, and those frames heard after it), so that nothing is heard
+/// with the gate's old state and file input read faster than real time
+/// cannot run past a question; and whenever the gate's state changes
+/// otherwise (a confirmation expired).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum AudioControl {
     /// The next utterance is this.
@@ -153,7 +162,11 @@ pub(super) struct AudioPath {
 /// the user is already saying the command: no chime then (200 ms).
 pub(super) const STILL_SPEAKING: u64 = 3_200;
 
-/// The audio path: source → [wake word →] endpointer → whisper → utterances.
+/// The audio path's logic, fed one frame at a time: [wake word →]
+/// endpointer → whisper → what the coordinator is told. It does no I/O
+/// of its own (whisper runs on the transcription thread, which it waits
+/// for), so a test drives it with plain samples; the audio thread
+/// ([`spawn_audio`]) reads the source and sends what it returns.
 ///
 /// With a wake-word detector, idle listening runs only its first stage
 /// (the detector calls whisper only when that fires); a detection arms the
@@ -171,17 +184,406 @@ pub(super) const STILL_SPEAKING: u64 = 3_200;
 /// keeps running in reply windows, so "jarvis, set a timer" said then is
 /// addressed (and the wake phrase cut as usual).
 ///
+/// **Answers.** After it hands over an utterance it is
+/// [`awaiting_answer`](Listener::awaiting_answer) until told what is due
+/// next ([`Listener::expect`]) or that no answer came
+/// ([`Listener::no_answer`]): the next frames must be heard with the gate's
+/// new state, so the caller holds them back until then.
+pub(super) struct Listener {
+    stt: Arc<SttThread>,
+    /// `None`: `--no-wake`, every utterance is addressed to voicegate.
+    detector: Option<Box<dyn WakeDetector>>,
+    endpointer: Endpointer,
+    /// The wake phrases, cut from transcripts.
+    phrases: Vec<String>,
+    /// The start of the audio clock, or `None`: the wall clock.
+    audio_clock: Option<DateTime<Utc>>,
+    /// Samples fed so far.
+    read: u64,
+    /// When the next `Input::Tick` is due, in samples (audio clock only).
+    next_tick: u64,
+    /// Awake: the wake word was heard (its score), a command is due.
+    awake: Option<f32>,
+    /// What the gate waits for: a read-back's answer or a PIN is listened
+    /// for without the wake word (a PIN without the grammar).
+    expect: Expect,
+    /// The end of the last frame with speech in it.
+    last_voiced: Option<u64>,
+    /// An utterance was handed over; the coordinator has not answered yet.
+    awaiting: bool,
+    /// The frame being worked on (a short one padded with silence).
+    frame: Vec<f32>,
+}
+
+impl Listener {
+    /// A listener expecting a command, with nothing heard yet.
+    pub(super) fn new(
+        stt: Arc<SttThread>,
+        detector: Option<Box<dyn WakeDetector>>,
+        endpoint: EndpointConfig,
+        audio_clock: Option<DateTime<Utc>>,
+    ) -> Listener {
+        Listener {
+            phrases: detector.as_ref().map(|d| d.phrases()).unwrap_or_default(),
+            stt,
+            detector,
+            endpointer: Endpointer::new(endpoint),
+            audio_clock,
+            read: 0,
+            next_tick: u64::from(crate::audio::SAMPLE_RATE),
+            awake: None,
+            expect: Expect::Command,
+            last_voiced: None,
+            awaiting: false,
+            frame: Vec::with_capacity(FRAME_SAMPLES),
+        }
+    }
+
+    /// What is due next, from the coordinator: its answer to an
+    /// utterance, or a change of the gate's state (a confirmation expired).
+    pub(super) fn expect(&mut self, next: Expect) {
+        self.expect = next;
+        self.awaiting = false;
+    }
+
+    /// The coordinator did not answer an utterance in time: listen on as
+    /// before.
+    pub(super) fn no_answer(&mut self) {
+        self.awaiting = false;
+    }
+
+    /// An utterance was handed over and the coordinator has not said what
+    /// is due next: frames heard now must wait (see [`Listener`]).
+    pub(super) fn awaiting_answer(&self) -> bool {
+        self.awaiting
+    }
+
+    /// Hears `samples` (16 kHz mono), [`FRAME_SAMPLES`] at a time; a
+    /// shorter piece at the end is padded with silence (the end of the
+    /// input). Returns what to tell the coordinator, in order.
+    pub(super) fn on_frame(&mut self, samples: &[f32]) -> Vec<Input> {
+        let mut out = Vec::new();
+        for chunk in samples.chunks(FRAME_SAMPLES) {
+            self.step(chunk, &mut out);
+        }
+        out
+    }
+
+    /// The input ended: a command still being spoken is complete. Returns
+    /// it, if there is one; then [`Listener::ended`].
+    pub(super) fn finish(&mut self) -> Vec<Input> {
+        let mut out = Vec::new();
+        if let Some(EndpointEvent::Utterance(u)) = self.endpointer.finish()
+            && let Ok(Some((text, confidence))) = self.transcribe(u.samples)
+        {
+            self.hand_over(text, confidence, &mut out);
+        }
+        out
+    }
+
+    /// The last thing to tell the coordinator: the input ended (at this
+    /// audio time).
+    pub(super) fn ended(&self) -> Input {
+        Input::Ended(self.at(self.read))
+    }
+
+    /// One frame (at most [`FRAME_SAMPLES`]).
+    fn step(&mut self, chunk: &[f32], out: &mut Vec<Input>) {
+        if self.expect.is_reply() && self.endpointer.state() == EndpointState::Idle {
+            self.endpointer.arm();
+        }
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        frame.extend_from_slice(chunk);
+        frame.resize(FRAME_SAMPLES, 0.0);
+        self.read += chunk.len() as u64;
+        // Also in a reply window: a new command needs the wake word.
+        if self.awake.is_none() {
+            self.wake(&frame, out);
+        }
+        let event = self.endpointer.push(&frame);
+        self.frame = frame;
+        if self.endpointer.last_frame().is_some_and(|l| l.continues) {
+            self.last_voiced = Some(self.read);
+        }
+        match event {
+            Some(EndpointEvent::Utterance(u)) => self.utterance(u.samples, out),
+            Some(EndpointEvent::NoSpeech) => self.no_speech(out),
+            _ => self.tick(out),
+        }
+    }
+
+    /// Feeds the wake-word detector, if there is one.
+    fn wake(&mut self, frame: &[f32], out: &mut Vec<Input>) {
+        let Some(detector) = self.detector.as_mut() else {
+            return;
+        };
+        match detector.push(frame) {
+            Ok(Outcome::Detected(detection)) => {
+                self.awake = Some(detection.score);
+                // The command starts with the wake word (cut from the
+                // transcript later), so nothing said in the same breath
+                // is lost.
+                self.endpointer.arm_since(detection.window_samples);
+                // A chime would cut a command said in the same breath (the
+                // microphone is muted while it plays): only when the user
+                // has paused.
+                let chime = self
+                    .last_voiced
+                    .is_none_or(|end| self.read.saturating_sub(end) > STILL_SPEAKING);
+                out.push(Input::Wake(detection, chime));
+            }
+            Ok(_) => {}
+            Err(e) => out.push(Input::Notice(format!("wake word: {e}"))),
+        }
+    }
+
+    /// The endpointer gave up waiting for speech.
+    fn no_speech(&mut self, out: &mut Vec<Input>) {
+        if self.awake.take().is_some() && !self.expect.is_reply() {
+            out.push(Input::Notice("woke, but no command followed".into()));
+        }
+        if let Some(d) = self.detector.as_mut() {
+            d.reset();
+        }
+    }
+
+    /// Audio time passed (file input read faster than real time): a tick
+    /// each second, so the gate's deadlines run on audio time.
+    fn tick(&mut self, out: &mut Vec<Input>) {
+        if self.audio_clock.is_some() && self.read >= self.next_tick {
+            self.next_tick += u64::from(crate::audio::SAMPLE_RATE);
+            if let Some(when) = self.at(self.read) {
+                out.push(Input::Tick(when));
+            }
+        }
+    }
+
+    /// The endpointer closed an utterance.
+    fn utterance(&mut self, samples: Vec<f32>, out: &mut Vec<Input>) {
+        match self.transcribe(samples) {
+            Ok(Some((text, confidence))) => {
+                self.hand_over(text, confidence, out);
+                if let Some(d) = self.detector.as_mut() {
+                    d.reset();
+                }
+            }
+            Ok(None) => {
+                // Only the wake word so far (or nothing intelligible):
+                // still awake, the command may follow.
+                if self.awake.is_some() || self.expect.is_reply() {
+                    self.endpointer.arm();
+                }
+            }
+            Err(notice) => {
+                self.awake = None;
+                out.push(Input::Notice(notice));
+            }
+        }
+    }
+
+    /// Transcribes one utterance; `None` if nothing was said (only the
+    /// wake phrase, or nothing whisper could write down).
+    fn transcribe(&self, samples: Vec<f32>) -> Result<Option<(String, f32)>, String> {
+        let t = transcribe_for(&self.stt, self.expect, samples)
+            .map_err(|e| format!("transcription: {e}"))?;
+        let mut text = t.text;
+        for phrase in &self.phrases {
+            text = wakeword::strip_wake_phrase(&text, phrase);
+        }
+        Ok((!text.is_empty()).then_some((text, t.confidence)))
+    }
+
+    /// Hands a transcript to the coordinator; its answer is awaited.
+    fn hand_over(&mut self, text: String, confidence: f32, out: &mut Vec<Input>) {
+        let wake_score = self.awake.take();
+        let utterance = Utterance {
+            text,
+            confidence: Some(confidence),
+            wake_score,
+            addressed: self.detector.is_none() || wake_score.is_some(),
+        };
+        out.push(Input::Utterance(utterance, self.at(self.read)));
+        self.awaiting = true;
+    }
+
+    /// The audio time after `samples`, or `None` on the wall clock.
+    fn at(&self, samples: u64) -> Option<DateTime<Utc>> {
+        self.audio_clock.map(|start| {
+            start
+                + TimeDelta::milliseconds(
+                    (samples * 1000 / u64::from(crate::audio::SAMPLE_RATE)) as i64,
+                )
+        })
+    }
+}
+
+/// The most frames the audio thread holds back while the coordinator
+/// decides: [`CONTROL_WAIT`] of audio. A live source delivers no more
+/// than that before the wait runs out; only a source read faster than
+/// real time (unpaced PCM on stdin) reaches it, and is then left unread
+/// until the answer comes (a pipe keeps what follows).
+const MAX_HELD: usize =
+    (CONTROL_WAIT.as_secs() as usize * crate::audio::SAMPLE_RATE as usize) / FRAME_SAMPLES;
+
+/// Why the source gives no more frames.
+#[derive(Debug, Clone)]
+enum End {
+    /// Its end.
+    Eof,
+    /// It failed: the notice to log.
+    Failed(String),
+}
+
+/// The coordinator's answer to an utterance.
+enum Answer {
+    /// What is due next.
+    Next(Expect),
+    /// None in time ([`CONTROL_WAIT`]).
+    Late,
+    /// The coordinator is gone.
+    Gone,
+}
+
+/// The source as the audio thread reads it: frames with voicegate's own
+/// sounds silenced ([`Muting`]), and the frames captured while the
+/// coordinator decided, held until its answer.
+struct Capture {
+    source: Box<dyn AudioSource>,
+    duplex: Arc<HalfDuplex>,
+    muting: Muting,
+    /// Half-duplex with input read faster than real time: what has been
+    /// played so far, and samples still to silence.
+    played: crate::audio::duplex::Mark,
+    silence_left: u64,
+    /// Frames captured while awaiting an answer, oldest first: they go to
+    /// the listener before anything read later.
+    held: VecDeque<Vec<f32>>,
+    /// The source gave no more (held frames still go first).
+    end: Option<End>,
+}
+
+impl Capture {
+    /// A capture of `source`; with [`Muting::Skip`] it waits first until
+    /// the sounds playing now (the greeting) are over: they are not part
+    /// of the file's recording.
+    fn start(source: Box<dyn AudioSource>, duplex: Arc<HalfDuplex>, muting: Muting) -> Capture {
+        let mut played = duplex.mark();
+        if muting == Muting::Skip {
+            duplex.wait_idle(&mut played);
+        }
+        Capture {
+            source,
+            duplex,
+            muting,
+            played,
+            silence_left: 0,
+            held: VecDeque::new(),
+            end: None,
+        }
+    }
+
+    /// The next frame for the listener into `frame`: a held one first,
+    /// then the source. Shorter than [`FRAME_SAMPLES`] only at the end.
+    fn next(&mut self, frame: &mut Vec<f32>) -> Result<(), End> {
+        if let Some(held) = self.held.pop_front() {
+            *frame = held;
+            return Ok(());
+        }
+        if let Some(end) = &self.end {
+            return Err(end.clone());
+        }
+        self.read(frame)
+            .inspect_err(|end| self.end = Some(end.clone()))
+    }
+
+    /// Reads a frame from the source and silences what voicegate's own
+    /// sounds cover.
+    fn read(&mut self, frame: &mut Vec<f32>) -> Result<(), End> {
+        if self.muting == Muting::Skip {
+            let missed = self.duplex.wait_idle(&mut self.played);
+            self.silence_left +=
+                (missed.as_secs_f64() * f64::from(crate::audio::SAMPLE_RATE)).round() as u64;
+        }
+        frame.resize(FRAME_SAMPLES, 0.0);
+        let n = match audio::read_full(&mut self.source, frame) {
+            Ok(0) => return Err(End::Eof),
+            Ok(n) => n,
+            Err(e) => return Err(End::Failed(format!("audio input: {e}"))),
+        };
+        frame.truncate(n);
+        match self.muting {
+            Muting::AtSource => {}
+            Muting::AtRead => {
+                if self.duplex.muted_at(Instant::now()) {
+                    frame.fill(0.0);
+                }
+            }
+            Muting::Skip => {
+                let k = self.silence_left.min(n as u64);
+                frame[..k as usize].fill(0.0);
+                self.silence_left -= k;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the coordinator's answer to an utterance, up to
+    /// [`CONTROL_WAIT`]. A live source goes on being read meanwhile, into
+    /// the held frames (up to [`MAX_HELD`]): a microphone's ring buffer
+    /// must not overrun, and what the user says while the gate decides is
+    /// heard once the answer is in. Input read faster than real time
+    /// ([`Muting::Skip`]) is not read on: nothing is lost by waiting, and
+    /// its audio clock and the silence it owes the read-back need the
+    /// answer (and the read-back's playback) first.
+    fn await_answer(&mut self, control: &std_mpsc::Receiver<AudioControl>) -> Answer {
+        let deadline = Instant::now() + CONTROL_WAIT;
+        loop {
+            let read_on =
+                self.muting != Muting::Skip && self.end.is_none() && self.held.len() < MAX_HELD;
+            let received = if read_on {
+                control.try_recv().map_err(|e| match e {
+                    std_mpsc::TryRecvError::Empty => None,
+                    std_mpsc::TryRecvError::Disconnected => Some(Answer::Gone),
+                })
+            } else {
+                let left = deadline.saturating_duration_since(Instant::now());
+                control.recv_timeout(left).map_err(|e| match e {
+                    std_mpsc::RecvTimeoutError::Timeout => Some(Answer::Late),
+                    std_mpsc::RecvTimeoutError::Disconnected => Some(Answer::Gone),
+                })
+            };
+            match received {
+                Ok(AudioControl::Expect(next)) => return Answer::Next(next),
+                Err(Some(answer)) => return answer,
+                Err(None) if Instant::now() >= deadline => return Answer::Late,
+                Err(None) => {}
+            }
+            let mut frame = Vec::with_capacity(FRAME_SAMPLES);
+            match self.read(&mut frame) {
+                Ok(()) => self.held.push_back(frame),
+                Err(end) => self.end = Some(end),
+            }
+        }
+    }
+}
+
+/// Starts the audio thread: reads a frame → [`Listener::on_frame`] →
+/// sends what it says; after an utterance, captures on while awaiting
+/// the coordinator's answer ([`Capture::await_answer`]), then hears
+/// those frames. Other control messages are applied between frames.
+///
 /// **Half-duplex.** Audio captured while voicegate makes a sound is
-/// silence to everything here (see [`Muting`]).
+/// silence to the listener (see [`Muting`]).
 pub(super) fn spawn_audio(
     path: AudioPath,
     tx: mpsc::Sender<Input>,
     control: std_mpsc::Receiver<AudioControl>,
 ) -> Result<(), AppError> {
     let AudioPath {
-        mut source,
+        source,
         stt,
-        mut detector,
+        detector,
         endpoint,
         audio_clock,
         duplex,
@@ -190,196 +592,355 @@ pub(super) fn spawn_audio(
     thread::Builder::new()
         .name("voicegate-audio".into())
         .spawn(move || {
-            let mut endpointer = Endpointer::new(endpoint);
-            let phrases: Vec<String> = detector.as_ref().map(|d| d.phrases()).unwrap_or_default();
-            // Without a detector every utterance is addressed.
-            let always_addressed = detector.is_none();
-            let mut frame = vec![0.0f32; FRAME_SAMPLES];
-            let mut read: u64 = 0;
-            let mut next_tick = u64::from(crate::audio::SAMPLE_RATE);
-            // Awake: the wake word was heard (its score), a command is due.
-            let mut awake: Option<f32> = None;
-            // What the gate waits for: a read-back's answer or a PIN is
-            // listened for without the wake word (a PIN without the grammar).
-            let mut expect = Expect::Command;
-            // Half-duplex with input read faster than real time: what has
-            // been played so far, and samples still to silence. A file
-            // starts once the sounds playing at start (the greeting) are
-            // over: they are not part of its recording.
-            let mut played = duplex.mark();
-            if muting == Muting::Skip {
-                duplex.wait_idle(&mut played);
-            }
-            let mut silence_left: u64 = 0;
-            // The end of the last frame with speech in it.
-            let mut last_voiced: Option<u64> = None;
-            let at = |samples: u64| {
-                audio_clock.map(|start| {
-                    start
-                        + TimeDelta::milliseconds(
-                            (samples * 1000 / u64::from(crate::audio::SAMPLE_RATE)) as i64,
-                        )
-                })
-            };
-            // Transcribes one utterance; None if nothing was said (only the
-            // wake phrase, or nothing whisper could write down).
-            let transcribe =
-                |samples: Vec<f32>, expect: Expect| -> Result<Option<(String, f32)>, String> {
-                    let t = transcribe_for(&stt, expect, samples)
-                        .map_err(|e| format!("transcription: {e}"))?;
-                    let mut text = t.text;
-                    for phrase in &phrases {
-                        text = wakeword::strip_wake_phrase(&text, phrase);
-                    }
-                    Ok((!text.is_empty()).then_some((text, t.confidence)))
-                };
-            // Hands a command to the coordinator and waits for its answer:
-            // `Some(Some(expect))` says what is due next, `Some(None)` no
-            // answer in time, `None` the coordinator is gone.
-            let deliver = |text: String,
-                           confidence: f32,
-                           wake_score: Option<f32>,
-                           when: Option<DateTime<Utc>>|
-             -> Option<Option<Expect>> {
-                let utterance = Utterance {
-                    text,
-                    confidence: Some(confidence),
-                    wake_score,
-                    addressed: always_addressed || wake_score.is_some(),
-                };
-                tx.blocking_send(Input::Utterance(utterance, when)).ok()?;
-                match control.recv_timeout(CONTROL_WAIT) {
-                    Ok(AudioControl::Expect(next)) => Some(Some(next)),
-                    Err(std_mpsc::RecvTimeoutError::Disconnected) => None,
-                    Err(std_mpsc::RecvTimeoutError::Timeout) => Some(None),
-                }
-            };
-            loop {
-                while let Ok(AudioControl::Expect(next)) = control.try_recv() {
-                    expect = next;
-                }
-                if expect.is_reply() && endpointer.state() == EndpointState::Idle {
-                    endpointer.arm();
-                }
-                if muting == Muting::Skip {
-                    let missed = duplex.wait_idle(&mut played);
-                    silence_left += (missed.as_secs_f64() * f64::from(crate::audio::SAMPLE_RATE))
-                        .round() as u64;
-                }
-                let n = match audio::read_full(&mut source, &mut frame) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Input::Notice(format!("audio input: {e}")));
-                        break;
-                    }
-                };
-                frame[n..].fill(0.0);
-                match muting {
-                    Muting::AtSource => {}
-                    Muting::AtRead => {
-                        if duplex.muted_at(Instant::now()) {
-                            frame.fill(0.0);
-                        }
-                    }
-                    Muting::Skip => {
-                        let k = silence_left.min(n as u64);
-                        frame[..k as usize].fill(0.0);
-                        silence_left -= k;
-                    }
-                }
-                read += n as u64;
-                // Also in a reply window: a new command needs the wake word.
-                if let Some(d) = detector.as_mut()
-                    && awake.is_none()
-                {
-                    match d.push(&frame) {
-                        Ok(Outcome::Detected(detection)) => {
-                            awake = Some(detection.score);
-                            // The command starts with the wake word (cut from
-                            // the transcript later), so nothing said in the
-                            // same breath is lost.
-                            endpointer.arm_since(detection.window_samples);
-                            // A chime would cut a command said in the same
-                            // breath (the microphone is muted while it
-                            // plays): only when the user has paused.
-                            let chime = last_voiced
-                                .is_none_or(|end| read.saturating_sub(end) > STILL_SPEAKING);
-                            if tx.blocking_send(Input::Wake(detection, chime)).is_err() {
-                                return;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            let _ = tx.blocking_send(Input::Notice(format!("wake word: {e}")));
-                        }
-                    }
-                }
-                let event = endpointer.push(&frame);
-                if endpointer.last_frame().is_some_and(|l| l.continues) {
-                    last_voiced = Some(read);
-                }
-                let samples = match event {
-                    Some(EndpointEvent::Utterance(u)) => u.samples,
-                    Some(EndpointEvent::NoSpeech) => {
-                        if awake.take().is_some() && !expect.is_reply() {
-                            let notice = Input::Notice("woke, but no command followed".into());
-                            if tx.blocking_send(notice).is_err() {
-                                return;
-                            }
-                        }
-                        if let Some(d) = detector.as_mut() {
-                            d.reset();
-                        }
-                        continue;
-                    }
-                    _ => {
-                        if audio_clock.is_some() && read >= next_tick {
-                            next_tick += u64::from(crate::audio::SAMPLE_RATE);
-                            if let Some(when) = at(read)
-                                && tx.blocking_send(Input::Tick(when)).is_err()
-                            {
-                                return;
-                            }
-                        }
-                        continue;
-                    }
-                };
-                match transcribe(samples, expect) {
-                    Ok(Some((text, confidence))) => {
-                        match deliver(text, confidence, awake.take(), at(read)) {
-                            None => return,
-                            Some(Some(next)) => expect = next,
-                            Some(None) => {}
-                        }
-                        if let Some(d) = detector.as_mut() {
-                            d.reset();
-                        }
-                    }
-                    Ok(None) => {
-                        // Only the wake word so far (or nothing intelligible):
-                        // still awake, the command may follow.
-                        if awake.is_some() || expect.is_reply() {
-                            endpointer.arm();
-                        }
-                    }
-                    Err(notice) => {
-                        awake = None;
-                        if tx.blocking_send(Input::Notice(notice)).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            // The input ended: a command still being spoken is complete.
-            if let Some(EndpointEvent::Utterance(u)) = endpointer.finish()
-                && let Ok(Some((text, confidence))) = transcribe(u.samples, expect)
-                && deliver(text, confidence, awake.take(), at(read)).is_none()
-            {
-                return;
-            }
-            let _ = tx.blocking_send(Input::Ended(at(read)));
+            let listener = Listener::new(stt, detector, endpoint, audio_clock);
+            let capture = Capture::start(source, duplex, muting);
+            listen(listener, capture, &tx, &control);
         })
         .map_err(AppError::Output)?;
     Ok(())
+}
+
+/// The audio thread's loop, until the input ends or the coordinator is
+/// gone.
+fn listen(
+    mut listener: Listener,
+    mut capture: Capture,
+    tx: &mpsc::Sender<Input>,
+    control: &std_mpsc::Receiver<AudioControl>,
+) {
+    let mut frame = Vec::with_capacity(FRAME_SAMPLES);
+    loop {
+        while let Ok(AudioControl::Expect(next)) = control.try_recv() {
+            listener.expect(next);
+        }
+        match capture.next(&mut frame) {
+            Ok(()) => {}
+            Err(End::Eof) => break,
+            Err(End::Failed(notice)) => {
+                let _ = tx.blocking_send(Input::Notice(notice));
+                break;
+            }
+        }
+        let heard = listener.on_frame(&frame);
+        if !send(heard, &mut listener, &mut capture, tx, control) {
+            return;
+        }
+    }
+    let heard = listener.finish();
+    if send(heard, &mut listener, &mut capture, tx, control) {
+        let _ = tx.blocking_send(listener.ended());
+    }
+}
+
+/// Sends what the listener heard; if that handed over an utterance, waits
+/// for the answer and tells the listener. False: the coordinator is gone.
+fn send(
+    heard: Vec<Input>,
+    listener: &mut Listener,
+    capture: &mut Capture,
+    tx: &mpsc::Sender<Input>,
+    control: &std_mpsc::Receiver<AudioControl>,
+) -> bool {
+    for input in heard {
+        if tx.blocking_send(input).is_err() {
+            return false;
+        }
+    }
+    if listener.awaiting_answer() {
+        match capture.await_answer(control) {
+            Answer::Next(next) => listener.expect(next),
+            Answer::Late => listener.no_answer(),
+            Answer::Gone => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::AudioError;
+    use crate::stt::{SttError, Transcriber};
+
+    /// Writes which call decoded each utterance ("grammar" or "free").
+    struct Fake;
+
+    impl Fake {
+        fn answer(call: &str) -> Result<Transcript, SttError> {
+            Ok(Transcript {
+                text: format!("decoded by {call}"),
+                confidence: 0.9,
+                audio_secs: 1.0,
+                decode_secs: 0.0,
+                audio_ctx: 1500,
+                retried: false,
+            })
+        }
+    }
+
+    impl Transcriber for Fake {
+        fn transcribe(&mut self, _samples: &[f32]) -> Result<Transcript, SttError> {
+            Fake::answer("grammar")
+        }
+
+        fn transcribe_free(&mut self, _samples: &[f32]) -> Result<Transcript, SttError> {
+            Fake::answer("free")
+        }
+
+        fn phrase_logprob(&mut self, _samples: &[f32], _phrase: &str) -> Result<f32, SttError> {
+            Ok(0.0)
+        }
+    }
+
+    fn stt() -> Arc<SttThread> {
+        Arc::new(SttThread::start(Box::new(Fake)).expect("stt thread"))
+    }
+
+    /// A wake word "heard" in any frame with a sample louder than 0.3
+    /// (stage 1 needs real speech; these tests are about what the
+    /// listener does with a detection).
+    struct LoudWake;
+
+    impl WakeDetector for LoudWake {
+        fn push(&mut self, frame: &[f32]) -> Result<Outcome, wakeword::WakewordError> {
+            if !frame.iter().any(|x| x.abs() > 0.3) {
+                return Ok(Outcome::Nothing);
+            }
+            Ok(Outcome::Detected(Detection {
+                phrase: "jarvis".into(),
+                stage1_score: 0.9,
+                logprob: -0.1,
+                score: 0.9,
+                at_sample: 0,
+                window_samples: 9_600,
+            }))
+        }
+
+        fn reset(&mut self) {}
+
+        fn phrases(&self) -> Vec<String> {
+            vec!["jarvis".into()]
+        }
+    }
+
+    fn ms(n: usize) -> usize {
+        n * 16
+    }
+
+    /// `n` ms of silence.
+    fn silence(n: usize) -> Vec<f32> {
+        vec![0.0; ms(n)]
+    }
+
+    /// An 800 ms tone (440 Hz, -20 dBFS: speech to the endpointer); if
+    /// `wake`, its first 100 ms are loud (the wake word to [`LoudWake`]).
+    fn burst(wake: bool) -> Vec<f32> {
+        let amp = 0.1 * 2f32.sqrt();
+        (0..ms(800))
+            .map(|i| {
+                let gain = if wake && i < ms(100) { 3.0 } else { 1.0 };
+                gain * amp * (std::f32::consts::TAU * 440.0 * i as f32 / 16_000.0).sin()
+            })
+            .collect()
+    }
+
+    fn listener(wake: bool) -> Listener {
+        let (detector, endpoint) = if wake {
+            let endpoint = EndpointConfig {
+                idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
+                ..EndpointConfig::default()
+            };
+            (Some(Box::new(LoudWake) as Box<dyn WakeDetector>), endpoint)
+        } else {
+            (None, EndpointConfig::always_armed())
+        };
+        Listener::new(stt(), detector, endpoint, None)
+    }
+
+    /// What the listener says about `samples`, fed in frames, in short.
+    fn hear(listener: &mut Listener, samples: &[f32]) -> Vec<String> {
+        samples
+            .chunks(FRAME_SAMPLES)
+            .flat_map(|frame| listener.on_frame(frame))
+            .map(|input| match input {
+                Input::Utterance(u, _) => format!(
+                    "{} (addressed: {}, wake score: {})",
+                    u.text,
+                    u.addressed,
+                    u.wake_score.is_some()
+                ),
+                Input::Wake(d, _) => format!("wake {}", d.phrase),
+                Input::Notice(n) => format!("notice: {n}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_wake_word_then_a_command_is_handed_over() {
+        let mut listener = listener(true);
+        let samples = [silence(1_000), burst(true), silence(1_500)].concat();
+        assert_eq!(
+            hear(&mut listener, &samples),
+            [
+                "wake jarvis",
+                "decoded by grammar (addressed: true, wake score: true)"
+            ]
+        );
+        assert!(listener.awaiting_answer(), "the coordinator must answer");
+        listener.expect(Expect::Command);
+        assert!(!listener.awaiting_answer());
+    }
+
+    #[test]
+    fn silence_and_speech_without_the_wake_word_say_nothing() {
+        let mut listener = listener(true);
+        let samples = [silence(3_000), burst(false), silence(6_000)].concat();
+        assert!(hear(&mut listener, &samples).is_empty());
+        assert!(listener.finish().is_empty());
+        assert!(!listener.awaiting_answer());
+    }
+
+    #[test]
+    fn in_a_reply_window_no_wake_word_is_needed_but_nothing_is_addressed() {
+        let mut listener = listener(true);
+        listener.expect(Expect::Reply);
+        let samples = [silence(1_000), burst(false), silence(1_500)].concat();
+        assert_eq!(
+            hear(&mut listener, &samples),
+            ["decoded by grammar (addressed: false, wake score: false)"]
+        );
+        // A PIN is decoded without the grammar; the wake word still
+        // addresses a command.
+        listener.expect(Expect::Pin);
+        assert_eq!(
+            hear(&mut listener, &samples),
+            ["decoded by free (addressed: false, wake score: false)"]
+        );
+        listener.expect(Expect::Reply);
+        let samples = [silence(1_000), burst(true), silence(1_500)].concat();
+        assert_eq!(
+            hear(&mut listener, &samples),
+            [
+                "wake jarvis",
+                "decoded by grammar (addressed: true, wake score: true)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_command_still_spoken_when_the_input_ends_is_heard() {
+        let mut listener = listener(false);
+        let samples = [silence(1_000), burst(false)].concat();
+        assert!(hear(&mut listener, &samples).is_empty());
+        let last = listener.finish();
+        assert!(
+            matches!(&last[..], [Input::Utterance(u, _)] if u.addressed),
+            "{last:?}"
+        );
+    }
+
+    /// A microphone in memory: `samples` are captured at `SPEED` × real
+    /// time from the first read, into a ring of `RING` samples; a reader
+    /// that falls further behind loses the oldest (an overrun), as with
+    /// the capture callback's ring buffer.
+    struct Live {
+        samples: Vec<f32>,
+        start: Option<Instant>,
+        at: usize,
+    }
+
+    impl Live {
+        const SPEED: f64 = 4.0;
+        /// 4 s of audio (1 s of the test's time).
+        const RING: usize = 64_000;
+    }
+
+    impl AudioSource for Live {
+        fn read(&mut self, out: &mut [f32]) -> Result<usize, AudioError> {
+            let start = *self.start.get_or_insert_with(Instant::now);
+            loop {
+                if self.at >= self.samples.len() {
+                    return Ok(0);
+                }
+                let captured = (start.elapsed().as_secs_f64() * 16_000.0 * Self::SPEED) as usize;
+                let captured = captured.min(self.samples.len());
+                self.at = self.at.max(captured.saturating_sub(Self::RING));
+                if captured > self.at {
+                    let n = out.len().min(captured - self.at);
+                    out[..n].copy_from_slice(&self.samples[self.at..self.at + n]);
+                    self.at += n;
+                    return Ok(n);
+                }
+                std::thread::sleep(StdDuration::from_millis(2));
+            }
+        }
+    }
+
+    /// The next input from the audio thread (which must come in time).
+    fn recv(rx: &mut mpsc::Receiver<Input>) -> Option<Input> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            tokio::time::timeout(StdDuration::from_secs(20), rx.recv())
+                .await
+                .expect("the audio thread answers in time")
+        })
+    }
+
+    /// Issue 14: while the gate decides, the audio thread reads on, so a
+    /// live microphone's ring buffer does not overrun, and what was said
+    /// meanwhile is heard once the answer is in, with the answer's rules.
+    #[test]
+    fn what_is_said_while_the_gate_decides_is_heard_after_its_answer() {
+        // A command; while the coordinator takes 3 s (12 s of audio, more
+        // than the ring holds) to answer "a PIN is due", the PIN is said.
+        let samples = [
+            silence(1_000),
+            burst(false),
+            silence(1_500),
+            burst(false),
+            silence(14_000),
+        ]
+        .concat();
+        let (tx, mut rx) = mpsc::channel::<Input>(8);
+        let (control_tx, control_rx) = std_mpsc::sync_channel::<AudioControl>(8);
+        let path = AudioPath {
+            source: Box::new(Live {
+                samples,
+                start: None,
+                at: 0,
+            }),
+            stt: stt(),
+            detector: None,
+            endpoint: EndpointConfig::always_armed(),
+            audio_clock: None,
+            duplex: HalfDuplex::new(audio::DEFAULT_TAIL),
+            muting: Muting::AtSource,
+        };
+        spawn_audio(path, tx, control_rx).expect("audio thread");
+        let mut heard = Vec::new();
+        loop {
+            let input = recv(&mut rx);
+            match input {
+                Some(Input::Utterance(u, _)) => {
+                    let answer = if heard.is_empty() {
+                        std::thread::sleep(StdDuration::from_secs(3));
+                        Expect::Pin
+                    } else {
+                        Expect::Command
+                    };
+                    heard.push(u.text);
+                    control_tx
+                        .send(AudioControl::Expect(answer))
+                        .expect("control");
+                }
+                Some(Input::Ended(_)) | None => break,
+                Some(_) => {}
+            }
+        }
+        assert_eq!(heard, ["decoded by grammar", "decoded by free"]);
+    }
 }
