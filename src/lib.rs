@@ -36,6 +36,7 @@ pub mod error;
 pub mod eval;
 pub mod gate;
 pub mod intent;
+pub mod nlu;
 pub mod output;
 pub mod pipeline;
 pub mod request;

@@ -192,6 +192,9 @@ pub struct IntentDef {
     pub tests: Vec<TestCase>,
     /// What to ask for when a match lacks it (`ask:`), in the order asked.
     pub ask: Vec<AskDef>,
+    /// Paraphrases no template needs to cover (`examples:`): training
+    /// sentences for the fallback recogniser (`crate::nlu`).
+    pub examples: Vec<(String, Origin)>,
     /// Where the intent was first defined.
     pub origin: Origin,
 }
@@ -875,6 +878,7 @@ impl Loader {
                 "tests",
                 "description",
                 "ask",
+                "examples",
             ]),
         ) else {
             return;
@@ -887,6 +891,7 @@ impl Loader {
             data: Vec::new(),
             tests: Vec::new(),
             ask: Vec::new(),
+            examples: Vec::new(),
             origin: self.origin(key.pos),
         };
         let mut has_extensions = false;
@@ -913,6 +918,12 @@ impl Loader {
                 "action" => {
                     has_extensions = true;
                     intent.action = self.load_action(src, value, &what);
+                }
+                "examples" => {
+                    for (text, pos) in self.string_list(src, value, "'examples'") {
+                        let origin = self.origin(pos);
+                        intent.examples.push((text, origin));
+                    }
                 }
                 "ask" => {
                     has_extensions = true;
@@ -976,6 +987,7 @@ impl Loader {
             }
             existing.data.extend(intent.data);
             existing.tests.extend(intent.tests);
+            existing.examples.extend(intent.examples);
         } else {
             if has_extensions {
                 self.extension_owner.insert(name.clone(), self.file);

@@ -214,6 +214,14 @@ impl IntentSet {
         (IntentSet { defs, graph }, diags)
     }
 
+    /// Compiles definitions made in code (e.g. the fallback's slot probes,
+    /// `crate::nlu::slots`). Diagnostics are dropped: the definitions come
+    /// from files that were already checked.
+    pub fn from_definitions(defs: Definitions) -> IntentSet {
+        let (graph, _) = compile::compile(&defs, &HashMap::new());
+        IntentSet { defs, graph }
+    }
+
     /// Reads every intent file under `dir` (or the one file `dir`) and builds the set.
     pub fn load_path(
         dir: &Path,

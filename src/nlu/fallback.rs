@@ -1,0 +1,173 @@
+//! The fallback recogniser: for a sentence no template matches, the intent
+//! whose training sentences ([`super::examples`]) it is nearest to, by
+//! cosine similarity of sentence embeddings, with that similarity as the
+//! score.
+//!
+//! It only proposes. What happens to a proposal (out of scope below the
+//! threshold, "did you mean" below the sure score, a read-back for anything
+//! high-stakes) is the gate's rule, not this module's.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::examples::{Example, Source};
+use super::{Embedder, NluError};
+
+/// A nearest training sentence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Neighbour {
+    /// Its intent.
+    pub intent: String,
+    /// The training sentence.
+    pub text: String,
+    /// Where it came from.
+    pub source: Source,
+    /// Cosine similarity to the input.
+    pub score: f32,
+}
+
+/// What the fallback proposes for one sentence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reading {
+    /// The nearest intent.
+    pub intent: String,
+    /// Its score: the best similarity among its training sentences (−1..1).
+    pub score: f32,
+    /// The best score of any other intent (0 when there is none).
+    pub runner_up: f32,
+    /// The nearest training sentences, best first (for `intents explain`).
+    pub nearest: Vec<Neighbour>,
+}
+
+/// A trained fallback recogniser.
+pub struct Fallback {
+    embedder: Arc<dyn Embedder>,
+    examples: Vec<Example>,
+    /// One unit vector per example.
+    vectors: Vec<Vec<f32>>,
+}
+
+impl std::fmt::Debug for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fallback")
+            .field("embedder", &self.embedder.name())
+            .field("examples", &self.examples.len())
+            .finish()
+    }
+}
+
+/// How many neighbours a reading lists.
+const NEAREST: usize = 5;
+
+impl Fallback {
+    /// Embeds every training sentence.
+    pub fn train(
+        examples: Vec<Example>,
+        embedder: Arc<dyn Embedder>,
+    ) -> Result<Fallback, NluError> {
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let mut vectors = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(64) {
+            vectors.extend(embedder.embed(chunk)?);
+        }
+        Ok(Fallback {
+            embedder,
+            examples,
+            vectors,
+        })
+    }
+
+    /// The training sentences.
+    pub fn examples(&self) -> &[Example] {
+        &self.examples
+    }
+
+    /// The embedder's name (`minilm`, `hashed`).
+    pub fn embedder_name(&self) -> &str {
+        self.embedder.name()
+    }
+
+    /// The nearest intent to `text`; `None` with no training sentences.
+    pub fn read(&self, text: &str) -> Result<Option<Reading>, NluError> {
+        let query = self
+            .embedder
+            .embed(&[text])?
+            .pop()
+            .ok_or_else(|| NluError::Model("the embedder returned nothing".into()))?;
+        let mut scored: Vec<(f32, usize)> = self
+            .vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (dot(&query, v), i))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let Some(&(best, first)) = scored.first() else {
+            return Ok(None);
+        };
+        let intent = self.examples[first].intent.clone();
+        let runner_up = scored
+            .iter()
+            .find(|(_, i)| self.examples[*i].intent != intent)
+            .map_or(0.0, |(s, _)| *s);
+        let nearest = scored
+            .iter()
+            .take(NEAREST)
+            .map(|&(score, i)| Neighbour {
+                intent: self.examples[i].intent.clone(),
+                text: self.examples[i].text.clone(),
+                source: self.examples[i].source,
+                score,
+            })
+            .collect();
+        Ok(Some(Reading {
+            intent,
+            score: if best.is_finite() { best } else { 0.0 },
+            runner_up,
+            nearest,
+        }))
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nlu::hashed::HashedEmbedder;
+
+    fn example(intent: &str, text: &str) -> Example {
+        Example {
+            intent: intent.into(),
+            text: text.into(),
+            source: Source::Test,
+        }
+    }
+
+    #[test]
+    fn the_nearest_intent_wins_with_its_similarity_as_score() {
+        let examples = vec![
+            example("StartTimer", "set a timer for ten minutes"),
+            example("StartTimer", "start a countdown"),
+            example("PlayMusic", "play some jazz"),
+            example("PlayMusic", "put on music by miles davis"),
+        ];
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let embedder = Arc::new(HashedEmbedder::fit(&texts));
+        let fallback = Fallback::train(examples, embedder).expect("train");
+        let r = fallback
+            .read("i need a timer")
+            .expect("read")
+            .expect("a reading");
+        assert_eq!(r.intent, "StartTimer");
+        assert!(r.score > r.runner_up, "{r:?}");
+        assert_eq!(r.nearest.len(), 4);
+        let r = fallback
+            .read("play music by queen")
+            .expect("read")
+            .expect("a reading");
+        assert_eq!(r.intent, "PlayMusic", "{r:?}");
+    }
+}
