@@ -1,7 +1,8 @@
 //! Reliability of high-stakes actions, through the real binary: a local HTTP
 //! server plays the merchant; the process is killed (SIGKILL) at each step
 //! between confirmation and result; the audit database is made unwritable;
-//! `audit verify` runs while the daemon writes; the daemon stops on SIGTERM.
+//! `audit verify` runs while the daemon writes; the daemon stops on SIGTERM;
+//! a webhook that hangs holds up neither alarms nor the spend cap.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -817,4 +818,27 @@ fn a_repeat_of_an_order_in_flight_reuses_its_key() {
     assert_eq!(keys[0], keys[1], "{keys:?}");
     assert_eq!(Some(keys[0].as_str()), first["action_id"].as_str());
     session.stop();
+}
+
+/// SIGTERM while a webhook hangs: the daemon waits for its outcome and
+/// records it before it stops, rather than leave it for `recover`.
+#[test]
+fn sigterm_waits_for_an_order_in_flight_and_records_it() {
+    let merchant = Merchant::start_slow(200, Duration::from_secs(60));
+    let home = home_with(Some(&merchant), 2, "");
+    let mut session = Session::start(&home);
+    session.say("buy paper towels");
+    session.wait_for(is("confirm_request"), "the read-back");
+    session.say("yes");
+    merchant.wait_for(1);
+    terminate(&mut session.child);
+    session.wait_for(is("outcome_unknown"), "the outcome before stopping");
+    session.wait_for(
+        |v| v["event"] == "response" && v["text"] == "voicegate stopped.",
+        "the daemon to stop",
+    );
+    let status = session.child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    let got = outcomes(&home);
+    assert_eq!(got, ["requested", "confirmed", "unknown"], "{got:?}");
 }
