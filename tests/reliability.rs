@@ -728,7 +728,7 @@ fn a_timer_rings_on_time_while_a_webhook_hangs() {
     // hangs until 4 s after "yes".
     let late = rang_at.duration_since(set_at);
     assert!(
-        late < Duration::from_millis(2800),
+        late < Duration::from_millis(3000),
         "rang {late:?} after a 2 s timer was set, while the webhook hung"
     );
     assert!(
