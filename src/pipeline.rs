@@ -17,6 +17,16 @@
 //!    [`Outcome::Unknown`]). `unknown` counts toward the spend cap, and the
 //!    user is told to check before ordering again.
 //!
+//! Step 3 hands the job to the executor thread. By default the call waits
+//! there for the outcome and does step 4 itself, so `say` and `chat` get
+//! every event from the call that caused it. The daemon instead calls
+//! [`Pipeline::send_results_to`]: calls return as soon as the job is
+//! handed over, the outcome comes back as a [`Finished`] message, and
+//! [`Pipeline::finish`] does step 4 when it arrives, so a merchant that
+//! hangs holds up nothing else. Meanwhile the job is *in flight*, and an
+//! order in flight counts as an `unknown` one does: toward the spend cap,
+//! and for the idempotency key of a repeat (below).
+//!
 //! One process at a time owns a data directory: [`Pipeline::start`] takes
 //! an exclusive lock (`voicegate.lock`, an `flock` the kernel drops when the
 //! process dies, however it dies), so a second process refuses to start
@@ -38,15 +48,16 @@
 //! ordered, without the action id), the [`IdempotencyKey`] it is sent with,
 //! and the time. The key is the action's own id, except when the latest
 //! order with the same digest in the last [`ORDER_KEY_WINDOW`] ended
-//! `unknown`: then the user is asking again for what may already have gone
+//! `unknown` (or is still in flight): then the user is asking again for what may already have gone
 //! through, and the new request carries that order's key, so a merchant
 //! that honours keys charges once. After `executed` a repeat is a new order
 //! (the user heard "done"); after `failed` nothing was charged, and a
 //! merchant may have cached the failure under the old key: both get a
 //! fresh key.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 
 use chrono::{DateTime, Local, Utc};
@@ -332,8 +343,48 @@ impl PipelineConfig {
 
 /// A job for the executor thread.
 enum Job {
-    Low(Box<ActionRequest>, mpsc::Sender<Outcome>),
-    High(Box<ConfirmedAction>, IdempotencyKey, mpsc::Sender<Outcome>),
+    Low(Box<ActionRequest>, Reply),
+    High(Box<ConfirmedAction>, IdempotencyKey, Reply),
+}
+
+impl Job {
+    fn into_reply(self) -> Reply {
+        match self {
+            Job::Low(_, reply) | Job::High(_, _, reply) => reply,
+        }
+    }
+}
+
+/// Where a job's outcome goes. A job dropped without an answer (the
+/// executor thread died with it) answers `unknown`: it was handed over, so
+/// it may have run, and whoever waits for it is never left waiting.
+struct Reply(Option<Box<dyn FnOnce(Outcome) + Send>>);
+
+impl Reply {
+    fn new(send: impl FnOnce(Outcome) + Send + 'static) -> Reply {
+        Reply(Some(Box::new(send)))
+    }
+
+    fn send(mut self, outcome: Outcome) {
+        if let Some(send) = self.0.take() {
+            send(outcome);
+        }
+    }
+
+    /// The job never reached the executor: nobody must hear of it from here.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(send) = self.0.take() {
+            send(Outcome::Unknown {
+                error: "the executor stopped before answering".into(),
+            });
+        }
+    }
 }
 
 /// The executor thread: actions run here, never on the gate's thread.
@@ -342,6 +393,10 @@ struct Executor {
     thread: Option<thread::JoinHandle<()>>,
 }
 
+/// How many jobs may wait for the executor thread; beyond that a job is
+/// refused rather than block whoever hands it over.
+const EXECUTOR_QUEUE: usize = 16;
+
 impl Executor {
     fn start(
         state_db: PathBuf,
@@ -349,7 +404,7 @@ impl Executor {
         mpd: MpdConfig,
     ) -> Result<Executor, PipelineError> {
         let schedule = Schedule::open(&state_db)?;
-        let (jobs, rx) = mpsc::sync_channel::<Job>(16);
+        let (jobs, rx) = mpsc::sync_channel::<Job>(EXECUTOR_QUEUE);
         let thread = thread::Builder::new()
             .name("voicegate-executor".into())
             .spawn(move || {
@@ -357,11 +412,10 @@ impl Executor {
                 for job in rx {
                     match job {
                         Job::Low(request, reply) => {
-                            let outcome = run_low(&request, &schedule, &mpd, &mut music);
-                            let _ = reply.send(outcome);
+                            reply.send(run_low(&request, &schedule, &mpd, &mut music));
                         }
                         Job::High(action, key, reply) => {
-                            let _ = reply.send(handlers.execute(*action, &key));
+                            reply.send(handlers.execute(*action, &key));
                         }
                     }
                 }
@@ -373,17 +427,20 @@ impl Executor {
         })
     }
 
-    fn run(&self, job: impl FnOnce(mpsc::Sender<Outcome>) -> Job) -> Outcome {
-        let (tx, rx) = mpsc::channel();
-        if self.jobs.send(job(tx)).is_err() {
-            return Outcome::Failed {
-                error: "the executor stopped".into(),
-            };
+    /// Hands `job` over without waiting. On an error it certainly did not
+    /// run, and its reply is never called.
+    fn hand(&self, job: Job) -> Result<(), String> {
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(job)) => {
+                job.into_reply().disarm();
+                Err("too many actions are waiting to run".into())
+            }
+            Err(mpsc::TrySendError::Disconnected(job)) => {
+                job.into_reply().disarm();
+                Err("the executor stopped".into())
+            }
         }
-        // The job was handed over, so it may have run.
-        rx.recv().unwrap_or(Outcome::Unknown {
-            error: "the executor stopped before answering".into(),
-        })
     }
 }
 
@@ -396,6 +453,29 @@ impl Drop for Executor {
             let _ = t.join();
         }
     }
+}
+
+/// The outcome of a job the pipeline handed to the executor thread, as it
+/// comes back to whoever owns the pipeline (see
+/// [`Pipeline::send_results_to`]); [`Pipeline::finish`] records it.
+#[derive(Debug)]
+pub struct Finished {
+    job: u64,
+    outcome: Outcome,
+}
+
+/// Where results go once [`Pipeline::send_results_to`] was called.
+type ResultSink = Arc<dyn Fn(Finished) + Send + Sync>;
+
+/// A job on the executor thread whose outcome has not come back: what
+/// step 4 needs to record it and to say what happened.
+struct InFlight {
+    id: String,
+    intent: String,
+    kind: Option<ActionKind>,
+    risk: Risk,
+    /// High stakes: what the outcome is audited with.
+    facts: Option<Box<Facts>>,
 }
 
 fn run_low(
@@ -637,6 +717,13 @@ pub struct Pipeline {
     /// The PIN lockout as last saved.
     saved_lock: PinLock,
     executor: Executor,
+    /// `None`: each call waits for the jobs it hands over (`say`, `chat`).
+    /// `Some`: calls return at once and outcomes come back as [`Finished`]
+    /// messages (the daemon).
+    results: Option<ResultSink>,
+    /// Jobs handed over whose outcome has not been recorded, by job number.
+    in_flight: BTreeMap<u64, InFlight>,
+    next_job: u64,
 }
 
 impl Pipeline {
@@ -680,7 +767,97 @@ impl Pipeline {
             journal,
             saved_lock,
             executor,
+            results: None,
+            in_flight: BTreeMap::new(),
+            next_job: 0,
         })
+    }
+
+    /// From now on, calls hand their jobs to the executor thread and return
+    /// at once; each outcome is passed to `sink` (on the executor thread)
+    /// as a [`Finished`], which the owner gives back to [`Pipeline::finish`]
+    /// to record it (step 4 in the module docs). Until then the job counts
+    /// as in flight: like an `unknown` order for the spend cap and the
+    /// order keys, since it may go through.
+    pub fn send_results_to(&mut self, sink: impl Fn(Finished) + Send + Sync + 'static) {
+        self.results = Some(Arc::new(sink));
+    }
+
+    /// How many jobs were handed over and have no recorded outcome yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Records the outcome of a job (step 4) and says what happened. A
+    /// result this pipeline does not wait for (already recorded) is ignored.
+    pub fn finish(&mut self, finished: Finished, now: DateTime<Utc>) -> Vec<Event> {
+        match self.in_flight.remove(&finished.job) {
+            Some(job) => self.complete(job, finished.outcome, now),
+            None => Vec::new(),
+        }
+    }
+
+    /// Hands a job to the executor thread. Without a result sink it waits
+    /// for the outcome and records it; with one it returns at once and the
+    /// outcome comes back through the sink.
+    fn dispatch(
+        &mut self,
+        job: InFlight,
+        make: impl FnOnce(Reply) -> Job,
+        now: DateTime<Utc>,
+    ) -> Vec<Event> {
+        let Some(sink) = self.results.clone() else {
+            let (tx, rx) = mpsc::channel();
+            let handed = self.executor.hand(make(Reply::new(move |outcome| {
+                let _ = tx.send(outcome);
+            })));
+            let outcome = match handed {
+                // The job was handed over, so it may have run (and a reply
+                // dropped unanswered says so).
+                Ok(()) => rx.recv().unwrap_or(Outcome::Unknown {
+                    error: "the executor stopped before answering".into(),
+                }),
+                Err(error) => Outcome::Failed { error },
+            };
+            return self.complete(job, outcome, now);
+        };
+        let number = self.next_job;
+        self.next_job += 1;
+        let reply = Reply::new(move |outcome| {
+            sink(Finished {
+                job: number,
+                outcome,
+            })
+        });
+        match self.executor.hand(make(reply)) {
+            Ok(()) => {
+                self.in_flight.insert(number, job);
+                Vec::new()
+            }
+            Err(error) => self.complete(job, Outcome::Failed { error }, now),
+        }
+    }
+
+    /// Step 4: records the outcome of a high-stakes job in the audit log,
+    /// and turns the outcome into events.
+    fn complete(&mut self, job: InFlight, outcome: Outcome, now: DateTime<Utc>) -> Vec<Event> {
+        let Some(facts) = job.facts else {
+            return result_events(&job.id, &job.intent, job.kind, job.risk, outcome);
+        };
+        crash_point("after_executed");
+        let (audit_outcome, detail) = match &outcome {
+            Outcome::Done { message, .. } => (AuditOutcome::Executed, Some(message.clone())),
+            Outcome::Failed { error } => (AuditOutcome::Failed, Some(error.clone())),
+            Outcome::Unknown { error } => (AuditOutcome::Unknown, Some(error.clone())),
+        };
+        let mut events = result_events(&job.id, &job.intent, job.kind, job.risk, outcome);
+        if let Err(e) = self.record(&facts, audit_outcome, detail, now) {
+            events.push(say(
+                format!("It ran, but I could not record the result in the audit log: {e}"),
+                Some(job.id),
+            ));
+        }
+        events
     }
 
     /// Replaces the intents (after the files changed and checked clean).
@@ -776,7 +953,9 @@ impl Pipeline {
         self.apply(outputs, now)
     }
 
-    /// Handles one utterance.
+    /// Handles one utterance. The events of the actions it starts are in
+    /// the result, unless results go to a sink ([`Pipeline::send_results_to`]):
+    /// then they come from [`Pipeline::finish`].
     pub fn handle(&mut self, utterance: &Utterance, now: DateTime<Utc>) -> Vec<Event> {
         let spent = self.spent_today(now);
         let outputs = self
@@ -802,13 +981,22 @@ impl Pipeline {
             .and_then(|t| t.and_local_timezone(Local).earliest())
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or(now);
-        match audit.spent_since(midnight, &cap.currency) {
+        let recorded = match audit.spent_since(midnight, &cap.currency) {
             Ok(total) => crate::gate::Money::parse(&total.to_string(), &cap.currency)
                 .map(|m| m.cents)
                 .unwrap_or(i64::MAX),
             // Unknown spending: assume the cap is reached (fail safe).
-            Err(_) => i64::MAX,
-        }
+            Err(_) => return i64::MAX,
+        };
+        // An order still running counts as an `unknown` one does: it may
+        // go through, and a second one must not take the cap past it.
+        self.in_flight
+            .values()
+            .filter_map(|job| job.facts.as_ref()?.amount.as_ref())
+            // Other currencies are left out, as `spent_since` leaves them.
+            .filter(|amount| amount.currency == cap.currency)
+            .map(|amount| amount.cents)
+            .fold(recorded, i64::saturating_add)
     }
 
     fn audit_event(facts: &Facts, outcome: AuditOutcome, detail: Option<String>) -> AuditEvent {
@@ -911,15 +1099,17 @@ impl Pipeline {
                     slots: m.slot_map(),
                 }),
                 Output::RunLow(request) => {
-                    let outcome = self
-                        .executor
-                        .run(|tx| Job::Low(Box::new(request.clone()), tx));
-                    events.extend(result_events(
-                        &request.id.to_string(),
-                        &request.intent,
-                        request.kind,
-                        Risk::Low,
-                        outcome,
+                    let job = InFlight {
+                        id: request.id.to_string(),
+                        intent: request.intent.clone(),
+                        kind: request.kind,
+                        risk: Risk::Low,
+                        facts: None,
+                    };
+                    events.extend(self.dispatch(
+                        job,
+                        |reply| Job::Low(Box::new(request), reply),
+                        now,
                     ));
                 }
                 Output::ConfirmRequest {
@@ -1010,6 +1200,10 @@ impl Pipeline {
         else {
             return Ok(own);
         };
+        // Still running: it may go through, as an unknown one may have.
+        if self.in_flight.values().any(|job| job.id == earlier) {
+            return Ok(key);
+        }
         let audit = self.audit.as_ref().map_err(|e| e.to_string())?;
         match audit.last_outcome(&earlier).map_err(|e| e.to_string())? {
             Some(AuditOutcome::Unknown) => Ok(key),
@@ -1075,23 +1269,16 @@ impl Pipeline {
             ];
         }
         crash_point("after_started");
-        // 3. Run it, off this thread.
-        let outcome = self.executor.run(|tx| Job::High(Box::new(action), key, tx));
-        crash_point("after_executed");
-        // 4. Record the result.
-        let (audit_outcome, detail) = match &outcome {
-            Outcome::Done { message, .. } => (AuditOutcome::Executed, Some(message.clone())),
-            Outcome::Failed { error } => (AuditOutcome::Failed, Some(error.clone())),
-            Outcome::Unknown { error } => (AuditOutcome::Unknown, Some(error.clone())),
+        // 3. Hand it to the executor thread; 4. (recording the outcome)
+        // happens in `complete`, now or when the result comes back.
+        let job = InFlight {
+            id,
+            intent,
+            kind,
+            risk: Risk::High,
+            facts: Some(Box::new(facts.clone())),
         };
-        let mut events = result_events(&id, &intent, kind, Risk::High, outcome);
-        if let Err(e) = self.record(facts, audit_outcome, detail, now) {
-            events.push(say(
-                format!("It ran, but I could not record the result in the audit log: {e}"),
-                Some(id),
-            ));
-        }
-        events
+        self.dispatch(job, |reply| Job::High(Box::new(action), key, reply), now)
     }
 }
 

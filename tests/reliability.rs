@@ -1,7 +1,8 @@
 //! Reliability of high-stakes actions, through the real binary: a local HTTP
 //! server plays the merchant; the process is killed (SIGKILL) at each step
 //! between confirmation and result; the audit database is made unwritable;
-//! `audit verify` runs while the daemon writes; the daemon stops on SIGTERM.
+//! `audit verify` runs while the daemon writes; the daemon stops on SIGTERM;
+//! a webhook that hangs holds up neither alarms nor the spend cap.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -632,4 +633,212 @@ fn sigterm_records_a_pending_confirmation_as_expired() {
     assert!(status.success(), "{status:?}");
     assert_eq!(outcomes(&home), ["requested", "expired"]);
     drop(stdin);
+}
+
+/// A daemon (`run --text`) fed line by line, its events read as they come,
+/// each with the moment it arrived.
+struct Session {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    events: std::sync::mpsc::Receiver<(Value, Instant)>,
+    /// Every event seen so far, in order.
+    seen: Vec<Value>,
+}
+
+impl Session {
+    fn start(home: &Home) -> Session {
+        let mut child = spawn_daemon(home);
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, events) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send((v, Instant::now()));
+                }
+            }
+        });
+        Session {
+            child,
+            stdin,
+            events,
+            seen: Vec::new(),
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write");
+    }
+
+    /// The first new event that `pred` accepts, and when it arrived.
+    fn wait_for(&mut self, pred: impl Fn(&Value) -> bool, what: &str) -> (Value, Instant) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok((v, at)) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return (v, at);
+                    }
+                }
+                Err(_) => panic!("timed out waiting for {what}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        terminate(&mut self.child);
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+fn is(kind: &'static str) -> impl Fn(&Value) -> bool {
+    move |v| v["event"] == kind
+}
+
+/// Issue 14: a merchant that hangs must not hold up the rest of the
+/// daemon. A timer comes due while a purchase waits for its webhook (which
+/// never answers): it rings on time, and the purchase's outcome is still
+/// recorded `unknown` when the webhook times out.
+#[test]
+fn a_timer_rings_on_time_while_a_webhook_hangs() {
+    let merchant = Merchant::start_slow(200, Duration::from_secs(60));
+    let home = home_with(
+        Some(&merchant),
+        4,
+        "[alarms]\nring_command = \"sleep 30\"\n",
+    );
+    let mut session = Session::start(&home);
+    session.say("set a timer for 2 seconds");
+    let (_, set_at) = session.wait_for(
+        |v| v["event"] == "executed" && v["intent"] == "StartTimer",
+        "the timer to be set",
+    );
+    session.say("buy paper towels");
+    session.wait_for(is("confirm_request"), "the read-back");
+    session.say("yes");
+    merchant.wait_for(1);
+    let (_, rang_at) = session.wait_for(
+        |v| v["event"] == "response" && v["text"].as_str().unwrap_or("").contains("timer is done"),
+        "the timer to ring",
+    );
+    // Due 2 s after it was set (a little before `set_at`); the webhook
+    // hangs until 4 s after "yes".
+    let late = rang_at.duration_since(set_at);
+    assert!(
+        late < Duration::from_millis(3000),
+        "rang {late:?} after a 2 s timer was set, while the webhook hung"
+    );
+    assert!(
+        !session.seen.iter().any(|v| v["event"] == "outcome_unknown"),
+        "the purchase was still pending when the timer rang: {:?}",
+        session.seen
+    );
+    let (unknown, _) = session.wait_for(is("outcome_unknown"), "the purchase's outcome");
+    assert_eq!(unknown["intent"], "OrderItem", "{unknown}");
+    session.stop();
+    let got = outcomes(&home);
+    assert_eq!(got, ["requested", "confirmed", "unknown"], "{got:?}");
+    assert!(verify_ok(&home));
+}
+
+/// An order still in flight counts toward the daily cap as an `unknown`
+/// one does: a second order while the first webhook hangs is refused if
+/// the two together would go over.
+#[test]
+fn an_order_in_flight_counts_toward_the_spend_cap() {
+    let merchant = Merchant::start_slow(200, Duration::from_secs(60));
+    let home = home_with(
+        Some(&merchant),
+        4,
+        "[gate]\ndaily_spend_cap = \"10.00 USD\"\n[prices]\n\"paper towels\" = \"6.00 USD\"\n",
+    );
+    let mut session = Session::start(&home);
+    session.say("buy paper towels");
+    session.wait_for(is("confirm_request"), "the first read-back");
+    session.say("yes");
+    merchant.wait_for(1);
+    session.say("buy paper towels");
+    let (refused, _) = session.wait_for(
+        |v| v["event"] == "refused" || v["event"] == "confirm_request",
+        "the second order to be refused",
+    );
+    assert_eq!(refused["event"], "refused", "{:?}", session.seen);
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("6.00 USD already spent")),
+        "{refused}"
+    );
+    assert!(
+        !session.seen.iter().any(|v| v["event"] == "outcome_unknown"),
+        "the first order was still in flight: {:?}",
+        session.seen
+    );
+    session.wait_for(is("outcome_unknown"), "the first order's outcome");
+    session.stop();
+    assert_eq!(merchant.requests().len(), 1);
+}
+
+/// A confirmed repeat of an order still in flight is sent with that
+/// order's key, as a repeat of an `unknown` one is.
+#[test]
+fn a_repeat_of_an_order_in_flight_reuses_its_key() {
+    let merchant = Merchant::start_slow(200, Duration::from_secs(60));
+    let home = home_with(Some(&merchant), 3, "");
+    let mut session = Session::start(&home);
+    session.say("buy paper towels");
+    session.wait_for(is("confirm_request"), "the first read-back");
+    session.say("yes");
+    // The first order is on its way (and hangs) when the second is confirmed.
+    merchant.wait_for(1);
+    session.say("buy paper towels");
+    session.wait_for(is("confirm_request"), "the second read-back");
+    session.say("yes");
+    while session
+        .seen
+        .iter()
+        .filter(|v| is("outcome_unknown")(v))
+        .count()
+        < 2
+    {
+        session.wait_for(is("outcome_unknown"), "both outcomes");
+    }
+    let unknown: Vec<&Value> = session
+        .seen
+        .iter()
+        .filter(|v| is("outcome_unknown")(v))
+        .collect();
+    let (first, second) = (unknown[0], unknown[1]);
+    assert_ne!(first["action_id"], second["action_id"]);
+    let keys = merchant.wait_for(2);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[0], keys[1], "{keys:?}");
+    assert_eq!(Some(keys[0].as_str()), first["action_id"].as_str());
+    session.stop();
+}
+
+/// SIGTERM while a webhook hangs: the daemon waits for its outcome and
+/// records it before it stops, rather than leave it for `recover`.
+#[test]
+fn sigterm_waits_for_an_order_in_flight_and_records_it() {
+    let merchant = Merchant::start_slow(200, Duration::from_secs(60));
+    let home = home_with(Some(&merchant), 2, "");
+    let mut session = Session::start(&home);
+    session.say("buy paper towels");
+    session.wait_for(is("confirm_request"), "the read-back");
+    session.say("yes");
+    merchant.wait_for(1);
+    terminate(&mut session.child);
+    session.wait_for(is("outcome_unknown"), "the outcome before stopping");
+    session.wait_for(
+        |v| v["event"] == "response" && v["text"] == "voicegate stopped.",
+        "the daemon to stop",
+    );
+    let status = session.child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    let got = outcomes(&home);
+    assert_eq!(got, ["requested", "confirmed", "unknown"], "{got:?}");
 }

@@ -14,9 +14,13 @@
 //! One coordinator loop over a closed [`Input`] enum. Producers are plain
 //! threads (audio capture, inference and stdin block); the coordinator runs
 //! on a single-threaded tokio runtime and never does heavy work itself: the
-//! pipeline (SQLite, executors) lives on its own "gate" thread and answers
-//! through one-shot replies. Every producer has a shutdown path: they stop
-//! when the channel closes.
+//! pipeline (SQLite) lives on its own "gate" thread and answers through
+//! one-shot replies, at once: actions run on the executor thread, and their
+//! outcomes come back to the gate thread as messages, which wakes the
+//! coordinator to collect them (`Input::Executed`). So while a merchant's
+//! webhook hangs, alarms still ring and commands are still heard. Every
+//! producer has a shutdown path: they stop when the channel closes; on a
+//! stop, the outcomes of actions still running are waited for and recorded.
 //!
 //! **Clocks.** With a microphone (or `--realtime`) time is the wall clock.
 //! With a file read as fast as possible, the gate's time is the *audio*
@@ -65,7 +69,7 @@ use chrono::{DateTime, Local, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actions::alarms::{self, AlarmError, Schedule, State};
-use crate::actions::ring::{AudioRinger, Ringer, configured_ringer};
+use crate::actions::ring::{AudioRinger, FallbackRinger, Ringer, configured_ringer};
 use crate::audio::{
     self, AudioSource, EndpointConfig, EndpointEvent, EndpointState, Endpointer, FRAME_SAMPLES,
     HalfDuplex, MicConfig, Playback,
@@ -150,6 +154,10 @@ enum Input {
     /// A wake word was heard; play the acknowledgement if true (the user
     /// has paused: see [`Acknowledger`]).
     Wake(Detection, bool),
+    /// Outcomes of actions came back to the gate thread and wait to be
+    /// collected. Made by the coordinator when the gate thread wakes it
+    /// (`GateThread::results_ready`), never queued behind other inputs.
+    Executed,
 }
 
 /// Longest the loop sleeps without checking the schedule (another process,
@@ -303,8 +311,7 @@ async fn coordinate(
     parts: Parts,
     out: &mut dyn Write,
 ) -> Result<i32, AppError> {
-    let json = settings.json;
-    let (tx, mut rx) = mpsc::channel::<Input>(32);
+    let (tx, rx) = mpsc::channel::<Input>(32);
     let Parts {
         audio,
         grammar,
@@ -316,51 +323,32 @@ async fn coordinate(
 
     let audio_clock = audio.as_ref().and_then(|a| a.audio_clock);
     let (control_tx, control_rx) = std_mpsc::sync_channel::<AudioControl>(8);
-    // Only the audio path listens for control messages.
-    let control = audio.is_some().then_some(control_tx);
-    // The transcription thread, for the coordinator too (a reload swaps
-    // its grammar); `None` with typed input.
-    let stt_handle: Option<Arc<SttThread>> = audio.as_ref().map(|a| Arc::clone(&a.stt));
     spawn_reload(settings.intents_dir.clone(), grammar, tx.clone())?;
 
     let pipeline = Pipeline::start(intents, PipelineConfig::from_settings(settings))?;
-    let gate = GateThread::start(pipeline)?;
-    let schedule = ScheduleHandle::open(settings.state_db()).await?;
-    let mut ringer = configured_ringer(
-        settings.ring_command.as_deref(),
-        Some(&duplex),
-        settings.ring_command_audible,
-    );
-    let speaker = Speaker::start(voice, Arc::clone(&duplex));
-    let acknowledger = Acknowledger::start(ack, Arc::clone(&duplex));
-    // Tells the audio thread what is due next (see `AudioControl`).
-    let tell_audio = |state: GateState| {
-        if let Some(c) = &control {
-            let _ = c.try_send(AudioControl::Expect(Expect::from_gate(state)));
-        }
+    let mut coordinator = Coordinator {
+        json: settings.json,
+        gate: GateThread::start(pipeline)?,
+        schedule: ScheduleHandle::open(settings.state_db()).await?,
+        ringer: configured_ringer(
+            settings.ring_command.as_deref(),
+            Some(&duplex),
+            settings.ring_command_audible,
+        ),
+        speaker: Speaker::start(voice, Arc::clone(&duplex)),
+        acknowledger: Acknowledger::start(ack, Arc::clone(&duplex)),
+        // Only the audio path listens for control messages.
+        control: audio.is_some().then_some(control_tx),
+        // The transcription thread, for the coordinator too (a reload
+        // swaps its grammar); `None` with typed input.
+        stt: audio.as_ref().map(|a| Arc::clone(&a.stt)),
+        audio_clock,
+        ringing: false,
+        state: GateState::default(),
+        gate_now: audio_clock,
+        audio_waits: false,
     };
-    let emit = |events: &[Event], out: &mut dyn Write| -> Result<(), AppError> {
-        print_events(events, json, out)?;
-        speaker.speak(events);
-        Ok(())
-    };
-
-    let now = Utc::now();
-    let mut events = vec![say(format!("voicegate is listening to {listening_to}."))];
-    events.extend(gate.call(Call::Recover(now)).await.0);
-    let grace = TimeDelta::seconds(START_GRACE_SECS);
-    match schedule.with(move |s| s.missed_at_start(now, grace)).await {
-        Ok(missed) => {
-            for entry in missed {
-                events.push(say(format!(
-                    "While I was off you missed this: {}",
-                    alarms::fired_message(&entry, Local::now())
-                )));
-            }
-        }
-        Err(e) => events.push(say(format!("I could not read the alarm schedule: {e}"))),
-    }
-    emit(&events, out)?;
+    coordinator.greet(&listening_to, out).await?;
     // Input starts after the greeting is queued, so that its playback is
     // seen by the audio thread from the first frame on.
     match audio {
@@ -368,151 +356,131 @@ async fn coordinate(
         Some(path) => spawn_audio(path, tx.clone(), control_rx)?,
     }
     drop(tx);
+    coordinator.run(rx, out).await
+}
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(AppError::Output)?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(AppError::Output)?;
-    let mut ringing = false;
-    // The gate's state after the last call: the deadline, a PIN awaited.
-    let mut state = GateState::default();
-    // The gate's clock: audio time for fast file input, else the wall clock.
-    let mut gate_now = audio_clock;
-    loop {
-        // Wall-clock work: alarms, and confirm expiry when live.
-        let now = Utc::now();
-        let mut events = Vec::new();
-        if audio_clock.is_none() && state.deadline.is_some_and(|d| now >= d) {
-            let (ev, s) = gate.call(Call::Tick(now)).await;
-            events.extend(ev);
-            state = s;
-            tell_audio(state);
+/// The coordinator's state and what it routes to. One method per [`Input`]
+/// variant; none of them waits for anything slow (the gate thread answers
+/// at once, the schedule's queries are quick and off the runtime).
+struct Coordinator {
+    /// JSON lines on stdout, or text.
+    json: bool,
+    gate: GateThread,
+    schedule: ScheduleHandle,
+    ringer: FallbackRinger,
+    speaker: Speaker,
+    acknowledger: Acknowledger,
+    /// Tells the audio thread what is due next; `None` with typed input.
+    control: Option<std_mpsc::SyncSender<AudioControl>>,
+    stt: Option<Arc<SttThread>>,
+    /// The audio clock's start for file input read faster than real time.
+    audio_clock: Option<DateTime<Utc>>,
+    /// An alarm or timer rings.
+    ringing: bool,
+    /// The gate's state after the last call: the deadline, a PIN awaited,
+    /// jobs in flight.
+    state: GateState,
+    /// The gate's clock: audio time for fast file input, else the wall clock.
+    gate_now: Option<DateTime<Utc>>,
+    /// The audio thread waits to hear what is due next until the actions
+    /// in flight are done (fast file input only: see `tell_audio`).
+    audio_waits: bool,
+}
+
+impl Coordinator {
+    /// Prints the events and queues what they say for the speaker.
+    fn emit(&self, events: &[Event], out: &mut dyn Write) -> Result<(), AppError> {
+        print_events(events, self.json, out)?;
+        self.speaker.speak(events);
+        Ok(())
+    }
+
+    /// Tells the audio thread what is due next (see `AudioControl`). File
+    /// input read faster than real time would otherwise run ahead of a
+    /// result still on its way: it waits until no action is in flight, so
+    /// a replay gives its events in the same order every time.
+    fn tell_audio(&mut self) {
+        let Some(control) = &self.control else {
+            return;
+        };
+        if self.audio_clock.is_some() && self.state.in_flight > 0 {
+            self.audio_waits = true;
+            return;
         }
-        match schedule.with(move |s| s.due(now)).await {
-            Ok(fired) => {
-                for entry in fired {
-                    if let Err(e) = ringer.start(&entry.ring_text()) {
-                        events.push(say(format!("(could not ring: {e})")));
-                    }
-                    ringing = true;
-                    gate.call(Call::Flag(crate::gate::Flag::AlarmRinging, true))
-                        .await;
-                    events.push(say(alarms::fired_message(&entry, Local::now())));
+        self.audio_waits = false;
+        let _ = control.try_send(AudioControl::Expect(Expect::from_gate(self.state)));
+    }
+
+    /// The greeting, actions a previous run left unfinished, alarms missed
+    /// while it was down.
+    async fn greet(&mut self, listening_to: &str, out: &mut dyn Write) -> Result<(), AppError> {
+        let now = Utc::now();
+        let mut events = vec![say(format!("voicegate is listening to {listening_to}."))];
+        events.extend(self.gate.call(Call::Recover(now)).await.0);
+        let grace = TimeDelta::seconds(START_GRACE_SECS);
+        match self
+            .schedule
+            .with(move |s| s.missed_at_start(now, grace))
+            .await
+        {
+            Ok(missed) => {
+                for entry in missed {
+                    events.push(say(format!(
+                        "While I was off you missed this: {}",
+                        alarms::fired_message(&entry, Local::now())
+                    )));
                 }
             }
             Err(e) => events.push(say(format!("I could not read the alarm schedule: {e}"))),
         }
-        emit(&events, out)?;
+        self.emit(&events, out)
+    }
 
-        let mut wait = MAX_SLEEP;
-        if ringing {
-            // A ring command that exits by itself stops muting the
-            // microphone soon after.
-            ringer.check();
-            wait = wait.min(RING_CHECK);
+    /// The loop: wall-clock work, then the next input, a result or a
+    /// signal, until a stop.
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Input>,
+        out: &mut dyn Write,
+    ) -> Result<i32, AppError> {
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(AppError::Output)?;
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(AppError::Output)?;
+        let results_ready = Arc::clone(&self.gate.results_ready);
+        loop {
+            self.wall_clock(out).await?;
+            let wait = self.wait().await;
+            let input = tokio::select! {
+                input = rx.recv() => input,
+                () = results_ready.notified() => Some(Input::Executed),
+                () = tokio::time::sleep(wait) => continue,
+                _ = sigterm.recv() => None,
+                _ = sigint.recv() => None,
+            };
+            // `None`: a stop signal (or every producer gone).
+            let done = match input {
+                None => Some(self.stop(out).await?),
+                Some(input) => self.handle(input, out).await?,
+            };
+            if let Some(code) = done {
+                return Ok(code);
+            }
         }
-        let live_deadline = if audio_clock.is_none() {
-            state.deadline
-        } else {
-            None
-        };
-        let next_alarm = schedule.with(|s| s.next_due()).await.ok().flatten();
-        for d in [live_deadline, next_alarm].into_iter().flatten() {
-            wait = wait.min((d - Utc::now()).to_std().unwrap_or_default());
-        }
-        let input = tokio::select! {
-            input = rx.recv() => input,
-            _ = tokio::time::sleep(wait) => continue,
-            _ = sigterm.recv() => None,
-            _ = sigint.recv() => None,
-        };
-        let Some(input) = input else {
-            // A stop signal (or every producer gone): stop cleanly.
-            let (mut events, _) = gate
-                .call(Call::Shutdown(gate_now.unwrap_or_else(Utc::now)))
-                .await;
-            ringer.stop();
-            events.push(say("voicegate stopped.".into()));
-            emit(&events, out)?;
-            return Ok(0);
-        };
+    }
+
+    /// Routes one input; `Some(code)` when the daemon is done.
+    async fn handle(&mut self, input: Input, out: &mut dyn Write) -> Result<Option<i32>, AppError> {
         match input {
-            Input::Utterance(utterance, at) => {
-                if at.is_some() {
-                    gate_now = at;
-                }
-                let when = at.unwrap_or_else(Utc::now);
-                let mut events = Vec::new();
-                if let Some(confidence) = utterance.confidence {
-                    // What is said while the gate waits for a PIN is the
-                    // PIN: it is never printed (the gate never keeps it).
-                    let text = if state.pin {
-                        crate::gate::PIN_REDACTED.to_string()
-                    } else {
-                        utterance.text.clone()
-                    };
-                    events.push(Event::Heard { text, confidence });
-                }
-                let (handled, s) = gate.call(Call::Handle(Box::new(utterance), when)).await;
-                events.extend(handled);
-                state = s;
-                // Spoken first: the speaker takes its playback before the
-                // audio thread, told what is due next, reads on.
-                emit(&events, out)?;
-                tell_audio(state);
-                if ringing && !schedule.with(any_ringing).await.unwrap_or(false) {
-                    ringer.stop();
-                    ringing = false;
-                    gate.call(Call::Flag(crate::gate::Flag::AlarmRinging, false))
-                        .await;
-                }
-            }
-            Input::Tick(at) => {
-                gate_now = Some(at);
-                if state.deadline.is_some_and(|d| at >= d) {
-                    let (events, s) = gate.call(Call::Tick(at)).await;
-                    state = s;
-                    emit(&events, out)?;
-                    tell_audio(state);
-                }
-            }
-            Input::Ended(at) => {
-                // After the file, time runs on: a pending confirmation expires.
-                let end = state.deadline.or(at).unwrap_or_else(Utc::now);
-                let (mut events, _) = gate.call(Call::Tick(end)).await;
-                events.extend(gate.call(Call::Shutdown(end)).await.0);
-                ringer.stop();
-                events.push(say("End of input.".into()));
-                emit(&events, out)?;
-                return Ok(0);
-            }
-            Input::Reload(set, grammar) => {
-                let count = set.intents().len();
-                let (mut events, s) = gate
-                    .call(Call::Intents(set, gate_now.unwrap_or_else(Utc::now)))
-                    .await;
-                state = s;
-                tell_audio(state);
-                events.push(say(format!("Reloaded the intent files ({count} intents).")));
-                if let (Some(stt), Some(grammar)) = (&stt_handle, grammar) {
-                    // The transcription thread's queue may be full while it
-                    // decodes: send from a blocking task, not the runtime.
-                    let stt = Arc::clone(stt);
-                    let sent = tokio::task::spawn_blocking(move || stt.set_grammar(Some(grammar)))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.map_err(|e| e.to_string()));
-                    if let Err(e) = sent {
-                        events.push(say(format!("I could not update the speech grammar: {e}")));
-                    }
-                }
-                emit(&events, out)?;
-            }
+            Input::Utterance(utterance, at) => self.on_utterance(utterance, at, out).await?,
+            Input::Tick(at) => self.on_tick(at, out).await?,
+            Input::Ended(at) => return self.on_ended(at, out).await.map(Some),
+            Input::Reload(set, grammar) => self.on_reload(set, grammar, out).await?,
             Input::ReloadFailed(errors) => {
                 eprintln!(
                     "voicegate: the intent files have errors; still using the previous ones:\n{errors}"
                 );
-                emit(
+                self.emit(
                     &[say(
                         "The intent files have errors, so I kept the previous ones.".into(),
                     )],
@@ -522,9 +490,9 @@ async fn coordinate(
             Input::Notice(text) => eprintln!("voicegate: {text}"),
             Input::Wake(detection, chime) => {
                 if chime {
-                    acknowledger.ack();
+                    self.acknowledger.ack();
                 }
-                emit(
+                self.emit(
                     &[Event::Wake {
                         phrase: detection.phrase,
                         score: detection.score,
@@ -532,7 +500,182 @@ async fn coordinate(
                     out,
                 )?;
             }
+            Input::Executed => self.on_executed(out).await?,
         }
+        Ok(None)
+    }
+
+    /// Wall-clock work: confirm expiry when live, and alarms that are due.
+    async fn wall_clock(&mut self, out: &mut dyn Write) -> Result<(), AppError> {
+        let now = Utc::now();
+        let mut events = Vec::new();
+        if self.audio_clock.is_none() && self.state.deadline.is_some_and(|d| now >= d) {
+            let (ev, s) = self.gate.call(Call::Tick(now)).await;
+            events.extend(ev);
+            self.state = s;
+            self.tell_audio();
+        }
+        match self.schedule.with(move |s| s.due(now)).await {
+            Ok(fired) => {
+                for entry in fired {
+                    if let Err(e) = self.ringer.start(&entry.ring_text()) {
+                        events.push(say(format!("(could not ring: {e})")));
+                    }
+                    self.ringing = true;
+                    self.gate
+                        .call(Call::Flag(crate::gate::Flag::AlarmRinging, true))
+                        .await;
+                    events.push(say(alarms::fired_message(&entry, Local::now())));
+                }
+            }
+            Err(e) => events.push(say(format!("I could not read the alarm schedule: {e}"))),
+        }
+        self.emit(&events, out)
+    }
+
+    /// How long to sleep before the next wall-clock work.
+    async fn wait(&mut self) -> StdDuration {
+        let mut wait = MAX_SLEEP;
+        if self.ringing {
+            // A ring command that exits by itself stops muting the
+            // microphone soon after.
+            self.ringer.check();
+            wait = wait.min(RING_CHECK);
+        }
+        let live_deadline = if self.audio_clock.is_none() {
+            self.state.deadline
+        } else {
+            None
+        };
+        let next_alarm = self.schedule.with(|s| s.next_due()).await.ok().flatten();
+        for d in [live_deadline, next_alarm].into_iter().flatten() {
+            wait = wait.min((d - Utc::now()).to_std().unwrap_or_default());
+        }
+        wait
+    }
+
+    async fn on_utterance(
+        &mut self,
+        utterance: Utterance,
+        at: Option<DateTime<Utc>>,
+        out: &mut dyn Write,
+    ) -> Result<(), AppError> {
+        if at.is_some() {
+            self.gate_now = at;
+        }
+        let when = at.unwrap_or_else(Utc::now);
+        let mut events = Vec::new();
+        if let Some(confidence) = utterance.confidence {
+            // What is said while the gate waits for a PIN is the PIN: it
+            // is never printed (the gate never keeps it).
+            let text = if self.state.pin {
+                crate::gate::PIN_REDACTED.to_string()
+            } else {
+                utterance.text.clone()
+            };
+            events.push(Event::Heard { text, confidence });
+        }
+        let (handled, s) = self
+            .gate
+            .call(Call::Handle(Box::new(utterance), when))
+            .await;
+        events.extend(handled);
+        self.state = s;
+        // Spoken first: the speaker takes its playback before the audio
+        // thread, told what is due next, reads on.
+        self.emit(&events, out)?;
+        self.tell_audio();
+        self.quiet_if_nothing_rings().await;
+        Ok(())
+    }
+
+    /// Stops the ringer once nothing rings any more ("stop" was said, or
+    /// a result stopped it).
+    async fn quiet_if_nothing_rings(&mut self) {
+        if self.ringing && !self.schedule.with(any_ringing).await.unwrap_or(false) {
+            self.ringer.stop();
+            self.ringing = false;
+            self.gate
+                .call(Call::Flag(crate::gate::Flag::AlarmRinging, false))
+                .await;
+        }
+    }
+
+    /// Results came back from the executor: say them.
+    async fn on_executed(&mut self, out: &mut dyn Write) -> Result<(), AppError> {
+        let (events, s) = self.gate.call(Call::Collect).await;
+        self.state = s;
+        self.emit(&events, out)?;
+        if self.audio_waits {
+            self.tell_audio();
+        }
+        // A "stop" that silenced an alarm is done only now.
+        self.quiet_if_nothing_rings().await;
+        Ok(())
+    }
+
+    async fn on_tick(&mut self, at: DateTime<Utc>, out: &mut dyn Write) -> Result<(), AppError> {
+        self.gate_now = Some(at);
+        if self.state.deadline.is_some_and(|d| at >= d) {
+            let (events, s) = self.gate.call(Call::Tick(at)).await;
+            self.state = s;
+            self.emit(&events, out)?;
+            self.tell_audio();
+        }
+        Ok(())
+    }
+
+    /// After the file, time runs on: a pending confirmation expires.
+    async fn on_ended(
+        &mut self,
+        at: Option<DateTime<Utc>>,
+        out: &mut dyn Write,
+    ) -> Result<i32, AppError> {
+        let end = self.state.deadline.or(at).unwrap_or_else(Utc::now);
+        let (mut events, _) = self.gate.call(Call::Tick(end)).await;
+        events.extend(self.gate.call(Call::Shutdown(end)).await.0);
+        self.ringer.stop();
+        events.push(say("End of input.".into()));
+        self.emit(&events, out)?;
+        Ok(0)
+    }
+
+    /// Stops cleanly: a pending confirmation is recorded as expired, and
+    /// the outcomes of actions still running are waited for and recorded.
+    async fn stop(&mut self, out: &mut dyn Write) -> Result<i32, AppError> {
+        let now = self.gate_now.unwrap_or_else(Utc::now);
+        let (mut events, _) = self.gate.call(Call::Shutdown(now)).await;
+        self.ringer.stop();
+        events.push(say("voicegate stopped.".into()));
+        self.emit(&events, out)?;
+        Ok(0)
+    }
+
+    async fn on_reload(
+        &mut self,
+        set: Box<IntentSet>,
+        grammar: Option<SttGrammar>,
+        out: &mut dyn Write,
+    ) -> Result<(), AppError> {
+        let count = set.intents().len();
+        let now = self.gate_now.unwrap_or_else(Utc::now);
+        let (mut events, s) = self.gate.call(Call::Intents(set, now)).await;
+        self.state = s;
+        self.tell_audio();
+        events.push(say(format!("Reloaded the intent files ({count} intents).")));
+        if let (Some(stt), Some(grammar)) = (&self.stt, grammar) {
+            // The transcription thread's queue may be full while it
+            // decodes: send from a blocking task, not the runtime.
+            let stt = Arc::clone(stt);
+            let sent = tokio::task::spawn_blocking(move || stt.set_grammar(Some(grammar)))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(e) = sent {
+                events.push(say(format!("I could not update the speech grammar: {e}")));
+            }
+        }
+        self.emit(&events, out)
     }
 }
 
@@ -602,7 +745,11 @@ mod tests {
             // Nothing pending: no PIN can be awaited, whatever the flag.
             (None, true, Expect::Command, false, false),
         ] {
-            let got = Expect::from_gate(GateState { deadline, pin });
+            let got = Expect::from_gate(GateState {
+                deadline,
+                pin,
+                in_flight: 0,
+            });
             assert_eq!(got, expect, "{deadline:?} {pin}");
             assert_eq!(got.is_reply(), reply, "{got:?}");
             assert_eq!(got.decode_free(), free, "{got:?}");
