@@ -819,8 +819,10 @@ fn eval_nlu(settings: &Settings, args: NluArgs, out: &mut dyn Write) -> Result<i
             .collect();
         let result = nlu::score(line, &map, &events, latency_ms, &inert);
         if verbose && !matches!(result.verdict, nlu::Verdict::Handled { .. }) {
-            let quiet =
-                !result.in_scope && !matches!(result.verdict, nlu::Verdict::FalseAction { .. });
+            // Out of scope, "no template matches" is the expected answer;
+            // anything else (an action, a recognised intent) is worth seeing.
+            let quiet = !result.in_scope
+                && matches!(&result.verdict, nlu::Verdict::NotUnderstood { reason } if reason == "no_match");
             if !quiet {
                 writeln!(
                     out,

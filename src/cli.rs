@@ -213,8 +213,8 @@ pub struct NluArgs {
     /// Only the first N lines (after --split).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Also print every line that was not handled (or, out of scope, that
-    /// acted), with what happened.
+    /// Also print every line that was not handled (out of scope: every
+    /// line that met anything but "no template matches"), with what happened.
     #[arg(long)]
     pub verbose: bool,
 }

@@ -92,6 +92,15 @@ fn each_line_is_classified_by_the_first_thing_voicegate_does() {
     assert_eq!(row(&r, "restaurant")["slots_labelled"], 3);
     assert_eq!(row(&r, "restaurant")["slots_found"], 2);
     assert_eq!(row(&r, "music")["slot_accuracy"], 1.0);
+    let by_slot = &row(&r, "restaurant")["by_slot"];
+    assert_eq!(
+        by_slot["party_size_number"],
+        serde_json::json!({"labelled": 2, "found": 1})
+    );
+    assert_eq!(
+        by_slot["restaurant_name"],
+        serde_json::json!({"labelled": 1, "found": 1})
+    );
     assert_eq!(r["unknown_intents"], serde_json::json!(["BookRestaurant"]));
 }
 
@@ -113,6 +122,7 @@ fn the_table_names_every_intent_and_the_data_dir_is_untouched() {
         "weather (out of scope)",
         "in scope (3 intents)",
         "out of scope, false actions: PlayMusic 1",
+        "restaurant, slots found: party_size_number 1/2, restaurant_name 1/1",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }

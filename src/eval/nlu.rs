@@ -339,6 +339,9 @@ pub struct LineResult {
     pub slots_labelled: usize,
     /// Of those, found in the right slot of a right intent.
     pub slots_found: usize,
+    /// The dataset's slot names of the labelled values, each with whether
+    /// it was found.
+    pub slots: Vec<(String, bool)>,
     /// The pipeline's time to handle the line, ms.
     pub latency_ms: f64,
 }
@@ -362,19 +365,18 @@ pub fn score(
             .unwrap_or(&empty),
         _ => &empty,
     };
-    let mut labelled = 0;
-    let mut found = 0;
+    let mut per_slot = Vec::new();
     if expected.is_some() {
         for label in &line.slots {
             let Some(ours) = map.slots.get(&label.slot) else {
                 continue;
             };
-            labelled += 1;
-            if slots.get(ours).is_some_and(|v| same_value(&label.value, v)) {
-                found += 1;
-            }
+            let found = slots.get(ours).is_some_and(|v| same_value(&label.value, v));
+            per_slot.push((label.slot.clone(), found));
         }
     }
+    let labelled = per_slot.len();
+    let found = per_slot.iter().filter(|(_, f)| *f).count();
     LineResult {
         text: line.text.clone(),
         intent: line.intent.clone(),
@@ -383,8 +385,18 @@ pub fn score(
         recognised,
         slots_labelled: labelled,
         slots_found: found,
+        slots: per_slot,
         latency_ms,
     }
+}
+
+/// Labelled values of one slot, and how many were found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SlotCount {
+    /// Labelled values.
+    pub labelled: usize,
+    /// Found.
+    pub found: usize,
 }
 
 /// One row of the table: a dataset intent, or a total.
@@ -414,6 +426,8 @@ pub struct Row {
     pub slots_found: usize,
     /// slots_found / slots_labelled, when anything was labelled.
     pub slot_accuracy: Option<f64>,
+    /// Per dataset slot name: labelled values, and found.
+    pub by_slot: BTreeMap<String, SlotCount>,
     /// Pipeline time per line, median, ms.
     pub p50_ms: f64,
     /// Pipeline time per line, 95th percentile, ms.
@@ -445,6 +459,11 @@ impl Row {
         }
         self.slots_labelled += r.slots_labelled;
         self.slots_found += r.slots_found;
+        for (slot, found) in &r.slots {
+            let count = self.by_slot.entry(slot.clone()).or_default();
+            count.labelled += 1;
+            count.found += usize::from(*found);
+        }
     }
 
     fn finish(&mut self, mut latencies: Vec<f64>) {
@@ -629,6 +648,14 @@ pub fn write_table(report: &Report, out: &mut dyn std::io::Write) -> std::io::Re
     for (name, row) in &named {
         write_row(out, row, name, width)?;
     }
+    for row in report.rows.iter().filter(|r| !r.by_slot.is_empty()) {
+        let slots: Vec<String> = row
+            .by_slot
+            .iter()
+            .map(|(slot, c)| format!("{slot} {}/{}", c.found, c.labelled))
+            .collect();
+        writeln!(out, "{}, slots found: {}", row.intent, slots.join(", "))?;
+    }
     for total in [&report.in_scope, &report.out_of_scope] {
         if !total.reasons.is_empty() {
             writeln!(
@@ -804,6 +831,7 @@ mod tests {
         let right = [json!({"event": "intent", "intent": "BookTable", "slots": {"party_size": 4}})];
         let r = score(&line, &map, &right, 1.0, &never);
         assert_eq!((r.slots_labelled, r.slots_found), (1, 1));
+        assert_eq!(r.slots, vec![("party".to_string(), true)]);
         let wrong = [json!({"event": "intent", "intent": "BookRide", "slots": {"party_size": 4}})];
         let r = score(&line, &map, &wrong, 1.0, &never);
         assert_eq!((r.slots_labelled, r.slots_found), (1, 0));
