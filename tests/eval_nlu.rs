@@ -101,6 +101,7 @@ fn each_line_is_classified_by_the_first_thing_voicegate_does() {
         by_slot["restaurant_name"],
         serde_json::json!({"labelled": 1, "found": 1})
     );
+    assert_eq!(r["in_scope"]["high_stakes_unconfirmed"], 0);
     assert_eq!(r["unknown_intents"], serde_json::json!(["BookRestaurant"]));
 }
 
@@ -123,6 +124,7 @@ fn the_table_names_every_intent_and_the_data_dir_is_untouched() {
         "in scope (3 intents)",
         "out of scope, false actions: PlayMusic 1",
         "restaurant, slots found: party_size_number 1/2, restaurant_name 1/1",
+        "high-stakes actions run without a yes: 0",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }

@@ -25,6 +25,10 @@
 //!   matched and nothing followed);
 //! - on an out-of-scope line, `false_action`: *any* action run or read back.
 //!
+//! Nothing ever answers a read-back, so a high-stakes action that runs at
+//! all ran without a "yes": every line is also checked for one
+//! (`high_stakes_unconfirmed`, which must stay 0).
+//!
 //! Events are read as JSON by their `event` names, so kinds that do not
 //! exist yet (`ask`, `did_you_mean`) count the moment the pipeline emits
 //! them.
@@ -342,9 +346,16 @@ pub struct LineResult {
     /// The dataset's slot names of the labelled values, each with whether
     /// it was found.
     pub slots: Vec<(String, bool)>,
+    /// A high-stakes action ran (or was attempted) on this line. Nothing
+    /// here ever says "yes", so this must stay false: it would be an action
+    /// the gate let through without a confirmation.
+    pub high_stakes_unconfirmed: bool,
     /// The pipeline's time to handle the line, ms.
     pub latency_ms: f64,
 }
+
+/// Events that mean an action ran or was attempted.
+const RAN_EVENTS: [&str; 3] = ["executed", "failed", "outcome_unknown"];
 
 /// Scores one line from the events the pipeline gave for it.
 pub fn score(
@@ -375,6 +386,9 @@ pub fn score(
             per_slot.push((label.slot.clone(), found));
         }
     }
+    let high_stakes_unconfirmed = events
+        .iter()
+        .any(|e| RAN_EVENTS.iter().any(|n| e["event"] == *n) && e["risk"] == "high");
     let labelled = per_slot.len();
     let found = per_slot.iter().filter(|(_, f)| *f).count();
     LineResult {
@@ -386,6 +400,7 @@ pub fn score(
         slots_labelled: labelled,
         slots_found: found,
         slots: per_slot,
+        high_stakes_unconfirmed,
         latency_ms,
     }
 }
@@ -428,6 +443,8 @@ pub struct Row {
     pub slot_accuracy: Option<f64>,
     /// Per dataset slot name: labelled values, and found.
     pub by_slot: BTreeMap<String, SlotCount>,
+    /// High-stakes actions run without a "yes" (must be 0).
+    pub high_stakes_unconfirmed: usize,
     /// Pipeline time per line, median, ms.
     pub p50_ms: f64,
     /// Pipeline time per line, 95th percentile, ms.
@@ -459,6 +476,7 @@ impl Row {
         }
         self.slots_labelled += r.slots_labelled;
         self.slots_found += r.slots_found;
+        self.high_stakes_unconfirmed += usize::from(r.high_stakes_unconfirmed);
         for (slot, found) in &r.slots {
             let count = self.by_slot.entry(slot.clone()).or_default();
             count.labelled += 1;
@@ -675,6 +693,11 @@ pub fn write_table(report: &Report, out: &mut dyn std::io::Write) -> std::io::Re
             )?;
         }
     }
+    writeln!(
+        out,
+        "high-stakes actions run without a yes: {}",
+        report.in_scope.high_stakes_unconfirmed + report.out_of_scope.high_stakes_unconfirmed
+    )?;
     if !report.unknown_intents.is_empty() {
         writeln!(
             out,
@@ -798,6 +821,28 @@ mod tests {
     }
 
     #[test]
+    fn a_high_stakes_action_run_on_the_first_utterance_is_counted() {
+        let map = NameMap::parse("[intents]\nBook = \"BookTable\"\n").expect("map");
+        let line = Line {
+            text: "book".into(),
+            intent: "Book".into(),
+            split: None,
+            slots: vec![],
+        };
+        let read_back = [json!({"event": "confirm_request", "intent": "BookTable"})];
+        assert!(!score(&line, &map, &read_back, 1.0, &never).high_stakes_unconfirmed);
+        for ran in ["executed", "failed", "outcome_unknown"] {
+            let events = [json!({"event": ran, "intent": "BookTable", "risk": "high"})];
+            assert!(
+                score(&line, &map, &events, 1.0, &never).high_stakes_unconfirmed,
+                "{ran}"
+            );
+        }
+        let low = [json!({"event": "executed", "intent": "StartTimer", "risk": "low"})];
+        assert!(!score(&line, &map, &low, 1.0, &never).high_stakes_unconfirmed);
+    }
+
+    #[test]
     fn maps_take_one_name_or_several_and_refuse_unknown_tables() {
         let map = NameMap::parse(
             "[intents]\ntimer = \"StartTimer\"\nchange_volume = [\"SetVolume\", \"VolumeUp\"]\n[slots]\nparty_size_number = \"party_size\"\n",
@@ -831,6 +876,7 @@ mod tests {
         let right = [json!({"event": "intent", "intent": "BookTable", "slots": {"party_size": 4}})];
         let r = score(&line, &map, &right, 1.0, &never);
         assert_eq!((r.slots_labelled, r.slots_found), (1, 1));
+        assert!(!r.high_stakes_unconfirmed);
         assert_eq!(r.slots, vec![("party".to_string(), true)]);
         let wrong = [json!({"event": "intent", "intent": "BookRide", "slots": {"party_size": 4}})];
         let r = score(&line, &map, &wrong, 1.0, &never);
