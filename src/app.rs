@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::{
     ChatArgs, CheckArgs, Cli, Command, EvalArgs, EvalCommand, ExplainArgs, GateCommand,
-    IntentsCommand, RunArgs, SayArgs, SpeechArgs, TestArgs, TranscribeArgs,
+    IntentsCommand, NluArgs, RunArgs, SayArgs, SpeechArgs, TestArgs, TranscribeArgs,
 };
 use crate::config::Settings;
 use crate::error::AppError;
@@ -37,6 +37,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
         }
         Command::Wakeword(cmd) => Ok(crate::wakeword::cli::run(cmd, settings.json, out)?),
         Command::Eval(EvalCommand::SpeechToIntent(args)) => eval_speech(&settings, args, out),
+        Command::Eval(EvalCommand::Nlu(args)) => eval_nlu(&settings, args, out),
         Command::Say(args) => say(&settings, args, out),
         Command::Chat(args) => chat(&settings, args, out),
         Command::Audit(cmd) => Ok(crate::audit::cli::run(
@@ -753,6 +754,96 @@ fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Resu
             summary.latency_ms.get("p95").copied().unwrap_or(0.0),
             summary.rtf
         )?;
+    }
+    Ok(0)
+}
+
+/// `voicegate eval nlu`: every line through the same pipeline as `chat`
+/// (the configured gate, the loaded intents), each as a conversation of its
+/// own, on a data directory of its own, with actions dry-run.
+fn eval_nlu(settings: &Settings, args: NluArgs, out: &mut dyn Write) -> Result<i32, AppError> {
+    use crate::eval::nlu;
+    use crate::pipeline::Execution;
+    let usage = |e: nlu::NluEvalError| AppError::Usage(e.to_string());
+    let intents = load_intents(&settings.intents_dir)?;
+    let map = nlu::NameMap::read(&args.map).map_err(usage)?;
+    let lines = nlu::read_lines(&args.file, args.split.as_deref(), args.limit).map_err(usage)?;
+    let mut unknown: Vec<String> = map
+        .intents
+        .values()
+        .flatten()
+        .filter(|name| intents.intent(name).is_none())
+        .cloned()
+        .collect();
+    unknown.sort();
+    unknown.dedup();
+    // An intent whose action does nothing ("never mind") is no action.
+    let inert_names: Vec<String> = intents
+        .definitions()
+        .intents
+        .iter()
+        .filter(|i| {
+            intents
+                .intent(&i.name)
+                .and_then(|info| info.action.as_ref())
+                .is_some_and(|a| a.kind.family() == crate::request::kind::Family::Nevermind)
+        })
+        .map(|i| i.name.clone())
+        .collect();
+    let inert = |name: &str| inert_names.iter().any(|n| n == name);
+
+    // Nothing of the user's data directory is touched: the audit rows and
+    // the journal of these conversations go to a directory removed after.
+    let data = tempfile::tempdir().map_err(|source| crate::pipeline::PipelineError::DataDir {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let mut config = PipelineConfig::from_settings(settings);
+    config.audit_db = data.path().join("audit.db");
+    config.state_db = data.path().join("state.db");
+    let mut pipeline = Pipeline::start_with(intents, config, Execution::DryRun)?;
+    let verbose = args.verbose && !settings.json;
+    let mut results = Vec::with_capacity(lines.len());
+    for line in &lines {
+        let now = Utc::now();
+        let started = std::time::Instant::now();
+        let events = pipeline.handle(&Utterance::typed(line.text.clone()), now);
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // The conversation ends here, as `chat` ends at the end of its
+        // input: a read-back waiting for "yes" is dropped, so the next
+        // line starts with nothing pending.
+        let _ = pipeline.shutdown(now);
+        let events: Vec<Value> = events
+            .iter()
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .collect();
+        let result = nlu::score(line, &map, &events, latency_ms, &inert);
+        if verbose && !matches!(result.verdict, nlu::Verdict::Handled { .. }) {
+            // Out of scope, "no template matches" is the expected answer;
+            // anything else (an action, a recognised intent) is worth seeing.
+            let quiet = !result.in_scope
+                && matches!(&result.verdict, nlu::Verdict::NotUnderstood { reason } if reason == "no_match");
+            if !quiet {
+                writeln!(
+                    out,
+                    "{} {:?}: {}",
+                    result.intent,
+                    result.text,
+                    serde_json::to_string(&result.verdict).unwrap_or_default()
+                )?;
+            }
+        }
+        results.push(result);
+    }
+    let report = nlu::summarise(&results, &map, unknown);
+    if settings.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&report).unwrap_or_default()
+        )?;
+    } else {
+        nlu::write_table(&report, out)?;
     }
     Ok(0)
 }

@@ -190,6 +190,33 @@ pub enum EvalCommand {
     /// Picovoice's speech-to-intent benchmark: transcribe and match every
     /// clip in DIR and score it against the labels.
     SpeechToIntent(EvalArgs),
+    /// Understanding of labelled sentences (JSONL: text, intent, slots):
+    /// each line goes through the same pipeline as `chat`, as a new
+    /// conversation, with actions only recorded (dry run); reports per
+    /// intent what voicegate did first.
+    Nlu(NluArgs),
+}
+
+/// `voicegate eval nlu`
+#[derive(Debug, Args)]
+pub struct NluArgs {
+    /// The sentences: one JSON object per line, `{"text", "intent",
+    /// "slots"?: [{"slot", "value"}], "split"?}`.
+    pub file: PathBuf,
+    /// TOML table mapping the file's intent and slot names to ours
+    /// (`[intents]`, `[slots]`); intents it does not name are out of scope.
+    #[arg(long, value_name = "FILE")]
+    pub map: PathBuf,
+    /// Only lines whose `split` is NAME (lines without one are kept).
+    #[arg(long, value_name = "NAME")]
+    pub split: Option<String>,
+    /// Only the first N lines (after --split).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Also print every line that was not handled (out of scope: every
+    /// line that met anything but "no template matches"), with what happened.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// `voicegate eval speech-to-intent`

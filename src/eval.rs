@@ -15,6 +15,10 @@
 //! real-time factor is decode time over audio time.
 //!
 //! The label's slot names map to ours in one table, [`SLOT_MAP`].
+//!
+//! [`nlu`] is `voicegate eval nlu`: typed sentences, scored per intent.
+
+pub mod nlu;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -226,7 +230,8 @@ pub struct Summary {
     pub snr_db: Option<f64>,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p`th percentile of sorted values (nearest rank; 0 when empty).
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

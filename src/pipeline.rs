@@ -341,6 +341,31 @@ impl PipelineConfig {
     }
 }
 
+/// Whether the executor thread runs actions or only says what it would run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Execution {
+    /// Actions run: alarms are stored, mpd is told, handlers are called.
+    #[default]
+    Real,
+    /// Nothing runs: every action the gate lets through comes back `Done`
+    /// with what would have run (`eval nlu` measures what voicegate *does*
+    /// with a sentence without touching mpd, the schedule or a merchant).
+    /// The gate is the same; only the executor's edge differs.
+    DryRun,
+}
+
+/// What a dry run says instead of running `request`.
+fn dry_run(request: &ActionRequest) -> Outcome {
+    Outcome::Done {
+        message: format!("(dry run) would run {}", request.kind_str()),
+        detail: serde_json::json!({
+            "dry_run": true,
+            "kind": request.kind_str(),
+            "slots": request.slots,
+        }),
+    }
+}
+
 /// A job for the executor thread.
 enum Job {
     Low(Box<ActionRequest>, Reply),
@@ -402,6 +427,7 @@ impl Executor {
         state_db: PathBuf,
         handlers: Handlers,
         mpd: MpdConfig,
+        execution: Execution,
     ) -> Result<Executor, PipelineError> {
         let schedule = Schedule::open(&state_db)?;
         let (jobs, rx) = mpsc::sync_channel::<Job>(EXECUTOR_QUEUE);
@@ -412,10 +438,16 @@ impl Executor {
                 for job in rx {
                     match job {
                         Job::Low(request, reply) => {
-                            reply.send(run_low(&request, &schedule, &mpd, &mut music));
+                            reply.send(match execution {
+                                Execution::Real => run_low(&request, &schedule, &mpd, &mut music),
+                                Execution::DryRun => dry_run(&request),
+                            });
                         }
                         Job::High(action, key, reply) => {
-                            reply.send(handlers.execute(*action, &key));
+                            reply.send(match execution {
+                                Execution::Real => handlers.execute(*action, &key),
+                                Execution::DryRun => dry_run(action.request()),
+                            });
                         }
                     }
                 }
@@ -729,6 +761,16 @@ pub struct Pipeline {
 impl Pipeline {
     /// Opens the state, starts the executor thread.
     pub fn start(intents: IntentSet, config: PipelineConfig) -> Result<Pipeline, PipelineError> {
+        Self::start_with(intents, config, Execution::Real)
+    }
+
+    /// [`Pipeline::start`], with the executor running actions or only
+    /// saying what it would run ([`Execution::DryRun`], for `eval nlu`).
+    pub fn start_with(
+        intents: IntentSet,
+        config: PipelineConfig,
+        execution: Execution,
+    ) -> Result<Pipeline, PipelineError> {
         for path in [&config.audit_db, &config.state_db] {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|source| PipelineError::DataDir {
@@ -754,6 +796,7 @@ impl Pipeline {
             config.state_db.clone(),
             config.handlers.clone(),
             config.mpd.clone(),
+            execution,
         )?;
         // An audit log that cannot be opened does not stop low-stakes
         // commands; high-stakes ones are refused while it is unavailable.
