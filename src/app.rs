@@ -312,6 +312,9 @@ fn describe(why: &crate::intent::NotUnderstood) -> String {
             )
         }
         crate::intent::NotUnderstood::TooComplex => "too complex to match".into(),
+        crate::intent::NotUnderstood::OutOfScope { nearest, score } => {
+            format!("out of scope (nearest: {nearest}, score {score:.2})")
+        }
         crate::intent::NotUnderstood::TooLong { chars, limit } => {
             format!("too long: {chars} characters, at most {limit}")
         }

@@ -37,6 +37,11 @@
 //! echo_tail_ms = 400                 # the microphone stays muted this long after
 //!                                    # voicegate's own sounds (room echo, buffering)
 //!
+//! [understanding]                   # what no template matches (src/nlu)
+//! fallback = "hashed"                # "minilm", "hashed" or "off"
+//! out_of_scope = 0.5                 # below: "Sorry, I can't help with that"
+//! sure = 0.8                         # below: a low-stakes reading is asked first
+//!
 //! [wakeword]
 //! ack_command = "aplay ding.wav"     # plays on wake; default: a short bundled chime; "none"
 //! [[wakeword.words]]                 # default: one word, models/jarvis.rpw
@@ -97,6 +102,16 @@ struct FileConfig {
     speech: SpeechSection,
     #[serde(default)]
     wakeword: WakewordSection,
+    #[serde(default)]
+    understanding: UnderstandingSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnderstandingSection {
+    fallback: Option<String>,
+    out_of_scope: Option<f32>,
+    sure: Option<f32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +223,8 @@ pub struct Settings {
     /// Command run when a wake word is heard (`None`: the bundled chime;
     /// What plays when a wake word is heard.
     pub ack: Sound,
+    /// The fallback recogniser for what no template matches.
+    pub understanding: crate::nlu::FallbackSettings,
 }
 
 /// One configured wake word, as the file says it (the model is loaded, and
@@ -317,8 +334,37 @@ impl Settings {
             tts: Sound::from_setting(file.speech.tts_command.as_deref()),
             wake_words,
             ack: Sound::from_setting(file.wakeword.ack_command.as_deref()),
+            understanding: understanding(&file.understanding).map_err(invalid)?,
         })
     }
+}
+
+/// `[understanding]` → the fallback's settings: its model, and thresholds
+/// (each defaults to the model's calibrated value) in 0..1, the sure one
+/// not below the out-of-scope one.
+fn understanding(u: &UnderstandingSection) -> Result<crate::nlu::FallbackSettings, String> {
+    let model: crate::nlu::FallbackModel = match &u.fallback {
+        Some(name) => name.parse().map_err(|e| format!("[understanding] {e}"))?,
+        None => Default::default(),
+    };
+    let mut thresholds = model.default_thresholds();
+    if let Some(t) = u.out_of_scope {
+        thresholds.out_of_scope = t;
+    }
+    if let Some(t) = u.sure {
+        thresholds.sure = t;
+    }
+    let ok = |t: f32| t.is_finite() && (0.0..=1.0).contains(&t);
+    if !ok(thresholds.out_of_scope) || !ok(thresholds.sure) {
+        return Err("[understanding] out_of_scope and sure must be numbers from 0 to 1".into());
+    }
+    if thresholds.sure < thresholds.out_of_scope {
+        return Err(format!(
+            "[understanding] sure ({}) is below out_of_scope ({}): nothing could be unsure",
+            thresholds.sure, thresholds.out_of_scope
+        ));
+    }
+    Ok(crate::nlu::FallbackSettings { model, thresholds })
 }
 
 /// The `[gate]` section and `[prices]` → a validated [`GateConfig`]
@@ -462,6 +508,36 @@ mod tests {
             confirm_timeout: None,
         };
         Settings::resolve(&args).expect("a valid config")
+    }
+
+    #[test]
+    fn the_fallback_settings_are_checked() {
+        let default = resolve_text("");
+        assert_eq!(
+            default.understanding,
+            crate::nlu::FallbackSettings::default()
+        );
+        let set = resolve_text("[understanding]\nfallback = \"off\"\nsure = 0.9\n");
+        assert_eq!(set.understanding.model, crate::nlu::FallbackModel::Off);
+        assert_eq!(set.understanding.thresholds.sure, 0.9);
+        let dir = tempfile::tempdir().expect("tempdir");
+        for bad in [
+            "[understanding]\nfallback = \"gpt\"\n",
+            "[understanding]\nsure = 1.5\n",
+            "[understanding]\nout_of_scope = 0.9\nsure = 0.5\n",
+        ] {
+            let path = dir.path().join("voicegate.toml");
+            std::fs::write(&path, bad).expect("write");
+            let args = GlobalArgs {
+                config: Some(path),
+                data_dir: Some(dir.path().to_path_buf()),
+                json: false,
+                intents: Some(dir.path().to_path_buf()),
+                confirm_timeout: None,
+            };
+            let e = Settings::resolve(&args).expect_err(bad).to_string();
+            assert!(e.contains("[understanding]"), "{e}");
+        }
     }
 
     #[test]

@@ -18,8 +18,15 @@ pub fn print_events(events: &[Event], json: bool, out: &mut dyn Write) -> std::i
                 intent,
                 risk,
                 slots,
+                by,
             } => {
-                writeln!(out, "intent: {intent} (risk {})", risk_word(*risk))?;
+                let how = match by {
+                    crate::intent::By::Template => String::new(),
+                    crate::intent::By::Fallback { score } => {
+                        format!(", by the fallback, score {score:.2}")
+                    }
+                };
+                writeln!(out, "intent: {intent} (risk {}{how})", risk_word(*risk))?;
                 for (k, v) in slots {
                     writeln!(out, "  {k} = {v}")?;
                 }
@@ -45,6 +52,7 @@ pub fn print_events(events: &[Event], json: bool, out: &mut dyn Write) -> std::i
             Event::Superseded { intent, .. } => writeln!(out, "[superseded {intent}]")?,
             Event::Refused { intent, .. } => writeln!(out, "[refused {intent}]")?,
             Event::Ask { intent, slot, .. } => writeln!(out, "[asking for {intent} {slot}]")?,
+            Event::DidYouMean { intent, .. } => writeln!(out, "[did you mean {intent}?]")?,
             Event::NotUnderstood { .. } => writeln!(out, "[not understood]")?,
             Event::Wake { phrase, score } => writeln!(out, "[wake: {phrase}, score {score:.2}]")?,
             Event::Heard { text, confidence } => {

@@ -70,7 +70,8 @@ use crate::actions::handlers::Handlers;
 use crate::actions::music::{MpdConfig, MpdPlayer, MusicCommand, MusicPlayer};
 use crate::audit::{AuditError, AuditEvent, AuditLog, AuditOutcome};
 use crate::gate::{ConfirmedAction, Facts, Gate, GateConfig, Output, PinLock, Utterance};
-use crate::intent::{IntentSet, NotUnderstood, Risk};
+use crate::intent::{By, IntentSet, NotUnderstood, Risk};
+use crate::nlu::{Embedder, FallbackModel, FallbackSettings, NluError, Understander};
 use crate::request::kind::Family;
 use crate::request::{ActionKind, ActionRequest, IdempotencyKey, Outcome};
 
@@ -86,6 +87,10 @@ pub enum Event {
         risk: Risk,
         /// Slot values.
         slots: Map<String, Value>,
+        /// How it was reached: `"by": "template"`, or `"by": "fallback"`
+        /// with its `score`.
+        #[serde(flatten)]
+        by: By,
     },
     /// A high-stakes action was read back and waits for "yes".
     ConfirmRequest {
@@ -176,6 +181,14 @@ pub enum Event {
         /// The question.
         text: String,
     },
+    /// "Did you mean …?": a low-stakes reading the fallback recogniser is
+    /// not sure of; "yes" runs it.
+    DidYouMean {
+        /// The intent it would run.
+        intent: String,
+        /// The question.
+        text: String,
+    },
     /// Nothing was understood.
     NotUnderstood {
         /// What was said.
@@ -230,6 +243,9 @@ pub enum PipelineError {
     /// The alarm schedule could not be opened.
     #[error("cannot open the alarm schedule: {0}")]
     Schedule(#[from] alarms::AlarmError),
+    /// The fallback recogniser could not be loaded or trained.
+    #[error("{0}")]
+    Understanding(NluError),
     /// The executor thread could not start.
     #[error("cannot start the executor thread: {0}")]
     Thread(std::io::Error),
@@ -326,6 +342,8 @@ pub struct PipelineConfig {
     pub handlers: Handlers,
     /// mpd for music.
     pub mpd: MpdConfig,
+    /// The fallback recogniser for what no template matches.
+    pub understanding: FallbackSettings,
 }
 
 impl PipelineConfig {
@@ -337,6 +355,7 @@ impl PipelineConfig {
             state_db: settings.state_db(),
             handlers: settings.handlers.clone(),
             mpd: settings.mpd.clone(),
+            understanding: settings.understanding,
         }
     }
 }
@@ -742,6 +761,12 @@ pub struct Pipeline {
     /// Held for the pipeline's life (see [`LOCK_FILE`]).
     _lock: DirLock,
     intents: IntentSet,
+    /// The fallback for what no template matches, trained on `intents`
+    /// (`None`: off).
+    understander: Option<Understander>,
+    understanding: FallbackSettings,
+    /// The loaded embedding model, when the fallback uses one.
+    embedder: Option<Arc<dyn Embedder>>,
     context: Map<String, Value>,
     gate: Gate,
     audit: Result<AuditLog, AuditError>,
@@ -801,9 +826,20 @@ impl Pipeline {
         // An audit log that cannot be opened does not stop low-stakes
         // commands; high-stakes ones are refused while it is unavailable.
         let audit = AuditLog::open(&config.audit_db);
+        let embedder = match config.understanding.model {
+            FallbackModel::Minilm => {
+                Some(crate::nlu::load_embedder().map_err(PipelineError::Understanding)?)
+            }
+            FallbackModel::Hashed | FallbackModel::Off => None,
+        };
+        let understander = train(&intents, config.understanding, embedder.clone())
+            .map_err(PipelineError::Understanding)?;
         Ok(Pipeline {
             _lock: lock,
             intents,
+            understander,
+            understanding: config.understanding,
+            embedder,
             context: Map::new(),
             gate,
             audit,
@@ -907,8 +943,20 @@ impl Pipeline {
     /// A pending request whose intent was removed or changed is cancelled.
     pub fn set_intents(&mut self, intents: IntentSet, now: DateTime<Utc>) -> Vec<Event> {
         let outputs = self.gate.intents_changed(&intents);
+        let trained = train(&intents, self.understanding, self.embedder.clone());
         self.intents = intents;
-        self.apply(outputs, now)
+        let mut events = self.apply(outputs, now);
+        match trained {
+            Ok(understander) => self.understander = understander,
+            Err(e) => {
+                self.understander = None;
+                events.push(say(
+                    format!("I could not train the fallback recogniser ({e}); only the templates understand now."),
+                    None,
+                ));
+            }
+        }
+        events
     }
 
     /// Raises or lowers one of voicegate's own context flags
@@ -1001,9 +1049,14 @@ impl Pipeline {
     /// then they come from [`Pipeline::finish`].
     pub fn handle(&mut self, utterance: &Utterance, now: DateTime<Utc>) -> Vec<Event> {
         let spent = self.spent_today(now);
-        let outputs = self
-            .gate
-            .handle_in(&self.intents, utterance, &self.context, now, spent);
+        let outputs = self.gate.handle_understood(
+            &self.intents,
+            self.understander.as_ref(),
+            utterance,
+            &self.context,
+            now,
+            spent,
+        );
         self.apply(outputs, now)
     }
 
@@ -1140,6 +1193,7 @@ impl Pipeline {
                     intent: m.intent.clone(),
                     risk: m.risk,
                     slots: m.slot_map(),
+                    by: m.by,
                 }),
                 Output::RunLow(request) => {
                     let job = InFlight {
@@ -1216,6 +1270,13 @@ impl Pipeline {
                     events.push(Event::Ask {
                         intent,
                         slot,
+                        text: text.clone(),
+                    });
+                    events.push(say(text, None));
+                }
+                Output::DidYouMean { intent, text } => {
+                    events.push(Event::DidYouMean {
+                        intent,
                         text: text.clone(),
                     });
                     events.push(say(text, None));
@@ -1325,6 +1386,23 @@ impl Pipeline {
     }
 }
 
+/// The fallback recogniser for `intents` per `settings` (`None`: off).
+fn train(
+    intents: &IntentSet,
+    settings: FallbackSettings,
+    embedder: Option<Arc<dyn Embedder>>,
+) -> Result<Option<Understander>, NluError> {
+    match settings.model {
+        FallbackModel::Off => Ok(None),
+        FallbackModel::Hashed => Understander::train(intents, None, settings.thresholds).map(Some),
+        FallbackModel::Minilm => {
+            let embedder = embedder
+                .ok_or_else(|| NluError::Model("the MiniLM embedder is not loaded".into()))?;
+            Understander::train(intents, Some(embedder), settings.thresholds).map(Some)
+        }
+    }
+}
+
 /// What voicegate says when it understood nothing.
 fn not_understood_reply(why: &NotUnderstood) -> String {
     match why {
@@ -1334,6 +1412,7 @@ fn not_understood_reply(why: &NotUnderstood) -> String {
         NotUnderstood::TooLong { chars, limit } => {
             format!("That is too long for me: {chars} characters, and I take at most {limit}.")
         }
+        NotUnderstood::OutOfScope { .. } => "Sorry, I can't help with that.".to_string(),
         _ => "Sorry, I didn't understand that.".to_string(),
     }
 }

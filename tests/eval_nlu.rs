@@ -143,6 +143,7 @@ fn a_dry_run_says_what_would_run_and_runs_nothing() {
         state_db: dir.path().join("state.db"),
         handlers: Default::default(),
         mpd: Default::default(),
+        understanding: Default::default(),
     };
     let mut pipeline = Pipeline::start_with(intents, config, Execution::DryRun).expect("pipeline");
     let now = Utc::now();

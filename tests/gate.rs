@@ -40,6 +40,7 @@ fn name(output: &Output) -> &'static str {
         Output::Refused { .. } => "refused",
         Output::NotUnderstood { .. } => "not_understood",
         Output::Ask { .. } => "ask",
+        Output::DidYouMean { .. } => "did_you_mean",
         Output::Say(_) => "say",
     }
 }

@@ -771,6 +771,7 @@ mod tests {
             state_db: dir.path().join("state.db"),
             handlers: Default::default(),
             mpd: Default::default(),
+            understanding: Default::default(),
         };
         let gate = GateThread::start(Pipeline::start(set, config).expect("pipeline"))
             .expect("gate thread");
@@ -1328,6 +1329,13 @@ mod tests {
             tts: crate::config::Sound::Silent,
             wake_words: Vec::new(),
             ack: crate::config::Sound::Default,
+            // The conversations here are about the audio path and the
+            // gate; what the fallback makes of a sentence is tested in
+            // tests/understanding.rs.
+            understanding: crate::nlu::FallbackSettings {
+                model: crate::nlu::FallbackModel::Off,
+                ..Default::default()
+            },
         }
     }
 

@@ -14,7 +14,8 @@
 //! - Another command, addressed to voicegate, ends the question and is
 //!   handled. Heard without the wake word it only ends the question.
 //! - An answer that is not understood, or heard unsure, gets the question
-//!   once more; a second one ends it.
+//!   once more; a second one ends it. Said to voicegate (typed, or after
+//!   the wake word), a sentence that answers nothing is a new command.
 //! - A high-stakes request heard unsure, or while high-stakes actions are
 //!   locked, is not asked about: it is refused as it would be whole.
 
@@ -23,6 +24,7 @@ use serde_json::{Map, Value};
 
 use super::{Gate, Output, Reply, Utterance, action_kind};
 use crate::intent::{ASKING_KEY, AskDef, IntentSet, Match, Recognition, Risk};
+use crate::nlu::Understander;
 use crate::request::ActionKind;
 
 /// A question waiting for its answer.
@@ -32,8 +34,9 @@ pub(super) struct Asking {
     request: Match,
     /// What was said so far (the request, then each answer).
     utterance: Utterance,
-    /// The question.
-    ask: AskDef,
+    /// The question: a missing detail, or (`None`) "did you mean …?" for
+    /// a low-stakes reading the fallback recogniser is not sure of.
+    ask: Option<AskDef>,
     pub(super) expires_at: DateTime<Utc>,
     /// The question was asked again once already.
     repeated: bool,
@@ -71,11 +74,32 @@ impl Gate {
         self.asking = Some(Asking {
             request: m.clone(),
             utterance: utterance.clone(),
-            ask: ask.clone(),
+            ask: Some(ask.clone()),
             expires_at: now + self.config.confirm_timeout,
             repeated: false,
         });
         true
+    }
+
+    /// Asks "did you mean …?" about `m`; "yes" runs it.
+    pub(super) fn ask_meaning(
+        &mut self,
+        utterance: &Utterance,
+        m: Match,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) {
+        out.push(Output::DidYouMean {
+            intent: m.intent.clone(),
+            text: did_you_mean(&m),
+        });
+        self.asking = Some(Asking {
+            request: m,
+            utterance: utterance.clone(),
+            ask: None,
+            expires_at: now + self.config.confirm_timeout,
+            repeated: false,
+        });
     }
 
     /// A reload that removes the intent asked about, or its question, ends
@@ -86,7 +110,7 @@ impl Gate {
         };
         let still = new
             .intent(&a.request.intent)
-            .is_some_and(|i| i.ask.contains(&a.ask));
+            .is_some_and(|i| a.ask.as_ref().is_none_or(|ask| i.ask.contains(ask)));
         if still {
             return Vec::new();
         }
@@ -105,9 +129,11 @@ impl Gate {
     }
 
     /// The utterance after a question.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn handle_answer(
         &mut self,
         intents: &IntentSet,
+        fallback: Option<&Understander>,
         utterance: &Utterance,
         base: &Map<String, Value>,
         now: DateTime<Utc>,
@@ -118,33 +144,42 @@ impl Gate {
             return;
         };
         let mut context = base.clone();
-        context.insert(
-            ASKING_KEY.into(),
-            Value::String(asking.ask.context_value(&asking.request.intent)),
-        );
+        if let Some(ask) = &asking.ask {
+            context.insert(
+                ASKING_KEY.into(),
+                Value::String(ask.context_value(&asking.request.intent)),
+            );
+        }
         let unsure = self.unsure(utterance.confidence);
-        if !unsure
-            && matches!(
-                Self::classify_reply(intents, &utterance.text, base),
-                Reply::No
-            )
-        {
-            out.push(Output::Say("OK, I left it.".into()));
-            return;
+        match Self::classify_reply(intents, &utterance.text, base) {
+            _ if unsure => {}
+            Reply::No => {
+                out.push(Output::Say("OK, I left it.".into()));
+                return;
+            }
+            // "yes" to "did you mean …?": the reading is the user's now.
+            Reply::Yes if asking.ask.is_none() => {
+                self.handle_match(intents, utterance, asking.request, now, spent_today, out);
+                return;
+            }
+            _ => {}
         }
         let heard = match intents.recognize(&utterance.text, &context) {
             Recognition::Match(m) if !unsure => Some(m),
             _ => None,
         };
         match heard {
-            Some(m) if m.intent == asking.request.intent => {
+            Some(m) if m.intent == asking.request.intent && asking.ask.is_some() => {
                 let said = Utterance {
                     text: format!("{} / {}", asking.utterance.text, utterance.text),
                     confidence: lower(asking.utterance.confidence, utterance.confidence),
                     wake_score: asking.utterance.wake_score,
                     addressed: asking.utterance.addressed,
                 };
-                let merged = merge(asking.request, &asking.ask, m);
+                let merged = match &asking.ask {
+                    Some(ask) => merge(asking.request, ask, m),
+                    None => m,
+                };
                 self.handle_match(intents, &said, merged, now, spent_today, out);
             }
             Some(m) if action_kind(intents, &m.intent) == Some(ActionKind::Nevermind) => {
@@ -157,11 +192,25 @@ impl Gate {
                 "I stopped waiting for an answer. Say the wake word first for a new command."
                     .into(),
             )),
+            // Said to voicegate (typed, or after the wake word) and no
+            // answer: a new command, which templates or the fallback read.
+            None if utterance.addressed && !unsure => {
+                self.handle_request(intents, fallback, utterance, base, now, spent_today, out);
+            }
             None if !asking.repeated => {
-                out.push(Output::Ask {
-                    intent: asking.request.intent.clone(),
-                    slot: asking.ask.name.clone(),
-                    text: format!("Sorry, I didn't get that. {}", asking.ask.question),
+                out.push(match &asking.ask {
+                    Some(ask) => Output::Ask {
+                        intent: asking.request.intent.clone(),
+                        slot: ask.name.clone(),
+                        text: format!("Sorry, I didn't get that. {}", ask.question),
+                    },
+                    None => Output::DidYouMean {
+                        intent: asking.request.intent.clone(),
+                        text: format!(
+                            "Sorry, I didn't get that. {} Please say yes or no.",
+                            did_you_mean(&asking.request)
+                        ),
+                    },
                 });
                 asking.repeated = true;
                 asking.expires_at = now + self.config.confirm_timeout;
@@ -184,6 +233,34 @@ fn merge(mut request: Match, ask: &AskDef, answer: Match) -> Match {
     request.slots.extend(answer.slots);
     request.context.remove(ASKING_KEY);
     request
+}
+
+/// "Did you mean: start timer, minutes 10?" — the intent's name in words
+/// and the slots that would be used.
+fn did_you_mean(m: &Match) -> String {
+    let mut words = String::new();
+    for (i, c) in m.intent.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.extend(c.to_lowercase());
+    }
+    let slots: Vec<String> = m
+        .slots
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s.name.replace('_', " "),
+                super::value_text(&s.value)
+            )
+        })
+        .collect();
+    if slots.is_empty() {
+        format!("Did you mean: {words}?")
+    } else {
+        format!("Did you mean: {words}, {}?", slots.join(", "))
+    }
 }
 
 /// The lower of two confidences (a typed part has none).

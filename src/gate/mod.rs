@@ -51,6 +51,7 @@ use serde_json::{Map, Value};
 pub use confirmed::{ConfirmedAction, digest, order_digest};
 
 use crate::intent::{IntentSet, Match, NotUnderstood, Recognition, Risk, normalize};
+use crate::nlu::{Proposal, Understander};
 use crate::request::{ActionId, ActionKind, ActionRequest};
 
 /// The context flags voicegate itself sets (intent files name them in
@@ -399,6 +400,14 @@ pub enum Output {
         /// The question.
         text: String,
     },
+    /// "Did you mean …?" about a low-stakes reading of the fallback
+    /// recogniser it is not sure of; "yes" runs it.
+    DidYouMean {
+        /// The intent it would run.
+        intent: String,
+        /// The question.
+        text: String,
+    },
     /// Something to say that is not about an action.
     Say(String),
 }
@@ -595,6 +604,23 @@ impl Gate {
         now: DateTime<Utc>,
         spent_today: i64,
     ) -> Vec<Output> {
+        self.handle_understood(intents, None, utterance, context, now, spent_today)
+    }
+
+    /// [`Gate::handle_in`] with the fallback recogniser for what no
+    /// template matches: below its out-of-scope threshold "I can't help
+    /// with that"; a low-stakes reading below its sure score is asked
+    /// ("Did you mean …?"); everything else goes on as a template match
+    /// would (high stakes: read back, run only after "yes").
+    pub fn handle_understood(
+        &mut self,
+        intents: &IntentSet,
+        fallback: Option<&Understander>,
+        utterance: &Utterance,
+        context: &Map<String, Value>,
+        now: DateTime<Utc>,
+        spent_today: i64,
+    ) -> Vec<Output> {
         let mut base = context.clone();
         base.remove(Flag::PendingConfirmation.key());
         let chars = utterance.text.chars().count();
@@ -611,7 +637,15 @@ impl Gate {
         let was_pin = self.awaiting_pin();
         let mut out = self.tick(now);
         if self.asking.is_some() {
-            self.handle_answer(intents, utterance, &base, now, spent_today, &mut out);
+            self.handle_answer(
+                intents,
+                fallback,
+                utterance,
+                &base,
+                now,
+                spent_today,
+                &mut out,
+            );
         } else if self.pending.is_some() {
             self.handle_reply(intents, utterance, &base, now, spent_today, &mut out);
         } else if was_pin {
@@ -627,7 +661,15 @@ impl Gate {
                 "Say the wake word first for a new command.".into(),
             ));
         } else {
-            self.handle_request(intents, utterance, &base, now, spent_today, &mut out);
+            self.handle_request(
+                intents,
+                fallback,
+                utterance,
+                &base,
+                now,
+                spent_today,
+                &mut out,
+            );
         }
         out
     }
@@ -857,9 +899,11 @@ impl Gate {
         format!("purchases and bookings are locked for {minutes} more minute(s) after wrong PINs")
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_request(
         &mut self,
         intents: &IntentSet,
+        fallback: Option<&Understander>,
         utterance: &Utterance,
         base: &Map<String, Value>,
         now: DateTime<Utc>,
@@ -885,11 +929,54 @@ impl Gate {
                     self.handle_match(intents, utterance, m, now, spent_today, out);
                     return;
                 }
+                if let (NotUnderstood::NoMatch, Some(fallback)) = (&why, fallback) {
+                    self.handle_fallback(intents, fallback, utterance, now, spent_today, out);
+                    return;
+                }
                 out.push(Output::NotUnderstood {
                     text: utterance.text.clone(),
                     why,
                 });
             }
+        }
+    }
+
+    /// No template matched: what the fallback recogniser proposes. Its
+    /// failure is "not understood", as without it.
+    fn handle_fallback(
+        &mut self,
+        intents: &IntentSet,
+        fallback: &Understander,
+        utterance: &Utterance,
+        now: DateTime<Utc>,
+        spent_today: i64,
+        out: &mut Vec<Output>,
+    ) {
+        match fallback.propose(intents, &utterance.text) {
+            Ok(Proposal::Reading { m, sure }) if m.risk == Risk::High || sure => {
+                self.handle_match(intents, utterance, *m, now, spent_today, out)
+            }
+            Ok(Proposal::Reading { m, .. }) => {
+                out.push(Output::Intent(m.clone()));
+                if self.unsure(utterance.confidence) {
+                    out.push(Output::Say(
+                        "I'm not sure I heard that right; please say it again.".into(),
+                    ));
+                } else {
+                    self.ask_meaning(utterance, *m, now, out);
+                }
+            }
+            Ok(Proposal::OutOfScope(reading)) => out.push(Output::NotUnderstood {
+                text: utterance.text.clone(),
+                why: NotUnderstood::OutOfScope {
+                    nearest: reading.intent,
+                    score: reading.score,
+                },
+            }),
+            Err(_) => out.push(Output::NotUnderstood {
+                text: utterance.text.clone(),
+                why: NotUnderstood::NoMatch,
+            }),
         }
     }
 

@@ -89,6 +89,23 @@ pub struct Match {
     pub wildcards: u32,
     /// How many literal characters of the template matched (more is more specific).
     pub literal_chars: u32,
+    /// How it was reached: a template, or the fallback recogniser.
+    pub by: By,
+}
+
+/// How a match was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+#[serde(rename_all = "snake_case", tag = "by")]
+pub enum By {
+    /// A template matched the whole sentence.
+    #[default]
+    Template,
+    /// No template matched; the fallback recogniser (`crate::nlu`) chose
+    /// the intent by similarity to its training sentences.
+    Fallback {
+        /// Its similarity score (cosine, −1..1).
+        score: f32,
+    },
 }
 
 impl Match {
@@ -143,6 +160,14 @@ pub enum NotUnderstood {
     },
     /// The input would take too much work to match (a safety limit).
     TooComplex,
+    /// No template matched, and the fallback recogniser found nothing near
+    /// enough: something voicegate cannot do.
+    OutOfScope {
+        /// The nearest intent.
+        nearest: String,
+        /// Its score, below the threshold.
+        score: f32,
+    },
     /// The input is longer than anyone says in one breath (a safety limit
     /// on typed lines and other front ends; nothing is matched).
     TooLong {
@@ -414,6 +439,7 @@ impl IntentSet {
             template: self.template_ref(hit.sentence),
             wildcards: hit.wildcards,
             literal_chars: hit.literal,
+            by: By::Template,
         }
     }
 }

@@ -44,8 +44,9 @@ pub struct Reading {
 pub struct Fallback {
     embedder: Arc<dyn Embedder>,
     examples: Vec<Example>,
-    /// One unit vector per example.
-    vectors: Vec<Vec<f32>>,
+    /// One unit vector per example, as its non-zero entries (the hashed
+    /// embedder's vectors are mostly zeros; a dense one loses nothing).
+    vectors: Vec<Vec<(u32, f32)>>,
 }
 
 impl std::fmt::Debug for Fallback {
@@ -69,7 +70,7 @@ impl Fallback {
         let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
         let mut vectors = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(64) {
-            vectors.extend(embedder.embed(chunk)?);
+            vectors.extend(embedder.embed(chunk)?.iter().map(|v| sparse(v)));
         }
         Ok(Fallback {
             embedder,
@@ -129,8 +130,19 @@ impl Fallback {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+fn sparse(v: &[f32]) -> Vec<(u32, f32)> {
+    v.iter()
+        .enumerate()
+        .filter(|(_, x)| **x != 0.0)
+        .map(|(i, x)| (i as u32, *x))
+        .collect()
+}
+
+fn dot(dense: &[f32], sparse: &[(u32, f32)]) -> f32 {
+    sparse
+        .iter()
+        .map(|&(i, x)| dense.get(i as usize).copied().unwrap_or(0.0) * x)
+        .sum()
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 //! - [`hashed`]: an embedder without a model (the baseline; tests).
 //! - [`slots`]: slot values for a fallback reading, found by matching the
 //!   intent's own slot-bearing template parts against spans of the input.
+//! - [`understand`]: [`Understander`], the two trained on one intent set,
+//!   and the thresholds that make a reading out of scope, unsure or sure.
 //!
 //! The templates stay the exact, explainable first path: this module is
 //! asked only when they match nothing, and it only proposes. The gate
@@ -23,9 +25,11 @@ pub mod examples;
 pub mod fallback;
 pub mod hashed;
 pub mod slots;
+pub mod understand;
 
 pub use examples::{Example, Source};
 pub use fallback::{Fallback, Neighbour, Reading};
+pub use understand::{FallbackModel, FallbackSettings, Proposal, Thresholds, Understander};
 
 /// Turns sentences into unit vectors whose dot product is their similarity.
 pub trait Embedder: Send + Sync {
@@ -41,4 +45,11 @@ pub enum NluError {
     /// The embedding model failed (missing, corrupt, or a compute error).
     #[error("the sentence embedding model failed: {0}")]
     Model(String),
+}
+
+/// Loads the sentence embedding model the `minilm` fallback uses.
+pub fn load_embedder() -> Result<std::sync::Arc<dyn Embedder>, NluError> {
+    Err(NluError::Model(
+        "the MiniLM embedder is not part of this build yet; use fallback = \"hashed\"".into(),
+    ))
 }

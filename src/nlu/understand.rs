@@ -1,0 +1,199 @@
+//! [`Understander`]: the fallback recogniser and the slot finder trained on
+//! one intent set, with the scores that divide its readings into out of
+//! scope, unsure and sure. The gate asks it only when no template matched.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Map;
+
+use super::examples::examples;
+use super::hashed::HashedEmbedder;
+use super::slots::SlotFinder;
+use super::{Embedder, Fallback, NluError, Reading};
+use crate::intent::{By, IntentSet, Match, TemplateRef};
+
+/// Where the fallback's readings are cut.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Below this score a sentence is out of scope: "Sorry, I can't help
+    /// with that."
+    pub out_of_scope: f32,
+    /// At or above this score a low-stakes reading runs at once; between
+    /// the two it is asked ("Did you mean …?"). High-stakes readings are
+    /// read back whatever their score.
+    pub sure: f32,
+}
+
+/// Which embedder the fallback uses (`[understanding] fallback = ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FallbackModel {
+    /// No fallback: what no template matches is not understood.
+    Off,
+    /// [`super::hashed::HashedEmbedder`]: word features, no model.
+    #[default]
+    Hashed,
+    /// all-MiniLM-L6-v2 sentence embeddings (installed by `voicegate
+    /// models install`).
+    Minilm,
+}
+
+impl std::str::FromStr for FallbackModel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(FallbackModel::Off),
+            "hashed" => Ok(FallbackModel::Hashed),
+            "minilm" => Ok(FallbackModel::Minilm),
+            other => Err(format!(
+                "unknown fallback {other:?}: expected \"minilm\", \"hashed\" or \"off\""
+            )),
+        }
+    }
+}
+
+impl FallbackModel {
+    /// The thresholds calibrated for this embedder on the dev data
+    /// (`docs/benchmarks.md`, "Paraphrases").
+    pub fn default_thresholds(self) -> Thresholds {
+        match self {
+            FallbackModel::Minilm => Thresholds {
+                out_of_scope: 0.6,
+                sure: 0.8,
+            },
+            FallbackModel::Hashed | FallbackModel::Off => Thresholds {
+                out_of_scope: 0.5,
+                sure: 0.8,
+            },
+        }
+    }
+}
+
+/// The fallback's settings, typed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FallbackSettings {
+    /// The embedder.
+    pub model: FallbackModel,
+    /// Where its readings are cut.
+    pub thresholds: Thresholds,
+}
+
+impl Default for FallbackSettings {
+    fn default() -> Self {
+        let model = FallbackModel::default();
+        FallbackSettings {
+            model,
+            thresholds: model.default_thresholds(),
+        }
+    }
+}
+
+/// Template expansions per intent in the training sentences.
+pub const EXPANSIONS_PER_INTENT: usize = 60;
+
+/// The seed of those expansions (fixed: the same files train the same
+/// recogniser).
+const SEED: u64 = 0x766f_6963_6567_6174;
+
+/// What the fallback makes of a sentence.
+#[derive(Debug, Clone)]
+pub enum Proposal {
+    /// An intent, with the slots found; `sure` per [`Thresholds::sure`].
+    Reading {
+        /// The reading as a match (`by: fallback`).
+        m: Box<Match>,
+        /// Score at or above the sure threshold.
+        sure: bool,
+    },
+    /// Nothing near enough.
+    OutOfScope(Reading),
+}
+
+/// The fallback recogniser for one intent set.
+#[derive(Debug)]
+pub struct Understander {
+    fallback: Fallback,
+    slots: SlotFinder,
+    thresholds: Thresholds,
+}
+
+impl Understander {
+    /// Trains on `intents`' files (see [`super::examples`]) with
+    /// `embedder`; `None` fits a [`HashedEmbedder`] to the training
+    /// sentences.
+    pub fn train(
+        intents: &IntentSet,
+        embedder: Option<Arc<dyn Embedder>>,
+        thresholds: Thresholds,
+    ) -> Result<Understander, NluError> {
+        let defs = intents.definitions();
+        let examples = examples(defs, EXPANSIONS_PER_INTENT, SEED);
+        let embedder = embedder.unwrap_or_else(|| {
+            let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+            Arc::new(HashedEmbedder::fit(&texts))
+        });
+        Ok(Understander {
+            fallback: Fallback::train(examples, embedder)?,
+            slots: SlotFinder::new(defs),
+            thresholds,
+        })
+    }
+
+    /// The thresholds in use.
+    pub fn thresholds(&self) -> Thresholds {
+        self.thresholds
+    }
+
+    /// The nearest training sentences and scores (`intents explain`).
+    pub fn read(&self, text: &str) -> Result<Option<Reading>, NluError> {
+        self.fallback.read(text)
+    }
+
+    /// The fallback's proposal for `text`.
+    pub fn propose(&self, intents: &IntentSet, text: &str) -> Result<Proposal, NluError> {
+        let reading = match self.fallback.read(text)? {
+            Some(r) => r,
+            None => {
+                return Ok(Proposal::OutOfScope(Reading {
+                    intent: String::new(),
+                    score: 0.0,
+                    runner_up: 0.0,
+                    nearest: Vec::new(),
+                }));
+            }
+        };
+        let Some(info) = intents.intent(&reading.intent) else {
+            return Ok(Proposal::OutOfScope(reading));
+        };
+        if reading.score < self.thresholds.out_of_scope {
+            return Ok(Proposal::OutOfScope(reading));
+        }
+        let nearest = reading
+            .nearest
+            .first()
+            .map(|n| n.text.clone())
+            .unwrap_or_default();
+        let m = Match {
+            intent: reading.intent.clone(),
+            risk: info.risk,
+            slots: self.slots.find(&reading.intent, text),
+            context: Map::new(),
+            response: None,
+            template: TemplateRef {
+                text: format!("(nearest example) {nearest}"),
+                file: PathBuf::new(),
+                line: 0,
+                col: 0,
+            },
+            wildcards: 0,
+            literal_chars: 0,
+            by: By::Fallback {
+                score: reading.score,
+            },
+        };
+        Ok(Proposal::Reading {
+            m: Box::new(m),
+            sure: reading.score >= self.thresholds.sure,
+        })
+    }
+}
