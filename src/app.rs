@@ -14,7 +14,7 @@ use crate::cli::{
     ChatArgs, CheckArgs, Cli, Command, EvalArgs, EvalCommand, ExplainArgs, GateCommand,
     IntentsCommand, NluArgs, RunArgs, SayArgs, SpeechArgs, TestArgs, TranscribeArgs,
 };
-use crate::config::Settings;
+use crate::config::{Decoding, Settings};
 use crate::error::AppError;
 use crate::gate::{PinHash, Utterance};
 use crate::intent::suite;
@@ -29,7 +29,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
         Command::Intents(IntentsCommand::Check(args)) => check(&settings, args, out),
         Command::Intents(IntentsCommand::Test(args)) => test(&settings, args, out),
         Command::Intents(IntentsCommand::Explain(args)) => explain(&settings, args, out),
-        Command::Run(args) => run_daemon(&settings, args, out),
+        Command::Run(args) => run_daemon(&settings, &args, out),
         Command::Transcribe(args) => transcribe(&settings, args, out),
         Command::Models(cmd) => {
             let dir = crate::stt::model::default_models_dir()?;
@@ -415,222 +415,23 @@ fn chat(settings: &Settings, args: ChatArgs, out: &mut dyn Write) -> Result<i32,
     Ok(0)
 }
 
-/// The vocabulary prompt: one sample sentence per intent, in the intents'
-/// own words, so whisper leans toward what the intents understand.
-pub fn vocabulary_prompt(intents: &IntentSet) -> String {
-    let mut sentences: Vec<String> = Vec::new();
-    for intent in &intents.definitions().intents {
-        if matches!(
-            intent.action.as_ref().map(|a| a.kind.as_str()),
-            Some("gate.confirm" | "gate.decline")
-        ) {
-            continue;
-        }
-        if let Some((text, _)) = intent.tests.first().and_then(|t| t.sentences.first()) {
-            let mut s = text.trim().to_string();
-            if let Some(first) = s.get(..1) {
-                s = first.to_uppercase() + &s[1..];
-            }
-            sentences.push(s);
-        }
-    }
-    // (Measured: adding the closed lists' values made short replies worse —
-    // "milk, no." for "No." — so the prompt is sentences only.)
-    let mut prompt = sentences.join(". ");
-    prompt.push('.');
-    // whisper keeps at most 224 prompt tokens (the last ones); stay inside.
-    const MAX_CHARS: usize = 800;
-    if prompt.len() > MAX_CHARS {
-        // Keep the end (the sentences); drop words from the front.
-        let mut start = prompt.len() - MAX_CHARS;
-        while !prompt.is_char_boundary(start) {
-            start += 1;
-        }
-        let start = prompt[start..]
-            .find(", ")
-            .map(|i| start + i + 2)
-            .unwrap_or(start);
-        prompt = prompt[start..].to_string();
-    }
-    prompt
-}
-
-/// How whisper decodes, from the flags. Two profiles, each measured on the
-/// speech-to-intent benchmark (see the README's figures):
-/// - **the grammar (default):** decoding constrained to the loaded intents'
-///   sentences, no vocabulary prompt (with the grammar it only slowed
-///   decoding down), and the numbers of [`crate::stt::SttOptions::default`]
-///   ([`crate::stt::SttOptions::for_intents`]);
-/// - **free decoding (`--no-grammar`):** greedy, with the vocabulary prompt
-///   and the larger window that keeps it from looping
-///   ([`crate::stt::SttOptions::free_decoding`]).
-///
-/// Each setting can still be given on its own. `lead_in` is the wake
-/// phrases a command may start with.
-fn stt_options(
-    intents: &IntentSet,
-    args: &SpeechArgs,
-    lead_in: &[String],
-) -> crate::stt::SttOptions {
-    let grammar = !args.no_grammar;
-    let mut options = if grammar {
-        let grammar_options = crate::intent::grammar::GrammarOptions {
-            skip_wildcards: args.grammar_skip_wildcards,
-            lead_in: lead_in.to_vec(),
-        };
-        crate::stt::SttOptions::for_intents(intents, grammar_options)
-    } else {
-        crate::stt::SttOptions::free_decoding()
-    };
-    if let Some(n) = args.threads {
-        options.threads = n.max(1);
-    }
-    options.shrink_window = !args.full_window;
-    if let Some(frames) = args.min_window {
-        options.min_audio_ctx = frames;
-    }
-    if let Some(n) = args.beam {
-        options.beam = n.max(1);
-    }
-    if let Some(c) = args.retry_below {
-        options.retry_below = c;
-    }
-    if let Some(c) = args.beam_below {
-        options.beam_below = c;
-    }
-    options.fallback_model = args.fallback_model.clone();
-    if args.prompt || (!grammar && !args.no_prompt) {
-        options.prompt = vocabulary_prompt(intents);
-    }
-    if let (Some(penalty), Some(grammar)) = (args.grammar_penalty, options.grammar.as_mut()) {
-        grammar.penalty = penalty;
-    }
-    options
-}
-
 fn load_engine(
     intents: &IntentSet,
     args: &SpeechArgs,
 ) -> Result<crate::stt::WhisperTranscriber, AppError> {
-    let model = crate::stt::model::locate(args.model.as_deref())?;
+    let decoding = Decoding::from_args(args);
+    let model = crate::stt::model::locate(decoding.model.as_deref())?;
     Ok(crate::stt::WhisperTranscriber::load(
         &model,
-        stt_options(intents, args, &[]),
+        decoding.stt_options(intents, &[]),
     )?)
 }
 
-fn run_daemon(settings: &Settings, args: RunArgs, out: &mut dyn Write) -> Result<i32, AppError> {
+/// `voicegate run`: the flags applied onto the settings, then the daemon.
+fn run_daemon(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> Result<i32, AppError> {
+    let settings = settings.clone().with_run_flags(args);
     let intents = load_intents(&settings.intents_dir)?;
-    let sound = |flag: Option<&String>, setting: &crate::config::Sound| match flag {
-        Some(text) => crate::config::Sound::from_setting(Some(text)),
-        None => setting.clone(),
-    };
-    let tts = match sound(args.tts.as_ref(), &settings.tts) {
-        crate::config::Sound::Default => crate::daemon::default_tts(),
-        crate::config::Sound::Command(command) => Some(command),
-        crate::config::Sound::Silent => None,
-    };
-    let wake_words = if args.no_wake || args.text {
-        Vec::new()
-    } else {
-        wake_words(settings, &args)?
-    };
-    let options = crate::daemon::RunOptions {
-        listen: if args.text {
-            crate::daemon::Listen::Typed
-        } else {
-            crate::daemon::Listen::Audio(crate::audio::AudioInput::from_flags(
-                args.input.as_deref(),
-                args.device.as_deref(),
-            ))
-        },
-        realtime: args.realtime,
-        model: args.speech.model.clone(),
-        stt: {
-            let lead_in: Vec<String> = wake_words
-                .iter()
-                .map(|w| {
-                    crate::wakeword::detector::whisper_spelling(&w.phrase)
-                        .trim()
-                        .to_string()
-                })
-                .collect();
-            let mut stt = stt_options(&intents, &args.speech, &lead_in);
-            if let Some(word) = wake_words.first() {
-                stt.prompt = wake_prompt(&stt.prompt, &word.phrase);
-            }
-            stt
-        },
-        tts,
-        silence_end_ms: args.silence_ms,
-        wake_words,
-        ack: sound(args.ack.as_ref(), &settings.ack),
-    };
-    crate::daemon::run(settings, intents, options, out)
-}
-
-/// The vocabulary prompt as the daemon hears commands: each sentence after
-/// the wake word ("Jarvis, play some jazz."), since with a wake word every
-/// command's audio starts with it. Measured on the piper fixtures: with the
-/// plain prompt whisper wrote "Jarvis. Place some jazz."; with this one the
-/// command comes out right.
-pub fn wake_prompt(prompt: &str, phrase: &str) -> String {
-    if prompt.is_empty() {
-        return String::new();
-    }
-    let wake = crate::wakeword::detector::whisper_spelling(phrase);
-    let wake = wake.trim();
-    prompt
-        .split(". ")
-        .map(|sentence| {
-            let mut chars = sentence.chars();
-            let rest: String = match chars.next() {
-                Some(first) => first.to_lowercase().chain(chars).collect(),
-                None => String::new(),
-            };
-            format!("{wake}, {rest}")
-        })
-        .collect::<Vec<_>>()
-        .join(". ")
-}
-
-/// The wake words `run` listens for: `--wake-model` files, else the
-/// config's (default: the shipped jarvis model). A missing model is an
-/// error that says how to make one.
-fn wake_words(
-    settings: &Settings,
-    args: &RunArgs,
-) -> Result<Vec<crate::wakeword::detector::WakeWord>, AppError> {
-    use crate::config::WakeWordSetting;
-    let configured: Vec<WakeWordSetting> = if args.wake_model.is_empty() {
-        settings.wake_words.clone()
-    } else {
-        args.wake_model
-            .iter()
-            .map(|m| WakeWordSetting {
-                model: m.clone(),
-                phrase: None,
-                sensitivity: 0.5,
-            })
-            .collect()
-    };
-    configured
-        .into_iter()
-        .map(|w| {
-            if !w.model.is_file() {
-                return Err(AppError::Usage(format!(
-                    "the wake word model {} is missing: make the default one with \
-                     `scripts/make-wakeword-model.sh`, train one with `voicegate wakeword \
-                     train PHRASE --out FILE`, or run with --no-wake",
-                    w.model.display()
-                )));
-            }
-            let mut word =
-                crate::wakeword::detector::WakeWord::from_model(&w.model, w.phrase.as_deref())?;
-            word.sensitivity = args.sensitivity.unwrap_or(w.sensitivity).clamp(0.0, 1.0);
-            Ok(word)
-        })
-        .collect()
+    crate::daemon::run(&settings, intents, out)
 }
 
 fn transcribe(

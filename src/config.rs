@@ -1,5 +1,7 @@
 //! Configuration: the TOML file and the command line, merged once into typed
-//! values. Commands receive a [`Settings`] and never parse anything again.
+//! values. Commands receive a [`Settings`] and never parse anything again;
+//! `voicegate run`'s flags are applied onto its [`SpeechSettings`]
+//! ([`Settings::with_run_flags`]), so the daemon reads one settings value.
 //!
 //! Every key is optional; `voicegate.toml` in the repository documents them
 //! all with their defaults:
@@ -58,8 +60,13 @@ use serde::Deserialize;
 
 use crate::actions::handlers::Handlers;
 use crate::actions::music::{MpdAddress, MpdConfig};
-use crate::cli::GlobalArgs;
+use crate::audio::AudioInput;
+use crate::cli::{GlobalArgs, RunArgs, SpeechArgs};
 use crate::gate::{GateConfig, Money, PinHash};
+use crate::intent::IntentSet;
+use crate::intent::grammar::GrammarOptions;
+use crate::stt::prompt::vocabulary_prompt;
+use crate::stt::{SttGrammar, SttOptions};
 
 /// Errors reading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -213,18 +220,210 @@ pub struct Settings {
     /// Whether the ring command makes a sound the microphone would hear
     /// (default true: the microphone is muted while it runs).
     pub ring_command_audible: bool,
+    /// How `run` listens and speaks.
+    pub speech: SpeechSettings,
+    /// The fallback recogniser for what no template matches.
+    pub understanding: crate::nlu::FallbackSettings,
+}
+
+/// How `voicegate run` listens and speaks: the config's `[speech]` and
+/// `[wakeword]` sections, with `run`'s flags applied once
+/// ([`Settings::with_run_flags`]). The daemon takes it as it is.
+#[derive(Debug, Clone)]
+pub struct SpeechSettings {
+    /// What is listened to (`--text`, `--input`, `--device`).
+    pub listen: Listen,
+    /// `--realtime`: pace file input like a microphone.
+    pub realtime: bool,
+    /// How whisper decodes (`--model` and the other speech flags).
+    pub decoding: Decoding,
+    /// Silence that ends a command, ms (`None`: the endpointer's default).
+    pub silence_end_ms: Option<u32>,
+    /// What speaks responses (a command gets the text on stdin).
+    pub tts: Sound,
+    /// What plays when a wake word is heard.
+    pub ack: Sound,
     /// How long the microphone stays muted after each of voicegate's own
     /// sounds (see `audio::HalfDuplex`).
     pub echo_tail: std::time::Duration,
-    /// What speaks responses (a command gets the text on stdin).
-    pub tts: Sound,
-    /// The wake words (never empty: the default is "jarvis").
+    /// The wake words; empty: none (`--no-wake`, `--text`), every
+    /// utterance is a command. From the config, the default is "jarvis".
     pub wake_words: Vec<WakeWordSetting>,
-    /// Command run when a wake word is heard (`None`: the bundled chime;
-    /// What plays when a wake word is heard.
-    pub ack: Sound,
-    /// The fallback recogniser for what no template matches.
-    pub understanding: crate::nlu::FallbackSettings,
+}
+
+impl Default for SpeechSettings {
+    /// The microphone, no wake word, the default sounds and decoding.
+    fn default() -> SpeechSettings {
+        SpeechSettings {
+            listen: Listen::default(),
+            realtime: false,
+            decoding: Decoding::default(),
+            silence_end_ms: None,
+            tts: Sound::Default,
+            ack: Sound::Default,
+            echo_tail: crate::audio::DEFAULT_TAIL,
+            wake_words: Vec::new(),
+        }
+    }
+}
+
+impl SpeechSettings {
+    /// Applies `run`'s flags: each one given wins over the config.
+    fn apply_run_flags(&mut self, args: &RunArgs) {
+        self.listen = if args.text {
+            Listen::Typed
+        } else {
+            Listen::Audio(AudioInput::from_flags(
+                args.input.as_deref(),
+                args.device.as_deref(),
+            ))
+        };
+        self.realtime = args.realtime;
+        self.decoding = Decoding::from_args(&args.speech);
+        self.silence_end_ms = args.silence_ms;
+        if let Some(text) = &args.tts {
+            self.tts = Sound::from_setting(Some(text));
+        }
+        if let Some(text) = &args.ack {
+            self.ack = Sound::from_setting(Some(text));
+        }
+        if args.no_wake || args.text {
+            self.wake_words.clear();
+            return;
+        }
+        if !args.wake_model.is_empty() {
+            self.wake_words = args
+                .wake_model
+                .iter()
+                .map(|model| WakeWordSetting {
+                    model: model.clone(),
+                    phrase: None,
+                    sensitivity: 0.5,
+                })
+                .collect();
+        }
+        if let Some(sensitivity) = args.sensitivity {
+            for word in &mut self.wake_words {
+                word.sensitivity = sensitivity;
+            }
+        }
+    }
+}
+
+/// What the daemon listens to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// Typed lines on stdin (`--text`).
+    Typed,
+    /// Audio (the microphone, a WAV file, raw PCM on stdin).
+    Audio(AudioInput),
+}
+
+impl Default for Listen {
+    fn default() -> Listen {
+        Listen::Audio(AudioInput::Microphone { device: None })
+    }
+}
+
+/// How whisper decodes: the speech flags (`run`, `transcribe`, `eval`),
+/// typed. Two profiles, each measured on the speech-to-intent benchmark
+/// (see the README's figures):
+/// - **the grammar (default):** decoding constrained to the loaded intents'
+///   sentences, no vocabulary prompt (with the grammar it only slowed
+///   decoding down), and the numbers of [`SttOptions::default`]
+///   ([`SttOptions::for_intents`]);
+/// - **free decoding (`--no-grammar`):** greedy, with the vocabulary prompt
+///   and the larger window that keeps it from looping
+///   ([`SttOptions::free_decoding`]).
+///
+/// Each setting can still be given on its own. What needs the intents
+/// (the grammar, the prompt) is added by [`Decoding::stt_options`].
+#[derive(Debug, Clone)]
+pub struct Decoding {
+    /// The whisper model file (`None`: the installed default).
+    pub model: Option<PathBuf>,
+    /// The profile's options with each flag applied; no grammar, no prompt.
+    pub options: SttOptions,
+    /// Decoding within the intents' grammar (`None`: free decoding).
+    pub grammar: Option<GrammarFlags>,
+    /// Whether whisper gets the vocabulary prompt.
+    pub vocabulary_prompt: bool,
+}
+
+/// The grammar's flags.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GrammarFlags {
+    /// Leave sentences with free-text (wildcard) slots out.
+    pub skip_wildcards: bool,
+    /// Logit penalty for leaving it (`None`: forbid it).
+    pub penalty: Option<f32>,
+}
+
+impl Default for Decoding {
+    /// What no flag gives: the grammar profile.
+    fn default() -> Decoding {
+        Decoding::from_args(&SpeechArgs::default())
+    }
+}
+
+impl Decoding {
+    /// Reads the speech flags.
+    pub fn from_args(args: &SpeechArgs) -> Decoding {
+        let grammar = (!args.no_grammar).then_some(GrammarFlags {
+            skip_wildcards: args.grammar_skip_wildcards,
+            penalty: args.grammar_penalty,
+        });
+        let mut options = if grammar.is_some() {
+            SttOptions::default()
+        } else {
+            SttOptions::free_decoding()
+        };
+        if let Some(n) = args.threads {
+            options.threads = n.max(1);
+        }
+        options.shrink_window = !args.full_window;
+        if let Some(frames) = args.min_window {
+            options.min_audio_ctx = frames;
+        }
+        if let Some(n) = args.beam {
+            options.beam = n.max(1);
+        }
+        if let Some(c) = args.retry_below {
+            options.retry_below = c;
+        }
+        if let Some(c) = args.beam_below {
+            options.beam_below = c;
+        }
+        options.fallback_model = args.fallback_model.clone();
+        Decoding {
+            model: args.model.clone(),
+            options,
+            vocabulary_prompt: args.prompt || (grammar.is_none() && !args.no_prompt),
+            grammar,
+        }
+    }
+
+    /// The options for decoding commands to `intents`: with their grammar
+    /// and vocabulary prompt if chosen. `lead_in` is the wake phrases a
+    /// command may start with.
+    pub fn stt_options(&self, intents: &IntentSet, lead_in: &[String]) -> SttOptions {
+        let mut options = self.options.clone();
+        if let Some(flags) = self.grammar {
+            let grammar_options = GrammarOptions {
+                skip_wildcards: flags.skip_wildcards,
+                lead_in: lead_in.to_vec(),
+            };
+            let mut grammar = SttGrammar::new(intents, grammar_options);
+            if let Some(penalty) = flags.penalty {
+                grammar.penalty = penalty;
+            }
+            options.grammar = Some(grammar);
+        }
+        if self.vocabulary_prompt {
+            options.prompt = vocabulary_prompt(intents);
+        }
+        options
+    }
 }
 
 /// One configured wake word, as the file says it (the model is loaded, and
@@ -327,15 +526,25 @@ impl Settings {
             mpd,
             ring_command: file.alarms.ring_command.clone(),
             ring_command_audible: file.alarms.ring_command_audible.unwrap_or(true),
-            echo_tail: file
-                .speech
-                .echo_tail_ms
-                .map_or(crate::audio::DEFAULT_TAIL, std::time::Duration::from_millis),
-            tts: Sound::from_setting(file.speech.tts_command.as_deref()),
-            wake_words,
-            ack: Sound::from_setting(file.wakeword.ack_command.as_deref()),
+            speech: SpeechSettings {
+                echo_tail: file
+                    .speech
+                    .echo_tail_ms
+                    .map_or(crate::audio::DEFAULT_TAIL, std::time::Duration::from_millis),
+                tts: Sound::from_setting(file.speech.tts_command.as_deref()),
+                wake_words,
+                ack: Sound::from_setting(file.wakeword.ack_command.as_deref()),
+                ..SpeechSettings::default()
+            },
             understanding: understanding(&file.understanding).map_err(invalid)?,
         })
+    }
+
+    /// These settings with `voicegate run`'s flags applied (see
+    /// [`SpeechSettings`]).
+    pub fn with_run_flags(mut self, args: &RunArgs) -> Settings {
+        self.speech.apply_run_flags(args);
+        self
     }
 }
 
@@ -543,12 +752,82 @@ mod tests {
     #[test]
     fn half_duplex_keys_have_defaults_and_can_be_set() {
         let default = resolve_text("");
-        assert_eq!(default.echo_tail, crate::audio::DEFAULT_TAIL);
+        assert_eq!(default.speech.echo_tail, crate::audio::DEFAULT_TAIL);
         assert!(default.ring_command_audible);
         let set = resolve_text(
             "[speech]\necho_tail_ms = 250\n[alarms]\nring_command = \"lamp on\"\nring_command_audible = false\n",
         );
-        assert_eq!(set.echo_tail, std::time::Duration::from_millis(250));
+        assert_eq!(set.speech.echo_tail, std::time::Duration::from_millis(250));
         assert!(!set.ring_command_audible);
+    }
+
+    /// `voicegate run ARGS`'s flags, parsed as `main` parses them.
+    fn run_args(args: &[&str]) -> RunArgs {
+        use clap::Parser;
+        let argv = ["voicegate", "run"].iter().chain(args);
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("valid flags");
+        let crate::cli::Command::Run(run) = cli.command else {
+            panic!("not `run`");
+        };
+        run
+    }
+
+    const SPEECH_CONFIG: &str = "[speech]\ntts_command = \"say\"\n\
+        [wakeword]\nack_command = \"none\"\n\
+        [[wakeword.words]]\nmodel = \"a.rpw\"\nsensitivity = 0.3\n\
+        [[wakeword.words]]\nmodel = \"b.rpw\"\nphrase = \"computer\"\nsensitivity = 0.7\n";
+
+    #[test]
+    fn without_run_flags_the_config_speaks() {
+        let settings = resolve_text(SPEECH_CONFIG);
+        let speech = settings.clone().with_run_flags(&run_args(&[])).speech;
+        assert_eq!(speech.listen, Listen::default());
+        assert!(!speech.realtime);
+        assert_eq!(speech.silence_end_ms, None);
+        assert_eq!(speech.tts, Sound::Command("say".into()));
+        assert_eq!(speech.ack, Sound::Silent);
+        assert_eq!(speech.wake_words, settings.speech.wake_words);
+        let sensitivities: Vec<f32> = speech.wake_words.iter().map(|w| w.sensitivity).collect();
+        assert_eq!(sensitivities, [0.3, 0.7]);
+        assert!(speech.decoding.grammar.is_some());
+        assert!(!speech.decoding.vocabulary_prompt);
+    }
+
+    #[test]
+    fn run_flags_win_over_the_config() {
+        let settings = resolve_text(SPEECH_CONFIG);
+        let flags = ["--tts", "none", "--ack", "beep", "--sensitivity", "0.9"];
+        let speech = settings.clone().with_run_flags(&run_args(&flags)).speech;
+        assert_eq!(speech.tts, Sound::Silent);
+        assert_eq!(speech.ack, Sound::Command("beep".into()));
+        assert!(speech.wake_words.iter().all(|w| w.sensitivity == 0.9));
+        assert_eq!(speech.wake_words.len(), 2);
+
+        let flags = ["--wake-model", "c.rpw", "--input", "x.wav", "--realtime"];
+        let speech = settings.clone().with_run_flags(&run_args(&flags)).speech;
+        assert_eq!(
+            speech.wake_words,
+            [WakeWordSetting {
+                model: "c.rpw".into(),
+                phrase: None,
+                sensitivity: 0.5
+            }]
+        );
+        assert_eq!(
+            speech.listen,
+            Listen::Audio(AudioInput::Wav("x.wav".into()))
+        );
+        assert!(speech.realtime);
+
+        let flags = ["--no-wake", "--silence-ms", "300", "--no-grammar"];
+        let speech = settings.clone().with_run_flags(&run_args(&flags)).speech;
+        assert!(speech.wake_words.is_empty());
+        assert_eq!(speech.silence_end_ms, Some(300));
+        assert!(speech.decoding.grammar.is_none());
+        assert!(speech.decoding.vocabulary_prompt);
+
+        let speech = settings.with_run_flags(&run_args(&["--text"])).speech;
+        assert_eq!(speech.listen, Listen::Typed);
+        assert!(speech.wake_words.is_empty());
     }
 }

@@ -74,12 +74,13 @@ use crate::audio::{
     self, AudioSource, EndpointConfig, EndpointEvent, EndpointState, Endpointer, FRAME_SAMPLES,
     HalfDuplex, MicConfig, Playback,
 };
-use crate::config::Settings;
+use crate::config::{Listen, Settings, SpeechSettings, WakeWordSetting};
 use crate::error::AppError;
 use crate::gate::Utterance;
 use crate::intent::IntentSet;
 use crate::output::print_events;
 use crate::pipeline::{Event, Pipeline, PipelineConfig};
+use crate::stt::prompt::wake_prompt;
 use crate::stt::{SttGrammar, SttOptions, SttThread, Transcript, WhisperTranscriber};
 use crate::wakeword::{
     self,
@@ -98,42 +99,6 @@ use reload::*;
 use voice::*;
 
 pub use voice::default_tts;
-
-/// Where utterances come from.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// What is listened to.
-    pub listen: Listen,
-    /// `--realtime`: pace file input like a microphone.
-    pub realtime: bool,
-    /// The whisper model file.
-    pub model: Option<PathBuf>,
-    /// Transcription settings.
-    pub stt: SttOptions,
-    /// Command that speaks responses (text on stdin); `None` = only log.
-    pub tts: Option<String>,
-    /// Silence that ends a command, ms (`None`: the endpointer's default).
-    pub silence_end_ms: Option<u32>,
-    /// The wake words; empty: `--no-wake` (every utterance is a command).
-    pub wake_words: Vec<WakeWord>,
-    /// What plays when the wake word is heard.
-    pub ack: crate::config::Sound,
-}
-
-/// What the daemon listens to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listen {
-    /// Typed lines on stdin (`--text`).
-    Typed,
-    /// Audio (the microphone, a WAV file, raw PCM on stdin).
-    Audio(audio::AudioInput),
-}
-
-impl Default for Listen {
-    fn default() -> Listen {
-        Listen::Audio(audio::AudioInput::Microphone { device: None })
-    }
-}
 
 /// What can wake the coordinator.
 #[derive(Debug)]
@@ -176,18 +141,13 @@ fn say(text: String) -> Event {
 }
 
 /// Runs until SIGINT/SIGTERM, or until file input ends.
-pub fn run(
-    settings: &Settings,
-    intents: IntentSet,
-    options: RunOptions,
-    out: &mut dyn Write,
-) -> Result<i32, AppError> {
+pub fn run(settings: &Settings, intents: IntentSet, out: &mut dyn Write) -> Result<i32, AppError> {
     // Inputs first: a missing microphone or model is an error before anything starts.
-    let parts = Parts::open(settings, options)?;
+    let parts = Parts::open(settings, &intents)?;
     run_with(settings, intents, parts, out)
 }
 
-/// What the coordinator runs with: built from [`RunOptions`] by
+/// What the coordinator runs with: built from the settings by
 /// [`Parts::open`], or by a test with fakes.
 struct Parts {
     /// The audio path; `None`: typed lines on stdin.
@@ -205,35 +165,34 @@ struct Parts {
 }
 
 impl Parts {
-    fn open(settings: &Settings, options: RunOptions) -> Result<Parts, AppError> {
-        let duplex = HalfDuplex::new(settings.echo_tail);
-        let wake = if options.listen == Listen::Typed || options.wake_words.is_empty() {
+    /// Opens what `settings.speech` names: the wake word models (first: a
+    /// missing one is the first error), the audio source, whisper, the
+    /// speaker.
+    fn open(settings: &Settings, intents: &IntentSet) -> Result<Parts, AppError> {
+        let speech = &settings.speech;
+        let wake_words = load_wake_words(&speech.wake_words)?;
+        let stt_options = decoding_options(speech, intents, &wake_words);
+        let duplex = HalfDuplex::new(speech.echo_tail);
+        let wake = if speech.listen == Listen::Typed || wake_words.is_empty() {
             String::new()
         } else {
-            let phrases: Vec<&str> = options
-                .wake_words
-                .iter()
-                .map(|w| w.phrase.as_str())
-                .collect();
+            let phrases: Vec<&str> = wake_words.iter().map(|w| w.phrase.as_str()).collect();
             format!(" for \"{}\"", phrases.join("\" or \""))
         };
-        let source = match &options.listen {
+        let source = match &speech.listen {
             Listen::Typed => "typed input on stdin",
             Listen::Audio(audio::AudioInput::Wav(_)) => "the audio file",
             Listen::Audio(audio::AudioInput::RawStdin) => "raw audio on stdin",
             Listen::Audio(audio::AudioInput::Microphone { .. }) => "the microphone",
         };
-        let audio = if let Listen::Audio(input) = &options.listen {
-            let model = crate::stt::model::locate(options.model.as_deref())?;
-            let engine = WhisperTranscriber::load(&model, options.stt.clone())?;
+        let audio = if let Listen::Audio(input) = &speech.listen {
+            let model = crate::stt::model::locate(speech.decoding.model.as_deref())?;
+            let engine = WhisperTranscriber::load(&model, stt_options.clone())?;
             let stt = Arc::new(SttThread::start(Box::new(engine))?);
-            let detector: Option<Box<dyn WakeDetector>> = if options.wake_words.is_empty() {
+            let detector: Option<Box<dyn WakeDetector>> = if wake_words.is_empty() {
                 None
             } else {
-                Some(Box::new(Detector::new(
-                    &options.wake_words,
-                    Arc::clone(&stt),
-                )?))
+                Some(Box::new(Detector::new(&wake_words, Arc::clone(&stt))?))
             };
             let mic = matches!(input, audio::AudioInput::Microphone { .. });
             let source = match input {
@@ -243,7 +202,7 @@ impl Parts {
                     mic.mute_while_playing(Arc::clone(&duplex));
                     Box::new(mic) as Box<dyn AudioSource>
                 }
-                other => audio::open_input(other, options.realtime, MicConfig::default())
+                other => audio::open_input(other, speech.realtime, MicConfig::default())
                     .map_err(|e| AppError::Usage(e.to_string()))?,
             };
             let mut endpoint = if detector.is_some() {
@@ -254,11 +213,11 @@ impl Parts {
             } else {
                 EndpointConfig::always_armed()
             };
-            if let Some(ms) = options.silence_end_ms {
+            if let Some(ms) = speech.silence_end_ms {
                 endpoint.silence_end_ms = ms;
             }
             let file_input = matches!(input, audio::AudioInput::Wav(_));
-            let audio_clock = (file_input && !options.realtime).then(Utc::now);
+            let audio_clock = (file_input && !speech.realtime).then(Utc::now);
             let muting = if mic {
                 Muting::AtSource
             } else if audio_clock.is_some() {
@@ -279,16 +238,64 @@ impl Parts {
             None
         };
         Ok(Parts {
-            grammar: audio.as_ref().and(options.stt.grammar.clone()),
+            grammar: audio.as_ref().and(stt_options.grammar),
             audio,
-            voice: options
-                .tts
-                .map(|command| Box::new(CommandVoice(command)) as Box<dyn Voice>),
-            ack: options.ack,
+            voice: match &speech.tts {
+                crate::config::Sound::Default => default_tts(),
+                crate::config::Sound::Command(command) => Some(command.clone()),
+                crate::config::Sound::Silent => None,
+            }
+            .map(|command| Box::new(CommandVoice(command)) as Box<dyn Voice>),
+            ack: speech.ack.clone(),
             duplex,
             listening_to: format!("{source}{wake}"),
         })
     }
+}
+
+/// Loads the wake words `run` listens for. A missing model is an error
+/// that says how to make one.
+fn load_wake_words(settings: &[WakeWordSetting]) -> Result<Vec<WakeWord>, AppError> {
+    settings
+        .iter()
+        .map(|w| {
+            if !w.model.is_file() {
+                return Err(AppError::Usage(format!(
+                    "the wake word model {} is missing: make the default one with \
+                     `scripts/make-wakeword-model.sh`, train one with `voicegate wakeword \
+                     train PHRASE --out FILE`, or run with --no-wake",
+                    w.model.display()
+                )));
+            }
+            let mut word = WakeWord::from_model(&w.model, w.phrase.as_deref())?;
+            word.sensitivity = w.sensitivity.clamp(0.0, 1.0);
+            Ok(word)
+        })
+        .collect()
+}
+
+/// How whisper decodes commands here: with a wake word, every command's
+/// audio starts with it, so the grammar lets a command start with any
+/// wake phrase (as whisper spells it), and the vocabulary prompt, if any,
+/// puts the first one before each sentence ([`wake_prompt`]).
+fn decoding_options(
+    speech: &SpeechSettings,
+    intents: &IntentSet,
+    wake_words: &[WakeWord],
+) -> SttOptions {
+    let lead_in: Vec<String> = wake_words
+        .iter()
+        .map(|w| {
+            wakeword::detector::whisper_spelling(&w.phrase)
+                .trim()
+                .to_string()
+        })
+        .collect();
+    let mut stt = speech.decoding.stt_options(intents, &lead_in);
+    if let Some(word) = wake_words.first() {
+        stt.prompt = wake_prompt(&stt.prompt, &word.phrase);
+    }
+    stt
 }
 
 /// Runs the coordinator over `parts` on a single-threaded runtime.
@@ -1325,10 +1332,10 @@ mod tests {
             mpd: Default::default(),
             ring_command: None,
             ring_command_audible: true,
-            echo_tail: audio::DEFAULT_TAIL,
-            tts: crate::config::Sound::Silent,
-            wake_words: Vec::new(),
-            ack: crate::config::Sound::Default,
+            speech: SpeechSettings {
+                tts: crate::config::Sound::Silent,
+                ..SpeechSettings::default()
+            },
             // The conversations here are about the audio path and the
             // gate; what the fallback makes of a sentence is tested in
             // tests/understanding.rs.

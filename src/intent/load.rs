@@ -864,9 +864,27 @@ impl Loader {
         }
     }
 
+    /// Loads one intent of an `intents:` mapping and adds it to the
+    /// definitions.
     fn load_intent(&mut self, src: Text, name: String, key: &Node, node: &Node) {
+        if let Some((intent, has_extensions)) = self.read_intent(src, name, key, node) {
+            self.add_intent(src, key, intent, has_extensions);
+        }
+    }
+
+    /// Reads one intent's fields; `None` if it is not a mapping of known
+    /// fields. The flag is true if it sets voicegate's extensions (`risk`,
+    /// `confirm`, `action`), even with errors in them: of the files an
+    /// intent is spread over, only one may set them.
+    fn read_intent(
+        &mut self,
+        src: Text,
+        name: String,
+        key: &Node,
+        node: &Node,
+    ) -> Option<(IntentDef, bool)> {
         let what = format!("intent '{name}'");
-        let Some(entries) = self.mapping(
+        let entries = self.mapping(
             src,
             node,
             &what,
@@ -880,11 +898,9 @@ impl Loader {
                 "ask",
                 "examples",
             ]),
-        ) else {
-            return;
-        };
+        )?;
         let mut intent = IntentDef {
-            name: name.clone(),
+            name,
             risk: None,
             confirm: None,
             action: None,
@@ -899,14 +915,8 @@ impl Loader {
             match field.as_str() {
                 "risk" => {
                     has_extensions = true;
-                    match value.as_str() {
-                        Some("low") => intent.risk = Some(Risk::Low),
-                        Some("high") => intent.risk = Some(Risk::High),
-                        _ => self.error(
-                            src,
-                            value.pos,
-                            format!("{what}: 'risk' must be 'low' or 'high'"),
-                        ),
+                    if let Some(risk) = self.load_risk(src, value, &what) {
+                        intent.risk = Some(risk);
                     }
                 }
                 "confirm" => {
@@ -927,35 +937,67 @@ impl Loader {
                 }
                 "ask" => {
                     has_extensions = true;
-                    let (asks, answers) = self.load_asks(src, value, &name);
+                    let (asks, answers) = self.load_asks(src, value, &intent.name);
                     intent.ask = asks;
                     intent.data.extend(answers);
                 }
                 "data" => {
-                    let Some(items) = value.as_seq() else {
-                        self.error(src, value.pos, format!("{what}: 'data' must be a list"));
-                        continue;
-                    };
-                    for item in items {
-                        if let Some(data) = self.load_data(src, item, &what) {
-                            intent.data.push(data);
-                        }
-                    }
+                    let data = self.load_items(src, value, &what, "data", |this, item| {
+                        this.load_data(src, item, &what)
+                    });
+                    intent.data.extend(data);
                 }
                 "tests" => {
-                    let Some(items) = value.as_seq() else {
-                        self.error(src, value.pos, format!("{what}: 'tests' must be a list"));
-                        continue;
-                    };
-                    for item in items {
-                        if let Some(test) = self.load_test(src, item) {
-                            intent.tests.push(test);
-                        }
-                    }
+                    let tests = self.load_items(src, value, &what, "tests", |this, item| {
+                        this.load_test(src, item)
+                    });
+                    intent.tests.extend(tests);
                 }
                 _ => {}
             }
         }
+        Some((intent, has_extensions))
+    }
+
+    /// An intent's `risk`: `low` or `high`.
+    fn load_risk(&mut self, src: Text, value: &Node, what: &str) -> Option<Risk> {
+        match value.as_str() {
+            Some("low") => Some(Risk::Low),
+            Some("high") => Some(Risk::High),
+            _ => {
+                self.error(
+                    src,
+                    value.pos,
+                    format!("{what}: 'risk' must be 'low' or 'high'"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The items of a list field (`field`) of `what`, each read by `load`;
+    /// those with errors are left out (`load` reported them).
+    fn load_items<T>(
+        &mut self,
+        src: Text,
+        value: &Node,
+        what: &str,
+        field: &str,
+        mut load: impl FnMut(&mut Self, &Node) -> Option<T>,
+    ) -> Vec<T> {
+        let Some(items) = value.as_seq() else {
+            self.error(src, value.pos, format!("{what}: '{field}' must be a list"));
+            return Vec::new();
+        };
+        items.iter().filter_map(|item| load(self, item)).collect()
+    }
+
+    /// Adds a loaded intent to the definitions. Home Assistant splits one
+    /// intent over several files, so an intent already loaded from another
+    /// file gains this one's sentences and tests; its extensions may be set
+    /// in one file only. Twice in one file is an error.
+    fn add_intent(&mut self, src: Text, key: &Node, intent: IntentDef, has_extensions: bool) {
+        let name = intent.name.clone();
         if let Some(existing) = self.defs.intents.iter_mut().find(|i| i.name == name) {
             if existing.origin.file == self.file {
                 self.error(
@@ -979,7 +1021,7 @@ impl Loader {
                     );
                     return;
                 }
-                self.extension_owner.insert(name.clone(), self.file);
+                self.extension_owner.insert(name, self.file);
                 existing.risk = intent.risk;
                 existing.confirm = intent.confirm;
                 existing.action = intent.action;
@@ -990,7 +1032,7 @@ impl Loader {
             existing.examples.extend(intent.examples);
         } else {
             if has_extensions {
-                self.extension_owner.insert(name.clone(), self.file);
+                self.extension_owner.insert(name, self.file);
             }
             self.defs.intents.push(intent);
         }

@@ -12,12 +12,14 @@
 //! budget bounds the work any input can cause (templates can describe
 //! exponentially many sentences).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use super::builtins;
-use super::compile::{CData, CList, Graph, Node};
+use super::compile::{CData, CList, CValue, Graph, Node};
+use super::load::RangeDef;
 use super::normalize::Token;
 
 /// The most steps one recognition may take before it gives up.
@@ -481,6 +483,26 @@ fn push_entity(
     });
 }
 
+/// Where a slot's value is being read, and what it is read as: the slot's
+/// name, whether it is an `@` capture, and the byte where the value starts
+/// (after the word boundary before it).
+struct SlotAt<'s> {
+    slot: &'s Arc<str>,
+    capture: bool,
+    start: usize,
+}
+
+impl SlotAt<'_> {
+    /// Records a value read for this slot; the caller pops it when it
+    /// backtracks.
+    fn push(&self, st: &mut St, value: Value, text: String, wildcard: bool) {
+        push_entity(st, self.slot, value, text, wildcard, self.capture);
+    }
+}
+
+/// Matches a `{list}` reference at `pos`: every value of the list that can
+/// start there, by the list's kind, each pushed as an entity for the
+/// continuation.
 #[allow(clippy::too_many_arguments)]
 fn slot_match(
     cx: &Cx,
@@ -502,167 +524,213 @@ fn slot_match(
     if start >= n {
         return;
     }
+    let at = SlotAt {
+        slot,
+        capture,
+        start,
+    };
     match &cx.graph.lists[list as usize] {
         CList::Values {
             values,
             by_first_word,
             other,
         } => {
-            let token_end = cx.input.text[start..]
-                .find(' ')
-                .map(|i| start + i)
-                .unwrap_or(n);
-            let word = &cx.input.text[start..token_end];
-            let mut candidates: Vec<u32> = Vec::new();
-            for (i, _) in word
-                .char_indices()
-                .skip(1)
-                .chain(std::iter::once((word.len(), ' ')))
-            {
-                if let Some(found) = by_first_word.get(&word[..i]) {
-                    candidates.extend_from_slice(found);
-                }
-            }
-            candidates.extend_from_slice(other);
-            candidates.sort_unstable();
-            for index in candidates {
-                let value = &values[index as usize];
-                if !value.context.is_empty()
-                    && (!requires_ok(&cx.data.requires_context, &value.context, true)
-                        || !excludes_ok(&cx.data.excludes_context, &value.context))
-                {
-                    continue;
-                }
-                let saved_literal = st.literal;
-                m(cx, &value.spoken, st, start, true, &mut |st, p, _w| {
-                    if p == start {
-                        return; // a value must consume words
-                    }
-                    let inner_literal = st.literal;
-                    st.literal = saved_literal;
-                    let spoken = cx.input.spoken(start, p);
-                    let v = value
-                        .out
-                        .clone()
-                        .unwrap_or_else(|| Value::String(spoken.clone()));
-                    push_entity(st, slot, v, spoken, false, capture);
-                    let context_len = st.context.len();
-                    for (key, val) in &value.context {
-                        st.context.push((key.clone(), val.clone()));
-                    }
-                    k(st, p, true);
-                    st.context.truncate(context_len);
-                    st.entities.pop();
-                    st.literal = inner_literal;
-                });
-            }
+            let candidates = value_candidates(cx, by_first_word, other, start);
+            values_match(cx, values, &candidates, &at, st, k);
         }
-        CList::Range(range) => {
-            let rest = &bytes[start..];
-            let mut end = 0;
-            if rest.first() == Some(&b'-') {
-                end = 1;
-            }
-            let digits_start = end;
-            while end < rest.len() && rest[end].is_ascii_digit() {
-                end += 1;
-            }
-            if end == digits_start {
-                return;
-            }
-            let mut readings = vec![end];
-            if range.fractions > 1
-                && end + 1 < rest.len()
-                && matches!(rest[end], b'.' | b',')
-                && rest[end + 1].is_ascii_digit()
-            {
-                let mut frac_end = end + 1;
-                while frac_end < rest.len() && rest[frac_end].is_ascii_digit() {
-                    frac_end += 1;
-                }
-                readings.insert(0, frac_end);
-            }
-            for end in readings {
-                let number_text = std::str::from_utf8(&rest[..end])
-                    .unwrap_or("")
-                    .replace(',', ".");
-                let Ok(number) = number_text.parse::<f64>() else {
-                    continue;
-                };
-                if !range_accepts(range, number) {
-                    continue;
-                }
-                let scaled = number * range.multiplier;
-                let value = if scaled.fract() == 0.0 && scaled.abs() < 9.0e15 {
-                    Value::from(scaled as i64)
-                } else {
-                    serde_json::Number::from_f64(scaled)
-                        .map(Value::Number)
-                        .unwrap_or(Value::Null)
-                };
-                let spoken = cx.input.spoken(start, start + end);
-                push_entity(st, slot, value, spoken, false, capture);
-                k(st, start + end, false);
-                st.entities.pop();
-            }
+        CList::Range(range) => range_match(cx, range, &at, st, k),
+        CList::Wildcard => wildcard_match(cx, &at, st, k),
+        CList::Time => builtin_match(cx, builtins::parse_time, &at, st, k),
+        CList::Date => builtin_match(cx, builtins::parse_date, &at, st, k),
+    }
+}
+
+/// The values of a list worth trying at `start`, in the list's order: those
+/// whose plain-text spoken form begins with a prefix of the word there
+/// (character-level matching lets `{name}['s]` read "kitchen's"), and every
+/// value whose spoken form is a template.
+fn value_candidates(
+    cx: &Cx,
+    by_first_word: &HashMap<Box<str>, Vec<u32>>,
+    other: &[u32],
+    start: usize,
+) -> Vec<u32> {
+    let token_end = cx.input.text[start..]
+        .find(' ')
+        .map(|i| start + i)
+        .unwrap_or(cx.bytes.len());
+    let word = &cx.input.text[start..token_end];
+    let mut candidates: Vec<u32> = Vec::new();
+    for (i, _) in word
+        .char_indices()
+        .skip(1)
+        .chain(std::iter::once((word.len(), ' ')))
+    {
+        if let Some(found) = by_first_word.get(&word[..i]) {
+            candidates.extend_from_slice(found);
         }
-        CList::Wildcard => {
-            let Some(first) = cx.input.token_starting_at(start) else {
-                return;
-            };
-            for last in first..cx.input.ends.len() {
-                let end = cx.input.ends[last];
-                let spoken = cx.input.raw[first..=last].join(" ");
-                push_entity(
-                    st,
-                    slot,
-                    Value::String(spoken.clone()),
-                    spoken,
-                    true,
-                    capture,
-                );
-                st.wildcards += 1;
-                let counting = std::mem::replace(&mut st.furthest.counting, false);
-                k(st, end, true);
-                st.furthest.counting = counting;
-                st.wildcards -= 1;
-                st.entities.pop();
-                if st.steps > STEP_BUDGET {
-                    return;
-                }
-            }
+    }
+    candidates.extend_from_slice(other);
+    candidates.sort_unstable();
+    candidates
+}
+
+/// Matches each candidate value of a list at the slot's start. A value
+/// with a context applies only where the sentence's requires/excludes
+/// context allows it, and while it is matched its context is in force for
+/// the rest of the sentence. The value's literal text does not count
+/// toward the sentence's specificity: a slot is a slot, however long its
+/// value.
+fn values_match(cx: &Cx, values: &[CValue], candidates: &[u32], at: &SlotAt, st: &mut St, k: K) {
+    let start = at.start;
+    for &index in candidates {
+        let value = &values[index as usize];
+        if !value.context.is_empty()
+            && (!requires_ok(&cx.data.requires_context, &value.context, true)
+                || !excludes_ok(&cx.data.excludes_context, &value.context))
+        {
+            continue;
         }
-        CList::Time | CList::Date => {
-            let Some(first) = cx.input.token_starting_at(start) else {
-                return;
-            };
-            let words: Vec<&str> = (first..cx.input.starts.len().min(first + 6))
-                .map(|i| &cx.input.text[cx.input.starts[i]..cx.input.ends[i]])
-                .collect();
-            let readings = if matches!(cx.graph.lists[list as usize], CList::Time) {
-                builtins::parse_time(&words)
-            } else {
-                builtins::parse_date(&words)
-            };
-            for reading in readings {
-                let end = cx.input.ends[first + reading.tokens - 1];
-                let spoken = cx.input.raw[first..first + reading.tokens].join(" ");
-                push_entity(
-                    st,
-                    slot,
-                    Value::String(reading.value),
-                    spoken,
-                    false,
-                    capture,
-                );
-                k(st, end, true);
-                st.entities.pop();
+        let saved_literal = st.literal;
+        m(cx, &value.spoken, st, start, true, &mut |st, p, _w| {
+            if p == start {
+                return; // a value must consume words
             }
+            let inner_literal = st.literal;
+            st.literal = saved_literal;
+            let spoken = cx.input.spoken(start, p);
+            let v = value
+                .out
+                .clone()
+                .unwrap_or_else(|| Value::String(spoken.clone()));
+            at.push(st, v, spoken, false);
+            let context_len = st.context.len();
+            for (key, val) in &value.context {
+                st.context.push((key.clone(), val.clone()));
+            }
+            k(st, p, true);
+            st.context.truncate(context_len);
+            st.entities.pop();
+            st.literal = inner_literal;
+        });
+    }
+}
+
+/// Matches a number of a `range` list at the slot's start: digits, an
+/// optional minus, and (for lists with fractions) a decimal part, tried
+/// first. The value is the number times the list's multiplier.
+fn range_match(cx: &Cx, range: &RangeDef, at: &SlotAt, st: &mut St, k: K) {
+    let start = at.start;
+    let rest = &cx.bytes[start..];
+    for end in number_readings(rest, range) {
+        let number_text = std::str::from_utf8(&rest[..end])
+            .unwrap_or("")
+            .replace(',', ".");
+        let Ok(number) = number_text.parse::<f64>() else {
+            continue;
+        };
+        if !range_accepts(range, number) {
+            continue;
+        }
+        let value = range_value(number * range.multiplier);
+        let spoken = cx.input.spoken(start, start + end);
+        at.push(st, value, spoken, false);
+        k(st, start + end, false);
+        st.entities.pop();
+    }
+}
+
+/// Where the number at the start of `rest` may end: after its decimal part
+/// (when the range takes fractions and there is one), then after its whole
+/// part. Empty if `rest` does not start with a number.
+fn number_readings(rest: &[u8], range: &RangeDef) -> Vec<usize> {
+    let mut end = 0;
+    if rest.first() == Some(&b'-') {
+        end = 1;
+    }
+    let digits_start = end;
+    while end < rest.len() && rest[end].is_ascii_digit() {
+        end += 1;
+    }
+    if end == digits_start {
+        return Vec::new();
+    }
+    let mut readings = vec![end];
+    if range.fractions > 1
+        && end + 1 < rest.len()
+        && matches!(rest[end], b'.' | b',')
+        && rest[end + 1].is_ascii_digit()
+    {
+        let mut frac_end = end + 1;
+        while frac_end < rest.len() && rest[frac_end].is_ascii_digit() {
+            frac_end += 1;
+        }
+        readings.insert(0, frac_end);
+    }
+    readings
+}
+
+/// A range slot's value as JSON: an integer when it is a whole number that
+/// fits one exactly, else a float (`null` for a number JSON cannot hold).
+fn range_value(scaled: f64) -> Value {
+    if scaled.fract() == 0.0 && scaled.abs() < 9.0e15 {
+        Value::from(scaled as i64)
+    } else {
+        serde_json::Number::from_f64(scaled)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// Matches a wildcard slot: one or more whole words from the slot's start,
+/// shortest first. What the rest of the sentence reaches after it is not
+/// counted as progress (see [`Furthest`]): the wildcard, not the template,
+/// got it there.
+fn wildcard_match(cx: &Cx, at: &SlotAt, st: &mut St, k: K) {
+    let Some(first) = cx.input.token_starting_at(at.start) else {
+        return;
+    };
+    for last in first..cx.input.ends.len() {
+        let end = cx.input.ends[last];
+        let spoken = cx.input.raw[first..=last].join(" ");
+        at.push(st, Value::String(spoken.clone()), spoken, true);
+        st.wildcards += 1;
+        let counting = std::mem::replace(&mut st.furthest.counting, false);
+        k(st, end, true);
+        st.furthest.counting = counting;
+        st.wildcards -= 1;
+        st.entities.pop();
+        if st.steps > STEP_BUDGET {
+            return;
         }
     }
 }
 
-fn range_accepts(range: &super::load::RangeDef, number: f64) -> bool {
+/// Matches a `time: {}` or `date: {}` slot: `parse` reads the next few
+/// words (at most six) in every way it can, and each reading is tried.
+fn builtin_match(
+    cx: &Cx,
+    parse: fn(&[&str]) -> Vec<builtins::Reading>,
+    at: &SlotAt,
+    st: &mut St,
+    k: K,
+) {
+    let Some(first) = cx.input.token_starting_at(at.start) else {
+        return;
+    };
+    let words: Vec<&str> = (first..cx.input.starts.len().min(first + 6))
+        .map(|i| &cx.input.text[cx.input.starts[i]..cx.input.ends[i]])
+        .collect();
+    for reading in parse(&words) {
+        let end = cx.input.ends[first + reading.tokens - 1];
+        let spoken = cx.input.raw[first..first + reading.tokens].join(" ");
+        at.push(st, Value::String(reading.value), spoken, false);
+        k(st, end, true);
+        st.entities.pop();
+    }
+}
+
+fn range_accepts(range: &RangeDef, number: f64) -> bool {
     if !(range.from..=range.to).contains(&number) {
         return false;
     }

@@ -97,11 +97,68 @@ pub fn is_template(text: &str) -> bool {
 }
 
 /// How the items of a group are separated.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 enum Separator {
+    #[default]
     None,
     Alt,
     Perm,
+}
+
+/// A group's items as they are parsed: the branches already ended by a
+/// separator, the one being read, and the literal text not yet pushed as an
+/// item (so that consecutive characters become one `Expr::Text`).
+#[derive(Default)]
+struct GroupBody {
+    /// Branches before the last separator, each already one expression.
+    done: Vec<Expr>,
+    /// Items of the branch being read.
+    items: Vec<Expr>,
+    text: String,
+    separator: Separator,
+}
+
+impl GroupBody {
+    /// Ends the pending literal text, if any, as an item.
+    fn flush(&mut self) {
+        if !self.text.is_empty() {
+            self.items.push(Expr::Text(std::mem::take(&mut self.text)));
+        }
+    }
+
+    /// Adds an item after the text read so far.
+    fn push(&mut self, item: Expr) {
+        self.flush();
+        self.items.push(item);
+    }
+
+    /// Ends the branch being read at a separator; the next one starts empty.
+    fn split(&mut self, separator: Separator) {
+        self.separator = separator;
+        self.flush();
+        let branch = seq(std::mem::take(&mut self.items));
+        self.done.push(branch);
+    }
+
+    /// The group as one expression: its single branch, or its alternatives
+    /// or permutation items.
+    fn finish(mut self) -> Expr {
+        self.flush();
+        let last = seq(self.items);
+        let mut branches = self.done;
+        match self.separator {
+            // No separator was read, so `done` is empty.
+            Separator::None => last,
+            Separator::Alt => {
+                branches.push(last);
+                Expr::Alt(branches)
+            }
+            Separator::Perm => {
+                branches.push(last);
+                Expr::Perm(branches)
+            }
+        }
+    }
 }
 
 /// Groups nested deeper than this are refused: nobody writes them, and the
@@ -135,16 +192,7 @@ impl Parser<'_> {
     /// Parses items until `close` (or the end of the template when `close` is
     /// `None`), splitting on `|` or `;`. Consumes the closing character.
     fn parse_group_body(&mut self, close: Option<(char, usize)>) -> Result<Expr, TemplateError> {
-        let mut branches: Vec<Vec<Expr>> = vec![Vec::new()];
-        let mut separator = Separator::None;
-        let mut text = String::new();
-
-        fn flush(text: &mut String, items: &mut Vec<Expr>) {
-            if !text.is_empty() {
-                items.push(Expr::Text(std::mem::take(text)));
-            }
-        }
-
+        let mut body = GroupBody::default();
         loop {
             let here = self.pos;
             let Some(c) = self.bump() else {
@@ -155,79 +203,29 @@ impl Parser<'_> {
             };
             match c {
                 '\\' => match self.bump() {
-                    Some(escaped) => text.push(escaped),
+                    Some(escaped) => body.text.push(escaped),
                     None => return Err(self.error(here, "a '\\' at the end escapes nothing")),
                 },
                 '(' | '[' => {
-                    flush(&mut text, branches.last_mut().expect("one branch"));
-                    if self.depth >= MAX_DEPTH {
-                        return Err(self.error(
-                            here,
-                            format!("groups are nested more than {MAX_DEPTH} deep"),
-                        ));
-                    }
-                    self.depth += 1;
-                    let inner = self.parse_group_body(Some((c, here)))?;
-                    self.depth -= 1;
-                    let item = if c == '[' {
-                        match inner {
-                            Expr::Alt(mut items) => {
-                                items.push(Expr::Text(String::new()));
-                                Expr::Alt(items)
-                            }
-                            other => Expr::Alt(vec![other, Expr::Text(String::new())]),
-                        }
-                    } else {
-                        inner
-                    };
-                    branches.last_mut().expect("one branch").push(item);
+                    let group = self.parse_group(c, here)?;
+                    body.push(group);
                 }
                 ')' | ']' => {
-                    let expected = close.map(|(open, _)| if open == '(' { ')' } else { ']' });
-                    match (close, expected) {
-                        (Some(_), Some(want)) if want == c => break,
-                        (Some((open, at)), Some(want)) => {
-                            return Err(self.error(
-                                here,
-                                format!(
-                                    "'{c}' closes the '{open}' opened at byte {at}, which needs '{want}'"
-                                ),
-                            ));
-                        }
-                        _ => return Err(self.error(here, format!("'{c}' closes nothing"))),
-                    }
+                    self.check_close(c, here, close)?;
+                    break;
                 }
                 '|' | ';' => {
-                    let this = if c == '|' {
-                        Separator::Alt
-                    } else {
-                        Separator::Perm
-                    };
-                    if c == ';' && close.map(|(open, _)| open) != Some('(') {
-                        return Err(
-                            self.error(here, "';' (permutation) is only allowed inside '(...)'")
-                        );
-                    }
-                    if separator != Separator::None && separator != this {
-                        return Err(self.error(
-                            here,
-                            "a group cannot mix '|' (alternatives) and ';' (permutation)",
-                        ));
-                    }
-                    separator = this;
-                    flush(&mut text, branches.last_mut().expect("one branch"));
-                    branches.push(Vec::new());
+                    let separator = self.separator(c, here, close, body.separator)?;
+                    body.split(separator);
                 }
                 '{' => {
-                    flush(&mut text, branches.last_mut().expect("one branch"));
                     let list = self.parse_list_ref(here)?;
-                    branches.last_mut().expect("one branch").push(list);
+                    body.push(list);
                 }
                 '}' => return Err(self.error(here, "'}' closes nothing")),
                 '<' => {
-                    flush(&mut text, branches.last_mut().expect("one branch"));
                     let rule = self.parse_rule_ref(here)?;
-                    branches.last_mut().expect("one branch").push(rule);
+                    body.push(rule);
                 }
                 '>' => return Err(self.error(here, "'>' closes nothing")),
                 '@' => {
@@ -236,17 +234,78 @@ impl Parser<'_> {
                         "'@' is only allowed at the start of a capture name in '{...}' (write '\\@' for the character)",
                     ));
                 }
-                other => text.push(other),
+                other => body.text.push(other),
             }
         }
-        flush(&mut text, branches.last_mut().expect("one branch"));
+        Ok(body.finish())
+    }
 
-        let mut items: Vec<Expr> = branches.into_iter().map(seq).collect();
-        Ok(match separator {
-            Separator::None => items.pop().expect("one branch"),
-            Separator::Alt => Expr::Alt(items),
-            Separator::Perm => Expr::Perm(items),
+    /// Parses the group `open` (`(` or `[`, at byte `at`) opens, up to and
+    /// including its closing character. An optional `[a]` becomes `(a|)`.
+    fn parse_group(&mut self, open: char, at: usize) -> Result<Expr, TemplateError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error(at, format!("groups are nested more than {MAX_DEPTH} deep")));
+        }
+        self.depth += 1;
+        let inner = self.parse_group_body(Some((open, at)))?;
+        self.depth -= 1;
+        Ok(if open == '[' {
+            match inner {
+                Expr::Alt(mut items) => {
+                    items.push(Expr::Text(String::new()));
+                    Expr::Alt(items)
+                }
+                other => Expr::Alt(vec![other, Expr::Text(String::new())]),
+            }
+        } else {
+            inner
         })
+    }
+
+    /// Checks that `c` (`)` or `]`, at byte `here`) closes the group being
+    /// parsed, `close`: the same kind of bracket, and a group at all.
+    fn check_close(
+        &self,
+        c: char,
+        here: usize,
+        close: Option<(char, usize)>,
+    ) -> Result<(), TemplateError> {
+        let expected = close.map(|(open, _)| if open == '(' { ')' } else { ']' });
+        match (close, expected) {
+            (Some(_), Some(want)) if want == c => Ok(()),
+            (Some((open, at)), Some(want)) => Err(self.error(
+                here,
+                format!("'{c}' closes the '{open}' opened at byte {at}, which needs '{want}'"),
+            )),
+            _ => Err(self.error(here, format!("'{c}' closes nothing"))),
+        }
+    }
+
+    /// The separator `c` (`|` or `;`, at byte `here`) stands for, checked
+    /// against where it is: a `;` only inside `(...)`, and never in a group
+    /// already split by the other one (`so_far`).
+    fn separator(
+        &self,
+        c: char,
+        here: usize,
+        close: Option<(char, usize)>,
+        so_far: Separator,
+    ) -> Result<Separator, TemplateError> {
+        let this = if c == '|' {
+            Separator::Alt
+        } else {
+            Separator::Perm
+        };
+        if c == ';' && close.map(|(open, _)| open) != Some('(') {
+            return Err(self.error(here, "';' (permutation) is only allowed inside '(...)'"));
+        }
+        if so_far != Separator::None && so_far != this {
+            return Err(self.error(
+                here,
+                "a group cannot mix '|' (alternatives) and ';' (permutation)",
+            ));
+        }
+        Ok(this)
     }
 
     fn parse_name(

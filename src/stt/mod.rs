@@ -49,6 +49,7 @@ use crate::intent::grammar::{Grammar, GrammarOptions};
 mod beam;
 mod grammar_decode;
 pub mod model;
+pub mod prompt;
 pub mod shape;
 mod thread;
 mod whisper;
