@@ -34,6 +34,10 @@ pub enum BertError {
     /// A tensor is missing or has the wrong shape.
     #[error("{0}")]
     Weights(String),
+    /// A sequence the model cannot take (empty, or longer than its
+    /// position table).
+    #[error("{0}")]
+    Input(String),
     /// candle refused an operation (or could not read the file).
     #[error("{0}")]
     Candle(#[from] candle_core::Error),
@@ -178,7 +182,7 @@ impl Bert {
             return Ok(Vec::new());
         };
         if len == 0 || len > self.max_positions() {
-            return Err(BertError::Weights(format!(
+            return Err(BertError::Input(format!(
                 "a sequence of {len} tokens (the model takes 1 to {})",
                 self.max_positions()
             )));
