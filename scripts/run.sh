@@ -20,8 +20,10 @@ if [[ $# -eq 0 ]]; then
     set -- run
 fi
 
-# The daemon transcribes with the whisper model: install it when missing.
+# The daemon transcribes with the whisper model, and the NLU fallback
+# embeds sentences with all-MiniLM-L6-v2: install them when missing.
 "$repo_root/scripts/install-model.sh" tiny.en-q8_0
+"$repo_root/scripts/install-model.sh" all-minilm-l6-v2
 
 profile_args=(--release)
 if [[ "${VOICEGATE_PROFILE:-release}" == "debug" ]]; then

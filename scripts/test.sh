@@ -30,11 +30,13 @@ source "$repo_root/scripts/setup.sh"
 step "build: cargo build --all-targets"
 cargo build --all-targets
 
-# The speech tests need the whisper model, and the fallback test base-q8_0;
-# installing is idempotent (a hash check when a model is already there).
-step "models: scripts/install-model.sh tiny.en-q8_0 base-q8_0"
+# The speech tests need the whisper model, the fallback test base-q8_0, and
+# the embedder tests (tests/nlu_embed.rs) all-minilm-l6-v2; installing is
+# idempotent (a hash check when a model is already there).
+step "models: scripts/install-model.sh tiny.en-q8_0 base-q8_0 all-minilm-l6-v2"
 VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" tiny.en-q8_0
 VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" base-q8_0
+VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" all-minilm-l6-v2
 
 # From here on a failing step doesn't stop the others: every suite runs and
 # the script exits non-zero at the end if any of them failed.

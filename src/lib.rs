@@ -21,6 +21,8 @@
 //! - [`audio`]: sources, resampling, endpointing; [`stt`]: whisper on its own
 //!   thread, with its models' install and conversion ([`stt::model`]); [`wakeword`]: the
 //!   two-stage wake word detector and its trainer; [`daemon`]: `voicegate run`.
+//! - [`nlu`]: beyond the templates: the on-device sentence embedder
+//!   ([`nlu::embed`]) the fallback intent recogniser will use.
 //! - [`app`]: what each command does; `main.rs` only parses and calls it.
 
 #![warn(missing_docs)]

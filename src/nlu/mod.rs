@@ -7,6 +7,8 @@
 //!                                  ──slots::find──▶ slots from the intent's own lists and rules
 //! ```
 //!
+//! - [`embed`]: all-MiniLM-L6-v2 on the device (a BERT encoder on candle,
+//!   its own WordPiece tokenizer), the embedder the fallback uses.
 //! - [`examples`]: training sentences from the intent files (template
 //!   expansions, `tests:`, `examples:`).
 //! - [`fallback`]: nearest-intent scoring over sentence embeddings.
@@ -21,6 +23,7 @@
 //! decides what a proposal may do (it never runs a high-stakes action
 //! without the read-back and a "yes").
 
+pub mod embed;
 pub mod examples;
 pub mod fallback;
 pub mod hashed;
@@ -47,9 +50,21 @@ pub enum NluError {
     Model(String),
 }
 
-/// Loads the sentence embedding model the `minilm` fallback uses.
+/// Loads the sentence embedding model the `minilm` fallback uses (from
+/// the models directory; `voicegate models install` puts it there).
 pub fn load_embedder() -> Result<std::sync::Arc<dyn Embedder>, NluError> {
-    Err(NluError::Model(
-        "the MiniLM embedder is not part of this build yet; use fallback = \"hashed\"".into(),
-    ))
+    let model = embed::Embedder::locate().map_err(|e| NluError::Model(e.to_string()))?;
+    Ok(std::sync::Arc::new(model))
+}
+
+impl Embedder for embed::Embedder {
+    fn name(&self) -> &str {
+        "minilm"
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, NluError> {
+        let vectors =
+            embed::Embedder::embed(self, texts).map_err(|e| NluError::Model(e.to_string()))?;
+        Ok(vectors.into_iter().map(|v| v.to_vec()).collect())
+    }
 }

@@ -10,7 +10,7 @@
 
 /// The models `scripts/test.sh` installs (`scripts/install-model.sh`).
 #[allow(dead_code)]
-pub const INSTALLED_BY_SETUP: [&str; 2] = ["tiny.en-q8_0", "base-q8_0"];
+pub const INSTALLED_BY_SETUP: [&str; 3] = ["tiny.en-q8_0", "base-q8_0", "all-minilm-l6-v2"];
 
 /// True under CI (`CI=true`, as GitHub Actions and our `.ci/run` set it).
 pub fn under_ci() -> bool {

