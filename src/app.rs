@@ -639,6 +639,14 @@ fn eval_nlu(settings: &Settings, args: NluArgs, out: &mut dyn Write) -> Result<i
         }
         results.push(result);
     }
+    if let Some(path) = &args.lines {
+        let text: String = results
+            .iter()
+            .filter_map(|r| serde_json::to_string(r).ok())
+            .map(|line| line + "\n")
+            .collect();
+        std::fs::write(path, text).map_err(AppError::Output)?;
+    }
     let report = nlu::summarise(&results, &map, unknown);
     if settings.json {
         writeln!(

@@ -217,6 +217,10 @@ pub struct NluArgs {
     /// line that met anything but "no template matches"), with what happened.
     #[arg(long)]
     pub verbose: bool,
+    /// Also write every line's result, one JSON object per line (with the
+    /// fallback's score: what the thresholds are calibrated on).
+    #[arg(long, value_name = "FILE")]
+    pub lines: Option<PathBuf>,
 }
 
 /// `voicegate eval speech-to-intent`

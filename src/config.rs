@@ -40,9 +40,9 @@
 //!                                    # voicegate's own sounds (room echo, buffering)
 //!
 //! [understanding]                   # what no template matches (src/nlu)
-//! fallback = "hashed"                # "minilm", "hashed" or "off"
-//! out_of_scope = 0.5                 # below: "Sorry, I can't help with that"
-//! sure = 0.8                         # below: a low-stakes reading is asked first
+//! fallback = "minilm"                # "minilm" (installed by `models install`), "hashed" or "off"
+//! out_of_scope = 0.65                # below: "Sorry, I can't help with that"
+//! sure = 0.70                        # below: a low-stakes reading is asked first
 //!
 //! [wakeword]
 //! ack_command = "aplay ding.wav"     # plays on wake; default: a short bundled chime; "none"

@@ -71,6 +71,7 @@ use crate::actions::music::{MpdConfig, MpdPlayer, MusicCommand, MusicPlayer};
 use crate::audit::{AuditError, AuditEvent, AuditLog, AuditOutcome};
 use crate::gate::{ConfirmedAction, Facts, Gate, GateConfig, Output, PinLock, Utterance};
 use crate::intent::{By, IntentSet, NotUnderstood, Risk};
+use crate::nlu::cache::EmbeddingCache;
 use crate::nlu::{Embedder, FallbackModel, FallbackSettings, NluError, Understander};
 use crate::request::kind::Family;
 use crate::request::{ActionKind, ActionRequest, IdempotencyKey, Outcome};
@@ -767,6 +768,8 @@ pub struct Pipeline {
     understanding: FallbackSettings,
     /// The loaded embedding model, when the fallback uses one.
     embedder: Option<Arc<dyn Embedder>>,
+    /// Its training sentences' vectors, kept between starts.
+    vector_cache: EmbeddingCache,
     context: Map<String, Value>,
     gate: Gate,
     audit: Result<AuditLog, AuditError>,
@@ -826,20 +829,27 @@ impl Pipeline {
         // An audit log that cannot be opened does not stop low-stakes
         // commands; high-stakes ones are refused while it is unavailable.
         let audit = AuditLog::open(&config.audit_db);
-        let embedder = match config.understanding.model {
+        let (embedder, mut vector_cache) = match config.understanding.model {
             FallbackModel::Minilm => {
-                Some(crate::nlu::load_embedder().map_err(PipelineError::Understanding)?)
+                let (e, c) = crate::nlu::load_embedder().map_err(PipelineError::Understanding)?;
+                (Some(e), c)
             }
-            FallbackModel::Hashed | FallbackModel::Off => None,
+            FallbackModel::Hashed | FallbackModel::Off => (None, EmbeddingCache::default()),
         };
-        let understander = train(&intents, config.understanding, embedder.clone())
-            .map_err(PipelineError::Understanding)?;
+        let understander = train(
+            &intents,
+            config.understanding,
+            embedder.clone(),
+            &mut vector_cache,
+        )
+        .map_err(PipelineError::Understanding)?;
         Ok(Pipeline {
             _lock: lock,
             intents,
             understander,
             understanding: config.understanding,
             embedder,
+            vector_cache,
             context: Map::new(),
             gate,
             audit,
@@ -943,7 +953,12 @@ impl Pipeline {
     /// A pending request whose intent was removed or changed is cancelled.
     pub fn set_intents(&mut self, intents: IntentSet, now: DateTime<Utc>) -> Vec<Event> {
         let outputs = self.gate.intents_changed(&intents);
-        let trained = train(&intents, self.understanding, self.embedder.clone());
+        let trained = train(
+            &intents,
+            self.understanding,
+            self.embedder.clone(),
+            &mut self.vector_cache,
+        );
         self.intents = intents;
         let mut events = self.apply(outputs, now);
         match trained {
@@ -1387,20 +1402,25 @@ impl Pipeline {
 }
 
 /// The fallback recogniser for `intents` per `settings` (`None`: off).
+/// New training vectors are saved in `cache`; failing to save them only
+/// costs time at the next start.
 fn train(
     intents: &IntentSet,
     settings: FallbackSettings,
     embedder: Option<Arc<dyn Embedder>>,
+    cache: &mut EmbeddingCache,
 ) -> Result<Option<Understander>, NluError> {
-    match settings.model {
-        FallbackModel::Off => Ok(None),
-        FallbackModel::Hashed => Understander::train(intents, None, settings.thresholds).map(Some),
+    let understander = match settings.model {
+        FallbackModel::Off => return Ok(None),
+        FallbackModel::Hashed => Understander::train(intents, None, settings.thresholds)?,
         FallbackModel::Minilm => {
             let embedder = embedder
                 .ok_or_else(|| NluError::Model("the MiniLM embedder is not loaded".into()))?;
-            Understander::train(intents, Some(embedder), settings.thresholds).map(Some)
+            Understander::train_cached(intents, Some(embedder), settings.thresholds, Some(cache))?
         }
-    }
+    };
+    let _ = cache.save();
+    Ok(Some(understander))
 }
 
 /// What voicegate says when it understood nothing.

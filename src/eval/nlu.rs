@@ -352,6 +352,13 @@ pub struct LineResult {
     pub high_stakes_unconfirmed: bool,
     /// The pipeline's time to handle the line, ms.
     pub latency_ms: f64,
+    /// How the first intent was reached (`template`, `fallback`), if one was.
+    pub by: Option<String>,
+    /// The fallback's score: of its reading, or of the nearest intent of
+    /// an out-of-scope answer (for calibrating the thresholds).
+    pub score: Option<f64>,
+    /// The nearest intent of an out-of-scope answer.
+    pub nearest: Option<String>,
 }
 
 /// Events that mean an action ran or was attempted.
@@ -391,7 +398,15 @@ pub fn score(
         .any(|e| RAN_EVENTS.iter().any(|n| e["event"] == *n) && e["risk"] == "high");
     let labelled = per_slot.len();
     let found = per_slot.iter().filter(|(_, f)| *f).count();
+    let out_of_scope = events
+        .iter()
+        .find(|e| e["event"] == "not_understood" && e["why"]["reason"] == "out_of_scope");
     LineResult {
+        by: first_intent.and_then(|e| e["by"].as_str().map(str::to_string)),
+        score: first_intent
+            .and_then(|e| e["score"].as_f64())
+            .or_else(|| out_of_scope.and_then(|e| e["why"]["score"].as_f64())),
+        nearest: out_of_scope.and_then(|e| e["why"]["nearest"].as_str().map(str::to_string)),
         text: line.text.clone(),
         intent: line.intent.clone(),
         in_scope: expected.is_some(),

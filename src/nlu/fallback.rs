@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::cache::EmbeddingCache;
 use super::examples::{Example, Source};
 use super::{Embedder, NluError};
 
@@ -62,16 +63,21 @@ impl std::fmt::Debug for Fallback {
 const NEAREST: usize = 5;
 
 impl Fallback {
-    /// Embeds every training sentence.
+    /// Embeds every training sentence (through `cache` when given: only
+    /// sentences it does not hold are embedded).
     pub fn train(
         examples: Vec<Example>,
         embedder: Arc<dyn Embedder>,
+        cache: Option<&mut EmbeddingCache>,
     ) -> Result<Fallback, NluError> {
         let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-        let mut vectors = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(64) {
-            vectors.extend(embedder.embed(chunk)?.iter().map(|v| sparse(v)));
-        }
+        let mut own = EmbeddingCache::default();
+        let cache = cache.unwrap_or(&mut own);
+        let vectors = cache
+            .embed(embedder.as_ref(), &texts)?
+            .iter()
+            .map(|v| sparse(v))
+            .collect();
         Ok(Fallback {
             embedder,
             examples,
@@ -168,7 +174,7 @@ mod tests {
         ];
         let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
         let embedder = Arc::new(HashedEmbedder::fit(&texts));
-        let fallback = Fallback::train(examples, embedder).expect("train");
+        let fallback = Fallback::train(examples, embedder, None).expect("train");
         let r = fallback
             .read("i need a timer")
             .expect("read")

@@ -7,6 +7,7 @@
 //!                                  ──slots::find──▶ slots from the intent's own lists and rules
 //! ```
 //!
+//! - [`cache`]: the training sentences' vectors on disk between starts.
 //! - [`embed`]: all-MiniLM-L6-v2 on the device (a BERT encoder on candle,
 //!   its own WordPiece tokenizer), the embedder the fallback uses.
 //! - [`examples`]: training sentences from the intent files (template
@@ -23,6 +24,7 @@
 //! decides what a proposal may do (it never runs a high-stakes action
 //! without the read-back and a "yes").
 
+pub mod cache;
 pub mod embed;
 pub mod examples;
 pub mod fallback;
@@ -51,10 +53,18 @@ pub enum NluError {
 }
 
 /// Loads the sentence embedding model the `minilm` fallback uses (from
-/// the models directory; `voicegate models install` puts it there).
-pub fn load_embedder() -> Result<std::sync::Arc<dyn Embedder>, NluError> {
-    let model = embed::Embedder::locate().map_err(|e| NluError::Model(e.to_string()))?;
-    Ok(std::sync::Arc::new(model))
+/// the models directory; `voicegate models install` puts it there), with
+/// the cache of its training vectors kept beside it.
+pub fn load_embedder() -> Result<(std::sync::Arc<dyn Embedder>, cache::EmbeddingCache), NluError> {
+    let hint = |e: String| {
+        NluError::Model(format!(
+            "{e} (or set [understanding] fallback = \"hashed\" or \"off\" in voicegate.toml)"
+        ))
+    };
+    let dir = crate::stt::model::locate_embedder().map_err(|e| hint(e.to_string()))?;
+    let model = embed::Embedder::load(&dir).map_err(|e| hint(e.to_string()))?;
+    let cache = cache::EmbeddingCache::open(&dir.join("training-vectors.cache"));
+    Ok((std::sync::Arc::new(model), cache))
 }
 
 impl Embedder for embed::Embedder {
