@@ -46,7 +46,7 @@
 //! fresh key.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, RwLock, mpsc};
 use std::thread;
 
 use chrono::{DateTime, Local, Utc};
@@ -56,6 +56,7 @@ use serde_json::{Map, Value};
 
 use crate::actions::alarms::{self, Schedule};
 use crate::actions::handlers::Handlers;
+use crate::actions::info::{self, About};
 use crate::actions::music::{MpdConfig, MpdPlayer, MusicCommand, MusicPlayer};
 use crate::audit::{AuditError, AuditEvent, AuditLog, AuditOutcome};
 use crate::gate::{ConfirmedAction, Facts, Gate, GateConfig, Output, PinLock, Utterance};
@@ -347,6 +348,7 @@ impl Executor {
         state_db: PathBuf,
         handlers: Handlers,
         mpd: MpdConfig,
+        about: Arc<RwLock<About>>,
     ) -> Result<Executor, PipelineError> {
         let schedule = Schedule::open(&state_db)?;
         let (jobs, rx) = mpsc::sync_channel::<Job>(16);
@@ -357,7 +359,7 @@ impl Executor {
                 for job in rx {
                     match job {
                         Job::Low(request, reply) => {
-                            let outcome = run_low(&request, &schedule, &mpd, &mut music);
+                            let outcome = run_low(&request, &schedule, &mpd, &mut music, &about);
                             let _ = reply.send(outcome);
                         }
                         Job::High(action, key, reply) => {
@@ -403,6 +405,7 @@ fn run_low(
     schedule: &Schedule,
     mpd: &MpdConfig,
     music: &mut Option<MpdPlayer>,
+    about: &RwLock<About>,
 ) -> Outcome {
     let nothing_can = || Outcome::Failed {
         error: format!("nothing here can run '{}'", request.kind_str()),
@@ -417,6 +420,12 @@ fn run_low(
             message: "OK.".into(),
             detail: Value::Null,
         },
+        Family::Info => {
+            let about = about
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            info::answer(kind, &request.slots, &about, Local::now().naive_local())
+        }
         // High-stakes kinds run only as a ConfirmedAction; the gate's
         // replies are never run.
         Family::Purchase | Family::Booking | Family::Gate => nothing_can(),
@@ -637,6 +646,9 @@ pub struct Pipeline {
     /// The PIN lockout as last saved.
     saved_lock: PinLock,
     executor: Executor,
+    /// What the answers about voicegate itself say, from the intents;
+    /// shared with the executor thread and replaced with the intents.
+    about: Arc<RwLock<About>>,
 }
 
 impl Pipeline {
@@ -663,10 +675,12 @@ impl Pipeline {
         })?;
         let mut gate = Gate::new(config.gate);
         gate.restore_pin_lock(saved_lock);
+        let about = Arc::new(RwLock::new(About::from_intents(&intents)));
         let executor = Executor::start(
             config.state_db.clone(),
             config.handlers.clone(),
             config.mpd.clone(),
+            Arc::clone(&about),
         )?;
         // An audit log that cannot be opened does not stop low-stakes
         // commands; high-stakes ones are refused while it is unavailable.
@@ -680,6 +694,7 @@ impl Pipeline {
             journal,
             saved_lock,
             executor,
+            about,
         })
     }
 
@@ -687,6 +702,11 @@ impl Pipeline {
     /// A pending request whose intent was removed or changed is cancelled.
     pub fn set_intents(&mut self, intents: IntentSet, now: DateTime<Utc>) -> Vec<Event> {
         let outputs = self.gate.intents_changed(&intents);
+        let about = About::from_intents(&intents);
+        *self
+            .about
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = about;
         self.intents = intents;
         self.apply(outputs, now)
     }

@@ -47,6 +47,9 @@ use matcher::{Hit, Input};
 pub struct IntentSet {
     defs: Definitions,
     graph: Graph,
+    /// The lists the caller supplied (the purchase catalogue), which take
+    /// precedence over the files' own.
+    extra_lists: HashMap<String, ListDef>,
 }
 
 /// How to choose among several matches.
@@ -211,7 +214,15 @@ impl IntentSet {
             (&a.file, a.line, a.col, &a.message).cmp(&(&b.file, b.line, b.col, &b.message))
         });
         diags.dedup();
-        (IntentSet { defs, graph }, diags)
+        let extra_lists = extra_lists.clone();
+        (
+            IntentSet {
+                defs,
+                graph,
+                extra_lists,
+            },
+            diags,
+        )
     }
 
     /// Reads every intent file under `dir` (or the one file `dir`) and builds the set.
@@ -232,6 +243,35 @@ impl IntentSet {
     /// The definitions the set was built from.
     pub fn definitions(&self) -> &Definitions {
         &self.defs
+    }
+
+    /// The values a closed list produces (its `out`s, or the words as
+    /// written when a value has none), in order, each once: what "I can
+    /// order: …" names. Empty for an unknown list or one that is not a
+    /// closed set of values.
+    pub fn list_values(&self, name: &str) -> Vec<String> {
+        let def = match self.extra_lists.get(name) {
+            Some(def) => def,
+            None => match self.defs.lists.get(name) {
+                Some(list) => &list.def,
+                None => return Vec::new(),
+            },
+        };
+        let ListDef::Values(values) = def else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = Vec::new();
+        for value in values {
+            let text = match &value.out {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => value.spoken_text.clone(),
+            };
+            if !out.contains(&text) {
+                out.push(text);
+            }
+        }
+        out
     }
 
     /// Intent metadata, in definition order.
