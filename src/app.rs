@@ -50,10 +50,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
     }
 }
 
-/// Loads the intents for use: errors refuse to start (we never run a
-/// half-understood set of intents); warnings go to stderr.
-pub fn load_intents(dir: &Path) -> Result<IntentSet, AppError> {
-    load_intents_with(dir, &HashMap::new())
+/// Loads the configured intents for use, with the catalogue's products:
+/// errors refuse to start (we never run a half-understood set of intents);
+/// warnings go to stderr.
+pub fn load_intents(settings: &Settings) -> Result<IntentSet, AppError> {
+    load_intents_with(&settings.intents_dir, &settings.intent_lists())
 }
 
 fn load_intents_with(dir: &Path, lists: &HashMap<String, ListDef>) -> Result<IntentSet, AppError> {
@@ -83,16 +84,21 @@ fn parse_context(pairs: &[String]) -> Result<Map<String, Value>, AppError> {
     Ok(map)
 }
 
-fn fixture_lists(fixtures: Option<&Path>) -> Result<HashMap<String, ListDef>, AppError> {
-    let Some(path) = fixtures else {
-        return Ok(HashMap::new());
-    };
-    Ok(suite::read_fixture_lists(path)?)
+/// The catalogue's lists, and a fixtures file's (which win) if given.
+fn fixture_lists(
+    settings: &Settings,
+    fixtures: Option<&Path>,
+) -> Result<HashMap<String, ListDef>, AppError> {
+    let mut lists = settings.intent_lists();
+    if let Some(path) = fixtures {
+        lists.extend(suite::read_fixture_lists(path)?);
+    }
+    Ok(lists)
 }
 
 fn check(settings: &Settings, args: CheckArgs, out: &mut dyn Write) -> Result<i32, AppError> {
     let dir = args.dir.unwrap_or_else(|| settings.intents_dir.clone());
-    let lists = fixture_lists(args.fixtures.as_deref())?;
+    let lists = fixture_lists(settings, args.fixtures.as_deref())?;
     let (set, diags) = IntentSet::load_path(&dir, &lists)?;
     let errors = diags.iter().filter(|d| d.is_error()).count();
     let warnings = diags.len() - errors;
@@ -206,7 +212,7 @@ fn test(settings: &Settings, args: TestArgs, out: &mut dyn Write) -> Result<i32,
                 .dir
                 .clone()
                 .unwrap_or_else(|| settings.intents_dir.clone());
-            let set = load_intents(&dir)?;
+            let set = load_intents_with(&dir, &settings.intent_lists())?;
             suite::run_own_tests(&set)
         }
     };
@@ -217,7 +223,7 @@ fn test(settings: &Settings, args: TestArgs, out: &mut dyn Write) -> Result<i32,
 fn explain(settings: &Settings, args: ExplainArgs, out: &mut dyn Write) -> Result<i32, AppError> {
     let set = load_intents_with(
         &settings.intents_dir,
-        &fixture_lists(args.fixtures.as_deref())?,
+        &fixture_lists(settings, args.fixtures.as_deref())?,
     )?;
     let context = parse_context(&args.context)?;
     let result = set.recognize(&args.text, &context);
@@ -318,7 +324,7 @@ fn describe(why: &crate::intent::NotUnderstood) -> String {
 }
 
 fn pipeline(settings: &Settings) -> Result<Pipeline, AppError> {
-    let intents = load_intents(&settings.intents_dir)?;
+    let intents = load_intents(settings)?;
     Ok(Pipeline::start(
         intents,
         PipelineConfig::from_settings(settings),
@@ -516,7 +522,7 @@ fn load_engine(
 }
 
 fn run_daemon(settings: &Settings, args: RunArgs, out: &mut dyn Write) -> Result<i32, AppError> {
-    let intents = load_intents(&settings.intents_dir)?;
+    let intents = load_intents(settings)?;
     let sound = |flag: Option<&String>, setting: &crate::config::Sound| match flag {
         Some(text) => crate::config::Sound::from_setting(Some(text)),
         None => setting.clone(),
@@ -635,7 +641,7 @@ fn transcribe(
     out: &mut dyn Write,
 ) -> Result<i32, AppError> {
     use crate::stt::Transcriber;
-    let intents = load_intents(&settings.intents_dir)?;
+    let intents = load_intents(settings)?;
     let mut engine = load_engine(&intents, &args.speech)?;
     let samples = crate::audio::read_wav_mono_16k(&args.file, crate::audio::WavAccept::Any)
         .map_err(|e| AppError::Usage(e.to_string()))?;
@@ -662,7 +668,7 @@ fn transcribe(
 }
 
 fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Result<i32, AppError> {
-    let intents = load_intents(&settings.intents_dir)?;
+    let intents = load_intents(settings)?;
     let mut engine = load_engine(&intents, &args.speech)?;
     let mut labels =
         crate::eval::read_labels(&args.labels).map_err(|e| AppError::Usage(e.to_string()))?;

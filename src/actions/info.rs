@@ -17,12 +17,10 @@ use chrono::{Datelike, NaiveDateTime};
 use serde_json::{Map, Value, json};
 
 use super::alarms::{MONTH_NAMES, WEEKDAY_NAMES, join_and, speak_clock};
+use crate::catalogue::PRODUCT_LIST;
 use crate::intent::IntentSet;
 use crate::request::Outcome;
 use crate::request::kind::{ActionKind, Family};
-
-/// The list whose values are what can be ordered (the catalogue).
-pub const PRODUCT_LIST: &str = "purchase_product";
 
 /// How many products "I can order: …" names before "and N more".
 const PRODUCTS_SAID: usize = 5;

@@ -321,7 +321,12 @@ async fn coordinate(
     // The transcription thread, for the coordinator too (a reload swaps
     // its grammar); `None` with typed input.
     let stt_handle: Option<Arc<SttThread>> = audio.as_ref().map(|a| Arc::clone(&a.stt));
-    spawn_reload(settings.intents_dir.clone(), grammar, tx.clone())?;
+    spawn_reload(
+        settings.intents_dir.clone(),
+        settings.intent_lists(),
+        grammar,
+        tx.clone(),
+    )?;
 
     let pipeline = Pipeline::start(intents, PipelineConfig::from_settings(settings))?;
     let gate = GateThread::start(pipeline)?;
@@ -1181,6 +1186,7 @@ mod tests {
             tts: crate::config::Sound::Silent,
             wake_words: Vec::new(),
             ack: crate::config::Sound::Default,
+            catalogue: crate::catalogue::Catalogue::example().expect("the example catalogue"),
         }
     }
 
@@ -1313,7 +1319,13 @@ intents:
         assert!(!template.grammar.accepts("water the garden"));
 
         let (tx, mut rx) = mpsc::channel::<Input>(4);
-        spawn_reload(dir.path().to_path_buf(), Some(template), tx).expect("reload thread");
+        spawn_reload(
+            dir.path().to_path_buf(),
+            Default::default(),
+            Some(template),
+            tx,
+        )
+        .expect("reload thread");
         std::fs::write(dir.path().join("garden.yaml"), GARDEN).expect("new intent file");
         match next_reload(&mut rx) {
             Input::Reload(set, Some(grammar)) => {
@@ -1334,7 +1346,8 @@ intents:
     fn a_reload_without_a_grammar_in_use_carries_none() {
         let dir = intent_dir();
         let (tx, mut rx) = mpsc::channel::<Input>(4);
-        spawn_reload(dir.path().to_path_buf(), None, tx).expect("reload thread");
+        spawn_reload(dir.path().to_path_buf(), Default::default(), None, tx)
+            .expect("reload thread");
         std::fs::write(dir.path().join("garden.yaml"), GARDEN).expect("new intent file");
         match next_reload(&mut rx) {
             Input::Reload(set, None) => assert!(set.intent("WaterPlants").is_some()),

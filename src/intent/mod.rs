@@ -47,9 +47,6 @@ use matcher::{Hit, Input};
 pub struct IntentSet {
     defs: Definitions,
     graph: Graph,
-    /// The lists the caller supplied (the purchase catalogue), which take
-    /// precedence over the files' own.
-    extra_lists: HashMap<String, ListDef>,
 }
 
 /// How to choose among several matches.
@@ -207,22 +204,27 @@ impl IntentSet {
         files: Vec<SourceFile>,
         extra_lists: &HashMap<String, ListDef>,
     ) -> (IntentSet, Vec<Diagnostic>) {
-        let (defs, mut diags) = load::load(files);
+        let (mut defs, mut diags) = load::load(files);
         let (graph, more) = compile::compile(&defs, extra_lists);
+        // The caller's lists (the purchase catalogue) replace the files'
+        // own of the same name in the definitions too, so everything built
+        // from them (the speech grammar, `list_values`) sees what the
+        // matcher matches.
+        for (name, def) in extra_lists {
+            defs.lists.insert(
+                name.clone(),
+                load::NamedList {
+                    def: def.clone(),
+                    origin: load::Origin::default(),
+                },
+            );
+        }
         diags.extend(more);
         diags.sort_by(|a, b| {
             (&a.file, a.line, a.col, &a.message).cmp(&(&b.file, b.line, b.col, &b.message))
         });
         diags.dedup();
-        let extra_lists = extra_lists.clone();
-        (
-            IntentSet {
-                defs,
-                graph,
-                extra_lists,
-            },
-            diags,
-        )
+        (IntentSet { defs, graph }, diags)
     }
 
     /// Reads every intent file under `dir` (or the one file `dir`) and builds the set.
@@ -250,14 +252,7 @@ impl IntentSet {
     /// order: …" names. Empty for an unknown list or one that is not a
     /// closed set of values.
     pub fn list_values(&self, name: &str) -> Vec<String> {
-        let def = match self.extra_lists.get(name) {
-            Some(def) => def,
-            None => match self.defs.lists.get(name) {
-                Some(list) => &list.def,
-                None => return Vec::new(),
-            },
-        };
-        let ListDef::Values(values) = def else {
+        let Some(ListDef::Values(values)) = self.defs.lists.get(name).map(|l| &l.def) else {
             return Vec::new();
         };
         let mut out: Vec<String> = Vec::new();
