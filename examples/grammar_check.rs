@@ -10,8 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Some((dir, sentences)) = args.split_first() else {
         return Err("usage: grammar_check INTENTS_DIR SENTENCE...".into());
     };
-    let (set, _) =
-        voicegate::intent::IntentSet::load_path(&PathBuf::from(dir), &Default::default())?;
+    // The shipped intents take their products from the purchase catalogue.
+    let lists = voicegate::catalogue::Catalogue::example()?.lists();
+    let (set, _) = voicegate::intent::IntentSet::load_path(&PathBuf::from(dir), &lists)?;
     let grammar = Grammar::build(
         set.definitions(),
         &GrammarOptions {

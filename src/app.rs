@@ -51,10 +51,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
     }
 }
 
-/// Loads the intents for use: errors refuse to start (we never run a
-/// half-understood set of intents); warnings go to stderr.
-pub fn load_intents(dir: &Path) -> Result<IntentSet, AppError> {
-    load_intents_with(dir, &HashMap::new())
+/// Loads the configured intents for use, with the catalogue's products:
+/// errors refuse to start (we never run a half-understood set of intents);
+/// warnings go to stderr.
+pub fn load_intents(settings: &Settings) -> Result<IntentSet, AppError> {
+    load_intents_with(&settings.intents_dir, &settings.intent_lists())
 }
 
 fn load_intents_with(dir: &Path, lists: &HashMap<String, ListDef>) -> Result<IntentSet, AppError> {
@@ -84,16 +85,21 @@ fn parse_context(pairs: &[String]) -> Result<Map<String, Value>, AppError> {
     Ok(map)
 }
 
-fn fixture_lists(fixtures: Option<&Path>) -> Result<HashMap<String, ListDef>, AppError> {
-    let Some(path) = fixtures else {
-        return Ok(HashMap::new());
-    };
-    Ok(suite::read_fixture_lists(path)?)
+/// The catalogue's lists, and a fixtures file's (which win) if given.
+fn fixture_lists(
+    settings: &Settings,
+    fixtures: Option<&Path>,
+) -> Result<HashMap<String, ListDef>, AppError> {
+    let mut lists = settings.intent_lists();
+    if let Some(path) = fixtures {
+        lists.extend(suite::read_fixture_lists(path)?);
+    }
+    Ok(lists)
 }
 
 fn check(settings: &Settings, args: CheckArgs, out: &mut dyn Write) -> Result<i32, AppError> {
     let dir = args.dir.unwrap_or_else(|| settings.intents_dir.clone());
-    let lists = fixture_lists(args.fixtures.as_deref())?;
+    let lists = fixture_lists(settings, args.fixtures.as_deref())?;
     let (set, diags) = IntentSet::load_path(&dir, &lists)?;
     let errors = diags.iter().filter(|d| d.is_error()).count();
     let warnings = diags.len() - errors;
@@ -207,7 +213,7 @@ fn test(settings: &Settings, args: TestArgs, out: &mut dyn Write) -> Result<i32,
                 .dir
                 .clone()
                 .unwrap_or_else(|| settings.intents_dir.clone());
-            let set = load_intents(&dir)?;
+            let set = load_intents_with(&dir, &settings.intent_lists())?;
             suite::run_own_tests(&set)
         }
     };
@@ -218,7 +224,7 @@ fn test(settings: &Settings, args: TestArgs, out: &mut dyn Write) -> Result<i32,
 fn explain(settings: &Settings, args: ExplainArgs, out: &mut dyn Write) -> Result<i32, AppError> {
     let set = load_intents_with(
         &settings.intents_dir,
-        &fixture_lists(args.fixtures.as_deref())?,
+        &fixture_lists(settings, args.fixtures.as_deref())?,
     )?;
     let context = parse_context(&args.context)?;
     let result = set.recognize(&args.text, &context);
@@ -322,7 +328,7 @@ fn describe(why: &crate::intent::NotUnderstood) -> String {
 }
 
 fn pipeline(settings: &Settings) -> Result<Pipeline, AppError> {
-    let intents = load_intents(&settings.intents_dir)?;
+    let intents = load_intents(settings)?;
     Ok(Pipeline::start(
         intents,
         PipelineConfig::from_settings(settings),
@@ -430,7 +436,7 @@ fn load_engine(
 /// `voicegate run`: the flags applied onto the settings, then the daemon.
 fn run_daemon(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> Result<i32, AppError> {
     let settings = settings.clone().with_run_flags(args);
-    let intents = load_intents(&settings.intents_dir)?;
+    let intents = load_intents(&settings)?;
     crate::daemon::run(&settings, intents, out)
 }
 
@@ -440,7 +446,7 @@ fn transcribe(
     out: &mut dyn Write,
 ) -> Result<i32, AppError> {
     use crate::stt::Transcriber;
-    let intents = load_intents(&settings.intents_dir)?;
+    let intents = load_intents(settings)?;
     let mut engine = load_engine(&intents, &args.speech)?;
     let samples = crate::audio::read_wav_mono_16k(&args.file, crate::audio::WavAccept::Any)
         .map_err(|e| AppError::Usage(e.to_string()))?;
@@ -467,7 +473,7 @@ fn transcribe(
 }
 
 fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Result<i32, AppError> {
-    let intents = load_intents(&settings.intents_dir)?;
+    let intents = load_intents(settings)?;
     let mut engine = load_engine(&intents, &args.speech)?;
     let mut labels =
         crate::eval::read_labels(&args.labels).map_err(|e| AppError::Usage(e.to_string()))?;
@@ -569,7 +575,7 @@ fn eval_nlu(settings: &Settings, args: NluArgs, out: &mut dyn Write) -> Result<i
     use crate::eval::nlu;
     use crate::pipeline::Execution;
     let usage = |e: nlu::NluEvalError| AppError::Usage(e.to_string());
-    let intents = load_intents(&settings.intents_dir)?;
+    let intents = load_intents(settings)?;
     let map = nlu::NameMap::read(&args.map).map_err(usage)?;
     let lines = nlu::read_lines(&args.file, args.split.as_deref(), args.limit).map_err(usage)?;
     let mut unknown: Vec<String> = map

@@ -18,6 +18,10 @@
 //! daily_spend_cap = "50.00 USD"      # with a cap, unpriced purchases are refused
 //! allow_unpriced_purchases = false   # ... unless this says otherwise
 //!
+//! [purchases]
+//! catalogue = "catalogue.toml"       # what can be ordered: names, synonyms, prices
+//!                                    # (default: the shipped example, unpriced)
+//!
 //! [prices]                           # unit prices: by `item`, or by `drink` /
 //! "AA batteries" = "4.99 USD"        #   "size drink"; in the cap's currency
 //! "latte" = "4.50 USD"
@@ -62,6 +66,7 @@ use crate::actions::handlers::Handlers;
 use crate::actions::music::{MpdAddress, MpdConfig};
 use crate::audio::AudioInput;
 use crate::cli::{GlobalArgs, RunArgs, SpeechArgs};
+use crate::catalogue::{Catalogue, CatalogueError};
 use crate::gate::{GateConfig, Money, PinHash};
 use crate::intent::IntentSet;
 use crate::intent::grammar::GrammarOptions;
@@ -87,6 +92,9 @@ pub enum ConfigError {
         /// What is wrong (with line and column when the parser knows them).
         message: String,
     },
+    /// The purchase catalogue it names is unreadable or wrong.
+    #[error(transparent)]
+    Catalogue(#[from] CatalogueError),
 }
 
 /// The config file as written.
@@ -99,6 +107,8 @@ struct FileConfig {
     gate: GateSection,
     #[serde(default)]
     prices: BTreeMap<String, String>,
+    #[serde(default)]
+    purchases: PurchasesSection,
     #[serde(default)]
     handlers: Option<Handlers>,
     #[serde(default)]
@@ -157,6 +167,12 @@ struct GateSection {
     daily_spend_cap: Option<String>,
     currency: Option<String>,
     allow_unpriced_purchases: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurchasesSection {
+    catalogue: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,6 +240,9 @@ pub struct Settings {
     pub speech: SpeechSettings,
     /// The fallback recogniser for what no template matches.
     pub understanding: crate::nlu::FallbackSettings,
+    /// What can be ordered (`[purchases] catalogue`, or the shipped
+    /// example without prices); its prices are in `gate.prices`.
+    pub catalogue: Catalogue,
 }
 
 /// How `voicegate run` listens and speaks: the config's `[speech]` and
@@ -489,7 +508,15 @@ impl Settings {
             .or_else(|| file.data_dir.map(|p| expand_home(&base.join(p))))
             .unwrap_or_else(default_data_dir);
 
-        let gate = gate_config(&file.gate, &file.prices, args.confirm_timeout, &invalid)?;
+        let mut gate = gate_config(&file.gate, &file.prices, args.confirm_timeout, &invalid)?;
+        let catalogue = match &file.purchases.catalogue {
+            Some(relative) => {
+                let currency = file.gate.currency.as_deref().unwrap_or("USD");
+                Catalogue::load(&base.join(relative), currency)?
+            }
+            None => Catalogue::example()?,
+        };
+        add_catalogue_prices(&mut gate, &catalogue, &invalid)?;
         let mut mpd = MpdConfig::default();
         if let Some(address) = &file.music.mpd {
             mpd.address =
@@ -537,7 +564,13 @@ impl Settings {
                 ..SpeechSettings::default()
             },
             understanding: understanding(&file.understanding).map_err(invalid)?,
+            catalogue,
         })
+    }
+
+    /// The lists the intents are built with: the catalogue's products.
+    pub fn intent_lists(&self) -> std::collections::HashMap<String, crate::intent::ListDef> {
+        self.catalogue.lists()
     }
 
     /// These settings with `voicegate run`'s flags applied (see
@@ -574,6 +607,37 @@ fn understanding(u: &UnderstandingSection) -> Result<crate::nlu::FallbackSetting
         ));
     }
     Ok(crate::nlu::FallbackSettings { model, thresholds })
+}
+
+/// Adds the catalogue's prices to the gate's (`[prices]` ones are there
+/// already). An item priced in both is an error rather than a silent
+/// choice; prices follow the spend cap's currency, as `[prices]` do.
+fn add_catalogue_prices(
+    gate: &mut GateConfig,
+    catalogue: &Catalogue,
+    invalid: &dyn Fn(String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let file = catalogue
+        .path
+        .as_deref()
+        .map_or_else(|| "the catalogue".to_string(), |p| p.display().to_string());
+    for (item, money) in catalogue.prices() {
+        if gate.prices.contains_key(item) {
+            return Err(invalid(format!(
+                "[prices] {item:?} is also priced in {file}: keep one (move the price to the item's `price` there and delete the [prices] entry)"
+            )));
+        }
+        if let Some(cap) = &gate.daily_spend_cap
+            && money.currency != cap.currency
+        {
+            return Err(invalid(format!(
+                "{file}: item {item:?} is in {}, but [gate] daily_spend_cap is in {}: the cap can only count one currency",
+                money.currency, cap.currency
+            )));
+        }
+        gate.prices.insert(item.to_string(), money.clone());
+    }
+    Ok(())
 }
 
 /// The `[gate]` section and `[prices]` → a validated [`GateConfig`]
@@ -717,6 +781,88 @@ mod tests {
             confirm_timeout: None,
         };
         Settings::resolve(&args).expect("a valid config")
+    }
+
+    /// Resolves a config with a catalogue file beside it.
+    fn resolve_with_catalogue(config: &str, catalogue: &str) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("shop")).expect("mkdir");
+        std::fs::write(dir.path().join("shop/catalogue.toml"), catalogue).expect("write");
+        let path = dir.path().join("voicegate.toml");
+        std::fs::write(&path, config).expect("write the config");
+        let args = GlobalArgs {
+            config: Some(path),
+            data_dir: Some(dir.path().to_path_buf()),
+            json: false,
+            intents: Some(dir.path().to_path_buf()),
+            confirm_timeout: None,
+        };
+        Settings::resolve(&args)
+    }
+
+    const SHOP: &str = "[[item]]\nname = \"tea\"\nsynonyms = [\"tea bags\"]\nprice = \"3.50 USD\"\n\
+                        [[item]]\nname = \"bread\"\n";
+
+    #[test]
+    fn the_catalogue_gives_the_products_and_their_prices() {
+        let with = |extra: &str| {
+            resolve_with_catalogue(
+                &format!("[purchases]\ncatalogue = \"shop/catalogue.toml\"\n{extra}"),
+                SHOP,
+            )
+        };
+        let settings = with("[prices]\nlatte = \"4.50 USD\"\n").expect("valid");
+        let names: Vec<&str> = settings
+            .catalogue
+            .items
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        assert_eq!(names, ["tea", "bread"]);
+        assert_eq!(settings.gate.prices["tea"].cents, 350);
+        assert_eq!(
+            settings.gate.prices["latte"].cents, 450,
+            "[prices] still counts"
+        );
+        assert!(!settings.gate.prices.contains_key("bread"));
+        assert!(settings.intent_lists().contains_key("purchase_product"));
+
+        let both = with("[prices]\ntea = \"3.00 USD\"\n").expect_err("priced twice");
+        assert!(
+            both.to_string().contains("\"tea\" is also priced in"),
+            "{both}"
+        );
+        assert!(both.to_string().contains("catalogue.toml"), "{both}");
+
+        let cap = with("[gate]\ndaily_spend_cap = \"20.00 EUR\"\n").expect_err("currency");
+        assert!(cap.to_string().contains("item \"tea\" is in USD"), "{cap}");
+    }
+
+    #[test]
+    fn a_bad_catalogue_is_a_config_error_naming_the_file_and_item() {
+        let config = "[purchases]\ncatalogue = \"shop/catalogue.toml\"\n";
+        let error = resolve_with_catalogue(config, "[[item]]\nname = \"tea\"\nprice = \"lots\"\n")
+            .expect_err("a bad price");
+        let text = error.to_string();
+        assert!(text.contains("shop/catalogue.toml"), "{text}");
+        assert!(text.contains("item \"tea\": price \"lots\""), "{text}");
+        let missing = resolve_with_catalogue("[purchases]\ncatalogue = \"nope.toml\"\n", SHOP)
+            .expect_err("no such file");
+        assert!(missing.to_string().contains("nope.toml"), "{missing}");
+    }
+
+    #[test]
+    fn without_a_catalogue_the_example_is_used_unpriced() {
+        let settings = resolve_text("");
+        assert_eq!(settings.catalogue.path, None);
+        assert!(
+            settings
+                .catalogue
+                .items
+                .iter()
+                .any(|i| i.name == "paper towels")
+        );
+        assert!(settings.gate.prices.is_empty());
     }
 
     #[test]

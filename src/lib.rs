@@ -31,6 +31,7 @@ pub mod actions;
 pub mod app;
 pub mod audio;
 pub mod audit;
+pub mod catalogue;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -57,7 +57,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, RwLock, mpsc};
 use std::thread;
 
 use chrono::{DateTime, Local, Utc};
@@ -67,6 +67,7 @@ use serde_json::{Map, Value};
 
 use crate::actions::alarms::{self, Schedule};
 use crate::actions::handlers::Handlers;
+use crate::actions::info::{self, About};
 use crate::actions::music::{MpdConfig, MpdPlayer, MusicCommand, MusicPlayer};
 use crate::audit::{AuditError, AuditEvent, AuditLog, AuditOutcome};
 use crate::gate::{ConfirmedAction, Facts, Gate, GateConfig, Output, PinLock, Utterance};
@@ -448,6 +449,7 @@ impl Executor {
         handlers: Handlers,
         mpd: MpdConfig,
         execution: Execution,
+        about: Arc<RwLock<About>>,
     ) -> Result<Executor, PipelineError> {
         let schedule = Schedule::open(&state_db)?;
         let (jobs, rx) = mpsc::sync_channel::<Job>(EXECUTOR_QUEUE);
@@ -459,7 +461,9 @@ impl Executor {
                     match job {
                         Job::Low(request, reply) => {
                             reply.send(match execution {
-                                Execution::Real => run_low(&request, &schedule, &mpd, &mut music),
+                                Execution::Real => {
+                                    run_low(&request, &schedule, &mpd, &mut music, &about)
+                                }
                                 Execution::DryRun => dry_run(&request),
                             });
                         }
@@ -535,6 +539,7 @@ fn run_low(
     schedule: &Schedule,
     mpd: &MpdConfig,
     music: &mut Option<MpdPlayer>,
+    about: &RwLock<About>,
 ) -> Outcome {
     let nothing_can = || Outcome::Failed {
         error: format!("nothing here can run '{}'", request.kind_str()),
@@ -549,6 +554,12 @@ fn run_low(
             message: "OK.".into(),
             detail: Value::Null,
         },
+        Family::Info => {
+            let about = about
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            info::answer(kind, &request.slots, &about, Local::now().naive_local())
+        }
         // High-stakes kinds run only as a ConfirmedAction; the gate's
         // replies are never run.
         Family::Purchase | Family::Booking | Family::Gate => nothing_can(),
@@ -784,6 +795,9 @@ pub struct Pipeline {
     /// Jobs handed over whose outcome has not been recorded, by job number.
     in_flight: BTreeMap<u64, InFlight>,
     next_job: u64,
+    /// What the answers about voicegate itself say, from the intents;
+    /// shared with the executor thread and replaced with the intents.
+    about: Arc<RwLock<About>>,
 }
 
 impl Pipeline {
@@ -820,11 +834,13 @@ impl Pipeline {
         })?;
         let mut gate = Gate::new(config.gate);
         gate.restore_pin_lock(saved_lock);
+        let about = Arc::new(RwLock::new(About::from_intents(&intents)));
         let executor = Executor::start(
             config.state_db.clone(),
             config.handlers.clone(),
             config.mpd.clone(),
             execution,
+            Arc::clone(&about),
         )?;
         // An audit log that cannot be opened does not stop low-stakes
         // commands; high-stakes ones are refused while it is unavailable.
@@ -859,6 +875,7 @@ impl Pipeline {
             results: None,
             in_flight: BTreeMap::new(),
             next_job: 0,
+            about,
         })
     }
 
@@ -959,6 +976,11 @@ impl Pipeline {
             self.embedder.clone(),
             &mut self.vector_cache,
         );
+        let about = About::from_intents(&intents);
+        *self
+            .about
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = about;
         self.intents = intents;
         let mut events = self.apply(outputs, now);
         match trained {

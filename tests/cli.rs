@@ -368,3 +368,135 @@ fn home_assistant_suite_json_shape() {
         v["by_intent"]["HassStartTimer"]["total"]
     );
 }
+
+/// The events of one chat, split at each `intent` event: what each
+/// utterance that was understood led to.
+fn by_intent(ev: &[Value]) -> Vec<(String, Vec<Value>)> {
+    let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
+    for e in ev {
+        if e["event"] == "intent" {
+            turns.push((e["intent"].as_str().unwrap_or("?").to_string(), Vec::new()));
+        } else if let Some((_, rest)) = turns.last_mut() {
+            rest.push(e.clone());
+        }
+    }
+    turns
+}
+
+/// Issue 15, item 2: something not in the catalogue is answered (what can
+/// be ordered) and never read back; a catalogue item still is.
+#[test]
+fn an_item_not_in_the_catalogue_is_answered_and_never_read_back() {
+    let (_d, data) = data_dir();
+    let o = run_stdin(
+        &["--data-dir", &data, "--json", "chat"],
+        "order a pizza\nbuy paper towels\nno\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let turns = by_intent(&events(&o));
+    let names: Vec<&str> = turns.iter().map(|(i, _)| i.as_str()).collect();
+    assert_eq!(names, ["OrderUnavailable", "OrderItem"], "{turns:?}");
+
+    let pizza = &turns[0].1;
+    assert!(
+        pizza.iter().all(|e| e["event"] != "confirm_request"),
+        "{pizza:?}"
+    );
+    let done = pizza
+        .iter()
+        .find(|e| e["event"] == "executed")
+        .expect("answered");
+    assert_eq!(done["risk"], "low");
+    let message = done["message"].as_str().unwrap_or("");
+    assert!(
+        message.starts_with("I can't order pizza. I can order: AA batteries, "),
+        "{message}"
+    );
+
+    let towels = &turns[1].1;
+    let confirm = towels
+        .iter()
+        .find(|e| e["event"] == "confirm_request")
+        .expect("read back");
+    assert_eq!(confirm["intent"], "OrderItem");
+    assert!(
+        towels.iter().all(|e| e["event"] != "executed"),
+        "{towels:?}"
+    );
+}
+
+/// A configured catalogue is what can be ordered, at its prices.
+#[test]
+fn a_configured_catalogue_gives_the_products_and_the_prices() {
+    let (dir, data) = data_dir();
+    std::fs::write(
+        dir.path().join("shop.toml"),
+        "[[item]]\nname = \"tea\"\nsynonyms = [\"tea bags\", \"(green|black) tea\"]\nprice = \"3.50 USD\"\n",
+    )
+    .expect("write the catalogue");
+    let config = dir.path().join("voicegate.toml");
+    std::fs::write(&config, "[purchases]\ncatalogue = \"shop.toml\"\n").expect("write the config");
+    let config = config.display().to_string();
+    let o = run_stdin(
+        &["--config", &config, "--data-dir", &data, "--json", "chat"],
+        "buy two boxes of green tea\nno\norder paper towels\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let turns = by_intent(&events(&o));
+    let names: Vec<&str> = turns.iter().map(|(i, _)| i.as_str()).collect();
+    assert_eq!(names, ["OrderItem", "OrderUnavailable"], "{turns:?}");
+    let confirm = turns[0]
+        .1
+        .iter()
+        .find(|e| e["event"] == "confirm_request")
+        .expect("read back");
+    assert_eq!(
+        confirm["readback"],
+        "Order 2 boxes of tea? That's 7.00 USD."
+    );
+    let answer = turns[1]
+        .1
+        .iter()
+        .find(|e| e["event"] == "executed")
+        .expect("answered");
+    assert_eq!(
+        answer["message"],
+        "I can't order paper towels. I can order: tea."
+    );
+}
+
+/// What every home assistant is asked: the time, the date, what it does.
+#[test]
+fn the_time_the_date_and_what_it_can_do_are_answered() {
+    let (_d, data) = data_dir();
+    let o = run_stdin(
+        &["--data-dir", &data, "--json", "chat"],
+        "what time is it\nwhat's the date today\nwhat can you do\nhow much time is left\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let turns = by_intent(&events(&o));
+    let names: Vec<&str> = turns.iter().map(|(i, _)| i.as_str()).collect();
+    assert_eq!(
+        names,
+        ["TellTime", "TellDate", "Help", "TimerStatus"],
+        "{turns:?}"
+    );
+    let said: Vec<String> = turns
+        .iter()
+        .map(|(_, rest)| {
+            rest.iter()
+                .find(|e| e["event"] == "executed")
+                .and_then(|e| e["message"].as_str())
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert!(said[0].starts_with("It's "), "{said:?}");
+    assert!(said[1].starts_with("Today is "), "{said:?}");
+    assert!(said[2].starts_with("I can set alarms, "), "{said:?}");
+    assert!(said[2].contains("order household products"), "{said:?}");
+    assert!(
+        said[2].len() < 200,
+        "a spoken sentence, not a wall: {said:?}"
+    );
+}

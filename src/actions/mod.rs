@@ -2,7 +2,8 @@
 //!
 //! Each kind of action has an executor at the edge of the program (SQLite for
 //! alarms and timers, an mpd client for music, HTTP or a command for
-//! purchases and bookings). The core hands executors plain data:
+//! purchases and bookings; the clock and the loaded intents for the answers
+//! in `info`). The core hands executors plain data:
 //!
 //! - low-stakes intents arrive as an [`ActionRequest`](crate::request::ActionRequest);
 //! - high-stakes intents arrive only as a [`crate::gate::ConfirmedAction`],
@@ -14,6 +15,7 @@
 
 pub mod alarms;
 pub mod handlers;
+pub mod info;
 pub mod music;
 pub mod ring;
 #[cfg(unix)]

@@ -330,7 +330,12 @@ async fn coordinate(
 
     let audio_clock = audio.as_ref().and_then(|a| a.audio_clock);
     let (control_tx, control_rx) = std_mpsc::sync_channel::<AudioControl>(8);
-    spawn_reload(settings.intents_dir.clone(), grammar, tx.clone())?;
+    spawn_reload(
+        settings.intents_dir.clone(),
+        settings.intent_lists(),
+        grammar,
+        tx.clone(),
+    )?;
 
     let pipeline = Pipeline::start(intents, PipelineConfig::from_settings(settings))?;
     let mut coordinator = Coordinator {
@@ -1343,6 +1348,7 @@ mod tests {
                 model: crate::nlu::FallbackModel::Off,
                 ..Default::default()
             },
+            catalogue: crate::catalogue::Catalogue::example().expect("the example catalogue"),
         }
     }
 
@@ -1475,7 +1481,13 @@ intents:
         assert!(!template.grammar.accepts("water the garden"));
 
         let (tx, mut rx) = mpsc::channel::<Input>(4);
-        spawn_reload(dir.path().to_path_buf(), Some(template), tx).expect("reload thread");
+        spawn_reload(
+            dir.path().to_path_buf(),
+            Default::default(),
+            Some(template),
+            tx,
+        )
+        .expect("reload thread");
         std::fs::write(dir.path().join("garden.yaml"), GARDEN).expect("new intent file");
         match next_reload(&mut rx) {
             Input::Reload(set, Some(grammar)) => {
@@ -1496,7 +1508,8 @@ intents:
     fn a_reload_without_a_grammar_in_use_carries_none() {
         let dir = intent_dir();
         let (tx, mut rx) = mpsc::channel::<Input>(4);
-        spawn_reload(dir.path().to_path_buf(), None, tx).expect("reload thread");
+        spawn_reload(dir.path().to_path_buf(), Default::default(), None, tx)
+            .expect("reload thread");
         std::fs::write(dir.path().join("garden.yaml"), GARDEN).expect("new intent file");
         match next_reload(&mut rx) {
             Input::Reload(set, None) => assert!(set.intent("WaterPlants").is_some()),

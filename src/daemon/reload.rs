@@ -4,6 +4,8 @@
 //! and the running one kept.
 
 use super::*;
+use crate::intent::ListDef;
+use std::collections::HashMap;
 
 /// Newest modification time of the intent files (or `None` if unreadable).
 pub(super) fn intents_stamp(dir: &Path) -> Option<SystemTime> {
@@ -14,8 +16,9 @@ pub(super) fn intents_stamp(dir: &Path) -> Option<SystemTime> {
         .max()
 }
 
-/// Watches the intent files; a change that checks clean is loaded, one with
-/// errors is reported (with file:line:col) and the running set kept.
+/// Watches the intent files; a change that checks clean is loaded (with
+/// `lists`, the catalogue's, as at start), one with errors is reported
+/// (with file:line:col) and the running set kept.
 ///
 /// With `grammar` (the transcription grammar in use, as a template), a set
 /// that loads is sent with its own grammar, built here like the template
@@ -23,6 +26,7 @@ pub(super) fn intents_stamp(dir: &Path) -> Option<SystemTime> {
 /// coordinator's runtime.
 pub(super) fn spawn_reload(
     dir: PathBuf,
+    lists: HashMap<String, ListDef>,
     grammar: Option<SttGrammar>,
     tx: mpsc::Sender<Input>,
 ) -> Result<(), AppError> {
@@ -42,7 +46,7 @@ pub(super) fn spawn_reload(
                     continue;
                 }
                 stamp = now;
-                let input = match IntentSet::load_path(&dir, &Default::default()) {
+                let input = match IntentSet::load_path(&dir, &lists) {
                     Ok((set, diags)) => {
                         let errors: Vec<String> = diags
                             .iter()

@@ -184,6 +184,9 @@ pub struct IntentDef {
     pub risk: Option<Risk>,
     /// Read-back template for confirmation.
     pub confirm: Option<String>,
+    /// What it does, for people (`description:`; "what can you do" says
+    /// the first part of it).
+    pub description: Option<String>,
     /// The executor.
     pub action: Option<ActionSpec>,
     /// Sentence groups.
@@ -903,6 +906,7 @@ impl Loader {
             name,
             risk: None,
             confirm: None,
+            description: None,
             action: None,
             data: Vec::new(),
             tests: Vec::new(),
@@ -919,6 +923,9 @@ impl Loader {
                         intent.risk = Some(risk);
                     }
                 }
+                // Free text for people; anything else is ignored, as it
+                // always was (Home Assistant's files are not ours to judge).
+                "description" => intent.description = value.as_str().map(str::to_string),
                 "confirm" => {
                     has_extensions = true;
                     if let Some(text) = self.string(src, value, "'confirm'") {
@@ -1026,6 +1033,9 @@ impl Loader {
                 existing.confirm = intent.confirm;
                 existing.action = intent.action;
                 existing.ask = intent.ask;
+            }
+            if existing.description.is_none() {
+                existing.description = intent.description;
             }
             existing.data.extend(intent.data);
             existing.tests.extend(intent.tests);

@@ -229,8 +229,21 @@ impl IntentSet {
         files: Vec<SourceFile>,
         extra_lists: &HashMap<String, ListDef>,
     ) -> (IntentSet, Vec<Diagnostic>) {
-        let (defs, mut diags) = load::load(files);
+        let (mut defs, mut diags) = load::load(files);
         let (graph, more) = compile::compile(&defs, extra_lists);
+        // The caller's lists (the purchase catalogue) replace the files'
+        // own of the same name in the definitions too, so everything built
+        // from them (the speech grammar, `list_values`) sees what the
+        // matcher matches.
+        for (name, def) in extra_lists {
+            defs.lists.insert(
+                name.clone(),
+                load::NamedList {
+                    def: def.clone(),
+                    origin: load::Origin::default(),
+                },
+            );
+        }
         diags.extend(more);
         diags.sort_by(|a, b| {
             (&a.file, a.line, a.col, &a.message).cmp(&(&b.file, b.line, b.col, &b.message))
@@ -265,6 +278,28 @@ impl IntentSet {
     /// The definitions the set was built from.
     pub fn definitions(&self) -> &Definitions {
         &self.defs
+    }
+
+    /// The values a closed list produces (its `out`s, or the words as
+    /// written when a value has none), in order, each once: what "I can
+    /// order: …" names. Empty for an unknown list or one that is not a
+    /// closed set of values.
+    pub fn list_values(&self, name: &str) -> Vec<String> {
+        let Some(ListDef::Values(values)) = self.defs.lists.get(name).map(|l| &l.def) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = Vec::new();
+        for value in values {
+            let text = match &value.out {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => value.spoken_text.clone(),
+            };
+            if !out.contains(&text) {
+                out.push(text);
+            }
+        }
+        out
     }
 
     /// Intent metadata, in definition order.

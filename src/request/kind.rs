@@ -65,10 +65,20 @@ pub enum ActionKind {
     GateDecline,
     /// `nevermind`
     Nevermind,
+    /// `info.time`: says the current time.
+    InfoTime,
+    /// `info.date`: says today's date.
+    InfoDate,
+    /// `info.help`: says what the loaded intents can do.
+    InfoHelp,
+    /// `purchase.unavailable`: says that an item is not in the catalogue
+    /// and what is. An answer only: it never orders anything, so it is not
+    /// in the purchase family.
+    PurchaseUnavailable,
 }
 
 /// Every kind with its text form, in the order the docs list them.
-const TABLE: [(ActionKind, &str); 24] = [
+const TABLE: [(ActionKind, &str); 28] = [
     (ActionKind::AlarmSet, "alarm.set"),
     (ActionKind::AlarmCancel, "alarm.cancel"),
     (ActionKind::AlarmList, "alarm.list"),
@@ -88,11 +98,15 @@ const TABLE: [(ActionKind, &str); 24] = [
     (ActionKind::MusicVolumeDown, "music.volume_down"),
     (ActionKind::PurchaseOrder, "purchase.order"),
     (ActionKind::PurchaseCoffee, "purchase.coffee"),
+    (ActionKind::PurchaseUnavailable, "purchase.unavailable"),
     (ActionKind::BookingTable, "booking.table"),
     (ActionKind::BookingRide, "booking.ride"),
     (ActionKind::GateConfirm, "gate.confirm"),
     (ActionKind::GateDecline, "gate.decline"),
     (ActionKind::Nevermind, "nevermind"),
+    (ActionKind::InfoTime, "info.time"),
+    (ActionKind::InfoDate, "info.date"),
+    (ActionKind::InfoHelp, "info.help"),
 ];
 
 /// Which executor family a kind belongs to: what dispatch matches on.
@@ -110,6 +124,9 @@ pub enum Family {
     Gate,
     /// `nevermind`.
     Nevermind,
+    /// `info.*` and `purchase.unavailable`: answers, read from the clock
+    /// and the loaded intents; they change nothing.
+    Info,
 }
 
 impl ActionKind {
@@ -139,6 +156,7 @@ impl ActionKind {
             BookingTable | BookingRide => Family::Booking,
             GateConfirm | GateDecline => Family::Gate,
             Nevermind => Family::Nevermind,
+            InfoTime | InfoDate | InfoHelp | PurchaseUnavailable => Family::Info,
         }
     }
 
@@ -260,6 +278,14 @@ mod tests {
         assert!(error.to_string().contains("alarm.set,"), "{error}");
         assert!("".parse::<ActionKind>().is_err());
         assert!("Alarm.Set".parse::<ActionKind>().is_err());
+    }
+
+    #[test]
+    fn an_unavailable_purchase_is_only_an_answer() {
+        // It must never count toward the spend cap or reach a handler.
+        let kind: ActionKind = "purchase.unavailable".parse().unwrap();
+        assert_eq!(kind.family(), Family::Info);
+        assert!(!kind.is_purchase());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use super::*;
 
-pub(super) const WEEKDAY_NAMES: [&str; 7] = [
+pub(crate) const WEEKDAY_NAMES: [&str; 7] = [
     "Monday",
     "Tuesday",
     "Wednesday",
@@ -16,7 +16,7 @@ pub(super) const WEEKDAY_NAMES: [&str; 7] = [
     "Sunday",
 ];
 
-pub(super) const MONTH_NAMES: [&str; 12] = [
+pub(crate) const MONTH_NAMES: [&str; 12] = [
     "January",
     "February",
     "March",
@@ -32,7 +32,7 @@ pub(super) const MONTH_NAMES: [&str; 12] = [
 ];
 
 /// "7 AM", "7:30 PM", "noon", "midnight" (seconds are ignored).
-pub(super) fn speak_clock(t: NaiveTime) -> String {
+pub(crate) fn speak_clock(t: NaiveTime) -> String {
     let (h, m) = (t.hour(), t.minute());
     match (h, m) {
         (0, 0) => "midnight".to_string(),
@@ -58,7 +58,7 @@ pub(super) fn plural(n: i64, unit: &str) -> String {
 }
 
 /// "a", "a and b", "a, b and c".
-pub(super) fn join_and(items: &[String]) -> String {
+pub(crate) fn join_and(items: &[String]) -> String {
     match items {
         [] => String::new(),
         [one] => one.clone(),
