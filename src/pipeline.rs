@@ -1025,6 +1025,12 @@ impl Pipeline {
         self.gate.awaiting_pin()
     }
 
+    /// A follow-up question waits for its answer (see
+    /// `Gate::awaiting_answer`).
+    pub fn awaiting_answer(&self) -> bool {
+        self.gate.awaiting_answer()
+    }
+
     /// Records actions a previous run left between `confirmed` and a result.
     /// Never runs them again.
     pub fn recover(&mut self, now: DateTime<Utc>) -> Vec<Event> {

@@ -49,6 +49,8 @@ pub(super) struct GateState {
     pub(super) deadline: Option<DateTime<Utc>>,
     /// The gate waits for a spoken PIN (see `Gate::awaiting_pin`).
     pub(super) pin: bool,
+    /// The gate waits for the answer to a follow-up question.
+    pub(super) answer: bool,
     /// Actions handed to the executor whose outcome has not come back.
     pub(super) in_flight: usize,
 }
@@ -192,6 +194,7 @@ fn state_of(pipeline: &Pipeline) -> GateState {
     GateState {
         deadline: pipeline.deadline(),
         pin: pipeline.awaiting_pin(),
+        answer: pipeline.awaiting_answer(),
         in_flight: pipeline.in_flight(),
     }
 }

@@ -60,6 +60,10 @@ pub(super) enum Expect {
     /// A spoken PIN: listened for without the wake word, and decoded
     /// without the intents' grammar (digits are no intent's sentence).
     Pin,
+    /// The answer to a follow-up question ("For how long?"): listened for
+    /// without the wake word, and decoded without the grammar, which
+    /// leaves answers out (`intent::grammar`).
+    Answer,
 }
 
 impl Expect {
@@ -68,7 +72,8 @@ impl Expect {
         match state {
             GateState { deadline: None, .. } => Expect::Command,
             GateState { pin: true, .. } => Expect::Pin,
-            GateState { pin: false, .. } => Expect::Reply,
+            GateState { answer: true, .. } => Expect::Answer,
+            GateState { .. } => Expect::Reply,
         }
     }
 
@@ -80,7 +85,7 @@ impl Expect {
     /// Decode the utterance without the grammar
     /// (`SttThread::transcribe_free`) instead of `SttThread::transcribe`.
     pub(super) fn decode_free(self) -> bool {
-        self == Expect::Pin
+        matches!(self, Expect::Pin | Expect::Answer)
     }
 }
 

@@ -749,17 +749,23 @@ mod tests {
 
     #[test]
     fn what_is_expected_follows_the_gate_state() {
-        // (deadline, pin) → expected, listen without the wake word, decode freely.
-        for (deadline, pin, expect, reply, free) in [
-            (None, false, Expect::Command, false, false),
-            (Some(at(10)), false, Expect::Reply, true, false),
-            (Some(at(10)), true, Expect::Pin, true, true),
-            // Nothing pending: no PIN can be awaited, whatever the flag.
-            (None, true, Expect::Command, false, false),
+        // (deadline, pin, answer) → expected, listen without the wake word,
+        // decode freely.
+        for (deadline, pin, answer, expect, reply, free) in [
+            (None, false, false, Expect::Command, false, false),
+            (Some(at(10)), false, false, Expect::Reply, true, false),
+            (Some(at(10)), true, false, Expect::Pin, true, true),
+            // A follow-up question: its answer is decoded without the
+            // grammar, which leaves answers out.
+            (Some(at(10)), false, true, Expect::Answer, true, true),
+            // Nothing pending: no PIN or answer can be awaited.
+            (None, true, false, Expect::Command, false, false),
+            (None, false, true, Expect::Command, false, false),
         ] {
             let got = Expect::from_gate(GateState {
                 deadline,
                 pin,
+                answer,
                 in_flight: 0,
             });
             assert_eq!(got, expect, "{deadline:?} {pin}");

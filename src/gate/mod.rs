@@ -539,6 +539,15 @@ impl Gate {
     /// True while the gate waits for a spoken PIN ("yes" was said to a
     /// read-back of a PIN kind): the next utterance is digits, not a
     /// sentence of any intent (the daemon decodes it without the grammar).
+    /// True while a follow-up question ("For how long?") waits for its
+    /// answer: the answer is no command sentence, so the daemon decodes it
+    /// without the grammar.
+    pub fn awaiting_answer(&self) -> bool {
+        self.asking.is_some()
+    }
+
+    /// True while the gate waits for a spoken PIN ("yes" was said to a
+    /// read-back of a PIN kind).
     pub fn awaiting_pin(&self) -> bool {
         self.pending.as_ref().is_some_and(|p| p.stage == Stage::Pin)
     }

@@ -605,7 +605,15 @@ impl Grammar {
         };
         let mut sentences = Vec::new();
         for intent in &defs.intents {
-            for data in &intent.data {
+            // Answers to a follow-up question ("ten minutes", "Wednesday")
+            // are no commands: in the grammar, such short sentences are
+            // what noise gets read as. They are decoded freely instead,
+            // while a question waits (the daemon's `Expect::Answer`).
+            let commands = intent
+                .data
+                .iter()
+                .filter(|d| !d.requires_context.contains_key(super::ASKING_KEY));
+            for data in commands {
                 let scope = Scope {
                     rules: Some(&data.rules),
                     lists: Some(&data.lists),
@@ -974,6 +982,18 @@ lists:
 expansion_rules:
   ask: "(can i get|i'd like)"
 "#;
+
+    #[test]
+    fn answers_to_follow_up_questions_are_left_out() {
+        let yaml = COFFEE.replace(
+            "      - sentences: [\"set a timer for {n} minutes\"]\n",
+            "      - sentences: [\"set a timer for {n} minutes\", \"set a timer\"]\n    ask:\n      n: {question: \"For how long?\", answers: [\"{n} minutes\"]}\n",
+        );
+        assert_ne!(yaml, COFFEE);
+        let g = grammar(&yaml, GrammarOptions::default());
+        // latte, note, and the timer's two; not the answer.
+        assert_eq!(g.sentences(), 4);
+    }
 
     #[test]
     fn whisper_spellings_of_template_sentences_are_accepted() {
