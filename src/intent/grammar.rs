@@ -1137,7 +1137,13 @@ lists:
         let mut dfa = Dfa::new(g);
         let mut outside = Vec::new();
         for intent in &defs.intents {
-            for case in &intent.tests {
+            // Answers to follow-up questions are decoded freely, not by
+            // the grammar (see `Grammar::build`).
+            let commands = intent
+                .tests
+                .iter()
+                .filter(|t| !t.context.contains_key(crate::intent::ASKING_KEY));
+            for case in commands {
                 for (s, _) in &case.sentences {
                     let c = dfa.start();
                     let c = dfa.feed_str(c, s);
