@@ -41,6 +41,9 @@
 
 mod ask;
 mod confirmed;
+mod money;
+mod pin;
+mod readback;
 
 use std::collections::BTreeMap;
 
@@ -49,6 +52,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use confirmed::{ConfirmedAction, digest, order_digest};
+pub use money::Money;
+pub use pin::{PinHash, PinHashError, PinLock};
+use readback::{fill_params, readback, value_text};
 
 use crate::intent::{IntentSet, Match, NotUnderstood, Recognition, Risk, normalize};
 use crate::nlu::{Proposal, Understander};
@@ -75,142 +81,6 @@ impl Flag {
     }
 }
 
-/// An amount of money in minor units (cents).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Money {
-    /// Minor units: 1250 is 12.50.
-    pub cents: i64,
-    /// ISO 4217 code, e.g. `USD`.
-    pub currency: String,
-}
-
-impl Money {
-    /// Parses "12.50 USD" or "12.50" (with `default_currency`).
-    pub fn parse(text: &str, default_currency: &str) -> Option<Money> {
-        let mut parts = text.split_whitespace();
-        let number = parts.next()?;
-        let currency = parts
-            .next()
-            .unwrap_or(default_currency)
-            .to_ascii_uppercase();
-        if parts.next().is_some()
-            || currency.len() != 3
-            || !currency.chars().all(|c| c.is_ascii_alphabetic())
-        {
-            return None;
-        }
-        let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
-        if whole.is_empty()
-            || !whole.bytes().all(|b| b.is_ascii_digit())
-            || frac.len() > 2
-            || !frac.bytes().all(|b| b.is_ascii_digit())
-        {
-            return None;
-        }
-        let whole: i64 = whole.parse().ok()?;
-        let frac: i64 = if frac.is_empty() {
-            0
-        } else {
-            format!("{frac:0<2}").parse().ok()?
-        };
-        Some(Money {
-            cents: whole.checked_mul(100)?.checked_add(frac)?,
-            currency,
-        })
-    }
-
-    /// "12.50".
-    pub fn decimal(&self) -> String {
-        format!("{}.{:02}", self.cents / 100, self.cents % 100)
-    }
-
-    /// "12.50 USD".
-    pub fn spoken(&self) -> String {
-        format!("{} {}", self.decimal(), self.currency)
-    }
-}
-
-/// A PIN stored as an Argon2id hash in the PHC string format
-/// (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`), made by `voicegate gate
-/// hash-pin`. Argon2id is memory-hard: a stolen config file still gives a
-/// 4-digit PIN away to an offline search (there are only 10,000), so the
-/// lockout is what protects the voice path; the hash makes every guess cost
-/// memory and time, and gives nothing to precomputed tables.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PinHash {
-    phc: String,
-}
-
-/// Why a stored PIN hash was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PinHashError {
-    /// The `salt$sha256hex` form of earlier versions.
-    #[error(
-        "this is the old SHA-256 PIN hash format, which is no longer accepted; make a new hash with `voicegate gate hash-pin`"
-    )]
-    OldFormat,
-    /// Not an Argon2 PHC string.
-    #[error("not an Argon2 PIN hash (\"$argon2id$...\"); make one with `voicegate gate hash-pin`")]
-    Invalid,
-}
-
-impl PinHash {
-    /// Hashes a PIN with a fresh random salt and the OWASP-recommended
-    /// Argon2id parameters (19 MiB, 2 passes, 1 lane).
-    pub fn new(pin: &str) -> PinHash {
-        use argon2::password_hash::{PasswordHasher, SaltString};
-        // 16 random bytes (UUID v4 draws them from the OS).
-        let salt_bytes = *uuid::Uuid::new_v4().as_bytes();
-        let phc = SaltString::encode_b64(&salt_bytes)
-            .ok()
-            .and_then(|salt| {
-                argon2::Argon2::default()
-                    .hash_password(pin.as_bytes(), &salt)
-                    .ok()
-                    .map(|h| h.to_string())
-            })
-            // Only reachable if argon2 rejected its own defaults.
-            .unwrap_or_default();
-        PinHash { phc }
-    }
-
-    /// Parses the PHC string stored in the config.
-    pub fn parse(text: &str) -> Result<PinHash, PinHashError> {
-        let text = text.trim();
-        if let Some((salt, hash)) = text.split_once('$')
-            && !salt.is_empty()
-            && hash.len() == 64
-            && hash.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return Err(PinHashError::OldFormat);
-        }
-        let parsed =
-            argon2::password_hash::PasswordHash::new(text).map_err(|_| PinHashError::Invalid)?;
-        if !parsed.algorithm.as_str().starts_with("argon2") || parsed.hash.is_none() {
-            return Err(PinHashError::Invalid);
-        }
-        Ok(PinHash {
-            phc: text.to_string(),
-        })
-    }
-
-    /// True if `pin` is the PIN (argon2 compares in constant time).
-    pub fn verify(&self, pin: &str) -> bool {
-        use argon2::password_hash::{PasswordHash, PasswordVerifier};
-        PasswordHash::new(&self.phc).is_ok_and(|hash| {
-            argon2::Argon2::default()
-                .verify_password(pin.as_bytes(), &hash)
-                .is_ok()
-        })
-    }
-}
-
-impl std::fmt::Display for PinHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.phc)
-    }
-}
-
 /// What stands in for a spoken PIN wherever a reply would be kept or shown
 /// (audit rows, events, the confirmed action): the PIN itself never is.
 pub const PIN_REDACTED: &str = "[PIN]";
@@ -219,16 +89,6 @@ pub const PIN_REDACTED: &str = "[PIN]";
 /// more in one breath; a longer typed line is refused with a clear reason
 /// instead of being matched (matching is bounded, but not free).
 pub const MAX_UTTERANCE_CHARS: usize = 1_000;
-
-/// The PIN lockout's state, for the caller to persist across restarts
-/// (the gate itself does no I/O).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PinLock {
-    /// Wrong PINs since the last right one (or the last lock).
-    pub failures: u32,
-    /// High-stakes actions are refused until then.
-    pub locked_until: Option<DateTime<Utc>>,
-}
 
 /// The gate's settings (from the `[gate]` section of the config).
 #[derive(Debug, Clone)]
@@ -1206,148 +1066,4 @@ fn split_trailing_reply(
         }
     }
     None
-}
-
-/// Fills `{slot}` placeholders in action parameters. A string that is just
-/// one placeholder takes the slot's value as is (a number stays a number).
-fn fill_params(params: &Value, m: &Match) -> Value {
-    match params {
-        Value::String(s) => {
-            let trimmed = s.trim();
-            if let Some(name) = trimmed.strip_prefix('{').and_then(|r| r.strip_suffix('}'))
-                && !name.contains(['{', '}'])
-            {
-                return m.slot(name).cloned().unwrap_or(Value::Null);
-            }
-            Value::String(fill_text(s, m))
-        }
-        Value::Array(items) => Value::Array(items.iter().map(|v| fill_params(v, m)).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), fill_params(v, m)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-fn value_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-/// Renders a read-back template: `{slot}` becomes the slot's value,
-/// `{slot.text}` the words that were spoken for it ("packs" where the value
-/// is "pack"), and a `[...]` part is said only if every slot in it has a
-/// value ("[with {milk}]" disappears when no milk was asked for). Spaces are
-/// collapsed.
-fn fill_text(template: &str, m: &Match) -> String {
-    let chars: Vec<char> = template.chars().collect();
-    let ((text, _), _) = render(&chars, 0, m);
-    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    collapsed
-        .replace(" ?", "?")
-        .replace(" ,", ",")
-        .replace(" .", ".")
-}
-
-/// Renders from `i` to the end or to the `]` closing the current part.
-/// Returns the text and whether every slot it used had a value.
-fn render(chars: &[char], mut i: usize, m: &Match) -> ((String, bool), usize) {
-    let mut out = String::new();
-    let mut complete = true;
-    while i < chars.len() {
-        match chars[i] {
-            '[' => {
-                let ((inner, inner_complete), next) = render(chars, i + 1, m);
-                if inner_complete {
-                    out.push_str(&inner);
-                }
-                i = next;
-            }
-            ']' => return ((out, complete), i + 1),
-            '{' => match chars[i + 1..].iter().position(|&c| c == '}') {
-                Some(len) => {
-                    let name: String = chars[i + 1..i + 1 + len].iter().collect();
-                    let name = name.trim();
-                    // `{slot}` is the value; `{slot.text}` the words as spoken.
-                    let text = match name.strip_suffix(".text") {
-                        Some(slot) => m
-                            .slots
-                            .iter()
-                            .find(|s| s.name == slot)
-                            .map(|s| s.text.clone()),
-                        None => m.slot(name).map(value_text),
-                    };
-                    match text.filter(|v| !v.is_empty()) {
-                        Some(v) => out.push_str(&v),
-                        None => complete = false,
-                    }
-                    i += len + 2;
-                }
-                None => {
-                    out.extend(&chars[i..]);
-                    i = chars.len();
-                }
-            },
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    ((out, complete), i)
-}
-
-/// The slot names a `confirm:` template shows (`{item}`, `{unit.text}`).
-fn template_slots(template: &str) -> Vec<&str> {
-    template
-        .split('{')
-        .skip(1)
-        .filter_map(|rest| rest.split_once('}'))
-        .map(|(name, _)| name.split('.').next().unwrap_or(name).trim())
-        .collect()
-}
-
-/// The read-back: the intent's `confirm:` template with the slot values, or
-/// a plain description when the intent has none.
-fn readback(confirm: Option<&str>, m: &Match, amount: Option<&Money>) -> String {
-    let base = match confirm {
-        Some(template) => {
-            // Every slot the action will get is heard before "yes": those
-            // the template does not show are listed after it.
-            let shown = template_slots(template);
-            let rest: Vec<String> = m
-                .slots
-                .iter()
-                .filter(|s| !shown.contains(&s.name.as_str()))
-                .map(|s| format!("{} {}", s.name.replace('_', " "), value_text(&s.value)))
-                .collect();
-            let text = fill_text(template, m);
-            if rest.is_empty() {
-                text
-            } else {
-                format!("{text} Also: {}.", rest.join(", "))
-            }
-        }
-        None => {
-            let slots: Vec<String> = m
-                .slots
-                .iter()
-                .map(|s| format!("{} {}", s.name, value_text(&s.value)))
-                .collect();
-            if slots.is_empty() {
-                format!("Run {}?", m.intent)
-            } else {
-                format!("Run {} with {}?", m.intent, slots.join(", "))
-            }
-        }
-    };
-    match amount {
-        Some(a) => format!("{base} That's {}.", a.spoken()),
-        None => base,
-    }
 }

@@ -6,7 +6,8 @@
 //!
 //! - [`template`]: the template language (hassil's syntax) → expression tree.
 //! - [`yaml`]: a YAML tree that keeps positions, for `file:line:col` errors.
-//! - [`load`]: intent files → definitions, every problem a [`Diagnostic`].
+//! - [`load`]: intent files → definitions ([`defs`]), every problem a
+//!   [`Diagnostic`].
 //! - [`compile`]: definitions → the matcher's graph (references resolved,
 //!   text normalised, list values indexed). Done once.
 //! - [`normalize`]: the normaliser shared by transcripts and templates.
@@ -19,6 +20,7 @@
 
 pub mod builtins;
 pub mod compile;
+pub mod defs;
 pub mod diag;
 pub mod grammar;
 pub mod load;
