@@ -38,6 +38,14 @@ VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" tiny.en-q8_0
 VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" base-q8_0
 VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" all-minilm-l6-v2
 
+# The fallback recogniser embeds its training sentences once and keeps the
+# vectors beside the model; done here, before the tests start many
+# voicegate processes at once that would each embed them cold.
+step "fallback: embed the shipped intents' training sentences once"
+warm_dir="$(mktemp -d)"
+"$repo_root/target/debug/voicegate" --data-dir "$warm_dir" say "what can you do" >/dev/null
+rm -rf "$warm_dir"
+
 # From here on a failing step doesn't stop the others: every suite runs and
 # the script exits non-zero at the end if any of them failed.
 failed=()

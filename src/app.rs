@@ -221,6 +221,38 @@ fn test(settings: &Settings, args: TestArgs, out: &mut dyn Write) -> Result<i32,
     Ok(if report.passed == report.total { 0 } else { 1 })
 }
 
+/// The fallback recogniser's reading of `text`, trained on `set` as the
+/// pipeline would train it (`None` when the fallback is off).
+fn fallback_reading(
+    settings: &Settings,
+    set: &IntentSet,
+    text: &str,
+) -> Result<Option<crate::nlu::Reading>, AppError> {
+    use crate::nlu::{FallbackModel, Understander};
+    let nlu = |e: crate::nlu::NluError| AppError::Usage(e.to_string());
+    let t = settings.understanding.thresholds;
+    let understander = match settings.understanding.model {
+        FallbackModel::Off => return Ok(None),
+        FallbackModel::Hashed => Understander::train(set, None, t).map_err(nlu)?,
+        FallbackModel::Minilm => {
+            let (embedder, mut cache) = crate::nlu::load_embedder().map_err(nlu)?;
+            let u = Understander::train_cached(set, Some(embedder), t, Some(&mut cache))
+                .map_err(nlu)?;
+            let _ = cache.save();
+            u
+        }
+    };
+    understander.read(text).map_err(nlu)
+}
+
+fn settings_model_name(settings: &Settings) -> &'static str {
+    match settings.understanding.model {
+        crate::nlu::FallbackModel::Minilm => "minilm",
+        crate::nlu::FallbackModel::Hashed => "hashed",
+        crate::nlu::FallbackModel::Off => "off",
+    }
+}
+
 fn explain(settings: &Settings, args: ExplainArgs, out: &mut dyn Write) -> Result<i32, AppError> {
     let set = load_intents_with(
         &settings.intents_dir,
@@ -252,9 +284,47 @@ fn explain(settings: &Settings, args: ExplainArgs, out: &mut dyn Write) -> Resul
         Recognition::Match(_) => None,
         Recognition::NotUnderstood(_) => set.near_miss(&args.text, &context),
     };
+    // What the fallback recogniser would make of it (only asked when no
+    // template matches): its nearest training sentences and scores.
+    let fallback = match &result {
+        Recognition::NotUnderstood(crate::intent::NotUnderstood::NoMatch) => {
+            fallback_reading(settings, &set, &args.text)?
+        }
+        _ => None,
+    };
     if settings.json {
-        writeln!(out, "{}", json!({"result": result, "closest": near}))?;
+        writeln!(
+            out,
+            "{}",
+            json!({"result": result, "closest": near, "fallback": fallback})
+        )?;
         return Ok(0);
+    }
+    if let Some(reading) = &fallback {
+        let t = settings.understanding.thresholds;
+        let verdict = if reading.score < t.out_of_scope {
+            "out of scope"
+        } else if reading.score < t.sure {
+            "unsure: \"did you mean\" (low stakes), read back (high stakes)"
+        } else {
+            "sure"
+        };
+        writeln!(
+            out,
+            "fallback ({}): {} score {:.3} ({verdict}; out of scope below {}, sure from {})",
+            settings_model_name(settings),
+            reading.intent,
+            reading.score,
+            t.out_of_scope,
+            t.sure
+        )?;
+        for n in &reading.nearest {
+            writeln!(
+                out,
+                "  {:.3} {} \"{}\" ({:?})",
+                n.score, n.intent, n.text, n.source
+            )?;
+        }
     }
     match &result {
         Recognition::Match(m) => {

@@ -179,6 +179,24 @@ fn explain_shows_the_template_or_where_matching_stopped() {
     assert!(out.contains("matching stopped at word"), "{out}");
 }
 
+#[test]
+fn explain_shows_the_fallbacks_nearest_examples_when_no_template_matches() {
+    let o = run(&["intents", "explain", "be more quiet please"]);
+    let out = text(&o);
+    assert!(out.contains("not understood: no template matches"), "{out}");
+    assert!(out.contains("fallback (minilm): VolumeDown score"), "{out}");
+    // The nearest training sentences, with their scores and sources.
+    assert!(
+        out.contains("VolumeDown \"be more quiet\" (Example)"),
+        "{out}"
+    );
+    let o = run(&["intents", "explain", "set a timer for ten minutes"]);
+    assert!(
+        !text(&o).contains("fallback ("),
+        "a template match asks no fallback"
+    );
+}
+
 /// The "done when": a purchase, then "yes": a confirm request
 /// before exactly one execution with risk high, and an intact audit log.
 #[test]

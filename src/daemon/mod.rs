@@ -337,7 +337,16 @@ async fn coordinate(
         tx.clone(),
     )?;
 
-    let pipeline = Pipeline::start(intents, PipelineConfig::from_settings(settings))?;
+    // Starting the pipeline loads the embedding model and trains the
+    // fallback recogniser (seconds on a first start): off the runtime.
+    let config = PipelineConfig::from_settings(settings);
+    let pipeline = tokio::task::spawn_blocking(move || Pipeline::start(intents, config))
+        .await
+        .map_err(|e| {
+            AppError::Output(std::io::Error::other(format!(
+                "the pipeline did not start: {e}"
+            )))
+        })??;
     let mut coordinator = Coordinator {
         json: settings.json,
         gate: GateThread::start(pipeline)?,
