@@ -285,6 +285,41 @@ fn purchase_then_no_is_declined_and_nothing_runs() {
 }
 
 #[test]
+fn a_purchase_the_fallback_understood_is_read_back_and_its_audit_row_says_so() {
+    let (_d, data) = data_dir();
+    let o = run_stdin(
+        &["--data-dir", &data, "--json", "chat"],
+        "we need more paper towels, order them\nyes\n",
+    );
+    let ev = events(&o);
+    let intent = ev
+        .iter()
+        .find(|e| e["event"] == "intent")
+        .expect("an intent");
+    assert_eq!(intent["intent"], "OrderItem", "{ev:?}");
+    assert_eq!(intent["by"], "fallback", "{ev:?}");
+    let k = kinds(&ev);
+    // Never on a guess: read back first, run only after the "yes".
+    let read_back = k.iter().position(|k| k == "confirm_request");
+    let ran = k.iter().position(|k| k == "executed");
+    assert!(
+        read_back.is_some() && ran.is_some() && read_back < ran,
+        "{k:?}"
+    );
+    let o = run(&["--data-dir", &data, "--json", "audit", "list"]);
+    let rows: Vec<Value> = text(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let requested = rows
+        .iter()
+        .find(|r| r["outcome"] == "requested")
+        .expect("a requested row");
+    let detail = requested["detail"].as_str().unwrap_or("");
+    assert!(detail.contains("fallback recogniser"), "{requested}");
+}
+
+#[test]
 fn booking_then_silence_expires() {
     let (_d, data) = data_dir();
     let o = run_stdin(

@@ -179,6 +179,9 @@ pub struct Facts {
     pub wake_score: Option<f32>,
     /// Amount, when known.
     pub amount: Option<Money>,
+    /// How the request was understood: a template, or the fallback
+    /// recogniser with its score (the audit's `requested` row says so).
+    pub by: crate::intent::By,
 }
 
 /// What the gate decided. The caller runs, says and records accordingly.
@@ -914,6 +917,7 @@ impl Gate {
             confidence: utterance.confidence,
             wake_score: utterance.wake_score,
             amount: amount.clone(),
+            by: m.by,
         };
         if let Some(reason) = self.refusal(
             &request,

@@ -847,7 +847,15 @@ impl Pipeline {
         now: DateTime<Utc>,
     ) -> Vec<Event> {
         let id = facts.action_id.to_string();
-        if let Err(e) = self.record(facts, AuditOutcome::Requested, None, now) {
+        // A request the templates did not match says so in its row: an
+        // auditor sees which purchases came from a statistical reading.
+        let how = match facts.by {
+            By::Template => None,
+            By::Fallback { score } => Some(format!(
+                "understood by the fallback recogniser (similarity {score:.3}), not a template"
+            )),
+        };
+        if let Err(e) = self.record(facts, AuditOutcome::Requested, how, now) {
             let _ = self.gate.shutdown();
             let reason = format!(
                 "I can't record purchases and bookings right now ({e}), so I won't do this"
