@@ -11,6 +11,10 @@ use voicegate::gate::{Gate, GateConfig, Money, Output, PinHash, Utterance};
 use voicegate::intent::IntentSet;
 use yaml_rust2::{Yaml, YamlLoader};
 
+#[path = "support/outputs.rs"]
+mod outputs;
+use outputs::name;
+
 fn intents() -> IntentSet {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gate/intents.yaml");
     let (set, diags) = IntentSet::load_path(&dir, &HashMap::new()).expect("gate test intents load");
@@ -25,24 +29,6 @@ fn intents() -> IntentSet {
         errors.join("\n")
     );
     set
-}
-
-fn name(output: &Output) -> &'static str {
-    match output {
-        Output::Intent(_) => "intent",
-        Output::RunLow(_) => "run_low",
-        Output::ConfirmRequest { .. } => "confirm_request",
-        Output::Reprompt { .. } => "reprompt",
-        Output::RunHigh { .. } => "run_high",
-        Output::Declined { .. } => "declined",
-        Output::Expired { .. } => "expired",
-        Output::Superseded { .. } => "superseded",
-        Output::Refused { .. } => "refused",
-        Output::NotUnderstood { .. } => "not_understood",
-        Output::Ask { .. } => "ask",
-        Output::DidYouMean { .. } => "did_you_mean",
-        Output::Say(_) => "say",
-    }
 }
 
 fn seconds(y: &Yaml) -> f64 {

@@ -13,25 +13,11 @@ use voicegate::intent::{By, IntentSet, NotUnderstood};
 use voicegate::nlu::{Thresholds, Understander};
 use yaml_rust2::{Yaml, YamlLoader};
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/understanding");
+#[path = "support/outputs.rs"]
+mod outputs;
+use outputs::name;
 
-fn name(output: &Output) -> &'static str {
-    match output {
-        Output::Intent(_) => "intent",
-        Output::RunLow(_) => "run_low",
-        Output::ConfirmRequest { .. } => "confirm_request",
-        Output::Reprompt { .. } => "reprompt",
-        Output::RunHigh { .. } => "run_high",
-        Output::Declined { .. } => "declined",
-        Output::Expired { .. } => "expired",
-        Output::Superseded { .. } => "superseded",
-        Output::Refused { .. } => "refused",
-        Output::NotUnderstood { .. } => "not_understood",
-        Output::Ask { .. } => "ask",
-        Output::DidYouMean { .. } => "did_you_mean",
-        Output::Say(_) => "say",
-    }
-}
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/understanding");
 
 fn yaml_to_json(y: &Yaml) -> Value {
     match y {

@@ -892,22 +892,9 @@ impl Loader {
         for (key, _k, value) in entries {
             match key.as_str() {
                 "sentences" => {
-                    let Some(items) = value.as_seq() else {
-                        self.error(src, value.pos, "'sentences' must be a list");
-                        continue;
-                    };
-                    for item in items {
-                        let Some(text) = self.string(src, item, "a sentence") else {
-                            continue;
-                        };
-                        if let Some(expr) = self.template(src, item, text) {
-                            data.sentences.push(SentenceDef {
-                                text: text.to_string(),
-                                expr,
-                                origin: self.origin_of(item),
-                            });
-                        }
-                    }
+                    let sentences =
+                        self.templates(src, value, "'sentences' must be a list", "a sentence");
+                    data.sentences.extend(sentences);
                 }
                 "slots" => data.slots = self.context_map(src, value, "'slots'"),
                 "requires_context" => {
@@ -982,22 +969,13 @@ impl Loader {
                             .collect();
                     }
                     "answers" => {
-                        let Some(items) = v.as_seq() else {
-                            self.error(src, v.pos, "'answers' must be a list of templates");
-                            continue;
-                        };
-                        for item in items {
-                            let Some(text) = self.string(src, item, "an answer") else {
-                                continue;
-                            };
-                            if let Some(expr) = self.template(src, item, text) {
-                                data.sentences.push(SentenceDef {
-                                    text: text.to_string(),
-                                    expr,
-                                    origin: self.origin_of(item),
-                                });
-                            }
-                        }
+                        let answers = self.templates(
+                            src,
+                            v,
+                            "'answers' must be a list of templates",
+                            "an answer",
+                        );
+                        data.sentences.extend(answers);
                     }
                     _ => {}
                 }
@@ -1018,6 +996,35 @@ impl Loader {
             asks.push(ask);
         }
         (asks, answers)
+    }
+
+    /// A list of sentence templates (`sentences:`, `answers:`), each parsed;
+    /// `not_list` is the error when it is no list, `item` names one.
+    fn templates(
+        &mut self,
+        src: Text,
+        value: &Node,
+        not_list: &str,
+        item: &str,
+    ) -> Vec<SentenceDef> {
+        let Some(items) = value.as_seq() else {
+            self.error(src, value.pos, not_list);
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for node in items {
+            let Some(text) = self.string(src, node, item) else {
+                continue;
+            };
+            if let Some(expr) = self.template(src, node, text) {
+                out.push(SentenceDef {
+                    text: text.to_string(),
+                    expr,
+                    origin: self.origin_of(node),
+                });
+            }
+        }
+        out
     }
 
     fn load_test(&mut self, src: Text, node: &Node) -> Option<TestCase> {
