@@ -228,19 +228,15 @@ fn fallback_reading(
     set: &IntentSet,
     text: &str,
 ) -> Result<Option<crate::nlu::Reading>, AppError> {
-    use crate::nlu::{FallbackModel, Understander};
+    use crate::nlu::Understander;
     let nlu = |e: crate::nlu::NluError| AppError::Usage(e.to_string());
-    let t = settings.understanding.thresholds;
-    let understander = match settings.understanding.model {
-        FallbackModel::Off => return Ok(None),
-        FallbackModel::Hashed => Understander::train(set, None, t).map_err(nlu)?,
-        FallbackModel::Minilm => {
-            let (embedder, mut cache) = crate::nlu::load_embedder().map_err(nlu)?;
-            let u = Understander::train_cached(set, Some(embedder), t, Some(&mut cache))
-                .map_err(nlu)?;
-            let _ = cache.save();
-            u
-        }
+    let (embedder, mut cache) =
+        crate::nlu::load_embedder_for(settings.understanding.model).map_err(nlu)?;
+    let understander =
+        Understander::for_settings(set, settings.understanding, embedder, &mut cache)
+            .map_err(nlu)?;
+    let Some(understander) = understander else {
+        return Ok(None);
     };
     understander.read(text).map_err(nlu)
 }

@@ -67,6 +67,18 @@ pub fn load_embedder() -> Result<(std::sync::Arc<dyn Embedder>, cache::Embedding
     Ok((std::sync::Arc::new(model), cache))
 }
 
+/// What `model` needs loaded: the MiniLM embedder and its vector cache,
+/// or nothing (the hashed embedder is fitted when it trains).
+#[allow(clippy::type_complexity)]
+pub fn load_embedder_for(
+    model: FallbackModel,
+) -> Result<(Option<std::sync::Arc<dyn Embedder>>, cache::EmbeddingCache), NluError> {
+    match model {
+        FallbackModel::Minilm => load_embedder().map(|(e, c)| (Some(e), c)),
+        FallbackModel::Hashed | FallbackModel::Off => Ok((None, cache::EmbeddingCache::default())),
+    }
+}
+
 impl Embedder for embed::Embedder {
     fn name(&self) -> &str {
         "minilm"

@@ -153,6 +153,29 @@ impl Understander {
         })
     }
 
+    /// The fallback per `settings` (`None`: off), trained on `intents`;
+    /// `embedder` is the loaded model when `settings` asks for MiniLM
+    /// ([`super::load_embedder`]). New training vectors are saved in
+    /// `cache`; failing to save them only costs time at the next start.
+    pub fn for_settings(
+        intents: &IntentSet,
+        settings: FallbackSettings,
+        embedder: Option<Arc<dyn Embedder>>,
+        cache: &mut EmbeddingCache,
+    ) -> Result<Option<Understander>, NluError> {
+        let understander = match settings.model {
+            FallbackModel::Off => return Ok(None),
+            FallbackModel::Hashed => Self::train(intents, None, settings.thresholds)?,
+            FallbackModel::Minilm => {
+                let embedder = embedder
+                    .ok_or_else(|| NluError::Model("the MiniLM embedder is not loaded".into()))?;
+                Self::train_cached(intents, Some(embedder), settings.thresholds, Some(cache))?
+            }
+        };
+        let _ = cache.save();
+        Ok(Some(understander))
+    }
+
     /// The thresholds in use.
     pub fn thresholds(&self) -> Thresholds {
         self.thresholds

@@ -73,7 +73,7 @@ use crate::audit::{AuditError, AuditEvent, AuditLog, AuditOutcome};
 use crate::gate::{ConfirmedAction, Facts, Gate, GateConfig, Output, PinLock, Utterance};
 use crate::intent::{By, IntentSet, NotUnderstood, Risk};
 use crate::nlu::cache::EmbeddingCache;
-use crate::nlu::{Embedder, FallbackModel, FallbackSettings, NluError, Understander};
+use crate::nlu::{Embedder, FallbackSettings, NluError, Understander};
 use crate::request::kind::Family;
 use crate::request::{ActionKind, ActionRequest, IdempotencyKey, Outcome};
 
@@ -490,14 +490,10 @@ impl Pipeline {
         // An audit log that cannot be opened does not stop low-stakes
         // commands; high-stakes ones are refused while it is unavailable.
         let audit = AuditLog::open(&config.audit_db);
-        let (embedder, mut vector_cache) = match config.understanding.model {
-            FallbackModel::Minilm => {
-                let (e, c) = crate::nlu::load_embedder().map_err(PipelineError::Understanding)?;
-                (Some(e), c)
-            }
-            FallbackModel::Hashed | FallbackModel::Off => (None, EmbeddingCache::default()),
-        };
-        let understander = train(
+        let (embedder, mut vector_cache) =
+            crate::nlu::load_embedder_for(config.understanding.model)
+                .map_err(PipelineError::Understanding)?;
+        let understander = Understander::for_settings(
             &intents,
             config.understanding,
             embedder.clone(),
@@ -615,7 +611,7 @@ impl Pipeline {
     /// A pending request whose intent was removed or changed is cancelled.
     pub fn set_intents(&mut self, intents: IntentSet, now: DateTime<Utc>) -> Vec<Event> {
         let outputs = self.gate.intents_changed(&intents);
-        let trained = train(
+        let trained = Understander::for_settings(
             &intents,
             self.understanding,
             self.embedder.clone(),
@@ -1080,28 +1076,6 @@ impl Pipeline {
         };
         self.dispatch(job, |reply| Job::High(Box::new(action), key, reply), now)
     }
-}
-
-/// The fallback recogniser for `intents` per `settings` (`None`: off).
-/// New training vectors are saved in `cache`; failing to save them only
-/// costs time at the next start.
-fn train(
-    intents: &IntentSet,
-    settings: FallbackSettings,
-    embedder: Option<Arc<dyn Embedder>>,
-    cache: &mut EmbeddingCache,
-) -> Result<Option<Understander>, NluError> {
-    let understander = match settings.model {
-        FallbackModel::Off => return Ok(None),
-        FallbackModel::Hashed => Understander::train(intents, None, settings.thresholds)?,
-        FallbackModel::Minilm => {
-            let embedder = embedder
-                .ok_or_else(|| NluError::Model("the MiniLM embedder is not loaded".into()))?;
-            Understander::train_cached(intents, Some(embedder), settings.thresholds, Some(cache))?
-        }
-    };
-    let _ = cache.save();
-    Ok(Some(understander))
 }
 
 /// What voicegate says when it understood nothing.
