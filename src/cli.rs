@@ -124,6 +124,11 @@ pub struct SpeechArgs {
     /// (default 0.3 with the grammar, 0 — never — without).
     #[arg(long, value_name = "C")]
     pub retry_below: Option<f32>,
+    /// With the grammar, decode a reading below confidence C again without
+    /// it, and keep the free reading if that one is at least C sure
+    /// (default 0.5, the gate's threshold; 0: never).
+    #[arg(long, value_name = "C")]
+    pub free_below: Option<f32>,
     /// A bigger ggml model (e.g. base-q8_0's file) that decodes again the
     /// readings still below the retry confidence after the full-window
     /// retry; the surer reading is kept.

@@ -413,6 +413,9 @@ impl Decoding {
         if let Some(c) = args.beam_below {
             options.beam_below = c;
         }
+        if let Some(c) = args.free_below {
+            options.free_below = c;
+        }
         options.fallback_model = args.fallback_model.clone();
         Decoding {
             model: args.model.clone(),

@@ -855,6 +855,7 @@ mod tests {
                 decode_secs: 0.0,
                 audio_ctx: 1500,
                 retried: false,
+                free: false,
             })
         }
     }
@@ -1256,6 +1257,7 @@ mod tests {
                 decode_secs: 0.0,
                 audio_ctx: 1500,
                 retried: false,
+                free: false,
             })
         }
     }
