@@ -58,6 +58,9 @@ pub enum Command {
     Wakeword(crate::wakeword::cli::WakewordCommand),
     /// Transcribe a WAV file with the whisper model.
     Transcribe(TranscribeArgs),
+    /// Say a text with piper's voice (as the daemon speaks responses), or
+    /// write it to a WAV file; prints how long the voice took.
+    Speak(SpeakArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -167,8 +170,9 @@ pub struct RunArgs {
     /// Default: from the config, else a short bundled chime.
     #[arg(long, value_name = "CMD")]
     pub ack: Option<String>,
-    /// Command that speaks responses, text on stdin ("none" to only log).
-    /// Default: from the config, else espeak-ng when installed.
+    /// What speaks responses: "piper", a command (text on stdin), or
+    /// "none" (only logged). Default: from the config, else piper when
+    /// installed, else espeak-ng.
     #[arg(long, value_name = "CMD")]
     pub tts: Option<String>,
     /// Silence that ends a command, in ms (default 600).
@@ -187,6 +191,16 @@ pub struct TranscribeArgs {
     /// Speech options.
     #[command(flatten)]
     pub speech: SpeechArgs,
+}
+
+/// `voicegate speak`
+#[derive(Debug, Args)]
+pub struct SpeakArgs {
+    /// What to say.
+    pub text: String,
+    /// Write a WAV file (16-bit, the voice's rate) instead of playing it.
+    #[arg(long, value_name = "FILE.wav")]
+    pub out: Option<PathBuf>,
 }
 
 /// `voicegate eval ...`

@@ -240,12 +240,7 @@ impl Parts {
         Ok(Parts {
             grammar: audio.as_ref().and(stt_options.grammar),
             audio,
-            voice: match &speech.tts {
-                crate::config::Sound::Default => default_tts(),
-                crate::config::Sound::Command(command) => Some(command.clone()),
-                crate::config::Sound::Silent => None,
-            }
-            .map(|command| Box::new(CommandVoice(command)) as Box<dyn Voice>),
+            voice: voice_for(&speech.tts),
             ack: speech.ack.clone(),
             duplex,
             listening_to: format!("{source}{wake}"),
