@@ -31,6 +31,9 @@ APT_PACKAGES=(
     libsqlite3-dev   # SQLite: the audit log and local state
     espeak-ng        # text-to-speech for spoken replies and for test audio
     python3-venv     # virtualenvs: piper's voice (scripts/setup-tts.sh)
+    pulseaudio       # a real sound server for the microphone/speaker test (tests/pulseaudio.rs)
+    pulseaudio-utils # paplay, parecord, pactl for that test
+    libasound2-plugins # ALSA's pulse plugin: cpal's default ALSA device reaches PulseAudio
     sox              # converting and generating audio fixtures in tests
     mpd              # music player daemon: target of the media actions
 )

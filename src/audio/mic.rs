@@ -141,6 +141,47 @@ pub enum MicStatus {
     },
 }
 
+impl std::fmt::Display for MicStatus {
+    /// One line for the log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MicStatus::Opened {
+                device,
+                sample_rate,
+                channels,
+                format,
+            } => write!(
+                f,
+                "listening on {device} ({sample_rate} Hz, {channels} channel(s), {format})"
+            ),
+            MicStatus::Lost { error } => write!(f, "lost ({error}); reopening it"),
+            MicStatus::ReopenFailed {
+                attempt,
+                error,
+                retry_in,
+            } => write!(
+                f,
+                "still unavailable after attempt {attempt} ({error}); next try in {:.1} s",
+                retry_in.as_secs_f32()
+            ),
+            MicStatus::Reopened {
+                device,
+                sample_rate,
+                attempts,
+            } => write!(
+                f,
+                "back: listening on {device} ({sample_rate} Hz) after {attempts} attempt(s)"
+            ),
+            MicStatus::Overruns { lost, total } => {
+                write!(f, "fell behind: {lost} samples dropped ({total} in all)")
+            }
+            MicStatus::HostXruns { total } => {
+                write!(f, "the audio host reported {total} glitch(es) so far")
+            }
+        }
+    }
+}
+
 /// Asks a [`MicSource`] blocked in `read` to return `Ok(0)` (end of
 /// stream), e.g. from a signal handler's thread.
 #[derive(Debug, Clone, Default)]

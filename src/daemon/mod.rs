@@ -197,9 +197,10 @@ impl Parts {
             let mic = matches!(input, audio::AudioInput::Microphone { .. });
             let source = match input {
                 audio::AudioInput::Microphone { device } => {
-                    let mic = audio::MicSource::open(device.as_deref(), MicConfig::default())
+                    let mut mic = audio::MicSource::open(device.as_deref(), MicConfig::default())
                         .map_err(|e| AppError::Usage(e.to_string()))?;
                     mic.mute_while_playing(Arc::clone(&duplex));
+                    log_mic_status(&mut mic);
                     Box::new(mic) as Box<dyn AudioSource>
                 }
                 other => audio::open_input(other, speech.realtime, MicConfig::default())
@@ -246,6 +247,22 @@ impl Parts {
             listening_to: format!("{source}{wake}"),
         })
     }
+}
+
+/// Logs what happens to the microphone (lost, each reopen attempt, back)
+/// on stderr from a thread of its own, so a microphone that disappears
+/// mid-run is said, and its reopening seen, while the daemon goes on.
+fn log_mic_status(mic: &mut audio::MicSource) {
+    let Some(statuses) = mic.take_status_receiver() else {
+        return;
+    };
+    let _ = thread::Builder::new()
+        .name("voicegate-mic-status".into())
+        .spawn(move || {
+            for status in statuses {
+                eprintln!("voicegate: microphone: {status}");
+            }
+        });
 }
 
 /// Loads the wake words `run` listens for. A missing model is an error

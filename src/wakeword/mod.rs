@@ -89,9 +89,25 @@ pub fn split_of(file_name: &str) -> Split {
 /// intents without it. The match ignores case and punctuation, and also
 /// takes a near miss of a one-word phrase of five letters or more (whisper
 /// writes "Jervis" now and then) since the detector has already confirmed
-/// that the phrase was said. Returns the rest, trimmed; the text unchanged
-/// when it does not start with the phrase.
+/// that the phrase was said. A phrase said twice ("Jarvis, Jarvis, …", or
+/// whisper reading a lone "Jarvis" as "Jarvis Jarvis") goes too. Returns
+/// the rest, trimmed; the text unchanged when it does not start with the
+/// phrase.
 pub fn strip_wake_phrase(text: &str, phrase: &str) -> String {
+    let mut rest = strip_once(text, phrase);
+    // At most a few repeats: each pass removes at least one word.
+    for _ in 0..3 {
+        let again = strip_once(&rest, phrase);
+        if again == rest {
+            break;
+        }
+        rest = again;
+    }
+    rest
+}
+
+/// [`strip_wake_phrase`], one phrase.
+fn strip_once(text: &str, phrase: &str) -> String {
     let word = |w: &str| {
         w.trim_matches(|c: char| !c.is_alphanumeric())
             .to_lowercase()
@@ -170,6 +186,12 @@ mod tests {
             ),
             ("Jarvis. Play some jazz.", "jarvis", "Play some jazz."),
             ("jarvis", "jarvis", ""),
+            ("Jarvis Jarvis", "jarvis", ""),
+            (
+                "Jarvis, Jarvis, play some jazz.",
+                "jarvis",
+                "play some jazz.",
+            ),
             ("Jarvis!", "jarvis", ""),
             ("Jervis, what time is it?", "jarvis", "what time is it?"),
             ("Set a timer, Jarvis.", "jarvis", "Set a timer, Jarvis."),
