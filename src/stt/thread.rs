@@ -21,7 +21,8 @@ enum Job {
 }
 
 /// A transcriber on its own thread. Cloning the handle is not offered:
-/// one owner (the audio thread) asks and waits.
+/// one owner (the audio thread) asks and waits, or several share it in an
+/// `Arc` (`serve`: every connection), each waiting for its own answer.
 pub struct SttThread {
     jobs: Option<mpsc::SyncSender<Job>>,
     handle: Option<thread::JoinHandle<()>>,
@@ -29,8 +30,17 @@ pub struct SttThread {
 
 impl SttThread {
     /// Starts a thread that owns `engine`.
-    pub fn start(mut engine: Box<dyn Transcriber>) -> Result<SttThread, SttError> {
-        let (tx, rx) = mpsc::sync_channel::<Job>(2);
+    pub fn start(engine: Box<dyn Transcriber>) -> Result<SttThread, SttError> {
+        Self::start_with_queue(engine, 2)
+    }
+
+    /// [`SttThread::start`] with room for `queue` waiting jobs: beyond
+    /// that, [`SttThread::try_transcribe`] answers [`SttError::Busy`].
+    pub fn start_with_queue(
+        mut engine: Box<dyn Transcriber>,
+        queue: usize,
+    ) -> Result<SttThread, SttError> {
+        let (tx, rx) = mpsc::sync_channel::<Job>(queue);
         let handle = thread::Builder::new()
             .name("voicegate-stt".into())
             .spawn(move || {
@@ -73,6 +83,24 @@ impl SttThread {
     ) -> Result<Transcript, SttError> {
         let (tx, rx) = mpsc::channel();
         self.send(Job::Transcribe(samples, true, tx))?;
+        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+    }
+
+    /// [`SttThread::transcribe`], or [`SttError::Busy`] at once when the
+    /// queue is full: a server with many clients answers "busy" rather
+    /// than letting requests pile up behind one whisper.
+    pub fn try_transcribe(
+        &self,
+        samples: Vec<f32>,
+        timeout: Duration,
+    ) -> Result<Transcript, SttError> {
+        let (tx, rx) = mpsc::channel();
+        let jobs = self.jobs.as_ref().ok_or(SttError::Stopped)?;
+        jobs.try_send(Job::Transcribe(samples, false, tx))
+            .map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => SttError::Busy,
+                mpsc::TrySendError::Disconnected(_) => SttError::Stopped,
+            })?;
         rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
     }
 
