@@ -32,6 +32,7 @@ APT_PACKAGES=(
     espeak-ng        # text-to-speech for spoken replies and for test audio
     sox              # converting and generating audio fixtures in tests
     mpd              # music player daemon: target of the media actions
+    python3-venv     # the virtualenv of the Wyoming tests' client (scripts/wyoming-venv.sh)
 )
 
 setup_log() {

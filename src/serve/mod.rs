@@ -35,6 +35,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -157,10 +158,16 @@ async fn refuse(mut socket: tokio::net::TcpStream, max: usize) {
         format!("voicegate serves {max} connections at once; try again later"),
         "busy",
     );
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        wyoming::write_event(&mut socket, &event),
-    )
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        wyoming::write_event(&mut socket, &event).await?;
+        // Closing with the client's bytes unread would reset the
+        // connection and could lose the error before it is read: say
+        // we are done, then drain until the client closes too.
+        socket.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while socket.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
     .await;
 }
 
