@@ -1295,3 +1295,146 @@ fn result_events(
         ],
     }
 }
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+    use crate::gate::PinHash;
+    use crate::nlu::FallbackModel;
+
+    const GATE_INTENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/gate/intents.yaml");
+
+    fn pipeline(dir: &Path, gate: GateConfig) -> Pipeline {
+        let (set, _) =
+            IntentSet::load_path(Path::new(GATE_INTENTS), &Default::default()).expect("load");
+        let config = PipelineConfig {
+            gate,
+            audit_db: dir.join("audit.db"),
+            state_db: dir.join("state.db"),
+            handlers: Default::default(),
+            mpd: Default::default(),
+            understanding: FallbackSettings {
+                model: FallbackModel::Off,
+                ..Default::default()
+            },
+        };
+        Pipeline::start(set, config).expect("pipeline")
+    }
+
+    fn kinds(events: &[Event]) -> Vec<&'static str> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::ConfirmRequest { .. } => "confirm_request",
+                Event::Executed { .. } => "executed",
+                Event::Refused { .. } => "refused",
+                Event::Declined { .. } => "declined",
+                Event::Expired { .. } => "expired",
+                Event::Intent { .. } => "intent",
+                Event::Response { .. } => "response",
+                _ => "other",
+            })
+            .filter(|k| *k != "response" && *k != "intent")
+            .collect()
+    }
+
+    fn rows(dir: &Path) -> Vec<(String, Option<String>)> {
+        let audit = AuditLog::open(&dir.join("audit.db")).expect("audit");
+        audit
+            .list(&Default::default())
+            .expect("rows")
+            .into_iter()
+            .map(|r| (r.event.outcome.as_str().to_string(), r.event.detail))
+            .collect()
+    }
+
+    #[test]
+    fn a_yes_answers_only_the_read_back_of_its_own_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = pipeline(dir.path(), GateConfig::default());
+        let now = Utc::now();
+        let kitchen = p.open_session("kitchen");
+        let garage = p.open_session("garage");
+        let said = |p: &mut Pipeline, s: Option<SessionId>, text: &str| {
+            let u = Utterance::typed(text);
+            let events = match s {
+                Some(s) => p.handle_in(s, &u, now),
+                None => p.handle(&u, now),
+            };
+            kinds(&events)
+        };
+        assert_eq!(
+            said(&mut p, Some(kitchen), "buy paper towels"),
+            ["confirm_request"]
+        );
+        assert!(p.session_waiting(kitchen) && !p.session_waiting(garage));
+        assert_eq!(said(&mut p, Some(garage), "yes"), Vec::<&str>::new());
+        assert_eq!(said(&mut p, None, "yes"), Vec::<&str>::new());
+        assert_eq!(said(&mut p, Some(kitchen), "yes"), ["executed"]);
+        let rows = rows(dir.path());
+        let outcomes: Vec<&str> = rows.iter().map(|(o, _)| o.as_str()).collect();
+        assert_eq!(outcomes, ["requested", "confirmed", "executed"]);
+        for (_, detail) in &rows {
+            assert!(
+                detail.as_deref().is_some_and(|d| d.contains("via kitchen")),
+                "{rows:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_pin_lockout_counts_wrong_pins_from_every_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = GateConfig {
+            pin: Some(PinHash::new("4321")),
+            pin_kinds: vec![ActionKind::PurchaseOrder],
+            pin_attempts: 3,
+            ..Default::default()
+        };
+        let mut p = pipeline(dir.path(), gate);
+        let now = Utc::now();
+        let a = p.open_session("a");
+        let b = p.open_session("b");
+        for (s, text) in [
+            (a, "buy paper towels"),
+            (a, "yes"),
+            (a, "1 1 1 1"),
+            (a, "2 2 2 2"),
+            (b, "buy paper towels"),
+            (b, "yes"),
+            (b, "3 3 3 3"),
+        ] {
+            p.handle_in(s, &Utterance::typed(text), now);
+        }
+        // Three wrong PINs in all: locked, whichever session asks next.
+        assert!(
+            p.gate.pin_lock().locked_until.is_some(),
+            "{:?}",
+            p.gate.pin_lock()
+        );
+        let events = p.handle(&Utterance::typed("buy paper towels"), now);
+        assert_eq!(kinds(&events), ["refused"], "{events:?}");
+    }
+
+    #[test]
+    fn a_closed_or_timed_out_session_records_its_read_back_expired() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = pipeline(dir.path(), GateConfig::default());
+        let now = Utc::now();
+        let left = p.open_session("left");
+        let quiet = p.open_session("quiet");
+        p.handle_in(left, &Utterance::typed("buy paper towels"), now);
+        p.handle_in(quiet, &Utterance::typed("buy paper towels"), now);
+        assert_eq!(kinds(&p.close_session(left, now)), ["expired"]);
+        // The closed session is gone: what it would say is not handled.
+        assert!(p.handle_in(left, &Utterance::typed("yes"), now).is_empty());
+        let later = now + chrono::TimeDelta::seconds(60);
+        let ticked = p.tick_sessions(later);
+        assert_eq!(ticked.len(), 1);
+        assert_eq!(ticked[0].0, quiet);
+        assert_eq!(kinds(&ticked[0].1), ["expired"]);
+        let rows = rows(dir.path());
+        let expired: Vec<_> = rows.iter().filter(|(o, _)| o == "expired").collect();
+        assert_eq!(expired.len(), 2, "{rows:?}");
+    }
+}
