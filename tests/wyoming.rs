@@ -301,6 +301,41 @@ fn a_yes_confirms_only_the_read_back_asked_on_its_own_connection() {
 }
 
 #[test]
+fn a_satellite_confirms_on_a_new_connection_as_home_assistant_sends_it() {
+    let Some(model) = ready() else { return };
+    let server = Server::start(&model);
+    // Home Assistant opens a connection per sentence and names the
+    // satellite in the context: the session is the satellite's.
+    let events = server.client(&[
+        "handle",
+        "A:ctx=satellite_id=kitchen-satellite",
+        "A:ctx=conversation_id=01KITCHEN",
+        "A:buy two packs of batteries",
+        "A:close",
+        "B:ctx=satellite_id=garage-satellite",
+        "B:yes",
+        "B:close",
+        "A:yes",
+    ]);
+    let texts: Vec<&str> = events
+        .iter()
+        .map(|e| e["data"]["text"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(texts.len(), 3, "{events:?}");
+    assert!(texts[0].contains("Order 2 packs"), "{texts:?}");
+    assert!(texts[1].contains("nothing waiting"), "{texts:?}");
+    assert!(texts[2].starts_with("Recorded"), "{texts:?}");
+    let rows = server.audit();
+    let outcomes: Vec<&str> = rows.iter().filter_map(|r| r["outcome"].as_str()).collect();
+    assert_eq!(outcomes, ["requested", "confirmed", "executed"], "{rows:?}");
+    for row in &rows {
+        let detail = row["detail"].as_str().unwrap_or("");
+        assert!(detail.contains("satellite_id kitchen-satellite"), "{row}");
+    }
+    server.stop();
+}
+
+#[test]
 fn a_read_back_left_when_its_connection_closes_expires_and_says_whose_it_was() {
     let Some(model) = ready() else { return };
     let server = Server::start(&model);
@@ -328,7 +363,7 @@ fn a_read_back_left_when_its_connection_closes_expires_and_says_whose_it_was() {
     assert!(
         rows[1]["detail"]
             .as_str()
-            .is_some_and(|d| d.contains("via wyoming 127.0.0.1:")),
+            .is_some_and(|d| d.contains("via wyoming (127.0.0.1:")),
         "{rows:?}"
     );
     server.stop();

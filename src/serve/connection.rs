@@ -17,10 +17,13 @@
 //!   transcription too, as other Wyoming servers take it);
 //! - `detect`, then audio → `detection` for each wake word heard, or
 //!   `not-detected` at `audio-stop`;
-//! - `transcript` → `handled` or `not-handled`, through this connection's
-//!   own gate session, opened at its first `transcript` and named after the
-//!   client (a `context.name` on that transcript, or the `name` of the
-//!   satellite's `info`) and its address;
+//! - `transcript` → `handled` or `not-handled`, through the client's own
+//!   gate session: the one of the satellite, device or conversation its
+//!   context names (`satellite_id`, `device_id`, `conversation_id`, as Home
+//!   Assistant sends them with every sentence, each on a new connection),
+//!   or else this connection's own. Audit rows name the client: a
+//!   `context.name`, or the `name` of the satellite's `info`, what its
+//!   context names, and its address;
 //! - `ping` → `pong`.
 
 use std::net::SocketAddr;
@@ -33,6 +36,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::Shared;
+use super::gate::SessionKey;
 use super::pcm::{Converter, Format, RATE};
 use super::wyoming::{Event, read_event, write_event};
 use crate::pipeline::{self, SessionId};
@@ -184,11 +188,16 @@ impl Connection {
     }
 
     /// What the audit rows call this client.
-    fn client(&self) -> String {
-        match &self.name {
-            Some(name) => format!("wyoming {name:?} ({})", self.peer),
-            None => format!("wyoming {}", self.peer),
+    fn client(&self, key: &SessionKey) -> String {
+        let mut text = String::from("wyoming");
+        if let Some(name) = &self.name {
+            text.push_str(&format!(" {name:?}"));
         }
+        if let SessionKey::Named(named) = key {
+            text.push_str(&format!(" {named}"));
+        }
+        text.push_str(&format!(" ({})", self.peer));
+        text
     }
 
     async fn detect(&mut self, event: &Event) -> Vec<Event> {
@@ -446,19 +455,27 @@ impl Connection {
         let Some(text) = event.str("text").map(str::to_string) else {
             return vec![Event::error("a transcript needs \"text\"", "bad-event")];
         };
-        let name = event
-            .data
-            .get("context")
+        let context = event.data.get("context");
+        let name = context
             .and_then(|c| c.get("name"))
             .and_then(Value::as_str)
             .map(str::to_string);
         self.set_name(name.as_deref());
-        let session = match self.session {
-            Some(s) => s,
-            None => match self.shared.gate.open(self.client()).await {
-                Ok(s) => {
-                    self.session = Some(s);
+        let key = session_key(context);
+        let session = match (&key, self.session) {
+            (SessionKey::Connection, Some(s)) => s,
+            _ => match self.shared.gate.open(key.clone(), self.client(&key)).await {
+                Ok(Some(s)) => {
+                    if key == SessionKey::Connection {
+                        self.session = Some(s);
+                    }
                     s
+                }
+                Ok(None) => {
+                    return vec![Event::error(
+                        "too many satellites and conversations at once; try again later",
+                        "busy",
+                    )];
                 }
                 Err(e) => return vec![Event::error(e.to_string(), "internal")],
             },
@@ -469,6 +486,24 @@ impl Connection {
         };
         vec![answer(&events)]
     }
+}
+
+/// Whose session a transcript belongs to: the satellite, else the device,
+/// else the conversation its context names (the most stable first: a room
+/// keeps its satellite across conversations), else the connection.
+fn session_key(context: Option<&Value>) -> SessionKey {
+    for field in ["satellite_id", "device_id", "conversation_id"] {
+        if let Some(id) = context
+            .and_then(|c| c.get(field))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+        {
+            let id: String = id.chars().take(MAX_NAME_CHARS).collect();
+            return SessionKey::Named(format!("{field} {id}"));
+        }
+    }
+    SessionKey::Connection
 }
 
 /// The format an `audio-start` or `audio-chunk` names.

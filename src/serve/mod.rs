@@ -5,16 +5,16 @@
 //! rooms; this lets them use voicegate's whisper, wake word and gate
 //! instead of only its own microphone. It is a second front end over the
 //! same parts `voicegate run` uses, not a copy of them: the same
-//! [`Pipeline`] (gate, audit, executors; on its own thread,
-//! [`gate::GateThread`]), the same whisper options (the intents' grammar,
-//! `daemon::decoding_options`) on one [`SttThread`] every connection
-//! shares, and the same two-stage wake word [`Detector`], one per
-//! connection, verified by that whisper.
+//! [`Pipeline`] (gate, audit, executors) on its own thread
+//! ([`gate::GateThread`]) with a gate session per client, the same whisper
+//! options (the intents' grammar, `daemon::decoding_options`) on one
+//! [`SttThread`] every connection shares, and the same two-stage wake word
+//! [`Detector`], one per connection, verified by that whisper.
 //!
 //! - [`wyoming`]: the wire format, within limits;
 //! - [`pcm`]: a client's audio → 16 kHz mono;
 //! - [`connection`]: one connection's events and answers;
-//! - [`gate`]: the pipeline's thread, one gate session per connection.
+//! - [`gate`]: the pipeline's thread, one gate session per client.
 //!
 //! Limits: at most `[wyoming] max_connections` connections at once (more
 //! are told `busy` and closed), at most `stt_queue` transcriptions waiting

@@ -7,8 +7,14 @@ tests (tests/wyoming.rs) read plain data. Usage:
     client.py URI describe
     client.py URI transcribe WAV [--rate HZ] [--channels N]
     client.py URI detect WAV [--names jarvis ...]
-    client.py URI handle STEP...        STEP is CONN:TEXT, e.g. A:yes;
-                                        CONN:name=NAME names CONN's client
+    client.py URI handle STEP...        STEP is CONN:TEXT, e.g. A:yes, sent as a
+                                        transcript on connection CONN (opened
+                                        when first used); CONN:name=NAME and
+                                        CONN:ctx=KEY=VALUE add to the context
+                                        of CONN's transcripts; CONN:close ends
+                                        the connection (the next step on CONN
+                                        opens a new one, as Home Assistant
+                                        does for every sentence)
     client.py URI half-stream           audio-start and one chunk, then silence
     client.py URI garbage               a line that is not JSON
     client.py URI oversized             a payload_length over the limit
@@ -123,17 +129,25 @@ async def detect(args):
 
 async def handle(args):
     conns = {}
-    names = {}
+    contexts = {}
     try:
         for step in args.steps:
             conn, text = step.split(":", 1)
+            if text.startswith("name="):
+                contexts.setdefault(conn, {})["name"] = text.removeprefix("name=")
+                continue
+            if text.startswith("ctx="):
+                key, value = text.removeprefix("ctx=").split("=", 1)
+                contexts.setdefault(conn, {})[key] = value
+                continue
+            if text == "close":
+                if conn in conns:
+                    await conns.pop(conn).disconnect()
+                continue
             if conn not in conns:
                 conns[conn] = client(args.uri)
                 await conns[conn].connect()
-            if text.startswith("name="):
-                names[conn] = text.removeprefix("name=")
-                continue
-            context = {"name": names[conn]} if conn in names else None
+            context = contexts.get(conn)
             await conns[conn].write_event(Transcript(text=text, context=context).event())
             await read_until(conn, conns[conn], {"handled", "not-handled", "error"})
     finally:
