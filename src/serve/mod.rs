@@ -135,9 +135,13 @@ pub async fn serve(
             _ = &mut stop => return,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
-                // A failed accept (out of descriptors, a reset) concerns
-                // that connection only.
-                Err(_) => continue,
+                // A failed accept (a reset, out of descriptors) concerns
+                // that connection only; a short pause keeps a lasting one
+                // (descriptors) from spinning the loop.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             },
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
