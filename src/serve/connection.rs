@@ -43,8 +43,10 @@ use crate::pipeline::{self, SessionId};
 use crate::stt::{SttError, SttThread};
 use crate::wakeword::detector::{Detector, FRAME_SAMPLES, Outcome};
 
-/// Between events of a stream (after `audio-start`): a client silent this
-/// long has stopped mid-stream; it is told so and disconnected.
+/// Between events of a transcription's stream: a client silent this long
+/// has stopped mid-stream; it is told so and disconnected. (A wake word
+/// stream may pause for as long as the idle limit: a satellite stops
+/// sending it audio while its command goes elsewhere.)
 pub const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Between requests: an idle connection is closed after this.
@@ -105,7 +107,7 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         stream: Stream::Idle,
     };
     loop {
-        let streaming = !matches!(conn.stream, Stream::Idle);
+        let streaming = matches!(conn.stream, Stream::Transcribe { .. });
         let limit = if streaming {
             STREAM_TIMEOUT
         } else {
