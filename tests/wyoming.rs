@@ -241,6 +241,16 @@ fn jarvis_is_detected_and_other_speech_is_not() {
     assert!((300..=2_500).contains(&at), "{at}");
     assert!(of_type(&events, "not-detected").is_empty(), "{events:?}");
 
+    // Chunks without an audio-start (each names its format), at 48 kHz.
+    let events = server.client(&[
+        "detect",
+        &fixture("jarvis_music.wav"),
+        "--no-start",
+        "--rate",
+        "48000",
+    ]);
+    assert_eq!(of_type(&events, "detection").len(), 1, "{events:?}");
+
     let events = server.client(&["detect", &fixture("timer.wav")]);
     assert!(of_type(&events, "detection").is_empty(), "{events:?}");
     assert_eq!(of_type(&events, "not-detected").len(), 1, "{events:?}");

@@ -6,7 +6,7 @@ tests (tests/wyoming.rs) read plain data. Usage:
 
     client.py URI describe
     client.py URI transcribe WAV [--rate HZ] [--channels N]
-    client.py URI detect WAV [--names jarvis ...]
+    client.py URI detect WAV [--names jarvis ...] [--no-start]
     client.py URI handle STEP...        STEP is CONN:TEXT, e.g. A:yes, sent as a
                                         transcript on connection CONN (opened
                                         when first used); CONN:name=NAME and
@@ -87,10 +87,11 @@ def audio(path, rate, channels):
     return bytes(out), source_rate * factor, channels
 
 
-async def stream(c, path, rate, channels):
+async def stream(c, path, rate, channels, start=True):
     pcm, rate, channels = audio(path, rate, channels)
     width = 2
-    await c.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
+    if start:
+        await c.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
     step = SAMPLES_PER_CHUNK * width * channels
     for i in range(0, len(pcm), step):
         chunk = AudioChunk(rate=rate, width=width, channels=channels, audio=pcm[i : i + step])
@@ -123,7 +124,7 @@ async def transcribe(args):
 async def detect(args):
     async with client(args.uri) as c:
         await c.write_event(Detect(names=args.names).event())
-        await stream(c, args.wav, args.rate, args.channels)
+        await stream(c, args.wav, args.rate, args.channels, start=not args.no_start)
         await read_until("A", c, {"pong"})
 
 
@@ -189,6 +190,8 @@ def main():
         p.add_argument("--channels", type=int, default=1)
         if name == "detect":
             p.add_argument("--names", nargs="*")
+            # Chunks only, no audio-start: each chunk names its format.
+            p.add_argument("--no-start", action="store_true")
     p = sub.add_parser("handle")
     p.add_argument("steps", nargs="+")
     sub.add_parser("half-stream")
