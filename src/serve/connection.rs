@@ -64,6 +64,50 @@ const STT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest client name kept (it goes into audit rows).
 const MAX_NAME_CHARS: usize = 64;
 
+/// How long a transcript made here is remembered for its confidence.
+const RECENT_FOR: Duration = Duration::from_secs(120);
+
+/// How many transcripts are remembered.
+const RECENT_MAX: usize = 64;
+
+/// The transcripts this server made lately, with whisper's confidence.
+///
+/// Why: Wyoming's `transcript` carries no confidence, and Home Assistant
+/// sends voicegate's own transcript back to it as a separate request. A
+/// text it transcribed in the last [`RECENT_FOR`] is handled with the
+/// confidence whisper gave it, so an unsure reading runs nothing here
+/// either (the gate's rule for speech); any other text is handled as typed
+/// (Wyoming gives no way to know how sure another engine was).
+#[derive(Default)]
+pub struct Recent(std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, String, f32)>>);
+
+impl Recent {
+    fn remember(&self, text: &str, confidence: f32) {
+        let mut recent = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() >= RECENT_MAX {
+            recent.pop_front();
+        }
+        recent.push_back((std::time::Instant::now(), text.to_string(), confidence));
+    }
+
+    /// The confidence of the latest recent transcript with this text.
+    fn confidence_of(&self, text: &str) -> Option<f32> {
+        let recent = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent
+            .iter()
+            .rev()
+            .take_while(|(at, _, _)| at.elapsed() < RECENT_FOR)
+            .find(|(_, t, _)| t == text)
+            .map(|(_, _, c)| *c)
+    }
+}
+
 /// What the connection is in the middle of.
 enum Stream {
     Idle,
@@ -439,6 +483,7 @@ impl Connection {
                 for word in &self.shared.wake_words {
                     text = crate::wakeword::strip_wake_phrase(&text, &word.phrase);
                 }
+                self.shared.recent.remember(&text, t.confidence);
                 vec![Event::new(
                     "transcript",
                     json!({ "text": text, "language": "en" }),
@@ -482,7 +527,11 @@ impl Connection {
                 Err(e) => return vec![Event::error(e.to_string(), "internal")],
             },
         };
-        let events = match self.shared.gate.handle(session, text).await {
+        // Addressed (a satellite sends what followed its wake word), with
+        // whisper's confidence when the text is one of ours.
+        let mut utterance = crate::gate::Utterance::typed(text);
+        utterance.confidence = self.shared.recent.confidence_of(&utterance.text);
+        let events = match self.shared.gate.handle(session, utterance).await {
             Ok(events) => events,
             Err(e) => return vec![Event::error(e.to_string(), "internal")],
         };

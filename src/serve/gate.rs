@@ -61,7 +61,7 @@ pub enum SessionKey {
 /// A call to the gate thread.
 enum Call {
     Open(SessionKey, String, oneshot::Sender<Option<SessionId>>),
-    Handle(SessionId, String, oneshot::Sender<Vec<Event>>),
+    Handle(SessionId, Box<Utterance>, oneshot::Sender<Vec<Event>>),
     Close(SessionId),
 }
 
@@ -103,10 +103,15 @@ impl GateThread {
         rx.await.map_err(|_| Stopped)
     }
 
-    /// Handles `text` in `session`, with every event it caused.
-    pub async fn handle(&self, session: SessionId, text: String) -> Result<Vec<Event>, Stopped> {
+    /// Handles `utterance` in `session`, with every event it caused.
+    pub async fn handle(
+        &self,
+        session: SessionId,
+        utterance: Utterance,
+    ) -> Result<Vec<Event>, Stopped> {
         let (tx, rx) = oneshot::channel();
-        self.send(Call::Handle(session, text, tx)).await?;
+        self.send(Call::Handle(session, Box::new(utterance), tx))
+            .await?;
         rx.await.map_err(|_| Stopped)
     }
 
@@ -185,10 +190,8 @@ fn serve(mut pipeline: Pipeline, calls: std_mpsc::Receiver<Call>) {
                 };
                 let _ = reply.send(session);
             }
-            Ok(Call::Handle(session, text, reply)) => {
-                // Wyoming carries no confidence and no wake score with a
-                // transcript: it is handled as an addressed, typed line.
-                let events = pipeline.handle_in(session, &Utterance::typed(text), Utc::now());
+            Ok(Call::Handle(session, utterance, reply)) => {
+                let events = pipeline.handle_in(session, &utterance, Utc::now());
                 if let Some((_, at)) = named.used.get_mut(&session) {
                     *at = Instant::now();
                 }

@@ -56,6 +56,8 @@ pub struct Shared {
     pub wake_words: Vec<WakeWord>,
     /// The answer to `describe`.
     pub info: wyoming::Event,
+    /// The transcripts this server made lately, with whisper's confidence.
+    pub recent: connection::Recent,
 }
 
 /// Loads the models and the pipeline, then serves until SIGINT/SIGTERM.
@@ -88,6 +90,7 @@ pub fn run(
         gate,
         info: info(&model_name, &wake_words),
         wake_words,
+        recent: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
