@@ -140,3 +140,68 @@ impl Drop for SttThread {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// An engine that holds each transcription until the test lets it go.
+    struct Gated(Arc<Mutex<()>>);
+
+    impl Transcriber for Gated {
+        fn transcribe(&mut self, _samples: &[f32]) -> Result<Transcript, SttError> {
+            let _open = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Ok(Transcript {
+                text: "done".into(),
+                confidence: 0.9,
+                audio_secs: 1.0,
+                decode_secs: 0.0,
+                audio_ctx: 1500,
+                retried: false,
+            })
+        }
+
+        fn phrase_logprob(&mut self, _samples: &[f32], _phrase: &str) -> Result<f32, SttError> {
+            Ok(0.0)
+        }
+    }
+
+    #[test]
+    fn a_full_queue_answers_busy_at_once_and_the_queued_jobs_still_run() {
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().expect("lock");
+        let stt = Arc::new(
+            SttThread::start_with_queue(Box::new(Gated(Arc::clone(&gate))), 1).expect("thread"),
+        );
+        let wait = Duration::from_secs(10);
+        // One job runs (held by the gate), one waits in the queue.
+        let first = {
+            let stt = Arc::clone(&stt);
+            thread::spawn(move || stt.try_transcribe(vec![0.0], wait))
+        };
+        thread::sleep(Duration::from_millis(200));
+        let second = {
+            let stt = Arc::clone(&stt);
+            thread::spawn(move || stt.try_transcribe(vec![0.0], wait))
+        };
+        thread::sleep(Duration::from_millis(200));
+        // The third is refused at once (waited for on a channel, so a
+        // regression that blocks fails here instead of hanging the test).
+        let (tx, rx) = mpsc::channel();
+        {
+            let stt = Arc::clone(&stt);
+            thread::spawn(move || tx.send(stt.try_transcribe(vec![0.0], wait)));
+        }
+        let third = rx.recv_timeout(Duration::from_secs(1));
+        drop(held);
+        assert!(matches!(third, Ok(Err(SttError::Busy))), "{third:?}");
+        for job in [first, second] {
+            let done = job.join().expect("job");
+            assert_eq!(done.map(|t| t.text).ok().as_deref(), Some("done"));
+        }
+    }
+}
