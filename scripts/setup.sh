@@ -30,7 +30,7 @@ APT_PACKAGES=(
     libclang-dev     # libclang itself, loaded by bindgen at build time
     libsqlite3-dev   # SQLite: the audit log and local state
     espeak-ng        # text-to-speech for spoken replies and for test audio
-    python3-venv     # virtualenvs: piper's voice (scripts/setup-tts.sh)
+    python3-venv     # virtualenvs: piper's voice (setup-tts.sh), the Wyoming test client (wyoming-venv.sh)
     pulseaudio       # a real sound server for the microphone/speaker test (tests/pulseaudio.rs)
     pulseaudio-utils # paplay, parecord, pactl for that test
     libasound2-plugins # ALSA's pulse plugin: cpal's default ALSA device reaches PulseAudio

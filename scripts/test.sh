@@ -3,7 +3,7 @@
 #
 # Steps, each printed before it runs:
 #   1. scripts/setup.sh (Debian packages, Rust toolchain, cargo-nextest)
-#   2. cargo build --all-targets
+#   2. cargo build --all-targets, the models, the Wyoming client's venv
 #   3. cargo nextest run --workspace --no-fail-fast
 #      (plain `cargo test --workspace --all-targets --no-fail-fast` if nextest
 #      is unavailable)
@@ -42,6 +42,11 @@ VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" all-minilm-l6-v2
 # its read-back of a purchase is intelligible (idempotent).
 step "voice: scripts/setup-tts.sh (piper, pinned)"
 "$repo_root/scripts/setup-tts.sh"
+
+# The Wyoming tests (tests/wyoming.rs) drive the server with the real
+# `wyoming` package, pinned by hash, from a virtualenv under target/.
+step "wyoming client: scripts/wyoming-venv.sh"
+"$repo_root/scripts/wyoming-venv.sh"
 
 # The fallback recogniser embeds its training sentences once and keeps the
 # vectors beside the model; done here, before the tests start many

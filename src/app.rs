@@ -30,6 +30,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
         Command::Intents(IntentsCommand::Test(args)) => test(&settings, args, out),
         Command::Intents(IntentsCommand::Explain(args)) => explain(&settings, args, out),
         Command::Run(args) => run_daemon(&settings, &args, out),
+        Command::Serve(args) => serve(&settings, &args, out),
         Command::Transcribe(args) => transcribe(&settings, args, out),
         Command::Speak(args) => speak(args, out),
         Command::Models(cmd) => {
@@ -554,6 +555,25 @@ fn speak(args: crate::cli::SpeakArgs, out: &mut dyn Write) -> Result<i32, AppErr
         })
     )?;
     Ok(0)
+}
+
+/// `voicegate serve`: the address checked (loopback unless allowed), then
+/// the server.
+fn serve(
+    settings: &Settings,
+    args: &crate::cli::ServeArgs,
+    out: &mut dyn Write,
+) -> Result<i32, AppError> {
+    let wyoming = match &args.wyoming {
+        Some(uri) => settings
+            .wyoming
+            .clone()
+            .with_uri(uri)
+            .map_err(|e| AppError::Usage(format!("--wyoming {e}")))?,
+        None => settings.wyoming.clone(),
+    };
+    let intents = load_intents(settings)?;
+    crate::serve::run(settings, intents, wyoming, args.model.as_deref(), out)
 }
 
 fn transcribe(

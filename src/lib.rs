@@ -20,7 +20,9 @@
 //!   executors.
 //! - [`audio`]: sources, resampling, endpointing; [`stt`]: whisper on its own
 //!   thread, with its models' install and conversion ([`stt::model`]); [`wakeword`]: the
-//!   two-stage wake word detector and its trainer; [`daemon`]: `voicegate run`.
+//!   two-stage wake word detector and its trainer; [`daemon`]: `voicegate run`;
+//!   [`serve`]: `voicegate serve --wyoming`, a second front end over the same
+//!   pipeline for Home Assistant and its satellites.
 //! - [`nlu`]: beyond the templates: the on-device sentence embedder
 //!   ([`nlu::embed`]) the fallback intent recogniser will use.
 //! - [`app`]: what each command does; `main.rs` only parses and calls it.
@@ -43,6 +45,7 @@ pub mod nlu;
 pub mod output;
 pub mod pipeline;
 pub mod request;
+pub mod serve;
 pub mod stt;
 pub mod tts;
 pub mod tty;

@@ -34,7 +34,8 @@
 //!     amount           TEXT,                 -- exact decimal, e.g. '12.50'
 //!     currency         TEXT,                 -- ISO 4217 code, e.g. 'EUR'
 //!     outcome          TEXT NOT NULL,        -- one of AuditOutcome (CHECK constraint)
-//!     detail           TEXT,                 -- a reason or error message
+//!     detail           TEXT,                 -- a reason or error message; with "via CLIENT"
+//!                                            -- when a Wyoming client's session asked
 //!     prev_hash        TEXT NOT NULL,        -- the previous row's hash; 64 zeros for row 1
 //!     hash             TEXT NOT NULL         -- see "Hash" below
 //! );

@@ -267,7 +267,7 @@ fn log_mic_status(mic: &mut audio::MicSource) {
 
 /// Loads the wake words `run` listens for. A missing model is an error
 /// that says how to make one.
-fn load_wake_words(settings: &[WakeWordSetting]) -> Result<Vec<WakeWord>, AppError> {
+pub(crate) fn load_wake_words(settings: &[WakeWordSetting]) -> Result<Vec<WakeWord>, AppError> {
     settings
         .iter()
         .map(|w| {
@@ -290,7 +290,7 @@ fn load_wake_words(settings: &[WakeWordSetting]) -> Result<Vec<WakeWord>, AppErr
 /// audio starts with it, so the grammar lets a command start with any
 /// wake phrase (as whisper spells it), and the vocabulary prompt, if any,
 /// puts the first one before each sentence ([`wake_prompt`]).
-fn decoding_options(
+pub(crate) fn decoding_options(
     speech: &SpeechSettings,
     intents: &IntentSet,
     wake_words: &[WakeWord],
@@ -1377,6 +1377,7 @@ mod tests {
                 model: crate::nlu::FallbackModel::Off,
                 ..Default::default()
             },
+            wyoming: Default::default(),
             catalogue: crate::catalogue::Catalogue::example().expect("the example catalogue"),
         }
     }

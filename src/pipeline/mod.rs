@@ -32,6 +32,21 @@
 //! process dies, however it dies), so a second process refuses to start
 //! instead of "recovering" actions the first one is still running.
 //!
+//! # Sessions
+//!
+//! The gate's conversation state (a read-back waiting for "yes", a
+//! follow-up question) belongs to whoever is talking. `say`, `chat` and the
+//! daemon have one speaker: the pipeline's own gate. A front end with
+//! several clients (`voicegate serve --wyoming`: a satellite per room)
+//! opens a [`SessionId`] per client ([`Pipeline::open_session`]) and
+//! handles each client's utterances in it ([`Pipeline::handle_in`]): each
+//! session has its own gate, so a "yes" in one room confirms nothing asked
+//! in another. Everything else is shared: the intents, the audit log, the
+//! journal, the spend cap, the order keys, and the PIN lockout (one
+//! counter for the household: opening more connections buys no more
+//! guesses). Every audit row of a session's action names its client in
+//! `detail` ("via wyoming kitchen (127.0.0.1:50012)").
+//!
 //! The PIN lockout (failures, locked until) is saved in the state database
 //! after every change and restored at start, so a restart does not reset
 //! it.
@@ -378,6 +393,16 @@ pub struct Finished {
     outcome: Outcome,
 }
 
+/// A client's own gate session (see "Sessions" in the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(u64);
+
+/// One session: its gate and who it is, as the audit rows name it.
+struct Session {
+    gate: Gate,
+    client: String,
+}
+
 /// Where results go once [`Pipeline::send_results_to`] was called.
 type ResultSink = Arc<dyn Fn(Finished) + Send + Sync>;
 
@@ -390,6 +415,8 @@ struct InFlight {
     risk: Risk,
     /// High stakes: what the outcome is audited with.
     facts: Option<Box<Facts>>,
+    /// The session's client it was asked from (`None`: the local one).
+    client: Option<String>,
 }
 
 /// A crash point for the reliability tests: with `VOICEGATE_TEST_KILL_AT`
@@ -427,7 +454,15 @@ pub struct Pipeline {
     /// Its training sentences' vectors, kept between starts.
     vector_cache: EmbeddingCache,
     context: Map<String, Value>,
+    /// The gate of the session being served: the local one, except while
+    /// [`Pipeline::in_session`] has swapped a client's in.
     gate: Gate,
+    /// The clients' sessions, each with the local gate's settings; while
+    /// one is served its gate is in `gate` and the local one here.
+    sessions: BTreeMap<SessionId, Session>,
+    next_session: u64,
+    /// The client of the session being served (`None`: the local one).
+    serving: Option<String>,
     audit: Result<AuditLog, AuditError>,
     journal: Journal,
     /// The PIN lockout as last saved.
@@ -509,6 +544,9 @@ impl Pipeline {
             vector_cache,
             context: Map::new(),
             gate,
+            sessions: BTreeMap::new(),
+            next_session: 0,
+            serving: None,
             audit,
             journal,
             saved_lock,
@@ -598,7 +636,7 @@ impl Pipeline {
             Outcome::Unknown { error } => (AuditOutcome::Unknown, Some(error.clone())),
         };
         let mut events = result_events(&job.id, &job.intent, job.kind, job.risk, outcome);
-        if let Err(e) = self.record(&facts, audit_outcome, detail, now) {
+        if let Err(e) = self.record_for(&facts, audit_outcome, detail, job.client.as_deref(), now) {
             events.push(say(
                 format!("It ran, but I could not record the result in the audit log: {e}"),
                 Some(job.id),
@@ -610,6 +648,14 @@ impl Pipeline {
     /// Replaces the intents (after the files changed and checked clean).
     /// A pending request whose intent was removed or changed is cancelled.
     pub fn set_intents(&mut self, intents: IntentSet, now: DateTime<Utc>) -> Vec<Event> {
+        // A client's pending request is cancelled as the local one is; its
+        // events are recorded, not returned (nobody asked just now).
+        for id in self.sessions.keys().copied().collect::<Vec<_>>() {
+            self.in_session(id, |p| {
+                let outputs = p.gate.intents_changed(&intents);
+                p.apply(outputs, now)
+            });
+        }
         let outputs = self.gate.intents_changed(&intents);
         let trained = Understander::for_settings(
             &intents,
@@ -744,10 +790,87 @@ impl Pipeline {
         self.apply(outputs, now)
     }
 
-    /// Ends the session: a pending confirmation is recorded as expired.
+    /// Ends the session: a pending confirmation is recorded as expired
+    /// (the clients' sessions' too; their events are only recorded).
     pub fn shutdown(&mut self, now: DateTime<Utc>) -> Vec<Event> {
+        for id in self.sessions.keys().copied().collect::<Vec<_>>() {
+            self.close_session(id, now);
+        }
         let outputs = self.gate.shutdown();
         self.apply(outputs, now)
+    }
+
+    /// Opens a gate session for a client (a Wyoming connection): its own
+    /// pending read-back and follow-up question, nothing else of its own.
+    /// `client` names it in the audit rows of its actions.
+    pub fn open_session(&mut self, client: impl Into<String>) -> SessionId {
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        let session = Session {
+            gate: Gate::new(self.gate.config().clone()),
+            client: client.into(),
+        };
+        self.sessions.insert(id, session);
+        id
+    }
+
+    /// Handles one utterance in a client's session ([`Pipeline::handle`]
+    /// there). An unknown (closed) session handles nothing.
+    pub fn handle_in(
+        &mut self,
+        session: SessionId,
+        utterance: &Utterance,
+        now: DateTime<Utc>,
+    ) -> Vec<Event> {
+        self.in_session(session, |p| p.handle(utterance, now))
+            .unwrap_or_default()
+    }
+
+    /// Lets time pass in every client's session: expired read-backs are
+    /// recorded. The events, by session, for whoever still listens.
+    pub fn tick_sessions(&mut self, now: DateTime<Utc>) -> Vec<(SessionId, Vec<Event>)> {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        ids.into_iter()
+            .filter_map(|id| Some((id, self.in_session(id, |p| p.tick(now))?)))
+            .filter(|(_, events)| !events.is_empty())
+            .collect()
+    }
+
+    /// Closes a client's session (the connection ended): a pending
+    /// read-back is recorded as expired, as at shutdown.
+    pub fn close_session(&mut self, session: SessionId, now: DateTime<Utc>) -> Vec<Event> {
+        let events = self
+            .in_session(session, |p| {
+                let outputs = p.gate.shutdown();
+                p.apply(outputs, now)
+            })
+            .unwrap_or_default();
+        self.sessions.remove(&session);
+        events
+    }
+
+    /// True while a client's session waits for a reply (a read-back or a
+    /// question).
+    pub fn session_waiting(&self, session: SessionId) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|s| s.gate.deadline().is_some() || s.gate.awaiting_answer())
+    }
+
+    /// Runs `f` with `session`'s gate as the pipeline's gate, so every
+    /// step (apply, read-back, audit) is the one the local session uses;
+    /// the PIN lockout is carried in and out, since it is shared.
+    fn in_session<R>(&mut self, session: SessionId, f: impl FnOnce(&mut Self) -> R) -> Option<R> {
+        let mut entry = self.sessions.remove(&session)?;
+        entry.gate.restore_pin_lock(self.gate.pin_lock());
+        std::mem::swap(&mut self.gate, &mut entry.gate);
+        let outer = self.serving.replace(entry.client.clone());
+        let result = f(self);
+        self.serving = outer;
+        std::mem::swap(&mut self.gate, &mut entry.gate);
+        self.gate.restore_pin_lock(entry.gate.pin_lock());
+        self.sessions.insert(session, entry);
+        Some(result)
     }
 
     fn spent_today(&self, now: DateTime<Utc>) -> i64 {
@@ -779,7 +902,18 @@ impl Pipeline {
             .fold(recorded, i64::saturating_add)
     }
 
-    fn audit_event(facts: &Facts, outcome: AuditOutcome, detail: Option<String>) -> AuditEvent {
+    fn audit_event(
+        facts: &Facts,
+        outcome: AuditOutcome,
+        detail: Option<String>,
+        client: Option<&str>,
+    ) -> AuditEvent {
+        // A client's session says whose it is in every row (see "Sessions").
+        let detail = match (detail, client) {
+            (detail, None) => detail,
+            (None, Some(client)) => Some(format!("via {client}")),
+            (Some(detail), Some(client)) => Some(format!("{detail} (via {client})")),
+        };
         AuditEvent {
             action_id: facts.action_id.to_string(),
             intent: facts.intent.clone(),
@@ -804,9 +938,22 @@ impl Pipeline {
         detail: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
+        self.record_for(facts, outcome, detail, self.serving.as_deref(), now)
+    }
+
+    /// [`Pipeline::record`] for a given session's client (an outcome
+    /// coming back after its session was left).
+    fn record_for(
+        &self,
+        facts: &Facts,
+        outcome: AuditOutcome,
+        detail: Option<String>,
+        client: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
         match &self.audit {
             Ok(audit) => audit
-                .append(&Self::audit_event(facts, outcome, detail), now)
+                .append(&Self::audit_event(facts, outcome, detail, client), now)
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
             Err(e) => Err(format!("the audit log is unavailable: {e}")),
@@ -894,6 +1041,7 @@ impl Pipeline {
                         kind: request.kind,
                         risk: Risk::Low,
                         facts: None,
+                        client: self.serving.clone(),
                     };
                     events.extend(self.dispatch(
                         job,
@@ -1073,6 +1221,7 @@ impl Pipeline {
             kind,
             risk: Risk::High,
             facts: Some(Box::new(facts.clone())),
+            client: self.serving.clone(),
         };
         self.dispatch(job, |reply| Job::High(Box::new(action), key, reply), now)
     }
@@ -1144,5 +1293,148 @@ fn result_events(
             },
             say(format!("Sorry, that failed: {error}"), Some(id.to_string())),
         ],
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+    use crate::gate::PinHash;
+    use crate::nlu::FallbackModel;
+
+    const GATE_INTENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/gate/intents.yaml");
+
+    fn pipeline(dir: &Path, gate: GateConfig) -> Pipeline {
+        let (set, _) =
+            IntentSet::load_path(Path::new(GATE_INTENTS), &Default::default()).expect("load");
+        let config = PipelineConfig {
+            gate,
+            audit_db: dir.join("audit.db"),
+            state_db: dir.join("state.db"),
+            handlers: Default::default(),
+            mpd: Default::default(),
+            understanding: FallbackSettings {
+                model: FallbackModel::Off,
+                ..Default::default()
+            },
+        };
+        Pipeline::start(set, config).expect("pipeline")
+    }
+
+    fn kinds(events: &[Event]) -> Vec<&'static str> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::ConfirmRequest { .. } => "confirm_request",
+                Event::Executed { .. } => "executed",
+                Event::Refused { .. } => "refused",
+                Event::Declined { .. } => "declined",
+                Event::Expired { .. } => "expired",
+                Event::Intent { .. } => "intent",
+                Event::Response { .. } => "response",
+                _ => "other",
+            })
+            .filter(|k| *k != "response" && *k != "intent")
+            .collect()
+    }
+
+    fn rows(dir: &Path) -> Vec<(String, Option<String>)> {
+        let audit = AuditLog::open(&dir.join("audit.db")).expect("audit");
+        audit
+            .list(&Default::default())
+            .expect("rows")
+            .into_iter()
+            .map(|r| (r.event.outcome.as_str().to_string(), r.event.detail))
+            .collect()
+    }
+
+    #[test]
+    fn a_yes_answers_only_the_read_back_of_its_own_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = pipeline(dir.path(), GateConfig::default());
+        let now = Utc::now();
+        let kitchen = p.open_session("kitchen");
+        let garage = p.open_session("garage");
+        let said = |p: &mut Pipeline, s: Option<SessionId>, text: &str| {
+            let u = Utterance::typed(text);
+            let events = match s {
+                Some(s) => p.handle_in(s, &u, now),
+                None => p.handle(&u, now),
+            };
+            kinds(&events)
+        };
+        assert_eq!(
+            said(&mut p, Some(kitchen), "buy paper towels"),
+            ["confirm_request"]
+        );
+        assert!(p.session_waiting(kitchen) && !p.session_waiting(garage));
+        assert_eq!(said(&mut p, Some(garage), "yes"), Vec::<&str>::new());
+        assert_eq!(said(&mut p, None, "yes"), Vec::<&str>::new());
+        assert_eq!(said(&mut p, Some(kitchen), "yes"), ["executed"]);
+        let rows = rows(dir.path());
+        let outcomes: Vec<&str> = rows.iter().map(|(o, _)| o.as_str()).collect();
+        assert_eq!(outcomes, ["requested", "confirmed", "executed"]);
+        for (_, detail) in &rows {
+            assert!(
+                detail.as_deref().is_some_and(|d| d.contains("via kitchen")),
+                "{rows:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_pin_lockout_counts_wrong_pins_from_every_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = GateConfig {
+            pin: Some(PinHash::new("4321")),
+            pin_kinds: vec![ActionKind::PurchaseOrder],
+            pin_attempts: 3,
+            ..Default::default()
+        };
+        let mut p = pipeline(dir.path(), gate);
+        let now = Utc::now();
+        let a = p.open_session("a");
+        let b = p.open_session("b");
+        for (s, text) in [
+            (a, "buy paper towels"),
+            (a, "yes"),
+            (a, "1 1 1 1"),
+            (a, "2 2 2 2"),
+            (b, "buy paper towels"),
+            (b, "yes"),
+            (b, "3 3 3 3"),
+        ] {
+            p.handle_in(s, &Utterance::typed(text), now);
+        }
+        // Three wrong PINs in all: locked, whichever session asks next.
+        assert!(
+            p.gate.pin_lock().locked_until.is_some(),
+            "{:?}",
+            p.gate.pin_lock()
+        );
+        let events = p.handle(&Utterance::typed("buy paper towels"), now);
+        assert_eq!(kinds(&events), ["refused"], "{events:?}");
+    }
+
+    #[test]
+    fn a_closed_or_timed_out_session_records_its_read_back_expired() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = pipeline(dir.path(), GateConfig::default());
+        let now = Utc::now();
+        let left = p.open_session("left");
+        let quiet = p.open_session("quiet");
+        p.handle_in(left, &Utterance::typed("buy paper towels"), now);
+        p.handle_in(quiet, &Utterance::typed("buy paper towels"), now);
+        assert_eq!(kinds(&p.close_session(left, now)), ["expired"]);
+        // The closed session is gone: what it would say is not handled.
+        assert!(p.handle_in(left, &Utterance::typed("yes"), now).is_empty());
+        let later = now + chrono::TimeDelta::seconds(60);
+        let ticked = p.tick_sessions(later);
+        assert_eq!(ticked.len(), 1);
+        assert_eq!(ticked[0].0, quiet);
+        assert_eq!(kinds(&ticked[0].1), ["expired"]);
+        let rows = rows(dir.path());
+        let expired: Vec<_> = rows.iter().filter(|(o, _)| o == "expired").collect();
+        assert_eq!(expired.len(), 2, "{rows:?}");
     }
 }

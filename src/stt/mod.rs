@@ -92,6 +92,10 @@ pub enum SttError {
     /// The transcription thread is gone.
     #[error("the transcription thread stopped")]
     Stopped,
+    /// The transcription thread's queue is full: too many requests at
+    /// once (`serve` refuses rather than waits; see `SttThread::try_transcribe`).
+    #[error("too many transcriptions are waiting; try again")]
+    Busy,
 }
 
 /// One transcript.

@@ -21,7 +21,8 @@ enum Job {
 }
 
 /// A transcriber on its own thread. Cloning the handle is not offered:
-/// one owner (the audio thread) asks and waits.
+/// one owner (the audio thread) asks and waits, or several share it in an
+/// `Arc` (`serve`: every connection), each waiting for its own answer.
 pub struct SttThread {
     jobs: Option<mpsc::SyncSender<Job>>,
     handle: Option<thread::JoinHandle<()>>,
@@ -29,8 +30,17 @@ pub struct SttThread {
 
 impl SttThread {
     /// Starts a thread that owns `engine`.
-    pub fn start(mut engine: Box<dyn Transcriber>) -> Result<SttThread, SttError> {
-        let (tx, rx) = mpsc::sync_channel::<Job>(2);
+    pub fn start(engine: Box<dyn Transcriber>) -> Result<SttThread, SttError> {
+        Self::start_with_queue(engine, 2)
+    }
+
+    /// [`SttThread::start`] with room for `queue` waiting jobs: beyond
+    /// that, [`SttThread::try_transcribe`] answers [`SttError::Busy`].
+    pub fn start_with_queue(
+        mut engine: Box<dyn Transcriber>,
+        queue: usize,
+    ) -> Result<SttThread, SttError> {
+        let (tx, rx) = mpsc::sync_channel::<Job>(queue);
         let handle = thread::Builder::new()
             .name("voicegate-stt".into())
             .spawn(move || {
@@ -76,6 +86,24 @@ impl SttThread {
         rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
     }
 
+    /// [`SttThread::transcribe`], or [`SttError::Busy`] at once when the
+    /// queue is full: a server with many clients answers "busy" rather
+    /// than letting requests pile up behind one whisper.
+    pub fn try_transcribe(
+        &self,
+        samples: Vec<f32>,
+        timeout: Duration,
+    ) -> Result<Transcript, SttError> {
+        let (tx, rx) = mpsc::channel();
+        let jobs = self.jobs.as_ref().ok_or(SttError::Stopped)?;
+        jobs.try_send(Job::Transcribe(samples, false, tx))
+            .map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => SttError::Busy,
+                mpsc::TrySendError::Disconnected(_) => SttError::Stopped,
+            })?;
+        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+    }
+
     /// Swaps the grammar (after the intent files were reloaded); takes
     /// effect from the next utterance.
     pub fn set_grammar(&self, grammar: Option<SttGrammar>) -> Result<(), SttError> {
@@ -109,6 +137,72 @@ impl Drop for SttThread {
         self.jobs.take();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// An engine that holds each transcription until the test lets it go.
+    struct Gated(Arc<Mutex<()>>);
+
+    impl Transcriber for Gated {
+        fn transcribe(&mut self, _samples: &[f32]) -> Result<Transcript, SttError> {
+            let _open = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Ok(Transcript {
+                text: "done".into(),
+                confidence: 0.9,
+                audio_secs: 1.0,
+                decode_secs: 0.0,
+                audio_ctx: 1500,
+                retried: false,
+                free: false,
+            })
+        }
+
+        fn phrase_logprob(&mut self, _samples: &[f32], _phrase: &str) -> Result<f32, SttError> {
+            Ok(0.0)
+        }
+    }
+
+    #[test]
+    fn a_full_queue_answers_busy_at_once_and_the_queued_jobs_still_run() {
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().expect("lock");
+        let stt = Arc::new(
+            SttThread::start_with_queue(Box::new(Gated(Arc::clone(&gate))), 1).expect("thread"),
+        );
+        let wait = Duration::from_secs(10);
+        // One job runs (held by the gate), one waits in the queue.
+        let first = {
+            let stt = Arc::clone(&stt);
+            thread::spawn(move || stt.try_transcribe(vec![0.0], wait))
+        };
+        thread::sleep(Duration::from_millis(200));
+        let second = {
+            let stt = Arc::clone(&stt);
+            thread::spawn(move || stt.try_transcribe(vec![0.0], wait))
+        };
+        thread::sleep(Duration::from_millis(200));
+        // The third is refused at once (waited for on a channel, so a
+        // regression that blocks fails here instead of hanging the test).
+        let (tx, rx) = mpsc::channel();
+        {
+            let stt = Arc::clone(&stt);
+            thread::spawn(move || tx.send(stt.try_transcribe(vec![0.0], wait)));
+        }
+        let third = rx.recv_timeout(Duration::from_secs(1));
+        drop(held);
+        assert!(matches!(third, Ok(Err(SttError::Busy))), "{third:?}");
+        for job in [first, second] {
+            let done = job.join().expect("job");
+            assert_eq!(done.map(|t| t.text).ok().as_deref(), Some("done"));
         }
     }
 }
