@@ -19,10 +19,12 @@
 //!
 //! The caller hears each clip with `daemon::Replay` (what `run --no-wake
 //! --input` does) and hands its events here; scoring is `eval nlu`'s
-//! ([`nlu::score`]), with one refinement for speech: when nothing ran,
+//! ([`nlu::score`]), with two refinements for speech. When nothing ran,
 //! the reason says whether nothing was heard (`nothing_heard`) or whisper
 //! was too unsure for the gate to act (`unsure_audio`: the gate asked to
-//! say it again). A clip that cannot be read is an error of its own line,
+//! say it again). And a clip may hold the answer to a read-back too (a
+//! purchase, then "yes"), so a high-stakes action counts as run without a
+//! "yes" only when no read-back of it came before. A clip that cannot be read is an error of its own line,
 //! reported beside the table; the other clips are still scored.
 
 use std::path::{Path, PathBuf};
@@ -189,6 +191,10 @@ pub fn score(
     unsure: &dyn Fn(f64) -> bool,
 ) -> LineResult {
     let mut result = nlu::score(&entry.label, map, events, latency_ms, inert);
+    // A clip may hold the "yes" too (`purchase_yes.wav`): a high-stakes
+    // action that ran after its own read-back was confirmed; one that ran
+    // without any read-back was not.
+    result.high_stakes_unconfirmed = ran_unconfirmed(events);
     if matches!(&result.verdict, Verdict::NotUnderstood { reason } if reason == "no_action") {
         let mut heard = events.iter().filter(|e| e["event"] == "heard").peekable();
         let reason = if heard.peek().is_none() {
@@ -205,6 +211,23 @@ pub fn score(
         }
     }
     result
+}
+
+/// Events that mean an action ran or was attempted.
+const RAN_EVENTS: [&str; 3] = ["executed", "failed", "outcome_unknown"];
+
+/// A high-stakes action ran (or was attempted) with no read-back of it
+/// (`confirm_request` with its `action_id`) before.
+fn ran_unconfirmed(events: &[Value]) -> bool {
+    events.iter().enumerate().any(|(i, e)| {
+        RAN_EVENTS.iter().any(|n| e["event"] == *n)
+            && e["risk"] == "high"
+            && !events[..i].iter().any(|earlier| {
+                earlier["event"] == "confirm_request"
+                    && earlier["action_id"].is_string()
+                    && earlier["action_id"] == e["action_id"]
+            })
+    })
 }
 
 /// The transcripts in a clip's events.
@@ -373,5 +396,35 @@ mod tests {
             Verdict::Handled { .. }
         ));
         assert_eq!(heard(&unsure_heard), vec!["set a timer".to_string()]);
+    }
+
+    #[test]
+    fn a_high_stakes_action_counts_as_unconfirmed_unless_its_read_back_came_first() {
+        let entries = parse("{\"audio\": \"a.wav\", \"intent\": \"OrderItem\"}").expect("ok");
+        let map = identity_map(&entries);
+        let never = |_: &str| false;
+        let unsure = |_: f64| false;
+        let flagged = |events: &[Value]| {
+            score(&entries[0], &map, events, 1.0, &never, &unsure).high_stakes_unconfirmed
+        };
+        let read_back =
+            json!({"event": "confirm_request", "intent": "OrderItem", "action_id": "a1"});
+        let ran = |id: &str| json!({"event": "executed", "intent": "OrderItem", "risk": "high", "action_id": id});
+        assert!(
+            !flagged(&[read_back.clone(), ran("a1")]),
+            "read back, then yes"
+        );
+        assert!(flagged(&[ran("a1")]), "no read-back");
+        assert!(
+            flagged(&[read_back.clone(), ran("a2")]),
+            "another action's read-back"
+        );
+        assert!(
+            flagged(&[ran("a1"), read_back]),
+            "read back only after it ran"
+        );
+        let low =
+            json!({"event": "executed", "intent": "StartTimer", "risk": "low", "action_id": "t"});
+        assert!(!flagged(&[low]));
     }
 }
