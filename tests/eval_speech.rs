@@ -92,6 +92,33 @@ fn counts(row: &Value) -> [u64; 6] {
 }
 
 #[test]
+fn a_malformed_line_is_reported_with_its_file_and_line_before_any_model_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("manifest.jsonl");
+    std::fs::write(
+        &path,
+        "{\"audio\": \"a.wav\", \"intent\": \"oos\"}\n\n{\"audio\": \"b.wav\"}\n",
+    )
+    .expect("write");
+    // No models anywhere: the manifest is read first.
+    let out = Command::new(env!("CARGO_BIN_EXE_voicegate"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("VOICEGATE_MODELS", dir.path().join("no-models"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["eval", "speech"])
+        .arg(&path)
+        .output()
+        .expect("voicegate runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:3: missing field `intent`", path.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_manifest_of_the_fixtures_gives_the_table() {
     let Some(whisper) = need_models() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
