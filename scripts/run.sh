@@ -25,6 +25,10 @@ fi
 "$repo_root/scripts/install-model.sh" tiny.en-q8_0
 "$repo_root/scripts/install-model.sh" all-minilm-l6-v2
 
+# Responses are spoken with piper's voice (espeak-ng when it is missing):
+# install it, pinned (idempotent).
+"$repo_root/scripts/setup-tts.sh"
+
 profile_args=(--release)
 if [[ "${VOICEGATE_PROFILE:-release}" == "debug" ]]; then
     profile_args=()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# setup-tts.sh: install piper (a natural neural voice) for
-# `voicegate wakeword train`, which then uses it beside espeak-ng.
+# setup-tts.sh: install piper (a natural neural voice): the daemon speaks
+# its responses with it (espeak-ng stays the fallback), and
+# `voicegate wakeword train` uses it beside espeak-ng. Pinned by version
+# and sha256 in scripts/tts-requirements.txt.
 #
 # Usage: scripts/setup-tts.sh [--venv DIR]
 #   --venv DIR  where to make the virtualenv (default:
@@ -59,6 +61,8 @@ command -v "$python_cmd" >/dev/null 2>&1 || {
 log "creating $venv"
 mkdir -p "$(dirname "$venv")"
 "$python_cmd" -m venv "$venv"
-# shellcheck disable=SC2086
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check $want
-log "installed: $want"
+# Every package and dependency pinned by version and wheel hash.
+requirements="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/tts-requirements.txt"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --require-hashes --only-binary :all: -r "$requirements"
+log "installed: $want (hashes checked: $requirements)"

@@ -30,6 +30,7 @@ APT_PACKAGES=(
     libclang-dev     # libclang itself, loaded by bindgen at build time
     libsqlite3-dev   # SQLite: the audit log and local state
     espeak-ng        # text-to-speech for spoken replies and for test audio
+    python3-venv     # virtualenvs: piper's voice (scripts/setup-tts.sh)
     sox              # converting and generating audio fixtures in tests
     mpd              # music player daemon: target of the media actions
 )

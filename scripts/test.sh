@@ -38,6 +38,11 @@ VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" tiny.en-q8_0
 VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" base-q8_0
 VOICEGATE_PROFILE=debug "$repo_root/scripts/install-model.sh" all-minilm-l6-v2
 
+# piper's voice: the daemon speaks with it, and tests/tts.rs checks that
+# its read-back of a purchase is intelligible (idempotent).
+step "voice: scripts/setup-tts.sh (piper, pinned)"
+"$repo_root/scripts/setup-tts.sh"
+
 # The fallback recogniser embeds its training sentences once and keeps the
 # vectors beside the model; done here, before the tests start many
 # voicegate processes at once that would each embed them cold.

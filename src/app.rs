@@ -32,6 +32,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
         Command::Intents(IntentsCommand::Explain(args)) => explain(&settings, args, out),
         Command::Run(args) => run_daemon(&settings, &args, out),
         Command::Transcribe(args) => transcribe(&settings, args, out),
+        Command::Speak(args) => speak(args, out),
         Command::Models(cmd) => {
             let dir = crate::stt::model::default_models_dir()?;
             Ok(crate::stt::model::cli::run(cmd, &dir, settings.json, out)?)
@@ -506,6 +507,55 @@ fn run_daemon(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> Resul
     let settings = settings.clone().with_run_flags(args);
     let intents = load_intents(&settings)?;
     crate::daemon::run(&settings, intents, out)
+}
+
+/// `voicegate speak`: piper's voice as the daemon uses it (one process;
+/// started, then asked for the text), timed: `start_ms` is loading the
+/// voice (once per daemon), `first_audio_ms` the text's synthesis, which
+/// is what a read-back waits for before it sounds.
+fn speak(args: crate::cli::SpeakArgs, out: &mut dyn Write) -> Result<i32, AppError> {
+    use std::time::{Duration, Instant};
+    let piper = crate::tts::Piper::find(None)
+        .map_err(|e| AppError::Usage(e.to_string()))?
+        .ok_or_else(|| {
+            AppError::Usage("piper is not installed: run scripts/setup-tts.sh".into())
+        })?;
+    let started = Instant::now();
+    let mut session = crate::tts::PiperSession::start(&piper, Duration::from_secs(60))
+        .map_err(|e| AppError::Usage(e.to_string()))?;
+    let start_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let asked = Instant::now();
+    let samples = session
+        .synthesize(&args.text, Duration::from_secs(30))
+        .map_err(|e| AppError::Usage(e.to_string()))?;
+    let first_audio_ms = asked.elapsed().as_secs_f64() * 1000.0;
+    let rate = session.rate();
+    let audio_secs = samples.len() as f64 / f64::from(rate.max(1));
+    match &args.out {
+        Some(path) => crate::tts::write_wav(path, &samples, rate)
+            .map_err(|e| AppError::Usage(e.to_string()))?,
+        None => {
+            use crate::actions::ring::Ringer;
+            let mut player = crate::actions::ring::AudioRinger::from_samples(samples, rate);
+            player
+                .start("speech")
+                .map_err(|e| AppError::Usage(e.to_string()))?;
+            std::thread::sleep(Duration::from_secs_f64(audio_secs + 0.15));
+            player.stop();
+        }
+    }
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({
+            "voice": "piper",
+            "rate": rate,
+            "start_ms": start_ms,
+            "first_audio_ms": first_audio_ms,
+            "audio_secs": audio_secs,
+        })
+    )?;
+    Ok(0)
 }
 
 fn transcribe(

@@ -58,6 +58,9 @@ pub enum Command {
     Wakeword(crate::wakeword::cli::WakewordCommand),
     /// Transcribe a WAV file with the whisper model.
     Transcribe(TranscribeArgs),
+    /// Say a text with piper's voice (as the daemon speaks responses), or
+    /// write it to a WAV file; prints how long the voice took.
+    Speak(SpeakArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -124,6 +127,11 @@ pub struct SpeechArgs {
     /// (default 0.3 with the grammar, 0 — never — without).
     #[arg(long, value_name = "C")]
     pub retry_below: Option<f32>,
+    /// With the grammar, decode a reading below confidence C again without
+    /// it, and keep the free reading if that one is at least C sure
+    /// (default 0.5, the gate's threshold; 0: never).
+    #[arg(long, value_name = "C")]
+    pub free_below: Option<f32>,
     /// A bigger ggml model (e.g. base-q8_0's file) that decodes again the
     /// readings still below the retry confidence after the full-window
     /// retry; the surer reading is kept.
@@ -162,8 +170,9 @@ pub struct RunArgs {
     /// Default: from the config, else a short bundled chime.
     #[arg(long, value_name = "CMD")]
     pub ack: Option<String>,
-    /// Command that speaks responses, text on stdin ("none" to only log).
-    /// Default: from the config, else espeak-ng when installed.
+    /// What speaks responses: "piper", a command (text on stdin), or
+    /// "none" (only logged). Default: from the config, else piper when
+    /// installed, else espeak-ng.
     #[arg(long, value_name = "CMD")]
     pub tts: Option<String>,
     /// Silence that ends a command, in ms (default 600).
@@ -182,6 +191,16 @@ pub struct TranscribeArgs {
     /// Speech options.
     #[command(flatten)]
     pub speech: SpeechArgs,
+}
+
+/// `voicegate speak`
+#[derive(Debug, Args)]
+pub struct SpeakArgs {
+    /// What to say.
+    pub text: String,
+    /// Write a WAV file (16-bit, the voice's rate) instead of playing it.
+    #[arg(long, value_name = "FILE.wav")]
+    pub out: Option<PathBuf>,
 }
 
 /// `voicegate eval ...`

@@ -39,7 +39,7 @@
 //!                                    # so the microphone stays on while it runs
 //!
 //! [speech]
-//! tts_command = "espeak-ng"          # speaks responses; default espeak-ng if installed
+//! tts_command = "piper"             # speaks responses: "piper" (default when installed), a command, or "none"
 //! echo_tail_ms = 400                 # the microphone stays muted this long after
 //!                                    # voicegate's own sounds (room echo, buffering)
 //!
@@ -194,10 +194,13 @@ struct AlarmsSection {
 /// silence, any other text a shell command, and no setting the default.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Sound {
-    /// voicegate's own choice (the bundled chime; espeak-ng for speech
-    /// when it is installed).
+    /// voicegate's own choice (the bundled chime; for speech piper when
+    /// it is installed, else espeak-ng when that is).
     #[default]
     Default,
+    /// piper's natural voice (`scripts/setup-tts.sh` installs it; for
+    /// speech only, the chime is the default one).
+    Piper,
     /// This shell command (`sh -c`).
     Command(String),
     /// Nothing.
@@ -206,11 +209,12 @@ pub enum Sound {
 
 impl Sound {
     /// Reads a setting: `None` → [`Sound::Default`], `"none"` or `""` →
-    /// [`Sound::Silent`], else the command.
+    /// [`Sound::Silent`], `"piper"` → [`Sound::Piper`], else the command.
     pub fn from_setting(text: Option<&str>) -> Sound {
         match text.map(str::trim) {
             None => Sound::Default,
             Some("none") | Some("") => Sound::Silent,
+            Some("piper") => Sound::Piper,
             Some(command) => Sound::Command(command.to_string()),
         }
     }
@@ -412,6 +416,9 @@ impl Decoding {
         }
         if let Some(c) = args.beam_below {
             options.beam_below = c;
+        }
+        if let Some(c) = args.free_below {
+            options.free_below = c;
         }
         options.fallback_model = args.fallback_model.clone();
         Decoding {
@@ -922,6 +929,23 @@ mod tests {
         [wakeword]\nack_command = \"none\"\n\
         [[wakeword.words]]\nmodel = \"a.rpw\"\nsensitivity = 0.3\n\
         [[wakeword.words]]\nmodel = \"b.rpw\"\nphrase = \"computer\"\nsensitivity = 0.7\n";
+
+    #[test]
+    fn a_sound_setting_names_piper_a_command_or_nothing() {
+        for (setting, sound) in [
+            (None, Sound::Default),
+            (Some("piper"), Sound::Piper),
+            (Some(" piper "), Sound::Piper),
+            (Some("none"), Sound::Silent),
+            (Some(""), Sound::Silent),
+            (
+                Some("espeak-ng -s 160"),
+                Sound::Command("espeak-ng -s 160".into()),
+            ),
+        ] {
+            assert_eq!(Sound::from_setting(setting), sound, "{setting:?}");
+        }
+    }
 
     #[test]
     fn without_run_flags_the_config_speaks() {

@@ -44,5 +44,6 @@ pub mod output;
 pub mod pipeline;
 pub mod request;
 pub mod stt;
+pub mod tts;
 pub mod tty;
 pub mod wakeword;

@@ -679,6 +679,7 @@ mod tests {
                 decode_secs: 0.0,
                 audio_ctx: 1500,
                 retried: false,
+                free: false,
             })
         }
     }

@@ -230,12 +230,7 @@ impl Parts {
         Ok(Parts {
             grammar: audio.as_ref().and(stt_options.grammar),
             audio,
-            voice: match &speech.tts {
-                crate::config::Sound::Default => default_tts(),
-                crate::config::Sound::Command(command) => Some(command.clone()),
-                crate::config::Sound::Silent => None,
-            }
-            .map(|command| Box::new(CommandVoice(command)) as Box<dyn Voice>),
+            voice: voice_for(&speech.tts),
             ack: speech.ack.clone(),
             duplex,
             listening_to: format!("{source}{wake}"),
@@ -869,6 +864,7 @@ mod tests {
                 decode_secs: 0.0,
                 audio_ctx: 1500,
                 retried: false,
+                free: false,
             })
         }
     }
@@ -1270,6 +1266,7 @@ mod tests {
                 decode_secs: 0.0,
                 audio_ctx: 1500,
                 retried: false,
+                free: false,
             })
         }
     }

@@ -8,6 +8,118 @@ use super::*;
 /// behind it).
 pub(super) trait Voice: Send {
     fn say(&mut self, text: &str);
+
+    /// Gets ready before the first text (piper loads its voice), so the
+    /// first read-back is not slower than the others.
+    fn warm(&mut self) {}
+}
+
+/// The voice `tts` names: piper when chosen or, by default, when it is
+/// installed (espeak-ng then stands in if it fails); a command; or none.
+pub(super) fn voice_for(tts: &crate::config::Sound) -> Option<Box<dyn Voice>> {
+    use crate::config::Sound;
+    let espeak = || default_tts().map(CommandVoice);
+    match tts {
+        Sound::Silent => None,
+        Sound::Command(command) => Some(Box::new(CommandVoice(command.clone()))),
+        Sound::Default | Sound::Piper => {
+            let piper = match crate::tts::Piper::find(None) {
+                Ok(found) => found,
+                Err(e) => {
+                    eprintln!("voicegate: {e}");
+                    None
+                }
+            };
+            match piper {
+                Some(piper) => Some(Box::new(PiperVoice::new(piper, espeak()))),
+                None => {
+                    if *tts == Sound::Piper {
+                        eprintln!(
+                            "voicegate: piper is not installed (scripts/setup-tts.sh); speaking with espeak-ng"
+                        );
+                    }
+                    espeak().map(|v| Box::new(v) as Box<dyn Voice>)
+                }
+            }
+        }
+    }
+}
+
+/// piper's voice: one process for the daemon's life (restarted once after
+/// a failure), each text played on the default output device. A text
+/// piper cannot say goes to `stand_in` (espeak-ng), and the failure is
+/// logged once.
+pub(super) struct PiperVoice {
+    piper: crate::tts::Piper,
+    session: Option<crate::tts::PiperSession>,
+    stand_in: Option<CommandVoice>,
+    warned: bool,
+}
+
+/// Longest piper may take to load its voice.
+const PIPER_START: StdDuration = StdDuration::from_secs(60);
+
+impl PiperVoice {
+    pub(super) fn new(piper: crate::tts::Piper, stand_in: Option<CommandVoice>) -> PiperVoice {
+        PiperVoice {
+            piper,
+            session: None,
+            stand_in,
+            warned: false,
+        }
+    }
+
+    /// The running session, started if there is none.
+    fn session(&mut self) -> Result<&mut crate::tts::PiperSession, crate::tts::TtsError> {
+        if self.session.is_none() {
+            self.session = Some(crate::tts::PiperSession::start(&self.piper, PIPER_START)?);
+        }
+        self.session
+            .as_mut()
+            .ok_or_else(|| crate::tts::TtsError::Piper("no session".into()))
+    }
+
+    fn speak(&mut self, text: &str) -> Result<(), String> {
+        let session = self.session().map_err(|e| e.to_string())?;
+        let rate = session.rate();
+        let samples = match session.synthesize(text, MAX_SPEECH) {
+            Ok(samples) => samples,
+            Err(e) => {
+                // Spent: the next text starts a new process.
+                self.session = None;
+                return Err(e.to_string());
+            }
+        };
+        let length = StdDuration::from_secs_f64(samples.len() as f64 / f64::from(rate.max(1)));
+        let mut player = AudioRinger::from_samples(samples, rate);
+        player.start("speech").map_err(|e| e.to_string())?;
+        // The player loops with a pause after the sound: stopping within
+        // that pause plays it once.
+        thread::sleep(length + StdDuration::from_millis(150));
+        player.stop();
+        Ok(())
+    }
+}
+
+impl Voice for PiperVoice {
+    fn say(&mut self, text: &str) {
+        if let Err(e) = self.speak(text) {
+            if !self.warned {
+                self.warned = true;
+                eprintln!("voicegate: piper cannot speak ({e}); using espeak-ng instead");
+            }
+            if let Some(stand_in) = &mut self.stand_in {
+                stand_in.say(text);
+            }
+        }
+    }
+
+    fn warm(&mut self) {
+        if let Err(e) = self.session() {
+            self.warned = true;
+            eprintln!("voicegate: piper did not start ({e}); using espeak-ng instead");
+        }
+    }
 }
 
 /// The TTS command: `sh -c <command>` with the text on stdin.
@@ -65,6 +177,7 @@ impl Speaker {
         let spawned = thread::Builder::new()
             .name("voicegate-tts".into())
             .spawn(move || {
+                voice.warm();
                 for (text, playing) in rx {
                     voice.say(&text);
                     drop(playing);
@@ -116,7 +229,7 @@ impl Acknowledger {
         let command = match ack {
             crate::config::Sound::Silent => return Acknowledger { tx: None, duplex },
             crate::config::Sound::Command(command) => Some(command),
-            crate::config::Sound::Default => None,
+            crate::config::Sound::Default | crate::config::Sound::Piper => None,
         };
         let (tx, rx) = std_mpsc::sync_channel::<Playback>(1);
         let spawned = thread::Builder::new()

