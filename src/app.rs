@@ -12,7 +12,8 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::{
     ChatArgs, CheckArgs, Cli, Command, EvalArgs, EvalCommand, ExplainArgs, GateCommand,
-    IntentsCommand, NluArgs, RunArgs, SayArgs, SpeechArgs, TestArgs, TranscribeArgs,
+    IntentsCommand, NluArgs, RunArgs, SayArgs, SpeechArgs, SpeechEvalArgs, TestArgs,
+    TranscribeArgs,
 };
 use crate::config::{Decoding, Settings};
 use crate::error::AppError;
@@ -40,6 +41,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<i32, AppError> {
         Command::Wakeword(cmd) => Ok(crate::wakeword::cli::run(cmd, settings.json, out)?),
         Command::Eval(EvalCommand::SpeechToIntent(args)) => eval_speech(&settings, args, out),
         Command::Eval(EvalCommand::Nlu(args)) => eval_nlu(&settings, args, out),
+        Command::Eval(EvalCommand::Speech(args)) => eval_speech_manifest(&settings, args, out),
         Command::Say(args) => say(&settings, args, out),
         Command::Chat(args) => chat(&settings, args, out),
         Command::Audit(cmd) => Ok(crate::audit::cli::run(
@@ -704,16 +706,8 @@ fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Resu
     Ok(0)
 }
 
-/// `voicegate eval nlu`: every line through the same pipeline as `chat`
-/// (the configured gate, the loaded intents), each as a conversation of its
-/// own, on a data directory of its own, with actions dry-run.
-fn eval_nlu(settings: &Settings, args: NluArgs, out: &mut dyn Write) -> Result<i32, AppError> {
-    use crate::eval::nlu;
-    use crate::pipeline::Execution;
-    let usage = |e: nlu::NluEvalError| AppError::Usage(e.to_string());
-    let intents = load_intents(settings)?;
-    let map = nlu::NameMap::read(&args.map).map_err(usage)?;
-    let lines = nlu::read_lines(&args.file, args.split.as_deref(), args.limit).map_err(usage)?;
+/// The names a map gives that no loaded intent has, sorted.
+fn unknown_intents(intents: &IntentSet, map: &crate::eval::nlu::NameMap) -> Vec<String> {
     let mut unknown: Vec<String> = map
         .intents
         .values()
@@ -723,8 +717,13 @@ fn eval_nlu(settings: &Settings, args: NluArgs, out: &mut dyn Write) -> Result<i
         .collect();
     unknown.sort();
     unknown.dedup();
-    // An intent whose action does nothing ("never mind") is no action.
-    let inert_names: Vec<String> = intents
+    unknown
+}
+
+/// The intents whose action does nothing ("never mind"): running one is no
+/// action.
+fn inert_intents(intents: &IntentSet) -> Vec<String> {
+    intents
         .definitions()
         .intents
         .iter()
@@ -735,11 +734,17 @@ fn eval_nlu(settings: &Settings, args: NluArgs, out: &mut dyn Write) -> Result<i
                 .is_some_and(|a| a.kind.family() == crate::request::kind::Family::Nevermind)
         })
         .map(|i| i.name.clone())
-        .collect();
-    let inert = |name: &str| inert_names.iter().any(|n| n == name);
+        .collect()
+}
 
-    // Nothing of the user's data directory is touched: the audit rows and
-    // the journal of these conversations go to a directory removed after.
+/// The pipeline an evaluation runs: the configured gate and fallback, with
+/// actions dry-run. Nothing of the user's data directory is touched: the
+/// audit rows and the journal go to the returned directory, removed when
+/// it is dropped.
+fn dry_run_pipeline(
+    settings: &Settings,
+    intents: IntentSet,
+) -> Result<(tempfile::TempDir, Pipeline), AppError> {
     let data = tempfile::tempdir().map_err(|source| crate::pipeline::PipelineError::DataDir {
         path: std::env::temp_dir(),
         source,
@@ -747,7 +752,143 @@ fn eval_nlu(settings: &Settings, args: NluArgs, out: &mut dyn Write) -> Result<i
     let mut config = PipelineConfig::from_settings(settings);
     config.audit_db = data.path().join("audit.db");
     config.state_db = data.path().join("state.db");
-    let mut pipeline = Pipeline::start_with(intents, config, Execution::DryRun)?;
+    let pipeline = Pipeline::start_with(intents, config, crate::pipeline::Execution::DryRun)?;
+    Ok((data, pipeline))
+}
+
+/// `voicegate eval speech`: every clip heard as `run --no-wake --input
+/// FILE` hears it (`daemon::Replay`: the daemon's listener, whisper and
+/// gate), each as a conversation of its own, with actions dry-run; whisper
+/// and the fallback load once. Scored and printed as `eval nlu` does.
+fn eval_speech_manifest(
+    settings: &Settings,
+    args: SpeechEvalArgs,
+    out: &mut dyn Write,
+) -> Result<i32, AppError> {
+    use crate::eval::{nlu, speech};
+    // The manifest and the map first: a mistake in them is reported before
+    // the models take seconds to load.
+    let entries = speech::read_manifest(&args.manifest, args.limit)
+        .map_err(|e| AppError::Usage(e.to_string()))?;
+    let map = match &args.map {
+        Some(path) => nlu::NameMap::read(path).map_err(|e| AppError::Usage(e.to_string()))?,
+        None => speech::identity_map(&entries),
+    };
+    // `run --no-wake --input MANIFEST --tts none --ack none` with these
+    // speech flags: the settings the daemon would run with.
+    let run = RunArgs {
+        input: Some(args.manifest.display().to_string()),
+        no_wake: true,
+        tts: Some("none".into()),
+        ack: Some("none".into()),
+        silence_ms: args.silence_ms,
+        speech: args.speech.clone(),
+        ..RunArgs::default()
+    };
+    let settings = settings.clone().with_run_flags(&run);
+    let intents = load_intents(&settings)?;
+    let unknown = unknown_intents(&intents, &map);
+    let inert_names = inert_intents(&intents);
+    let inert = |name: &str| inert_names.iter().any(|n| n == name);
+    let min_confidence = f64::from(settings.gate.min_confidence);
+    let unsure = |c: f64| !c.is_finite() || c < min_confidence;
+    let replay = crate::daemon::Replay::open(&settings, &intents)?;
+    let (_data, mut pipeline) = dry_run_pipeline(&settings, intents)?;
+    let verbose = args.verbose && !settings.json;
+    let mut results = Vec::with_capacity(entries.len());
+    let mut errors = Vec::new();
+    for entry in &entries {
+        let audio = entry.audio.display().to_string();
+        // The reader `run --input` uses; a clip it cannot read is this
+        // line's error, and the others are still heard.
+        let samples =
+            match crate::audio::read_wav_mono_16k(&entry.audio, crate::audio::WavAccept::Any) {
+                Ok(samples) => samples,
+                Err(e) => {
+                    errors.push(speech::ClipError {
+                        line: entry.line,
+                        audio,
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+        let started = std::time::Instant::now();
+        let clip = replay.hear(&samples, &mut pipeline);
+        let latency = clip.latency.unwrap_or_else(|| started.elapsed());
+        let events: Vec<Value> = clip
+            .events
+            .iter()
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .collect();
+        let result = speech::score(
+            entry,
+            &map,
+            &events,
+            latency.as_secs_f64() * 1000.0,
+            &inert,
+            &unsure,
+        );
+        let result = speech::ClipResult {
+            audio,
+            line: entry.line,
+            heard: speech::heard(&events),
+            notices: clip.notices,
+            result,
+        };
+        if verbose && !matches!(result.result.verdict, nlu::Verdict::Handled { .. }) {
+            writeln!(
+                out,
+                "{}:{} {} {:?} heard {:?}: {}",
+                args.manifest.display(),
+                entry.line,
+                entry.label.intent,
+                entry.label.text,
+                result.heard,
+                serde_json::to_string(&result.result.verdict).unwrap_or_default()
+            )?;
+        }
+        results.push(result);
+    }
+    if let Some(path) = &args.lines {
+        let text: String = results
+            .iter()
+            .filter_map(|r| serde_json::to_string(r).ok())
+            .map(|line| line + "\n")
+            .collect();
+        std::fs::write(path, text).map_err(AppError::Output)?;
+    }
+    let scored: Vec<nlu::LineResult> = results.into_iter().map(|r| r.result).collect();
+    let report = speech::SpeechReport {
+        report: nlu::summarise(&scored, &map, unknown),
+        errors,
+    };
+    if settings.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&report).unwrap_or_default()
+        )?;
+    } else {
+        speech::write_table(&report, &args.manifest, out)?;
+    }
+    // Clips left out make the figures incomplete: say so in the status.
+    Ok(if report.errors.is_empty() { 0 } else { 1 })
+}
+
+/// `voicegate eval nlu`: every line through the same pipeline as `chat`
+/// (the configured gate, the loaded intents), each as a conversation of its
+/// own, on a data directory of its own, with actions dry-run.
+fn eval_nlu(settings: &Settings, args: NluArgs, out: &mut dyn Write) -> Result<i32, AppError> {
+    use crate::eval::nlu;
+    let usage = |e: nlu::NluEvalError| AppError::Usage(e.to_string());
+    let intents = load_intents(settings)?;
+    let map = nlu::NameMap::read(&args.map).map_err(usage)?;
+    let lines = nlu::read_lines(&args.file, args.split.as_deref(), args.limit).map_err(usage)?;
+    let unknown = unknown_intents(&intents, &map);
+    let inert_names = inert_intents(&intents);
+    let inert = |name: &str| inert_names.iter().any(|n| n == name);
+    let (_data, mut pipeline) = dry_run_pipeline(settings, intents)?;
     let verbose = args.verbose && !settings.json;
     let mut results = Vec::with_capacity(lines.len());
     for line in &lines {

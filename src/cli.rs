@@ -144,7 +144,7 @@ pub struct SpeechArgs {
 }
 
 /// `voicegate run`
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Default)]
 pub struct RunArgs {
     /// Audio to listen to: a WAV file (any rate, channels, sample format), or
     /// `-` for raw 16-bit 16 kHz mono PCM on stdin. Default: the microphone.
@@ -218,6 +218,41 @@ pub enum EvalCommand {
     /// conversation, with actions only recorded (dry run); reports per
     /// intent what voicegate did first.
     Nlu(NluArgs),
+    /// Understanding of labelled recordings (JSONL manifest: audio,
+    /// intent, slots): each clip is heard as `run --no-wake --input FILE`
+    /// hears it (endpointer, whisper, gate), as a new conversation, with
+    /// actions only recorded (dry run); the same table as `eval nlu`.
+    Speech(SpeechEvalArgs),
+}
+
+/// `voicegate eval speech`
+#[derive(Debug, Args)]
+pub struct SpeechEvalArgs {
+    /// The manifest: one JSON object per line, `{"audio": PATH, "intent":
+    /// NAME | "oos", "slots"?: {NAME: VALUE}, "text"?: what was said}`;
+    /// paths are relative to the manifest's directory.
+    pub manifest: PathBuf,
+    /// TOML table mapping the manifest's intent and slot names to ours, as
+    /// for `eval nlu` (default: they are ours already; "oos" is out of
+    /// scope).
+    #[arg(long, value_name = "FILE")]
+    pub map: Option<PathBuf>,
+    /// Only the first N clips.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Also print every clip that was not handled, with what was heard.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Also write every clip's result, one JSON object per line (with the
+    /// transcripts).
+    #[arg(long, value_name = "FILE")]
+    pub lines: Option<PathBuf>,
+    /// Silence that ends a command, in ms (as `run --silence-ms`).
+    #[arg(long, value_name = "MS")]
+    pub silence_ms: Option<u32>,
+    /// Speech options (as `run`'s).
+    #[command(flatten)]
+    pub speech: SpeechArgs,
 }
 
 /// `voicegate eval nlu`

@@ -16,9 +16,12 @@
 //!
 //! The label's slot names map to ours in one table, [`SLOT_MAP`].
 //!
-//! [`nlu`] is `voicegate eval nlu`: typed sentences, scored per intent.
+//! [`nlu`] is `voicegate eval nlu`: typed sentences, scored per intent;
+//! [`speech`] is `voicegate eval speech`: the same table for recordings,
+//! heard through the daemon's audio path.
 
 pub mod nlu;
+pub mod speech;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -190,7 +190,7 @@ fn run_call(pipeline: &mut Pipeline, call: Call) -> Vec<Event> {
     }
 }
 
-fn state_of(pipeline: &Pipeline) -> GateState {
+pub(super) fn state_of(pipeline: &Pipeline) -> GateState {
     GateState {
         deadline: pipeline.deadline(),
         pin: pipeline.awaiting_pin(),

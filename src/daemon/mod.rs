@@ -91,6 +91,7 @@ use std::sync::Arc;
 mod gate_thread;
 mod listener;
 mod reload;
+mod replay;
 mod voice;
 
 use gate_thread::*;
@@ -98,6 +99,7 @@ use listener::*;
 use reload::*;
 use voice::*;
 
+pub use replay::{Clip, Replay};
 pub use voice::default_tts;
 
 /// What can wake the coordinator.
@@ -186,9 +188,7 @@ impl Parts {
             Listen::Audio(audio::AudioInput::Microphone { .. }) => "the microphone",
         };
         let audio = if let Listen::Audio(input) = &speech.listen {
-            let model = crate::stt::model::locate(speech.decoding.model.as_deref())?;
-            let engine = WhisperTranscriber::load(&model, stt_options.clone())?;
-            let stt = Arc::new(SttThread::start(Box::new(engine))?);
+            let stt = start_stt(speech, stt_options.clone())?;
             let detector: Option<Box<dyn WakeDetector>> = if wake_words.is_empty() {
                 None
             } else {
@@ -206,17 +206,7 @@ impl Parts {
                 other => audio::open_input(other, speech.realtime, MicConfig::default())
                     .map_err(|e| AppError::Usage(e.to_string()))?,
             };
-            let mut endpoint = if detector.is_some() {
-                EndpointConfig {
-                    idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
-                    ..EndpointConfig::default()
-                }
-            } else {
-                EndpointConfig::always_armed()
-            };
-            if let Some(ms) = speech.silence_end_ms {
-                endpoint.silence_end_ms = ms;
-            }
+            let endpoint = endpoint_config(speech, detector.is_some());
             let file_input = matches!(input, audio::AudioInput::Wav(_));
             let audio_clock = (file_input && !speech.realtime).then(Utc::now);
             let muting = if mic {
@@ -263,6 +253,30 @@ fn log_mic_status(mic: &mut audio::MicSource) {
                 eprintln!("voicegate: microphone: {status}");
             }
         });
+}
+
+/// Loads whisper as `speech` says and starts its thread.
+fn start_stt(speech: &SpeechSettings, options: SttOptions) -> Result<Arc<SttThread>, AppError> {
+    let model = crate::stt::model::locate(speech.decoding.model.as_deref())?;
+    let engine = WhisperTranscriber::load(&model, options)?;
+    Ok(Arc::new(SttThread::start(Box::new(engine))?))
+}
+
+/// The endpointer's settings: after a wake word it keeps enough history
+/// for the detector's check; without one (`--no-wake`) it is always armed.
+fn endpoint_config(speech: &SpeechSettings, wake_word: bool) -> EndpointConfig {
+    let mut endpoint = if wake_word {
+        EndpointConfig {
+            idle_history_ms: wakeword::detector::VERIFY_WINDOW_MS + 200,
+            ..EndpointConfig::default()
+        }
+    } else {
+        EndpointConfig::always_armed()
+    };
+    if let Some(ms) = speech.silence_end_ms {
+        endpoint.silence_end_ms = ms;
+    }
+    endpoint
 }
 
 /// Loads the wake words `run` listens for. A missing model is an error
