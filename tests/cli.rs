@@ -320,6 +320,30 @@ fn a_purchase_the_fallback_understood_is_read_back_and_its_audit_row_says_so() {
 }
 
 #[test]
+fn booking_for_named_guests_asks_how_many_and_reads_them_back() {
+    let (_d, data) = data_dir();
+    let o = run_stdin(
+        &["--data-dir", &data, "--json", "chat", "--virtual-clock"],
+        "book a table at Luigi's for me and my wife tomorrow at 7 pm\nfor 2\n",
+    );
+    let ev = events(&o);
+    let ask = ev.iter().find(|e| e["event"] == "ask").expect("an ask");
+    assert_eq!(ask["slot"], "party_size", "{ev:?}");
+    let read_back = ev
+        .iter()
+        .find(|e| e["event"] == "confirm_request")
+        .expect("a read-back");
+    let said = read_back["readback"].as_str().unwrap_or("");
+    assert!(
+        said.contains("for 2 at Luigi's tomorrow at 19:00"),
+        "{said}"
+    );
+    assert!(said.contains("me and my wife"), "{said}");
+    // Nothing said "yes": nothing was booked.
+    assert!(!kinds(&ev).contains(&"executed".to_string()), "{ev:?}");
+}
+
+#[test]
 fn booking_then_silence_expires() {
     let (_d, data) = data_dir();
     let o = run_stdin(

@@ -469,3 +469,27 @@ fn connects_over_a_unix_socket() {
     );
     probe.wait_for_state("play", SETTLE);
 }
+
+#[test]
+fn play_title_by_artist_tries_the_song_then_the_album() {
+    let Some(server) = MpdServer::start_or_skip(MpdOptions::default()) else {
+        return;
+    };
+    let mut player = player_for(&server);
+    let song = MusicCommand::from_action(
+        "music.play",
+        &slots(json!({"track": "so what", "artist": "miles davis"})),
+    )
+    .expect("decode");
+    assert_eq!(run(&mut player, song), "Playing So What by Miles Davis.");
+    // "play Kind of Blue by Miles Davis": no such song, but that album.
+    let album = MusicCommand::from_action(
+        "music.play",
+        &slots(json!({"track": "kind of blue", "artist": "miles davis"})),
+    )
+    .expect("decode");
+    assert_eq!(
+        run(&mut player, album),
+        "Playing 3 songs matching kind of blue by miles davis."
+    );
+}

@@ -53,7 +53,7 @@ pub(crate) enum CList {
         other: Vec<u32>,
     },
     Range(RangeDef),
-    Wildcard,
+    Wildcard(super::defs::WildcardDef),
     Time,
     Date,
 }
@@ -459,7 +459,7 @@ impl<'d> Compiler<'d> {
                 }
             }
             ListDef::Range(r) => CList::Range(r.clone()),
-            ListDef::Wildcard => CList::Wildcard,
+            ListDef::Wildcard(w) => CList::Wildcard(w.clone()),
             ListDef::Time => CList::Time,
             ListDef::Date => CList::Date,
         };

@@ -115,6 +115,34 @@ pub struct RangeDef {
     pub fractions: u32,
 }
 
+/// What a wildcard may not capture (ours: `wildcard: {excluding: [...],
+/// not_starting: [...]}`; `wildcard: true` has no limits). Both hold
+/// normalised words, as the matcher compares them.
+///
+/// Exists because the matcher prefers the reading with the fewest
+/// wildcards: "play X by Y" is one wildcard ("X by Y") before it is two
+/// (a title and an artist) unless the one wildcard may not hold "by"; and
+/// "play the game X" is music unless a music wildcard may not start with
+/// "the game".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WildcardDef {
+    /// Words the value may not contain anywhere.
+    pub excluding: Vec<String>,
+    /// Word sequences the value may not start with.
+    pub not_starting: Vec<Vec<String>>,
+}
+
+impl WildcardDef {
+    /// Whether `words` (normalised) may be the wildcard's value.
+    pub fn accepts(&self, words: &[&str]) -> bool {
+        let excluded = words.iter().any(|w| self.excluding.iter().any(|e| e == w));
+        let bad_start = self.not_starting.iter().any(|start| {
+            start.len() <= words.len() && start.iter().zip(words).all(|(a, b)| a == b)
+        });
+        !excluded && !bad_start
+    }
+}
+
 /// The kinds of slot list.
 #[derive(Debug, Clone)]
 pub enum ListDef {
@@ -122,8 +150,8 @@ pub enum ListDef {
     Values(Vec<ListValue>),
     /// Numbers, spoken as digits or words.
     Range(RangeDef),
-    /// Any words (at least one).
-    Wildcard,
+    /// Any words (at least one), within the limits it names.
+    Wildcard(WildcardDef),
     /// Built-in: a clock time, value `HH:MM`.
     Time,
     /// Built-in: a day, value `today`, `tomorrow`, a weekday or `MM-DD`.

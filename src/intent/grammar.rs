@@ -591,7 +591,7 @@ fn uses_wildcard(defs: &Definitions, expr: &Expr, scope: Scope<'_>, depth: usize
                 .lists
                 .and_then(|m| m.get(&l.list))
                 .or_else(|| defs.lists.get(&l.list));
-            matches!(list.map(|l| &l.def), None | Some(ListDef::Wildcard))
+            matches!(list.map(|l| &l.def), None | Some(ListDef::Wildcard(_)))
         }
     }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::diag::{Diagnostic, Severity};
+use super::normalize;
 use super::template::{self, Expr};
 use super::yaml::{self, Kind, Node, Pos, Quote};
 use crate::request::ActionKind;
@@ -421,17 +422,49 @@ impl Loader {
         match kind.as_str() {
             "values" => self.load_values(src, value, &what).map(ListDef::Values),
             "range" => self.load_range(src, value, &what).map(ListDef::Range),
-            "wildcard" => match value.kind {
-                Kind::Bool(true) => Some(ListDef::Wildcard),
-                _ => {
-                    self.error(src, value.pos, format!("{what}: 'wildcard' must be true"));
-                    None
+            "wildcard" => {
+                match value.kind {
+                    Kind::Bool(true) => Some(ListDef::Wildcard(WildcardDef::default())),
+                    Kind::Map(_) => self.load_wildcard(src, value, &what).map(ListDef::Wildcard),
+                    _ => {
+                        self.error(
+                        src,
+                        value.pos,
+                        format!("{what}: 'wildcard' must be true or a mapping (excluding, not_starting)"),
+                    );
+                        None
+                    }
                 }
-            },
+            }
             "time" => Some(ListDef::Time),
             "date" => Some(ListDef::Date),
             _ => None,
         }
+    }
+
+    /// `wildcard: {excluding: [words], not_starting: [phrases]}`, the words
+    /// normalised as the matcher compares them.
+    fn load_wildcard(&mut self, src: Text, node: &Node, what: &str) -> Option<WildcardDef> {
+        let entries = self.mapping(src, node, what, Some(&["excluding", "not_starting"]))?;
+        let mut def = WildcardDef::default();
+        for (key, _, value) in entries {
+            let items = self.string_list(src, value, &format!("{what}: '{key}'"));
+            for (text, pos) in items {
+                let words: Vec<String> = normalize::tokenize(&text)
+                    .into_iter()
+                    .map(|t| t.norm)
+                    .collect();
+                if words.is_empty() {
+                    self.error(src, pos, format!("{what}: '{key}' has an empty item"));
+                    continue;
+                }
+                match key.as_str() {
+                    "excluding" => def.excluding.extend(words),
+                    _ => def.not_starting.push(words),
+                }
+            }
+        }
+        Some(def)
     }
 
     fn load_values(&mut self, src: Text, node: &Node, what: &str) -> Option<Vec<ListValue>> {

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use super::builtins;
 use super::compile::{CData, CList, CValue, Graph, Node};
-use super::load::RangeDef;
+use super::load::{RangeDef, WildcardDef};
 use super::normalize::Token;
 
 /// The most steps one recognition may take before it gives up.
@@ -539,7 +539,7 @@ fn slot_match(
             values_match(cx, values, &candidates, &at, st, k);
         }
         CList::Range(range) => range_match(cx, range, &at, st, k),
-        CList::Wildcard => wildcard_match(cx, &at, st, k),
+        CList::Wildcard(limits) => wildcard_match(cx, limits, &at, st, k),
         CList::Time => builtin_match(cx, builtins::parse_time, &at, st, k),
         CList::Date => builtin_match(cx, builtins::parse_date, &at, st, k),
     }
@@ -686,11 +686,27 @@ fn range_value(scaled: f64) -> Value {
 /// shortest first. What the rest of the sentence reaches after it is not
 /// counted as progress (see [`Furthest`]): the wildcard, not the template,
 /// got it there.
-fn wildcard_match(cx: &Cx, at: &SlotAt, st: &mut St, k: K) {
+fn wildcard_match(cx: &Cx, limits: &WildcardDef, at: &SlotAt, st: &mut St, k: K) {
     let Some(first) = cx.input.token_starting_at(at.start) else {
         return;
     };
+    let limited = limits != &WildcardDef::default();
+    let norm = |i: usize| &cx.input.text[cx.input.starts[i]..cx.input.ends[i]];
     for last in first..cx.input.ends.len() {
+        if limited {
+            let words: Vec<&str> = (first..=last).map(norm).collect();
+            if !limits.accepts(&words) {
+                // A longer value still contains the excluded word, but may
+                // get past a forbidden start only if it is not one.
+                if words
+                    .iter()
+                    .any(|w| limits.excluding.iter().any(|e| e == w))
+                {
+                    return;
+                }
+                continue;
+            }
+        }
         let end = cx.input.ends[last];
         let spoken = cx.input.raw[first..=last].join(" ");
         at.push(st, Value::String(spoken.clone()), spoken, true);

@@ -214,7 +214,7 @@ impl Expander<'_> {
                 let n = r.from + r.step * k as f64;
                 out.push_str(&format!("{}", n.round() as i64));
             }
-            ListDef::Wildcard => out.push_str(self.pick(WILDCARD_WORDS)),
+            ListDef::Wildcard(_) => out.push_str(self.pick(WILDCARD_WORDS)),
             ListDef::Time => out.push_str(self.pick(TIMES)),
             ListDef::Date => out.push_str(self.pick(DAYS)),
         }

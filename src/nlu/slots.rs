@@ -205,7 +205,7 @@ fn worth_probing(defs: &Definitions, block: &DataDef, part: &Expr) -> bool {
         lists: &block.lists,
     };
     match part {
-        Expr::List(l) => !matches!(scope.list(&l.list), Some(ListDef::Wildcard) | None),
+        Expr::List(l) => !matches!(scope.list(&l.list), Some(ListDef::Wildcard(_)) | None),
         Expr::Rule { name, .. } => scope.rule_has_slot(name, &mut HashMap::new()),
         _ => false,
     }

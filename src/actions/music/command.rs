@@ -18,6 +18,9 @@ pub enum MusicCommand {
     PlayPlaylist(String),
     /// Free search: artist, album, title or any tag.
     PlayQuery(String),
+    /// Several things said together ("X by Y", "jazz from the fifties"),
+    /// or a song title or year: songs matching all of them.
+    PlaySearch(MusicSearch),
     /// Pause playback.
     Pause,
     /// Resume paused (or start stopped) playback.
@@ -32,6 +35,57 @@ pub enum MusicCommand {
     VolumeUp(u8),
     /// Lower the volume by this many points.
     VolumeDown(u8),
+}
+
+/// What a play request said, when it said more than one thing (or a song
+/// title, or a year): every part given narrows the search.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MusicSearch {
+    /// Artist or album artist, as spoken.
+    pub artist: Option<String>,
+    /// Album title, as spoken.
+    pub album: Option<String>,
+    /// Song title as spoken; tried as an album title too when no album was
+    /// named ("play Nevermind by Nirvana").
+    pub track: Option<String>,
+    /// Genre.
+    pub genre: Option<String>,
+    /// A year ("1958") or a decade ("1980s").
+    pub year: Option<String>,
+    /// Free words, searched in any tag.
+    pub query: Option<String>,
+}
+
+impl MusicSearch {
+    /// The parts in words, for answers: "So What by Miles Davis".
+    pub fn describe(&self) -> String {
+        let mut text = String::new();
+        let title = self.track.as_ref().or(self.album.as_ref());
+        for part in [title, self.query.as_ref(), self.genre.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(part);
+        }
+        if let Some(artist) = &self.artist {
+            if text.is_empty() {
+                text = format!("music by {artist}");
+            } else {
+                text = format!("{text} by {artist}");
+            }
+        }
+        if let Some(year) = &self.year {
+            if text.is_empty() {
+                text = format!("music from {year}");
+            } else {
+                text = format!("{text} from {year}");
+            }
+        }
+        text
+    }
 }
 
 impl MusicCommand {
@@ -101,21 +155,41 @@ impl MusicCommand {
                 found.push((name, text));
             }
         }
-        if found.len() != 1 {
+        let names = || {
             let names: Vec<&str> = found.iter().map(|(name, _)| *name).collect();
+            names.join(", ")
+        };
+        // A playlist is played as stored: nothing narrows it.
+        if found.is_empty() || (found.len() > 1 && found.iter().any(|(n, _)| *n == "playlist")) {
             return Err(MusicError::InvalidCommand(format!(
-                "music.play needs exactly one of artist, album, genre, playlist, query; got [{}]",
-                names.join(", ")
+                "music.play needs a playlist alone, or some of artist, album, track, genre, year, query; got [{}]",
+                names()
             )));
         }
-        let (name, text) = found.remove(0);
-        Ok(match name {
-            "artist" => MusicCommand::PlayArtist(text),
-            "album" => MusicCommand::PlayAlbum(text),
-            "genre" => MusicCommand::PlayGenre(text),
-            "playlist" => MusicCommand::PlayPlaylist(text),
-            _ => MusicCommand::PlayQuery(text),
-        })
+        if let [(name, text)] = found.as_slice() {
+            let text = text.clone();
+            match *name {
+                "artist" => return Ok(MusicCommand::PlayArtist(text)),
+                "album" => return Ok(MusicCommand::PlayAlbum(text)),
+                "genre" => return Ok(MusicCommand::PlayGenre(text)),
+                "playlist" => return Ok(MusicCommand::PlayPlaylist(text)),
+                "query" => return Ok(MusicCommand::PlayQuery(text)),
+                _ => {}
+            }
+        }
+        let mut search = MusicSearch::default();
+        for (name, text) in found {
+            let field = match name {
+                "artist" => &mut search.artist,
+                "album" => &mut search.album,
+                "track" => &mut search.track,
+                "genre" => &mut search.genre,
+                "year" => &mut search.year,
+                _ => &mut search.query,
+            };
+            *field = Some(text);
+        }
+        Ok(MusicCommand::PlaySearch(search))
     }
 
     /// Whether running the command twice has the same effect as once, so it

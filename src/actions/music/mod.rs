@@ -66,7 +66,9 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 6600;
 
 /// The slots of `music.play`, in the order they are reported.
-const PLAY_SLOTS: [&str; 5] = ["artist", "album", "genre", "playlist", "query"];
+const PLAY_SLOTS: [&str; 7] = [
+    "artist", "album", "track", "genre", "playlist", "year", "query",
+];
 
 /// Songs added to the queue per command list.
 const ADD_CHUNK: usize = 200;
@@ -85,7 +87,7 @@ mod phrasing;
 mod search;
 mod session;
 
-pub use command::MusicCommand;
+pub use command::{MusicCommand, MusicSearch};
 pub use session::{MpdAddress, MpdConfig, MpdPlayer};
 
 use self::{command::*, phrasing::*, search::*, session::*};
@@ -271,10 +273,80 @@ mod tests {
     }
 
     #[test]
-    fn music_play_needs_exactly_one_slot() {
+    fn music_play_with_several_slots_is_one_search() {
+        let cases = [
+            (
+                json!({"track": "so what", "artist": "miles davis"}),
+                MusicSearch {
+                    track: Some("so what".into()),
+                    artist: Some("miles davis".into()),
+                    ..MusicSearch::default()
+                },
+            ),
+            (
+                json!({"artist": "a", "album": "b"}),
+                MusicSearch {
+                    artist: Some("a".into()),
+                    album: Some("b".into()),
+                    ..MusicSearch::default()
+                },
+            ),
+            (
+                json!({"year": "1980s"}),
+                MusicSearch {
+                    year: Some("1980s".into()),
+                    ..MusicSearch::default()
+                },
+            ),
+            (
+                json!({"genre": "jazz", "year": 1958}),
+                MusicSearch {
+                    genre: Some("jazz".into()),
+                    year: Some("1958".into()),
+                    ..MusicSearch::default()
+                },
+            ),
+        ];
+        for (value, want) in cases {
+            let got = MusicCommand::from_action("music.play", &slots(value.clone()));
+            assert_eq!(
+                got.ok(),
+                Some(MusicCommand::PlaySearch(want)),
+                "slots {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn music_search_plan_narrows_by_everything_said() {
+        let search = MusicSearch {
+            track: Some("nevermind".into()),
+            artist: Some("nirvana".into()),
+            year: Some("1990s".into()),
+            ..MusicSearch::default()
+        };
+        assert_eq!(
+            search_plan(&search),
+            vec![
+                r#"((title contains "nevermind") AND (artist contains "nirvana") AND (date contains "199"))"#,
+                r#"((title contains "nevermind") AND (albumartist contains "nirvana") AND (date contains "199"))"#,
+                r#"((album contains "nevermind") AND (artist contains "nirvana") AND (date contains "199"))"#,
+                r#"((album contains "nevermind") AND (albumartist contains "nirvana") AND (date contains "199"))"#,
+            ]
+        );
+        let year_only = MusicSearch {
+            year: Some("1958".into()),
+            ..MusicSearch::default()
+        };
+        assert_eq!(search_plan(&year_only), vec![r#"(date contains "1958")"#]);
+        assert_eq!(search.describe(), "nevermind by nirvana from 1990s");
+    }
+
+    #[test]
+    fn music_play_needs_a_slot_and_a_playlist_alone() {
         for value in [
             json!({}),
-            json!({"artist": "a", "album": "b"}),
+            json!({"playlist": "a", "artist": "b"}),
             json!({"artist": "  "}),
         ] {
             let got = MusicCommand::from_action("music.play", &slots(value.clone()));

@@ -202,7 +202,102 @@ pub(super) fn single_value<'a>(
     values.all(|v| normalize(v) == key).then_some(first)
 }
 
+/// The mpd filter for a year ("1958": the date contains it) or a decade
+/// ("1980s": the date contains "198"); dates are tagged "1985" or
+/// "1985-03-01".
+fn year_filter(year: &str) -> String {
+    let digits: String = year.chars().filter(char::is_ascii_digit).collect();
+    let decade = year.trim_end().ends_with('s') && digits.len() == 4;
+    let wanted = if decade {
+        &digits[..3]
+    } else {
+        digits.as_str()
+    };
+    filter_expr("date", "contains", wanted)
+}
+
+/// The searches for a [`MusicSearch`], tried in order until one finds
+/// songs: each is the filters that must all hold. A title is tried as a
+/// song's, then as an album's (people say "play Nevermind by Nirvana");
+/// an artist as the artist, then as the album artist.
+pub(super) fn search_plan(search: &MusicSearch) -> Vec<String> {
+    let mut titles: Vec<Option<String>> = Vec::new();
+    match &search.track {
+        Some(track) => {
+            titles.push(Some(filter_expr("title", "contains", track)));
+            if search.album.is_none() {
+                titles.push(Some(filter_expr("album", "contains", track)));
+            }
+        }
+        None => titles.push(None),
+    }
+    let artists: Vec<Option<String>> = match &search.artist {
+        Some(artist) => ["artist", "albumartist"]
+            .iter()
+            .map(|tag| Some(filter_expr(tag, "contains", artist)))
+            .collect(),
+        None => vec![None],
+    };
+    let mut rest = Vec::new();
+    if let Some(album) = &search.album {
+        rest.push(filter_expr("album", "contains", album));
+    }
+    if let Some(genre) = &search.genre {
+        rest.push(filter_expr("genre", "contains", genre));
+    }
+    if let Some(year) = &search.year {
+        rest.push(year_filter(year));
+    }
+    if let Some(query) = &search.query {
+        rest.push(filter_expr("any", "contains", query));
+    }
+    let mut plan = Vec::new();
+    for title in &titles {
+        for artist in &artists {
+            let exprs: Vec<String> = title
+                .iter()
+                .chain(artist.iter())
+                .chain(rest.iter())
+                .cloned()
+                .collect();
+            if !exprs.is_empty() {
+                plan.push(all_of(&exprs));
+            }
+        }
+    }
+    plan
+}
+
 impl Mpd<'_> {
+    /// Songs matching everything said; if a title and an artist find
+    /// nothing together, the words as one free query ("stand by me" heard
+    /// as the song "stand" by "me").
+    pub(super) async fn play_search(&self, search: &MusicSearch) -> Result<String, MusicError> {
+        let spoken = search.describe();
+        for filter in search_plan(search) {
+            let mut tracks = self.search(&filter).await?;
+            if !tracks.is_empty() {
+                sort_tracks(&mut tracks);
+                self.play_tracks(&tracks).await?;
+                return Ok(songs_sentence(&spoken, &tracks));
+            }
+        }
+        if let Some(track) = &search.track {
+            let words = match &search.artist {
+                Some(artist) => format!("{track} {artist}"),
+                None => track.clone(),
+            };
+            match self.play_query(&clean_text(&words)).await {
+                Err(MusicError::NotFound { .. }) => {}
+                other => return other,
+            }
+        }
+        Err(MusicError::NotFound {
+            kind: SearchKind::Query,
+            name: spoken,
+        })
+    }
+
     pub(super) async fn play_artist(&self, name: &str) -> Result<String, MusicError> {
         let not_found = || MusicError::NotFound {
             kind: SearchKind::Artist,

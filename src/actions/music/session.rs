@@ -574,6 +574,7 @@ impl Mpd<'_> {
             MusicCommand::PlayGenre(name) => self.play_genre(&clean_text(name)).await,
             MusicCommand::PlayPlaylist(name) => self.play_playlist(&clean_text(name)).await,
             MusicCommand::PlayQuery(text) => self.play_query(&clean_text(text)).await,
+            MusicCommand::PlaySearch(search) => self.play_search(search).await,
             MusicCommand::Pause => self.pause().await,
             MusicCommand::Resume => self.resume().await,
             MusicCommand::Next => self.skip("next").await,
