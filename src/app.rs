@@ -851,12 +851,7 @@ fn eval_speech_manifest(
         results.push(result);
     }
     if let Some(path) = &args.lines {
-        let text: String = results
-            .iter()
-            .filter_map(|r| serde_json::to_string(r).ok())
-            .map(|line| line + "\n")
-            .collect();
-        std::fs::write(path, text).map_err(AppError::Output)?;
+        write_json_lines(path, &results)?;
     }
     let scored: Vec<nlu::LineResult> = results.into_iter().map(|r| r.result).collect();
     let report = speech::SpeechReport {
@@ -923,12 +918,7 @@ fn eval_nlu(settings: &Settings, args: NluArgs, out: &mut dyn Write) -> Result<i
         results.push(result);
     }
     if let Some(path) = &args.lines {
-        let text: String = results
-            .iter()
-            .filter_map(|r| serde_json::to_string(r).ok())
-            .map(|line| line + "\n")
-            .collect();
-        std::fs::write(path, text).map_err(AppError::Output)?;
+        write_json_lines(path, &results)?;
     }
     let report = nlu::summarise(&results, &map, unknown);
     if settings.json {
@@ -978,4 +968,18 @@ pub fn print_diagnostics(diags: &[Diagnostic], out: &mut dyn Write) -> std::io::
         writeln!(out, "{d}\n")?;
     }
     Ok(())
+}
+
+/// `--lines FILE` of `eval nlu` and `eval speech`: one JSON object per
+/// result, one per line.
+fn write_json_lines<T: serde::Serialize>(
+    path: &std::path::Path,
+    results: &[T],
+) -> Result<(), AppError> {
+    let text: String = results
+        .iter()
+        .filter_map(|r| serde_json::to_string(r).ok())
+        .map(|line| line + "\n")
+        .collect();
+    std::fs::write(path, text).map_err(AppError::Output)
 }
