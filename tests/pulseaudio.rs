@@ -225,7 +225,11 @@ impl Daemon {
                 }
             }
         }
-        panic!("not within {limit:?}: {seen:#?}");
+        let log: Vec<String> = self.log.try_iter().collect();
+        panic!(
+            "not within {limit:?}: {seen:#?}\nvoicegate's log:\n{}",
+            log.join("\n")
+        );
     }
 
     /// stderr lines until one contains `text`, or panics after `limit`.
@@ -261,7 +265,48 @@ impl Daemon {
     }
 }
 
+/// Waits until a recording stream is attached to the "microphone" and a
+/// moment more, so that what is played next is heard from its first
+/// sample: the daemon says it is listening once cpal's stream is started,
+/// but on a busy machine the sound server may take a while longer to feed
+/// it, and speech played before then is simply lost.
+fn wait_for_recording(pulse: &Pulse) {
+    let pactl = |what: &str| {
+        let out = Command::new("pactl")
+            .args(["list", "short", what])
+            .env("PULSE_SERVER", pulse.server())
+            .output()
+            .expect("pactl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // `list short sources`: index, name, ...; `source-outputs`: index,
+    // the source's index, ... (the test's own recorder is on another source).
+    let mic = pactl("sources")
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.get(1) == Some(&"mic_feed.monitor")).then(|| f[0].to_string())
+        })
+        .expect("the mic_feed.monitor source");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if pactl("source-outputs")
+            .lines()
+            .any(|l| l.split('\t').nth(1) == Some(mic.as_str()))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recording stream on the sound server within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+}
+
 fn play(pulse: &Pulse, wav: &Path) {
+    wait_for_recording(pulse);
     let ok = Command::new("paplay")
         .args(["-d", "mic_feed"])
         .arg(wav)
