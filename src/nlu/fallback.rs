@@ -70,7 +70,8 @@ impl Fallback {
         embedder: Arc<dyn Embedder>,
         cache: Option<&mut EmbeddingCache>,
     ) -> Result<Fallback, NluError> {
-        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let plain: Vec<String> = examples.iter().map(|e| plain(&e.text)).collect();
+        let texts: Vec<&str> = plain.iter().map(String::as_str).collect();
         let mut own = EmbeddingCache::default();
         let cache = cache.unwrap_or(&mut own);
         let vectors = cache
@@ -99,7 +100,7 @@ impl Fallback {
     pub fn read(&self, text: &str) -> Result<Option<Reading>, NluError> {
         let query = self
             .embedder
-            .embed(&[text])?
+            .embed(&[plain(text).as_str()])?
             .pop()
             .ok_or_else(|| NluError::Model("the embedder returned nothing".into()))?;
         let mut scored: Vec<(f32, usize)> = self
@@ -134,6 +135,19 @@ impl Fallback {
             nearest,
         }))
     }
+}
+
+/// A sentence as the fallback compares it: its words (the template
+/// matcher's tokens, as written) in lower case, one space apart, without
+/// punctuation. Whisper writes "Create a new timer." where a typed line or
+/// a training sentence says "create a new timer"; the embedder would see
+/// the full stop as a word, and it moved such readings to the wrong intent.
+fn plain(text: &str) -> String {
+    crate::intent::normalize::tokenize(text)
+        .iter()
+        .map(|t| t.raw.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn sparse(v: &[f32]) -> Vec<(u32, f32)> {
@@ -187,5 +201,21 @@ mod tests {
             .expect("read")
             .expect("a reading");
         assert_eq!(r.intent, "PlayMusic", "{r:?}");
+    }
+
+    #[test]
+    fn a_transcript_is_compared_without_its_case_and_punctuation() {
+        assert_eq!(plain("Create a new timer."), "create a new timer");
+        assert_eq!(plain("What's the time, please?"), "what's the time please");
+        let examples = vec![
+            example("StartTimer", "create a new timer"),
+            example("CancelTimer", "cancel the timer"),
+        ];
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let embedder = Arc::new(HashedEmbedder::fit(&texts));
+        let fallback = Fallback::train(examples, embedder, None).expect("train");
+        let typed = fallback.read("create a new timer").expect("read");
+        let heard = fallback.read("Create a new timer.").expect("read");
+        assert_eq!(typed, heard);
     }
 }
