@@ -188,7 +188,9 @@ impl std::fmt::Display for MicStatus {
 pub struct StopHandle(Arc<AtomicBool>);
 
 impl StopHandle {
-    /// Makes the source's current and future reads return `Ok(0)`.
+    /// Makes the source's current and future reads return `Ok(0)` once
+    /// the samples it already converted are read (a stop loses nothing
+    /// that was captured).
     pub fn stop(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
@@ -756,13 +758,15 @@ impl AudioSource for MicSource {
             return Ok(0);
         }
         loop {
+            // What was already converted is handed over even after a
+            // stop: stopping ends the stream, it does not drop audio.
+            if !self.pending.is_empty() {
+                return Ok(self.pending.take_into(out));
+            }
             if self.stop.is_stopped() {
                 return Ok(0);
             }
             self.report_counters();
-            if !self.pending.is_empty() {
-                return Ok(self.pending.take_into(out));
-            }
             if self.stream.is_none() {
                 self.recover("the device was not reopened")?;
                 continue;
