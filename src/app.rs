@@ -323,7 +323,8 @@ fn explain(settings: &Settings, args: ExplainArgs, out: &mut dyn Write) -> Resul
             settings_model_name(settings),
             reading.intent,
             reading.score,
-            cut,
+            // Rounded: 0.65 − 0.15 prints as 0.5, not 0.49999997.
+            (cut * 1e4).round() / 1e4,
             t.sure
         )?;
         for n in &reading.nearest {
