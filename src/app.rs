@@ -231,7 +231,7 @@ fn fallback_reading(
     settings: &Settings,
     set: &IntentSet,
     text: &str,
-) -> Result<Option<crate::nlu::Reading>, AppError> {
+) -> Result<Option<(crate::nlu::Reading, f32)>, AppError> {
     use crate::nlu::Understander;
     let nlu = |e: crate::nlu::NluError| AppError::Usage(e.to_string());
     let (embedder, mut cache) =
@@ -242,7 +242,15 @@ fn fallback_reading(
     let Some(understander) = understander else {
         return Ok(None);
     };
-    understander.read(text).map_err(nlu)
+    // The cut for the nearest intent: the out-of-scope threshold, less
+    // its leeway when it has one.
+    Ok(understander.read(text).map_err(nlu)?.map(|reading| {
+        let cut = match set.intent(&reading.intent) {
+            Some(info) => understander.cut(&reading.intent, info.risk),
+            None => understander.thresholds().out_of_scope,
+        };
+        (reading, cut)
+    }))
 }
 
 fn settings_model_name(settings: &Settings) -> &'static str {
@@ -296,13 +304,13 @@ fn explain(settings: &Settings, args: ExplainArgs, out: &mut dyn Write) -> Resul
         writeln!(
             out,
             "{}",
-            json!({"result": result, "closest": near, "fallback": fallback})
+            json!({"result": result, "closest": near, "fallback": fallback.as_ref().map(|(r, _)| r)})
         )?;
         return Ok(0);
     }
-    if let Some(reading) = &fallback {
+    if let Some((reading, cut)) = &fallback {
         let t = settings.understanding.thresholds;
-        let verdict = if reading.score < t.out_of_scope {
+        let verdict = if reading.score < *cut {
             "out of scope"
         } else if reading.score < t.sure {
             "unsure: \"did you mean\" (low stakes), read back (high stakes)"
@@ -315,7 +323,8 @@ fn explain(settings: &Settings, args: ExplainArgs, out: &mut dyn Write) -> Resul
             settings_model_name(settings),
             reading.intent,
             reading.score,
-            t.out_of_scope,
+            // Rounded: 0.65 − 0.15 prints as 0.5, not 0.49999997.
+            (cut * 1e4).round() / 1e4,
             t.sure
         )?;
         for n in &reading.nearest {

@@ -220,6 +220,12 @@ pub struct IntentDef {
     /// Paraphrases no template needs to cover (`examples:`): training
     /// sentences for the fallback recogniser (`crate::nlu`).
     pub examples: Vec<(String, Origin)>,
+    /// How far below the fallback's out-of-scope threshold a fallback
+    /// reading of this intent is still taken (`fallback_leeway:`, 0 to
+    /// 0.5). Honoured only for high-risk intents: their readings are read
+    /// back, or their missing details asked, and nothing runs without a
+    /// "yes", so a generous cut costs a question, never an action.
+    pub fallback_leeway: Option<f32>,
     /// Where the intent was first defined.
     pub origin: Origin,
 }

@@ -703,6 +703,7 @@ impl Loader {
                 "description",
                 "ask",
                 "examples",
+                "fallback_leeway",
             ]),
         )?;
         let mut intent = IntentDef {
@@ -715,6 +716,7 @@ impl Loader {
             tests: Vec::new(),
             ask: Vec::new(),
             examples: Vec::new(),
+            fallback_leeway: None,
             origin: self.origin(key.pos),
         };
         let mut has_extensions = false;
@@ -743,6 +745,21 @@ impl Loader {
                     for (text, pos) in self.string_list(src, value, "'examples'") {
                         let origin = self.origin(pos);
                         intent.examples.push((text, origin));
+                    }
+                }
+                "fallback_leeway" => {
+                    let number = match value.kind {
+                        Kind::Int(i) => Some(i as f64),
+                        Kind::Float(f) => Some(f),
+                        _ => None,
+                    };
+                    match number.filter(|v| (0.0..=0.5).contains(v)) {
+                        Some(v) => intent.fallback_leeway = Some(v as f32),
+                        None => self.error(
+                            src,
+                            value.pos,
+                            format!("{what}: 'fallback_leeway' must be a number from 0 to 0.5"),
+                        ),
                     }
                 }
                 "ask" => {
@@ -843,6 +860,9 @@ impl Loader {
             existing.data.extend(intent.data);
             existing.tests.extend(intent.tests);
             existing.examples.extend(intent.examples);
+            if intent.fallback_leeway.is_some() {
+                existing.fallback_leeway = intent.fallback_leeway;
+            }
         } else {
             if has_extensions {
                 self.extension_owner.insert(name, self.file);

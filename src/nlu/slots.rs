@@ -178,6 +178,7 @@ fn probe_intent(defs: &Definitions, intent: &IntentDef) -> Option<IntentDef> {
         tests: Vec::new(),
         ask: Vec::new(),
         examples: Vec::new(),
+        fallback_leeway: None,
         description: None,
         origin: intent.origin,
     })

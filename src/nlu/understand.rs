@@ -2,6 +2,7 @@
 //! one intent set, with the scores that divide its readings into out of
 //! scope, unsure and sure. The gate asks it only when no template matched.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use super::examples::examples;
 use super::hashed::HashedEmbedder;
 use super::slots::SlotFinder;
 use super::{Embedder, Fallback, NluError, Reading};
-use crate::intent::{By, IntentSet, Match, TemplateRef};
+use crate::intent::{By, IntentSet, Match, Risk, TemplateRef};
 
 /// Where the fallback's readings are cut.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,6 +120,10 @@ pub struct Understander {
     fallback: Fallback,
     slots: SlotFinder,
     thresholds: Thresholds,
+    /// Per intent, how far below [`Thresholds::out_of_scope`] its readings
+    /// are still taken (`fallback_leeway:` in its file; high-risk intents
+    /// only, see [`Understander::cut`]).
+    leeway: HashMap<String, f32>,
 }
 
 impl Understander {
@@ -146,10 +151,16 @@ impl Understander {
             let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
             Arc::new(HashedEmbedder::fit(&texts))
         });
+        let leeway = defs
+            .intents
+            .iter()
+            .filter_map(|i| i.fallback_leeway.map(|l| (i.name.clone(), l)))
+            .collect();
         Ok(Understander {
             fallback: Fallback::train(examples, embedder, cache)?,
             slots: SlotFinder::new(defs),
             thresholds,
+            leeway,
         })
     }
 
@@ -181,6 +192,20 @@ impl Understander {
         self.thresholds
     }
 
+    /// The score from which a reading of `intent` is taken: the
+    /// out-of-scope threshold, lowered by the intent's `fallback_leeway`
+    /// when it is high-risk. A high-risk reading is read back, or its
+    /// missing details asked, and runs only on "yes"; so a generous cut
+    /// there costs at worst a question. Low-risk readings run at once and
+    /// get no leeway.
+    pub fn cut(&self, intent: &str, risk: Risk) -> f32 {
+        let leeway = match risk {
+            Risk::High => self.leeway.get(intent).copied().unwrap_or(0.0),
+            Risk::Low => 0.0,
+        };
+        self.thresholds.out_of_scope - leeway
+    }
+
     /// The nearest training sentences and scores (`intents explain`).
     pub fn read(&self, text: &str) -> Result<Option<Reading>, NluError> {
         self.fallback.read(text)
@@ -202,7 +227,7 @@ impl Understander {
         let Some(info) = intents.intent(&reading.intent) else {
             return Ok(Proposal::OutOfScope(reading));
         };
-        if reading.score < self.thresholds.out_of_scope {
+        if reading.score < self.cut(&reading.intent, info.risk) {
             return Ok(Proposal::OutOfScope(reading));
         }
         let nearest = reading
@@ -232,5 +257,71 @@ impl Understander {
             m: Box::new(m),
             sure: reading.score >= self.thresholds.sure,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intent::load::SourceFile;
+
+    /// Two intents alike but for their risk, each with the same leeway.
+    const FILE: &str = r#"
+language: en
+intents:
+  BookTable:
+    risk: high
+    fallback_leeway: 0.2
+    action: {kind: booking.table}
+    data:
+      - sentences: ["book a table for two"]
+  StartTimer:
+    risk: low
+    fallback_leeway: 0.2
+    action: {kind: timer.start}
+    data:
+      - sentences: ["set a timer for ten minutes"]
+"#;
+
+    fn understander(out_of_scope: f32) -> (IntentSet, Understander) {
+        let file = SourceFile {
+            path: "t.yaml".into(),
+            text: FILE.into(),
+        };
+        let set = IntentSet::build(vec![file], &Default::default()).0;
+        let thresholds = Thresholds {
+            out_of_scope,
+            sure: 0.99,
+        };
+        let u = Understander::train(&set, None, thresholds).unwrap();
+        (set, u)
+    }
+
+    #[test]
+    fn only_a_high_risk_intent_gets_its_leeway() {
+        let (_, u) = understander(0.6);
+        assert!((u.cut("BookTable", Risk::High) - 0.4).abs() < 1e-6);
+        assert!((u.cut("StartTimer", Risk::Low) - 0.6).abs() < 1e-6);
+        assert!((u.cut("Unknown", Risk::High) - 0.6).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_high_risk_reading_within_its_leeway_is_taken_a_low_risk_one_is_not() {
+        let (set, probe) = understander(0.5);
+        // Each sentence's score, then a threshold just above it: inside
+        // the 0.2 leeway.
+        for (text, intent, taken) in [
+            ("could you reserve a table", "BookTable", true),
+            ("could you set a timer", "StartTimer", false),
+        ] {
+            let score = probe.read(text).unwrap().unwrap();
+            assert_eq!(score.intent, intent, "{text}");
+            let (_, u) = understander(score.score + 0.1);
+            let got = matches!(
+                u.propose(&set, text).unwrap(),
+                Proposal::Reading { ref m, .. } if m.intent == intent
+            );
+            assert_eq!(got, taken, "{text}: score {}", score.score);
+        }
     }
 }
