@@ -92,6 +92,10 @@ pub enum SttError {
     /// The transcription thread is gone.
     #[error("the transcription thread stopped")]
     Stopped,
+    /// The transcription thread did not answer in time (it goes on with
+    /// the job; its answer is dropped).
+    #[error("no transcript within {} s (the transcription thread is still busy)", .0.as_secs())]
+    TimedOut(std::time::Duration),
     /// The transcription thread's queue is full: too many requests at
     /// once (`serve` refuses rather than waits; see `SttThread::try_transcribe`).
     #[error("too many transcriptions are waiting; try again")]

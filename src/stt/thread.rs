@@ -71,7 +71,7 @@ impl SttThread {
     pub fn transcribe(&self, samples: Vec<f32>, timeout: Duration) -> Result<Transcript, SttError> {
         let (tx, rx) = mpsc::channel();
         self.send(Job::Transcribe(samples, false, tx))?;
-        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+        rx.recv_timeout(timeout).map_err(|e| waited(e, timeout))?
     }
 
     /// [`SttThread::transcribe`] without the grammar (see
@@ -83,7 +83,7 @@ impl SttThread {
     ) -> Result<Transcript, SttError> {
         let (tx, rx) = mpsc::channel();
         self.send(Job::Transcribe(samples, true, tx))?;
-        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+        rx.recv_timeout(timeout).map_err(|e| waited(e, timeout))?
     }
 
     /// [`SttThread::transcribe`], or [`SttError::Busy`] at once when the
@@ -101,7 +101,7 @@ impl SttThread {
                 mpsc::TrySendError::Full(_) => SttError::Busy,
                 mpsc::TrySendError::Disconnected(_) => SttError::Stopped,
             })?;
-        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+        rx.recv_timeout(timeout).map_err(|e| waited(e, timeout))?
     }
 
     /// Swaps the grammar (after the intent files were reloaded); takes
@@ -120,7 +120,7 @@ impl SttThread {
     ) -> Result<f32, SttError> {
         let (tx, rx) = mpsc::channel();
         self.send(Job::Score(samples, phrase.to_string(), tx))?;
-        rx.recv_timeout(timeout).map_err(|_| SttError::Stopped)?
+        rx.recv_timeout(timeout).map_err(|e| waited(e, timeout))?
     }
 
     fn send(&self, job: Job) -> Result<(), SttError> {
@@ -129,6 +129,15 @@ impl SttThread {
             .ok_or(SttError::Stopped)?
             .send(job)
             .map_err(|_| SttError::Stopped)
+    }
+}
+
+/// Why no answer came: the thread is gone, or it is still busy (with this
+/// job or those before it) after `timeout`.
+fn waited(e: mpsc::RecvTimeoutError, timeout: Duration) -> SttError {
+    match e {
+        mpsc::RecvTimeoutError::Timeout => SttError::TimedOut(timeout),
+        mpsc::RecvTimeoutError::Disconnected => SttError::Stopped,
     }
 }
 
@@ -204,5 +213,21 @@ mod tests {
             let done = job.join().expect("job");
             assert_eq!(done.map(|t| t.text).ok().as_deref(), Some("done"));
         }
+    }
+
+    #[test]
+    fn a_slow_transcription_is_a_timeout_not_a_stopped_thread() {
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().expect("lock");
+        let stt = SttThread::start(Box::new(Gated(Arc::clone(&gate)))).expect("thread");
+        let slow = stt.transcribe(vec![0.0], Duration::from_millis(50));
+        assert!(
+            matches!(slow, Err(SttError::TimedOut(t)) if t == Duration::from_millis(50)),
+            "{slow:?}"
+        );
+        drop(held);
+        // The thread is alive: the next job is answered.
+        let next = stt.transcribe(vec![0.0], Duration::from_secs(10));
+        assert_eq!(next.map(|t| t.text).ok().as_deref(), Some("done"));
     }
 }
