@@ -367,6 +367,8 @@ pub struct SlotResult {
     pub found: bool,
     /// Found in the mapped slot or another of its group.
     pub in_group: bool,
+    /// The mapped slot is in a group (else `in_group` is `found`).
+    pub grouped: bool,
 }
 
 /// One line's result.
@@ -444,6 +446,7 @@ pub fn score(
                 slot: label.slot.clone(),
                 found: found_in(ours),
                 in_group: map.group_of(ours).into_iter().any(found_in),
+                grouped: map.group_of(ours).len() > 1,
             });
         }
     }
@@ -523,6 +526,9 @@ pub struct Row {
     pub slot_accuracy: Option<f64>,
     /// slots_in_group / slots_labelled, when anything was labelled.
     pub slot_in_group_accuracy: Option<f64>,
+    /// Some labelled slot of the row maps to a slot in a group (its second
+    /// figure says something).
+    pub grouped: bool,
     /// Per dataset slot name: labelled values, and found.
     pub by_slot: BTreeMap<String, SlotCount>,
     /// High-stakes actions run without a "yes" (must be 0).
@@ -565,6 +571,7 @@ impl Row {
             count.labelled += 1;
             count.found += usize::from(s.found);
             count.in_group += usize::from(s.in_group);
+            self.grouped |= s.grouped;
         }
     }
 
@@ -769,7 +776,7 @@ pub fn write_table(report: &Report, out: &mut dyn std::io::Write) -> std::io::Re
         writeln!(out, "{}, slots found: {}", row.intent, slots.join(", "))?;
     }
     if !report.slot_groups.is_empty() {
-        for row in report.rows.iter().filter(|r| !r.by_slot.is_empty()) {
+        for row in report.rows.iter().filter(|r| r.grouped) {
             let slots: Vec<String> = row
                 .by_slot
                 .iter()
@@ -994,7 +1001,8 @@ mod tests {
             vec![SlotResult {
                 slot: "party".to_string(),
                 found: true,
-                in_group: true
+                in_group: true,
+                grouped: false,
             }]
         );
         let wrong = [json!({"event": "intent", "intent": "BookRide", "slots": {"party_size": 4}})];
@@ -1037,6 +1045,7 @@ mod tests {
         );
         let report = summarise(&[r], &map, vec![]);
         let row = &report.rows[0];
+        assert!(row.grouped);
         assert_eq!(
             (row.slot_accuracy, row.slot_in_group_accuracy),
             (Some(0.0), Some(0.5))
