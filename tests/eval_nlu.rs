@@ -96,11 +96,11 @@ fn each_line_is_classified_by_the_first_thing_voicegate_does() {
     let by_slot = &row(&r, "restaurant")["by_slot"];
     assert_eq!(
         by_slot["party_size_number"],
-        serde_json::json!({"labelled": 2, "found": 1})
+        serde_json::json!({"labelled": 2, "found": 1, "in_group": 1})
     );
     assert_eq!(
         by_slot["restaurant_name"],
-        serde_json::json!({"labelled": 1, "found": 1})
+        serde_json::json!({"labelled": 1, "found": 1, "in_group": 1})
     );
     assert_eq!(r["in_scope"]["high_stakes_unconfirmed"], 0);
     assert_eq!(r["unknown_intents"], serde_json::json!(["BookRestaurant"]));

@@ -53,7 +53,16 @@
 //! change_volume = ["SetVolume", "VolumeUp", "VolumeDown"]   # any is right
 //! [slots]
 //! party_size_number = "party_size"
+//! [slot_groups]
+//! music = ["artist", "album", "track", "playlist", "genre", "query"]
 //! ```
+//!
+//! `[slot_groups]` (optional) names slots of ours that hold the same kind of
+//! value. Where a dataset's labels are ambiguous (SNIPS labels a bare "play
+//! X" artist, track or album), a second figure is kept beside the right-slot
+//! one: the value found, right, in *any* slot of the group its mapped slot
+//! belongs to ("in a slot of its group"). The right-slot figure is never
+//! replaced by it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -101,6 +110,8 @@ pub struct NameMap {
     pub intents: BTreeMap<String, Vec<String>>,
     /// Dataset slot → ours.
     pub slots: BTreeMap<String, String>,
+    /// Named groups of our slots that hold the same kind of value.
+    pub slot_groups: BTreeMap<String, Vec<String>>,
 }
 
 /// One name or several.
@@ -118,6 +129,8 @@ struct RawMap {
     intents: BTreeMap<String, OneOrMany>,
     #[serde(default)]
     slots: BTreeMap<String, String>,
+    #[serde(default)]
+    slot_groups: BTreeMap<String, Vec<String>>,
 }
 
 impl NameMap {
@@ -135,9 +148,17 @@ impl NameMap {
             }
             intents.insert(theirs, ours);
         }
+        for (group, members) in &raw.slot_groups {
+            if members.is_empty() || members.iter().any(|n| n.trim().is_empty()) {
+                return Err(format!(
+                    "slot group '{group}' is empty or names an empty slot"
+                ));
+            }
+        }
         Ok(NameMap {
             intents,
             slots: raw.slots,
+            slot_groups: raw.slot_groups,
         })
     }
 
@@ -156,6 +177,18 @@ impl NameMap {
     /// Our intents for a dataset intent; `None`: out of scope.
     pub fn ours(&self, theirs: &str) -> Option<&[String]> {
         self.intents.get(theirs).map(Vec::as_slice)
+    }
+
+    /// Our slots that count for a value mapped to `ours` in the second
+    /// figure: `ours` and every slot of a group holding it.
+    pub fn group_of<'m>(&'m self, ours: &'m str) -> Vec<&'m str> {
+        let mut out = vec![ours];
+        for members in self.slot_groups.values() {
+            if members.iter().any(|m| m == ours) {
+                out.extend(members.iter().map(String::as_str).filter(|m| *m != ours));
+            }
+        }
+        out
     }
 }
 
@@ -325,6 +358,19 @@ pub fn same_value(label: &str, got: &Value) -> bool {
     !want.is_empty() && want == canonical(&got)
 }
 
+/// One labelled value's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SlotResult {
+    /// The dataset's slot name.
+    pub slot: String,
+    /// Found in the mapped slot.
+    pub found: bool,
+    /// Found in the mapped slot or another of its group.
+    pub in_group: bool,
+    /// The mapped slot is in a group (else `in_group` is `found`).
+    pub grouped: bool,
+}
+
 /// One line's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct LineResult {
@@ -343,9 +389,14 @@ pub struct LineResult {
     pub slots_labelled: usize,
     /// Of those, found in the right slot of a right intent.
     pub slots_found: usize,
-    /// The dataset's slot names of the labelled values, each with whether
-    /// it was found.
-    pub slots: Vec<(String, bool)>,
+    /// Of those, found in a slot of the right slot's group (the right slot
+    /// included) of a right intent.
+    pub slots_in_group: usize,
+    /// Each labelled value of a mapped slot, and where it was found.
+    pub slots: Vec<SlotResult>,
+    /// The slots of the first recognised intent, as read (for looking at
+    /// misses).
+    pub slots_read: Map<String, Value>,
     /// A high-stakes action ran (or was attempted) on this line. Nothing
     /// here ever says "yes", so this must stay false: it would be an action
     /// the gate let through without a confirmation.
@@ -389,15 +440,26 @@ pub fn score(
             let Some(ours) = map.slots.get(&label.slot) else {
                 continue;
             };
-            let found = slots.get(ours).is_some_and(|v| same_value(&label.value, v));
-            per_slot.push((label.slot.clone(), found));
+            let found_in =
+                |name: &str| slots.get(name).is_some_and(|v| same_value(&label.value, v));
+            per_slot.push(SlotResult {
+                slot: label.slot.clone(),
+                found: found_in(ours),
+                in_group: map.group_of(ours).into_iter().any(found_in),
+                grouped: map.group_of(ours).len() > 1,
+            });
         }
     }
     let high_stakes_unconfirmed = events
         .iter()
         .any(|e| RAN_EVENTS.iter().any(|n| e["event"] == *n) && e["risk"] == "high");
     let labelled = per_slot.len();
-    let found = per_slot.iter().filter(|(_, f)| *f).count();
+    let found = per_slot.iter().filter(|s| s.found).count();
+    let in_group = per_slot.iter().filter(|s| s.in_group).count();
+    let slots_read = first_intent
+        .and_then(|e| e["slots"].as_object())
+        .cloned()
+        .unwrap_or_default();
     let out_of_scope = events
         .iter()
         .find(|e| e["event"] == "not_understood" && e["why"]["reason"] == "out_of_scope");
@@ -414,7 +476,9 @@ pub fn score(
         recognised,
         slots_labelled: labelled,
         slots_found: found,
+        slots_in_group: in_group,
         slots: per_slot,
+        slots_read,
         high_stakes_unconfirmed,
         latency_ms,
     }
@@ -427,6 +491,8 @@ pub struct SlotCount {
     pub labelled: usize,
     /// Found.
     pub found: usize,
+    /// Found in a slot of its group.
+    pub in_group: usize,
 }
 
 /// One row of the table: a dataset intent, or a total.
@@ -454,8 +520,15 @@ pub struct Row {
     pub slots_labelled: usize,
     /// Of those, found.
     pub slots_found: usize,
+    /// Of those, found in a slot of the right slot's group.
+    pub slots_in_group: usize,
     /// slots_found / slots_labelled, when anything was labelled.
     pub slot_accuracy: Option<f64>,
+    /// slots_in_group / slots_labelled, when anything was labelled.
+    pub slot_in_group_accuracy: Option<f64>,
+    /// Some labelled slot of the row maps to a slot in a group (its second
+    /// figure says something).
+    pub grouped: bool,
     /// Per dataset slot name: labelled values, and found.
     pub by_slot: BTreeMap<String, SlotCount>,
     /// High-stakes actions run without a "yes" (must be 0).
@@ -491,11 +564,14 @@ impl Row {
         }
         self.slots_labelled += r.slots_labelled;
         self.slots_found += r.slots_found;
+        self.slots_in_group += r.slots_in_group;
         self.high_stakes_unconfirmed += usize::from(r.high_stakes_unconfirmed);
-        for (slot, found) in &r.slots {
-            let count = self.by_slot.entry(slot.clone()).or_default();
+        for s in &r.slots {
+            let count = self.by_slot.entry(s.slot.clone()).or_default();
             count.labelled += 1;
-            count.found += usize::from(*found);
+            count.found += usize::from(s.found);
+            count.in_group += usize::from(s.in_group);
+            self.grouped |= s.grouped;
         }
     }
 
@@ -505,6 +581,8 @@ impl Row {
         self.p95_ms = super::percentile(&latencies, 95.0);
         self.slot_accuracy =
             (self.slots_labelled > 0).then(|| self.slots_found as f64 / self.slots_labelled as f64);
+        self.slot_in_group_accuracy = (self.slots_labelled > 0)
+            .then(|| self.slots_in_group as f64 / self.slots_labelled as f64);
     }
 
     /// A count as a share of the row's lines.
@@ -531,6 +609,9 @@ pub struct Report {
     /// Names the map gives that no loaded intent has: their lines cannot be
     /// handled.
     pub unknown_intents: Vec<String>,
+    /// The map's slot groups, as `name: a|b|c` (empty: none, and no second
+    /// slot figure is printed).
+    pub slot_groups: Vec<String>,
 }
 
 /// Sums the results up per dataset intent and in two totals.
@@ -585,6 +666,11 @@ pub fn summarise(results: &[LineResult], map: &NameMap, unknown_intents: Vec<Str
         out_of_scope: total(out_of_scope, "out of scope", false),
         rows,
         unknown_intents,
+        slot_groups: map
+            .slot_groups
+            .iter()
+            .map(|(name, members)| format!("{name}: {}", members.join("|")))
+            .collect(),
     }
 }
 
@@ -688,6 +774,24 @@ pub fn write_table(report: &Report, out: &mut dyn std::io::Write) -> std::io::Re
             .map(|(slot, c)| format!("{slot} {}/{}", c.found, c.labelled))
             .collect();
         writeln!(out, "{}, slots found: {}", row.intent, slots.join(", "))?;
+    }
+    if !report.slot_groups.is_empty() {
+        for row in report.rows.iter().filter(|r| r.grouped) {
+            let slots: Vec<String> = row
+                .by_slot
+                .iter()
+                .map(|(slot, c)| format!("{slot} {}/{}", c.in_group, c.labelled))
+                .collect();
+            let share = row.slot_in_group_accuracy.unwrap_or(0.0) * 100.0;
+            writeln!(
+                out,
+                "{}, in a slot of its group ({}): {share:.1}% of {}: {}",
+                row.intent,
+                report.slot_groups.join("; "),
+                row.slots_labelled,
+                slots.join(", ")
+            )?;
+        }
     }
     for total in [&report.in_scope, &report.out_of_scope] {
         if !total.reasons.is_empty() {
@@ -892,9 +996,67 @@ mod tests {
         let r = score(&line, &map, &right, 1.0, &never);
         assert_eq!((r.slots_labelled, r.slots_found), (1, 1));
         assert!(!r.high_stakes_unconfirmed);
-        assert_eq!(r.slots, vec![("party".to_string(), true)]);
+        assert_eq!(
+            r.slots,
+            vec![SlotResult {
+                slot: "party".to_string(),
+                found: true,
+                in_group: true,
+                grouped: false,
+            }]
+        );
         let wrong = [json!({"event": "intent", "intent": "BookRide", "slots": {"party_size": 4}})];
         let r = score(&line, &map, &wrong, 1.0, &never);
         assert_eq!((r.slots_labelled, r.slots_found), (1, 0));
+    }
+
+    #[test]
+    fn a_value_in_another_slot_of_its_group_counts_only_in_the_second_figure() {
+        let map = NameMap::parse(
+            "[intents]\nPlay = \"PlayMusic\"\n[slots]\nartist = \"artist\"\nalbum = \"album\"\n[slot_groups]\nmusic = [\"artist\", \"album\", \"query\"]\n",
+        )
+        .expect("map");
+        assert_eq!(map.group_of("album"), ["album", "artist", "query"]);
+        assert_eq!(map.group_of("party_size"), ["party_size"]);
+        assert!(NameMap::parse("[slot_groups]\nmusic = []\n").is_err());
+        let line = Line {
+            text: "play kind of blue by miles davis".into(),
+            intent: "Play".into(),
+            split: None,
+            slots: vec![
+                LabelSlot {
+                    slot: "album".into(),
+                    value: "Kind of Blue".into(),
+                },
+                LabelSlot {
+                    slot: "artist".into(),
+                    value: "Miles Davis".into(),
+                },
+            ],
+        };
+        // The album read as a query, the artist as the album: both are in
+        // the group, one with the wrong value.
+        let events = [json!({"event": "intent", "intent": "PlayMusic",
+            "slots": {"query": "kind of blue", "album": "miles"}})];
+        let r = score(&line, &map, &events, 1.0, &never);
+        assert_eq!(
+            (r.slots_labelled, r.slots_found, r.slots_in_group),
+            (2, 0, 1)
+        );
+        let report = summarise(&[r], &map, vec![]);
+        let row = &report.rows[0];
+        assert!(row.grouped);
+        assert_eq!(
+            (row.slot_accuracy, row.slot_in_group_accuracy),
+            (Some(0.0), Some(0.5))
+        );
+        assert_eq!(
+            row.by_slot["album"],
+            SlotCount {
+                labelled: 1,
+                found: 0,
+                in_group: 1
+            }
+        );
     }
 }

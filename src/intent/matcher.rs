@@ -713,6 +713,19 @@ fn wildcard_match(cx: &Cx, limits: &WildcardDef, at: &SlotAt, st: &mut St, k: K)
         st.wildcards += 1;
         let counting = std::mem::replace(&mut st.furthest.counting, false);
         k(st, end, true);
+        // A possessive glued to the value's last word ("Miles Davis's
+        // songs"): the value may also end before it, for `{artist}'s`.
+        if let Some(bare) = possessive_stem(norm(last), &cx.input.raw[last]) {
+            let spoken = cx.input.raw[first..last]
+                .iter()
+                .map(String::as_str)
+                .chain([bare])
+                .collect::<Vec<_>>()
+                .join(" ");
+            at.push(st, Value::String(spoken.clone()), spoken, true);
+            k(st, end - 2, true);
+            st.entities.pop();
+        }
         st.furthest.counting = counting;
         st.wildcards -= 1;
         st.entities.pop();
@@ -720,6 +733,18 @@ fn wildcard_match(cx: &Cx, limits: &WildcardDef, at: &SlotAt, st: &mut St, k: K)
             return;
         }
     }
+}
+
+/// The word before a possessive `'s` (`davis's` → `davis`), as spoken, if
+/// the word (normalised `norm`, spoken `raw`) is one with a word before it.
+fn possessive_stem<'r>(norm: &str, raw: &'r str) -> Option<&'r str> {
+    if norm.len() <= 2 || !norm.ends_with("'s") {
+        return None;
+    }
+    ["'s", "’s", "'S", "’S"]
+        .iter()
+        .find_map(|suffix| raw.strip_suffix(suffix))
+        .filter(|bare| !bare.is_empty())
 }
 
 /// Matches a `time: {}` or `date: {}` slot: `parse` reads the next few
