@@ -136,6 +136,18 @@ pub struct SpeechArgs {
     /// (default 0.5, the gate's threshold; 0: never).
     #[arg(long, value_name = "C")]
     pub free_below: Option<f32>,
+    /// A free reading replaces the grammar's only when it is X times
+    /// likelier per token (default 4).
+    #[arg(long, value_name = "X")]
+    pub free_likelier: Option<f32>,
+    /// The free reading of an unsure grammar reading searches with a beam
+    /// of N (default 1: greedy).
+    #[arg(long, value_name = "N")]
+    pub free_beam: Option<usize>,
+    /// The free reading of an unsure grammar reading is prompted with the
+    /// intents' vocabulary (default: no prompt).
+    #[arg(long)]
+    pub free_prompt: bool,
     /// A bigger ggml model (e.g. base-q8_0's file) that decodes again the
     /// readings still below the retry confidence after the full-window
     /// retry; the surer reading is kept.

@@ -463,6 +463,9 @@ pub struct Decoding {
     pub grammar: Option<GrammarFlags>,
     /// Whether whisper gets the vocabulary prompt.
     pub vocabulary_prompt: bool,
+    /// Prompt the free reading of unsure grammar readings with the
+    /// vocabulary.
+    pub free_prompt: bool,
 }
 
 /// The grammar's flags.
@@ -512,11 +515,18 @@ impl Decoding {
         if let Some(c) = args.free_below {
             options.free_below = c;
         }
+        if let Some(x) = args.free_likelier {
+            options.free_likelier = x;
+        }
+        if let Some(n) = args.free_beam {
+            options.free_beam = n;
+        }
         options.fallback_model = args.fallback_model.clone();
         Decoding {
             model: args.model.clone(),
             options,
             vocabulary_prompt: args.prompt || (grammar.is_none() && !args.no_prompt),
+            free_prompt: args.free_prompt,
             grammar,
         }
     }
@@ -539,6 +549,9 @@ impl Decoding {
         }
         if self.vocabulary_prompt {
             options.prompt = vocabulary_prompt(intents);
+        }
+        if self.free_prompt {
+            options.free_prompt = vocabulary_prompt(intents);
         }
         options
     }

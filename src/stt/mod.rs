@@ -218,6 +218,13 @@ pub struct SttOptions {
     /// the grammar, and a free reading at least this sure replaces it (see
     /// [`prefer_free`]); 0: never. Unused without a grammar.
     pub free_below: f32,
+    /// How much likelier per token a free reading must be than the
+    /// grammar's to replace it ([`FREE_LIKELIER`]).
+    pub free_likelier: f32,
+    /// The free reading's beam (1: greedy).
+    pub free_beam: usize,
+    /// The free reading's initial prompt (empty: none).
+    pub free_prompt: String,
     /// A second, bigger model for unsure readings: when set, a reading
     /// still below `retry_below` after the full-window retry is decoded
     /// again with this model (same settings), and the surer one is kept.
@@ -285,6 +292,9 @@ impl Default for SttOptions {
             retry_below: GRAMMAR_RETRY_BELOW,
             beam_below: GRAMMAR_BEAM_BELOW,
             free_below: GRAMMAR_FREE_BELOW,
+            free_likelier: FREE_LIKELIER,
+            free_beam: 1,
+            free_prompt: String::new(),
             fallback_model: None,
         }
     }
@@ -320,13 +330,18 @@ impl SttOptions {
 
 /// Whether a free reading replaces an unsure grammar reading (both of the
 /// same audio): the grammar's reading is below `free_below`, the free one
-/// has text, is at least that sure, and is [`FREE_LIKELIER`] times likelier
-/// per token. Then the speech was said clearly and is none of the intents'
+/// has text, is at least that sure, and is `likelier` ([`FREE_LIKELIER`])
+/// times likelier per token. Then the speech was said clearly and is none of the intents'
 /// sentences, so the free text is what was said. A free reading only a
 /// little likelier is the same sentence misheard: the grammar's reading
 /// stays. When both are unsure, the audio itself was unclear: the
 /// grammar's reading stays too, and the gate asks again.
-pub fn prefer_free(grammar: &Transcript, free: &Transcript, free_below: f32) -> bool {
+pub fn prefer_free(
+    grammar: &Transcript,
+    free: &Transcript,
+    free_below: f32,
+    likelier: f32,
+) -> bool {
     let sure = |c: f32| c.is_finite() && c >= free_below;
     let g = if grammar.confidence.is_finite() {
         grammar.confidence.max(0.0)
@@ -335,7 +350,7 @@ pub fn prefer_free(grammar: &Transcript, free: &Transcript, free_below: f32) -> 
     };
     !sure(grammar.confidence)
         && sure(free.confidence)
-        && free.confidence >= FREE_LIKELIER * g
+        && free.confidence >= likelier * g
         && !free.text.trim().is_empty()
 }
 
@@ -490,7 +505,7 @@ mod tests {
             (reading("Yes.", 0.1), reading("yes", f32::NAN), false),
         ] {
             assert_eq!(
-                prefer_free(&grammar, &free, 0.5),
+                prefer_free(&grammar, &free, 0.5, FREE_LIKELIER),
                 replaced,
                 "{grammar:?} / {free:?}"
             );
@@ -498,7 +513,8 @@ mod tests {
         assert!(!prefer_free(
             &reading("x", 0.1),
             &reading("y", 0.9),
-            f32::INFINITY
+            f32::INFINITY,
+            FREE_LIKELIER
         ));
     }
 

@@ -645,6 +645,8 @@ impl WhisperTranscriber {
         let free = SttOptions {
             threads: self.options.threads,
             shrink_window: self.options.shrink_window,
+            beam: self.options.free_beam.max(1),
+            prompt: self.options.free_prompt.clone(),
             ..SttOptions::free_decoding()
         };
         let options = std::mem::replace(&mut self.options, free);
@@ -745,7 +747,12 @@ impl Transcriber for WhisperTranscriber {
         let free = self.read_freely(samples)?;
         let decode_secs = started.elapsed().as_secs_f32();
         Ok(
-            if super::prefer_free(&heard, &free, self.options.free_below) {
+            if super::prefer_free(
+                &heard,
+                &free,
+                self.options.free_below,
+                self.options.free_likelier,
+            ) {
                 Transcript {
                     decode_secs,
                     retried: true,
