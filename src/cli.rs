@@ -144,10 +144,10 @@ pub struct SpeechArgs {
     /// of N (default 1: greedy).
     #[arg(long, value_name = "N")]
     pub free_beam: Option<usize>,
-    /// The free reading of an unsure grammar reading is prompted with the
-    /// intents' vocabulary (default: no prompt).
+    /// Read unsure grammar readings again freely *without* the intents'
+    /// vocabulary as prompt (by default the free reading is prompted).
     #[arg(long)]
-    pub free_prompt: bool,
+    pub no_free_prompt: bool,
     /// A bigger ggml model (e.g. base-q8_0's file) that decodes again the
     /// readings still below the retry confidence after the full-window
     /// retry; the surer reading is kept.

@@ -464,7 +464,7 @@ pub struct Decoding {
     /// Whether whisper gets the vocabulary prompt.
     pub vocabulary_prompt: bool,
     /// Prompt the free reading of unsure grammar readings with the
-    /// vocabulary.
+    /// vocabulary (the default; `--no-free-prompt` turns it off).
     pub free_prompt: bool,
 }
 
@@ -526,7 +526,7 @@ impl Decoding {
             model: args.model.clone(),
             options,
             vocabulary_prompt: args.prompt || (grammar.is_none() && !args.no_prompt),
-            free_prompt: args.free_prompt,
+            free_prompt: !args.no_free_prompt,
             grammar,
         }
     }

@@ -223,7 +223,10 @@ pub struct SttOptions {
     pub free_likelier: f32,
     /// The free reading's beam (1: greedy).
     pub free_beam: usize,
-    /// The free reading's initial prompt (empty: none).
+    /// The free reading's initial prompt (empty: none). The daemon's is
+    /// the intents' vocabulary ([`prompt::vocabulary_prompt`]): spoken
+    /// paraphrases read freely without it were often near misses of the
+    /// intents' words ("share the new time" for "set a new timer").
     pub free_prompt: String,
     /// A second, bigger model for unsure readings: when set, a reading
     /// still below `retry_below` after the full-window retry is decoded
@@ -310,6 +313,7 @@ impl SttOptions {
     ) -> SttOptions {
         SttOptions {
             grammar: Some(SttGrammar::new(intents, grammar_options)),
+            free_prompt: prompt::vocabulary_prompt(intents),
             ..SttOptions::default()
         }
     }
