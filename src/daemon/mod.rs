@@ -569,9 +569,14 @@ impl Coordinator {
                         events.push(say(format!("(could not ring: {e})")));
                     }
                     self.ringing = true;
-                    self.gate
+                    // A call also hands over results that came back
+                    // meanwhile: they are said, not dropped.
+                    let (ev, s) = self
+                        .gate
                         .call(Call::Flag(crate::gate::Flag::AlarmRinging, true))
                         .await;
+                    events.extend(ev);
+                    self.state = s;
                     events.push(say(alarms::fired_message(&entry, Local::now())));
                 }
             }
@@ -632,20 +637,25 @@ impl Coordinator {
         // thread, told what is due next, reads on.
         self.emit(&events, out)?;
         self.tell_audio();
-        self.quiet_if_nothing_rings().await;
-        Ok(())
+        self.quiet_if_nothing_rings(out).await
     }
 
     /// Stops the ringer once nothing rings any more ("stop" was said, or
-    /// a result stopped it).
-    async fn quiet_if_nothing_rings(&mut self) {
+    /// a result stopped it). The gate call hands over any results that
+    /// came back meanwhile (the "stop" itself, when its executor finished
+    /// first): they are said here, or they would be lost.
+    async fn quiet_if_nothing_rings(&mut self, out: &mut dyn Write) -> Result<(), AppError> {
         if self.ringing && !self.schedule.with(any_ringing).await.unwrap_or(false) {
             self.ringer.stop();
             self.ringing = false;
-            self.gate
+            let (events, s) = self
+                .gate
                 .call(Call::Flag(crate::gate::Flag::AlarmRinging, false))
                 .await;
+            self.state = s;
+            self.emit(&events, out)?;
         }
+        Ok(())
     }
 
     /// Results came back from the executor: say them.
@@ -657,8 +667,7 @@ impl Coordinator {
             self.tell_audio();
         }
         // A "stop" that silenced an alarm is done only now.
-        self.quiet_if_nothing_rings().await;
-        Ok(())
+        self.quiet_if_nothing_rings(out).await
     }
 
     async fn on_tick(&mut self, at: DateTime<Utc>, out: &mut dyn Write) -> Result<(), AppError> {
