@@ -77,7 +77,6 @@ use std::thread;
 
 use chrono::{DateTime, Local, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::actions::alarms::{self, Schedule};
@@ -92,158 +91,17 @@ use crate::nlu::{Embedder, FallbackSettings, NluError, Understander};
 use crate::request::kind::Family;
 use crate::request::{ActionKind, ActionRequest, IdempotencyKey, Outcome};
 
+mod event;
 mod executor;
 mod journal;
+mod lock;
 
+pub use event::Event;
 pub use executor::Execution;
 use executor::{Executor, Job, Reply};
 use journal::Journal;
-
-/// One thing that happened, as `chat --json` prints it (one JSON object per line).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    /// An intent was recognised.
-    Intent {
-        /// Intent name.
-        intent: String,
-        /// Its risk.
-        risk: Risk,
-        /// Slot values.
-        slots: Map<String, Value>,
-        /// How it was reached: `"by": "template"`, or `"by": "fallback"`
-        /// with its `score`.
-        #[serde(flatten)]
-        by: By,
-    },
-    /// A high-stakes action was read back and waits for "yes".
-    ConfirmRequest {
-        /// The action.
-        action_id: String,
-        /// Its intent.
-        intent: String,
-        /// The read-back.
-        readback: String,
-        /// Digest of exactly what will run.
-        digest: String,
-        /// Seconds left to answer.
-        expires_in_secs: f64,
-    },
-    /// An action ran.
-    Executed {
-        /// The action.
-        action_id: String,
-        /// Its intent.
-        intent: String,
-        /// low or high.
-        risk: Risk,
-        /// What the executor said.
-        message: String,
-    },
-    /// An action may or may not have happened (it needs review): the
-    /// request went out and no clear answer came back.
-    OutcomeUnknown {
-        /// The action.
-        action_id: String,
-        /// Its intent.
-        intent: String,
-        /// low or high.
-        risk: Risk,
-        /// What happened.
-        error: String,
-    },
-    /// An action ran (or tried to) and failed.
-    Failed {
-        /// The action.
-        action_id: String,
-        /// Its intent.
-        intent: String,
-        /// low or high.
-        risk: Risk,
-        /// What went wrong.
-        error: String,
-    },
-    /// The user said no.
-    Declined {
-        /// The action.
-        action_id: String,
-        /// Its intent.
-        intent: String,
-        /// Why.
-        reason: String,
-    },
-    /// Nobody confirmed in time.
-    Expired {
-        /// The action.
-        action_id: String,
-        /// Its intent.
-        intent: String,
-    },
-    /// Another command replaced it.
-    Superseded {
-        /// The action.
-        action_id: String,
-        /// Its intent.
-        intent: String,
-    },
-    /// The gate would not run it.
-    Refused {
-        /// The action.
-        action_id: String,
-        /// Its intent.
-        intent: String,
-        /// Why.
-        reason: String,
-    },
-    /// A detail the request lacks is asked for; the next utterance may
-    /// answer it without the wake word.
-    Ask {
-        /// The intent asked about.
-        intent: String,
-        /// What is missing (the intent file's `ask:` name).
-        slot: String,
-        /// The question.
-        text: String,
-    },
-    /// "Did you mean …?": a low-stakes reading the fallback recogniser is
-    /// not sure of; "yes" runs it.
-    DidYouMean {
-        /// The intent it would run.
-        intent: String,
-        /// The question.
-        text: String,
-    },
-    /// Nothing was understood.
-    NotUnderstood {
-        /// What was said.
-        text: String,
-        /// Why.
-        why: NotUnderstood,
-    },
-    /// A wake word was heard (both detector stages agreed).
-    Wake {
-        /// The phrase.
-        phrase: String,
-        /// The wake score (0..1): the phrase's mean token probability in
-        /// whisper's check.
-        score: f32,
-    },
-    /// What was heard, as transcribed (the wake phrase removed).
-    Heard {
-        /// The transcript.
-        text: String,
-        /// whisper's confidence (0..1).
-        confidence: f32,
-    },
-    /// What voicegate says.
-    Response {
-        /// The words.
-        text: String,
-        /// The action it is about, if any.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        action_id: Option<String>,
-    },
-}
+use lock::DirLock;
+pub use lock::{LOCK_FILE, LockError};
 
 /// Errors starting the pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -276,77 +134,9 @@ pub enum PipelineError {
     /// The audit log is broken in a way that stops recovery.
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
-    /// Another voicegate process uses the same data directory.
-    #[error(
-        "another voicegate process{holder} is using the data directory {dir}; stop it first, or give this one its own --data-dir"
-    )]
-    Busy {
-        /// The data directory.
-        dir: PathBuf,
-        /// " (pid N)" when the lock file names it.
-        holder: String,
-    },
-    /// The lock file could not be opened or locked.
-    #[error("cannot lock the data directory {dir}: {source}")]
-    Lock {
-        /// The data directory.
-        dir: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-}
-
-/// The name of the lock file in the data directory.
-pub const LOCK_FILE: &str = "voicegate.lock";
-
-/// An exclusive `flock` on the data directory's lock file, held for the
-/// pipeline's life. The kernel releases it when the process ends, so a
-/// killed process never leaves a stale lock behind.
-#[derive(Debug)]
-struct DirLock {
-    _file: std::fs::File,
-}
-
-impl DirLock {
-    fn take(dir: &Path) -> Result<DirLock, PipelineError> {
-        use std::io::{Read, Seek, Write};
-        use std::os::fd::AsRawFd;
-        let lock_err = |source| PipelineError::Lock {
-            dir: dir.to_path_buf(),
-            source,
-        };
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join(LOCK_FILE))
-            .map_err(lock_err)?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if locked != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
-                return Err(PipelineError::Busy {
-                    dir: dir.to_path_buf(),
-                    holder: if pid.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (pid {pid})")
-                    },
-                });
-            }
-            return Err(lock_err(err));
-        }
-        // Who holds it, for the next one's error message.
-        let _ = file.set_len(0);
-        let _ = file.rewind();
-        let _ = writeln!(file, "{}", std::process::id());
-        Ok(DirLock { _file: file })
-    }
+    /// The data directory is locked by another process, or cannot be.
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 /// How long after an order whose outcome is unknown a confirmed repeat of
