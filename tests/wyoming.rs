@@ -59,6 +59,8 @@ struct Server {
     child: Child,
     uri: String,
     dir: tempfile::TempDir,
+    /// What it prints after `serving`, line by line.
+    lines: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -109,7 +111,30 @@ impl Server {
                 break v["wyoming"].as_str().expect("uri").to_string();
             }
         };
-        Server { child, uri, dir }
+        Server {
+            child,
+            uri,
+            dir,
+            lines: rx,
+        }
+    }
+
+    /// The first event it prints (after `serving`) that `wanted` accepts,
+    /// and when it was read; `None` if none comes within `limit`.
+    fn printed(
+        &self,
+        limit: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Option<(Value, Instant)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if wanted(&v) {
+                return Some((v, Instant::now()));
+            }
+        }
     }
 
     /// Runs the client with `args`; its events.
@@ -514,4 +539,82 @@ fn a_non_loopback_address_needs_allow_remote() {
     assert_eq!(o.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("allow_remote"), "{stderr}");
+}
+
+/// A ring command that notes what rings, then rings until it is stopped
+/// (SIGTERM, as the ringer stops it), and notes that too.
+fn ring_script(dir: &Path) -> PathBuf {
+    let script = dir.join("ring.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$VOICEGATE_RING\" >> {rang}\n\
+             trap 'echo stopped >> {stopped}; exit 0' TERM\n\
+             sleep 60 &\nwait\n",
+            rang = dir.join("rang").display(),
+            stopped = dir.join("stopped").display(),
+        ),
+    )
+    .expect("ring script");
+    script
+}
+
+fn wait_for_file(path: &Path, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && !text.is_empty()
+        {
+            return Some(text);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn a_timer_set_over_wyoming_rings_on_time_and_a_stop_from_any_client_silences_it() {
+    let Some(model) = ready() else { return };
+    let rings = tempfile::tempdir().expect("tempdir");
+    let script = ring_script(rings.path());
+    let server = Server::start_with(
+        &model,
+        &format!(
+            "[alarms]\nring_command = {:?}\n",
+            format!("sh {}", script.display())
+        ),
+    );
+    let events = server.client(&["handle", "A:set a timer for 2 seconds"]);
+    let set_at = Instant::now();
+    let handled = of_type(&events, "handled");
+    assert_eq!(handled.len(), 1, "{events:?}");
+
+    // It rings on time: the ring command runs and serve says so.
+    let (said, at) = server
+        .printed(Duration::from_secs(10), |v| {
+            v["event"] == "response"
+                && v["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("timer is done"))
+        })
+        .expect("serve said the timer is done");
+    let late = at.duration_since(set_at);
+    assert!(
+        late >= Duration::from_millis(1_500) && late <= Duration::from_millis(3_500),
+        "rang {late:?} after it was set: {said}"
+    );
+    let rang = wait_for_file(&rings.path().join("rang"), Duration::from_secs(5))
+        .expect("the ring command ran");
+    assert!(rang.contains("timer"), "{rang}");
+    assert!(!rings.path().join("stopped").exists());
+
+    // "stop" from another satellite silences it: the ringing is the
+    // household's, not the session's that set it.
+    let events = server.client(&["handle", "B:stop"]);
+    assert_eq!(of_type(&events, "handled").len(), 1, "{events:?}");
+    assert!(
+        wait_for_file(&rings.path().join("stopped"), Duration::from_secs(5)).is_some(),
+        "the ring command was not stopped: {events:?}"
+    );
+    server.stop();
 }

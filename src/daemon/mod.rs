@@ -68,7 +68,7 @@ use std::time::{Duration as StdDuration, Instant, SystemTime};
 use chrono::{DateTime, Local, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::actions::alarms::{self, AlarmError, Schedule, State};
+use crate::actions::alarms::{self, AlarmError, Schedule};
 use crate::actions::ring::{AudioRinger, FallbackRinger, Ringer, configured_ringer};
 use crate::audio::{
     self, AudioSource, EndpointConfig, EndpointEvent, EndpointState, Endpointer, FRAME_SAMPLES,
@@ -133,9 +133,6 @@ const MAX_SLEEP: StdDuration = StdDuration::from_secs(5);
 
 /// How often a ringer is checked for having stopped by itself.
 const RING_CHECK: StdDuration = StdDuration::from_millis(250);
-
-/// How late a due alarm may be found at start and still ring.
-const START_GRACE_SECS: i64 = 60;
 
 /// Something voicegate says that is about no action.
 fn say(text: String) -> Event {
@@ -464,7 +461,7 @@ impl Coordinator {
         let now = Utc::now();
         let mut events = vec![say(format!("voicegate is listening to {listening_to}."))];
         events.extend(self.gate.call(Call::Recover(now)).await.0);
-        let grace = TimeDelta::seconds(START_GRACE_SECS);
+        let grace = alarms::START_GRACE;
         match self
             .schedule
             .with(move |s| s.missed_at_start(now, grace))
@@ -645,7 +642,13 @@ impl Coordinator {
     /// came back meanwhile (the "stop" itself, when its executor finished
     /// first): they are said here, or they would be lost.
     async fn quiet_if_nothing_rings(&mut self, out: &mut dyn Write) -> Result<(), AppError> {
-        if self.ringing && !self.schedule.with(any_ringing).await.unwrap_or(false) {
+        if self.ringing
+            && !self
+                .schedule
+                .with(Schedule::any_ringing)
+                .await
+                .unwrap_or(false)
+        {
             self.ringer.stop();
             self.ringing = false;
             let (events, s) = self
@@ -733,17 +736,6 @@ impl Coordinator {
         }
         self.emit(&events, out)
     }
-}
-
-/// True if an alarm or timer rings (an unreadable schedule: `Ok(false)`,
-/// as before: the ringer is not left on by a read error).
-fn any_ringing(schedule: &Schedule) -> Result<bool, AlarmError> {
-    let alarms = schedule.list_alarms().unwrap_or_default();
-    let timers = schedule.list_timers().unwrap_or_default();
-    Ok(alarms
-        .iter()
-        .chain(timers.iter())
-        .any(|e| e.state == State::Ringing))
 }
 
 /// The alarm schedule as the coordinator uses it: every query is SQLite,

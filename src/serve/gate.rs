@@ -19,6 +19,13 @@
 //! with it). The name is the client's claim: Wyoming has no
 //! authentication, which is why `serve` listens on loopback by default.
 //!
+//! Alarms and timers set through any client ring on this machine, as
+//! with `run`: the thread owns a [`Bell`] and rings what is due (it wakes
+//! for the next one, and at least once a [`TICK`]); the configured ring
+//! command can carry the ring elsewhere. What it says then goes to the
+//! notice sink (`serve` prints it). While something rings, "stop" from
+//! any client silences it: ringing is the household's, not a session's.
+//!
 //! The pipeline runs its executors in the calling thread's wait (as for
 //! `chat`): a `transcript` is answered with the outcome of what it ran.
 //! The cost: while a purchase handler runs (up to its timeout), the other
@@ -33,7 +40,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::oneshot;
 
-use crate::gate::Utterance;
+use crate::actions::alarms::{Bell, START_GRACE};
+use crate::gate::{Flag, Utterance};
 use crate::pipeline::{Event, Pipeline, SessionId};
 
 /// How many calls may wait for the gate thread.
@@ -65,6 +73,10 @@ enum Call {
     Close(SessionId),
 }
 
+/// Where what nobody asked for goes: what is said when an alarm or timer
+/// rings, or was missed.
+pub type Notices = Box<dyn Fn(Vec<Event>) + Send>;
+
 /// The handle connections share.
 #[derive(Clone)]
 pub struct GateThread {
@@ -82,11 +94,17 @@ impl GateThread {
     /// recorded as expired).
     /// The thread's handle is for joining it at the end, so the sessions'
     /// last rows are written before the process exits.
-    pub fn start(pipeline: Pipeline) -> std::io::Result<(GateThread, thread::JoinHandle<()>)> {
+    /// With a `bell`, due alarms and timers ring, and what is said then
+    /// goes to `notices`.
+    pub fn start(
+        pipeline: Pipeline,
+        bell: Option<Bell>,
+        notices: Notices,
+    ) -> std::io::Result<(GateThread, thread::JoinHandle<()>)> {
         let (tx, rx) = std_mpsc::sync_channel(QUEUE);
         let handle = thread::Builder::new()
             .name("voicegate-serve-gate".into())
-            .spawn(move || serve(pipeline, rx))?;
+            .spawn(move || serve(pipeline, rx, bell, notices))?;
         Ok((GateThread { calls: tx }, handle))
     }
 
@@ -172,9 +190,44 @@ impl Named {
     }
 }
 
-fn serve(mut pipeline: Pipeline, calls: std_mpsc::Receiver<Call>) {
+/// Rings what is due, and tells the gate so that "stop" means it.
+fn ring_due(bell: &mut Bell, pipeline: &mut Pipeline, notices: &Notices) {
+    bell.check();
+    let said = bell.ring_due(Utc::now());
+    if !said.is_empty() {
+        pipeline.set_flag(Flag::AlarmRinging, true);
+        notices(says(said));
+    }
+}
+
+/// Silences the bell once nothing rings any more ("stop" was said).
+fn quiet_if_nothing_rings(bell: &mut Bell, pipeline: &mut Pipeline) {
+    if bell.quiet_if_nothing_rings() {
+        pipeline.set_flag(Flag::AlarmRinging, false);
+    }
+}
+
+fn says(texts: Vec<String>) -> Vec<Event> {
+    texts
+        .into_iter()
+        .map(|text| crate::pipeline::say(text, None))
+        .collect()
+}
+
+fn serve(
+    mut pipeline: Pipeline,
+    calls: std_mpsc::Receiver<Call>,
+    mut bell: Option<Bell>,
+    notices: Notices,
+) {
     let mut ticked = Instant::now();
     let mut named = Named::default();
+    if let Some(bell) = &bell {
+        let missed = bell.missed(Utc::now(), START_GRACE);
+        if !missed.is_empty() {
+            notices(says(missed));
+        }
+    }
     loop {
         // Busy or not, time passes in every session at least once a TICK.
         if ticked.elapsed() >= TICK {
@@ -182,7 +235,14 @@ fn serve(mut pipeline: Pipeline, calls: std_mpsc::Receiver<Call>) {
             named.sweep(&mut pipeline, NAMED_IDLE);
             ticked = Instant::now();
         }
-        match calls.recv_timeout(TICK) {
+        let mut wait = TICK;
+        if let Some(bell) = bell.as_mut() {
+            ring_due(bell, &mut pipeline, &notices);
+            if let Some(next) = bell.next_due() {
+                wait = wait.min((next - Utc::now()).to_std().unwrap_or_default());
+            }
+        }
+        match calls.recv_timeout(wait) {
             Ok(Call::Open(key, client, reply)) => {
                 let session = match key {
                     SessionKey::Named(name) => named.open(&mut pipeline, name, client),
@@ -191,9 +251,17 @@ fn serve(mut pipeline: Pipeline, calls: std_mpsc::Receiver<Call>) {
                 let _ = reply.send(session);
             }
             Ok(Call::Handle(session, utterance, reply)) => {
+                // What came due meanwhile rings first, so a "stop" said
+                // just as it rings is understood.
+                if let Some(bell) = bell.as_mut() {
+                    ring_due(bell, &mut pipeline, &notices);
+                }
                 let events = pipeline.handle_in(session, &utterance, Utc::now());
                 if let Some((_, at)) = named.used.get_mut(&session) {
                     *at = Instant::now();
+                }
+                if let Some(bell) = bell.as_mut() {
+                    quiet_if_nothing_rings(bell, &mut pipeline);
                 }
                 let _ = reply.send(events);
             }
@@ -209,6 +277,9 @@ fn serve(mut pipeline: Pipeline, calls: std_mpsc::Receiver<Call>) {
             Err(std_mpsc::RecvTimeoutError::Timeout) => {}
             Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
         }
+    }
+    if let Some(bell) = bell.as_mut() {
+        bell.stop();
     }
     pipeline.shutdown(Utc::now());
 }

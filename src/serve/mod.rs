@@ -39,10 +39,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::actions::alarms::{Bell, Schedule};
+use crate::actions::ring::configured_ringer;
 use crate::config::{Settings, WyomingSettings};
 use crate::error::AppError;
 use crate::intent::IntentSet;
-use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::pipeline::{Pipeline, PipelineConfig, PipelineError};
 use crate::stt::{SttThread, WhisperTranscriber};
 use crate::wakeword::detector::WakeWord;
 
@@ -84,7 +86,24 @@ pub fn run(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "whisper".into());
-    let (gate, gate_thread) = gate::GateThread::start(pipeline).map_err(AppError::Output)?;
+    // Due alarms and timers ring here, as with `run` (the bundled sound on
+    // this machine's speaker, or the configured ring command); what is
+    // said then is printed below.
+    let schedule = Schedule::open(settings.state_db()).map_err(PipelineError::from)?;
+    let ringer = configured_ringer(
+        settings.ring_command.as_deref(),
+        None,
+        settings.ring_command_audible,
+    );
+    let (notice_tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    let (gate, gate_thread) = gate::GateThread::start(
+        pipeline,
+        Some(Bell::new(schedule, ringer)),
+        Box::new(move |events| {
+            let _ = notice_tx.send(events);
+        }),
+    )
+    .map_err(AppError::Output)?;
     let shared = Arc::new(Shared {
         stt,
         gate,
@@ -111,7 +130,17 @@ pub fn run(
             writeln!(out, "Serving Wyoming on tcp://{address}")?;
         }
         out.flush()?;
-        serve(listener, shared, wyoming.max_connections, stop_signal()).await;
+        let json = settings.json;
+        let print_notices = async {
+            while let Some(events) = notices.recv().await {
+                // A closed stdout loses the words, not the ring.
+                let _ = crate::output::print_events(&events, json, &mut *out);
+            }
+        };
+        tokio::select! {
+            _ = serve(listener, shared, wyoming.max_connections, stop_signal()) => {}
+            _ = print_notices => {}
+        }
         Ok::<(), AppError>(())
     });
     // Stopping the runtime drops the connections and with them the last

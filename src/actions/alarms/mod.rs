@@ -167,12 +167,14 @@ pub enum AlarmError {
     Unavailable(String),
 }
 
+mod bell;
 mod execute;
 mod phrasing;
 mod request;
 mod schedule;
 mod time;
 
+pub use bell::{Bell, START_GRACE};
 pub use execute::{execute, execute_kind, execute_request};
 pub use phrasing::{fired_message, missed_message};
 // How times and lists are said, shared with the answers in `actions::info`.

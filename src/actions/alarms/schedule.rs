@@ -508,6 +508,17 @@ impl Schedule {
         self.active(Kind::Timer)
     }
 
+    /// True if an alarm or timer rings now. An entry that cannot be read
+    /// counts as not ringing, so a read error never keeps a ringer on.
+    pub fn any_ringing(&self) -> Result<bool, AlarmError> {
+        let alarms = self.list_alarms().unwrap_or_default();
+        let timers = self.list_timers().unwrap_or_default();
+        Ok(alarms
+            .iter()
+            .chain(timers.iter())
+            .any(|e| e.state == State::Ringing))
+    }
+
     /// Time left on the running or ringing timers called `name` (ignoring
     /// ASCII case), or on all of them for `None`; soonest first.
     pub fn timer_status(
