@@ -36,8 +36,11 @@ use super::resample::Resampler;
 use super::source::{AudioSource, Pending};
 use super::{AudioError, SAMPLE_RATE};
 
-/// Capacity of the capture ring buffer, in milliseconds of device audio.
-pub const DEFAULT_RING_MS: u32 = 2_000;
+/// Capacity of the capture ring buffer, in milliseconds of device audio:
+/// how long the reader may be busy (whisper deciding an unsure reading
+/// takes seconds on a slow machine) before anything said is lost. About
+/// 6 MB at 48 kHz.
+pub const DEFAULT_RING_MS: u32 = 30_000;
 /// How long the reader sleeps when the ring is empty.
 pub const DEFAULT_POLL_MS: u64 = 5;
 /// First wait before reopening a lost device.
