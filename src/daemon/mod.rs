@@ -309,7 +309,7 @@ pub(crate) fn decoding_options(
     let lead_in: Vec<String> = wake_words
         .iter()
         .map(|w| {
-            wakeword::detector::whisper_spelling(&w.phrase)
+            crate::stt::prompt::whisper_spelling(&w.phrase)
                 .trim()
                 .to_string()
         })

@@ -44,6 +44,17 @@ pub fn vocabulary_prompt(intents: &IntentSet) -> String {
     prompt
 }
 
+/// How whisper writes a phrase at the start of a transcript: a leading
+/// space, the first letter capitalised ("jarvis" → " Jarvis").
+pub fn whisper_spelling(phrase: &str) -> String {
+    let phrase = phrase.trim();
+    let mut chars = phrase.chars();
+    match chars.next() {
+        Some(first) => format!(" {}{}", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
+    }
+}
+
 /// The vocabulary prompt as the daemon hears commands: each sentence after
 /// the wake word ("Jarvis, play some jazz."), since with a wake word every
 /// command's audio starts with it. Measured on the piper fixtures: with the
@@ -53,7 +64,7 @@ pub fn wake_prompt(prompt: &str, phrase: &str) -> String {
     if prompt.is_empty() {
         return String::new();
     }
-    let wake = crate::wakeword::detector::whisper_spelling(phrase);
+    let wake = whisper_spelling(phrase);
     let wake = wake.trim();
     prompt
         .split(". ")

@@ -16,6 +16,7 @@
 //! whisper on its own thread and `wakeword test` can call it directly. Both
 //! use this same type, so the benchmark measures what the daemon runs.
 
+use crate::stt::prompt::whisper_spelling;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -177,17 +178,6 @@ impl Verifier for std::sync::Arc<crate::stt::SttThread> {
             Duration::from_secs(30),
         )
         .map_err(|e| WakewordError::Verify(e.to_string()))
-    }
-}
-
-/// How whisper writes a phrase at the start of a transcript: a leading
-/// space, the first letter capitalised ("jarvis" → " Jarvis").
-pub fn whisper_spelling(phrase: &str) -> String {
-    let phrase = phrase.trim();
-    let mut chars = phrase.chars();
-    match chars.next() {
-        Some(first) => format!(" {}{}", first.to_uppercase(), chars.as_str()),
-        None => String::new(),
     }
 }
 
