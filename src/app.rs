@@ -269,24 +269,7 @@ fn explain(settings: &Settings, args: ExplainArgs, out: &mut dyn Write) -> Resul
     let context = parse_context(&args.context)?;
     let result = set.recognize(&args.text, &context);
     if args.all {
-        let all = set.matches(&args.text, &context);
-        if settings.json {
-            writeln!(out, "{}", json!({"matches": all}))?;
-        } else {
-            for m in &all {
-                writeln!(
-                    out,
-                    "{} {} wildcards={} literal={} \"{}\" ({}:{})",
-                    m.intent,
-                    Value::Object(m.slot_map()),
-                    m.wildcards,
-                    m.literal_chars,
-                    m.template.text,
-                    m.template.file.display(),
-                    m.template.line
-                )?;
-            }
-        }
+        print_all_matches(&set.matches(&args.text, &context), settings.json, out)?;
     }
     let near = match &result {
         Recognition::Match(_) => None,
@@ -309,33 +292,80 @@ fn explain(settings: &Settings, args: ExplainArgs, out: &mut dyn Write) -> Resul
         return Ok(0);
     }
     if let Some((reading, cut)) = &fallback {
-        let t = settings.understanding.thresholds;
-        let verdict = if reading.score < *cut {
-            "out of scope"
-        } else if reading.score < t.sure {
-            "unsure: \"did you mean\" (low stakes), read back (high stakes)"
-        } else {
-            "sure"
-        };
-        writeln!(
-            out,
-            "fallback ({}): {} score {:.3} ({verdict}; out of scope below {}, sure from {})",
-            settings_model_name(settings),
-            reading.intent,
-            reading.score,
-            // Rounded: 0.65 − 0.15 prints as 0.5, not 0.49999997.
-            (cut * 1e4).round() / 1e4,
-            t.sure
-        )?;
-        for n in &reading.nearest {
+        print_fallback(settings, reading, *cut, out)?;
+    }
+    print_recognition(&result, near, out)?;
+    Ok(0)
+}
+
+/// `intents explain --all`: every template that matches.
+fn print_all_matches(
+    all: &[crate::intent::Match],
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
+    if json {
+        writeln!(out, "{}", json!({"matches": all}))?;
+    } else {
+        for m in all {
             writeln!(
                 out,
-                "  {:.3} {} \"{}\" ({:?})",
-                n.score, n.intent, n.text, n.source
+                "{} {} wildcards={} literal={} \"{}\" ({}:{})",
+                m.intent,
+                Value::Object(m.slot_map()),
+                m.wildcards,
+                m.literal_chars,
+                m.template.text,
+                m.template.file.display(),
+                m.template.line
             )?;
         }
     }
-    match &result {
+    Ok(())
+}
+
+/// What the fallback recogniser made of it, and its nearest sentences.
+fn print_fallback(
+    settings: &Settings,
+    reading: &crate::nlu::Reading,
+    cut: f32,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
+    let t = settings.understanding.thresholds;
+    let verdict = if reading.score < cut {
+        "out of scope"
+    } else if reading.score < t.sure {
+        "unsure: \"did you mean\" (low stakes), read back (high stakes)"
+    } else {
+        "sure"
+    };
+    writeln!(
+        out,
+        "fallback ({}): {} score {:.3} ({verdict}; out of scope below {}, sure from {})",
+        settings_model_name(settings),
+        reading.intent,
+        reading.score,
+        // Rounded: 0.65 − 0.15 prints as 0.5, not 0.49999997.
+        (cut * 1e4).round() / 1e4,
+        t.sure
+    )?;
+    for n in &reading.nearest {
+        writeln!(
+            out,
+            "  {:.3} {} \"{}\" ({:?})",
+            n.score, n.intent, n.text, n.source
+        )?;
+    }
+    Ok(())
+}
+
+/// The template match, or why none matched and the closest template.
+fn print_recognition(
+    result: &Recognition,
+    near: Option<crate::intent::NearMiss>,
+    out: &mut dyn Write,
+) -> Result<(), AppError> {
+    match result {
         Recognition::Match(m) => {
             writeln!(
                 out,
@@ -384,7 +414,7 @@ fn explain(settings: &Settings, args: ExplainArgs, out: &mut dyn Write) -> Resul
             }
         }
     }
-    Ok(0)
+    Ok(())
 }
 
 fn describe(why: &crate::intent::NotUnderstood) -> String {

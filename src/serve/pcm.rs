@@ -11,7 +11,7 @@
 use crate::audio::Resampler;
 
 /// The rate everything after the source works at.
-pub const RATE: u32 = 16_000;
+pub const RATE: u32 = crate::audio::SAMPLE_RATE;
 
 /// The format a stream's chunks are in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
