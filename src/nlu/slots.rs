@@ -52,6 +52,7 @@ impl SlotFinder {
             rules: defs.rules.clone(),
             skip_words: defs.skip_words.clone(),
             not_understood: Vec::new(),
+            out_of_scope: Vec::new(),
         };
         for intent in &defs.intents {
             if let Some(probe) = probe_intent(defs, intent) {
