@@ -334,6 +334,8 @@ fn print_fallback(
     let t = settings.understanding.thresholds;
     let verdict = if reading.score < cut {
         "out of scope"
+    } else if reading.nearer_out_of_scope() {
+        "out of scope: an out_of_scope sentence is nearer"
     } else if reading.score < t.sure {
         "unsure: \"did you mean\" (low stakes), read back (high stakes)"
     } else {

@@ -255,7 +255,9 @@ pub fn read_lines(
 pub enum Verdict {
     /// The right intent ran, was read back, or asked for its missing slot.
     Handled {
-        /// Ours.
+        /// Ours (`ours` in `--lines` output: `intent` there is the
+        /// dataset's).
+        #[serde(rename = "ours")]
         intent: String,
     },
     /// A re-prompt or "did you mean": nothing ran.
@@ -267,12 +269,14 @@ pub enum Verdict {
     },
     /// Another intent ran or was read back (in-scope line).
     WrongAction {
-        /// What ran.
+        /// What ran (`ours` in `--lines` output).
+        #[serde(rename = "ours")]
         intent: String,
     },
     /// An action ran or was read back on an out-of-scope line.
     FalseAction {
-        /// What ran.
+        /// What ran (`ours` in `--lines` output).
+        #[serde(rename = "ours")]
         intent: String,
     },
 }
@@ -937,6 +941,33 @@ mod tests {
                 reason: "nevermind".into()
             }
         );
+    }
+
+    #[test]
+    fn a_line_written_out_keeps_the_datasets_intent_beside_ours() {
+        let map = NameMap::parse("[intents]\ntimer = \"StartTimer\"\n").expect("map");
+        let line = Line {
+            text: "play jazz".into(),
+            intent: "oos".into(),
+            split: None,
+            slots: vec![],
+        };
+        let events = [json!({"event": "executed", "intent": "PlayMusic", "risk": "low"})];
+        let r = score(&line, &map, &events, 1.0, &never);
+        assert_eq!(
+            r.verdict,
+            Verdict::FalseAction {
+                intent: "PlayMusic".into()
+            }
+        );
+        // The flattened verdict once wrote a second "intent" key, which
+        // JSON readers take over the dataset's.
+        let text = serde_json::to_string(&r).expect("json");
+        assert_eq!(text.matches("\"intent\":").count(), 1, "{text}");
+        let v: Value = serde_json::from_str(&text).expect("parse");
+        assert_eq!(v["intent"], "oos");
+        assert_eq!(v["ours"], "PlayMusic");
+        assert_eq!(v["verdict"], "false_action");
     }
 
     #[test]

@@ -277,4 +277,8 @@ pub struct Definitions {
     pub skip_words: Vec<String>,
     /// Sentences that must match no intent.
     pub not_understood: Vec<(String, Origin)>,
+    /// Requests voicegate cannot do (`out_of_scope:`): they must match no
+    /// intent (they are in `not_understood` too), and they train the
+    /// fallback recogniser's out-of-scope class.
+    pub out_of_scope: Vec<(String, Origin)>,
 }

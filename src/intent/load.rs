@@ -2,9 +2,9 @@
 //! every problem reported as a diagnostic.
 //!
 //! The loader accepts Home Assistant's sentence files unchanged and our own
-//! files, which add per-intent `risk`, `confirm`, `action` and `tests`, a
-//! file-level `not_understood` list, and two built-in list kinds (`time`,
-//! `date`). It never stops at the first problem: `voicegate intents check`
+//! files, which add per-intent `risk`, `confirm`, `action` and `tests`,
+//! file-level `not_understood` and `out_of_scope` lists, and two built-in
+//! list kinds (`time`, `date`). It never stops at the first problem: `voicegate intents check`
 //! shows them all, each with `file:line:col` and a caret under the spot.
 //!
 //! Loading does I/O only in [`read_dir`]; everything else works on strings.
@@ -257,6 +257,7 @@ impl Loader {
                 "skip_words",
                 "responses",
                 "not_understood",
+                "out_of_scope",
             ]),
         ) else {
             if root.kind != Kind::Null {
@@ -310,6 +311,13 @@ impl Loader {
                     for (text, pos) in self.string_list(src, value, "'not_understood'") {
                         let origin = self.origin(pos);
                         self.defs.not_understood.push((text, origin));
+                    }
+                }
+                "out_of_scope" => {
+                    for (text, pos) in self.string_list(src, value, "'out_of_scope'") {
+                        let origin = self.origin(pos);
+                        self.defs.not_understood.push((text.clone(), origin));
+                        self.defs.out_of_scope.push((text, origin));
                     }
                 }
                 _ => {} // responses: Home Assistant's response texts, unused here

@@ -24,7 +24,14 @@ pub enum Source {
     Test,
     /// One of the intent's `examples:`.
     Example,
+    /// A request voicegate cannot do (a file's `out_of_scope:`): its
+    /// intent is [`OUT_OF_SCOPE`].
+    OutOfScope,
 }
+
+/// The intent of the `out_of_scope:` training sentences: no intent's name
+/// (those are words without spaces), so no reading ever runs it.
+pub const OUT_OF_SCOPE: &str = "(out of scope)";
 
 /// One training sentence.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +49,9 @@ pub struct Example {
 const MAX_DEPTH: usize = 24;
 
 /// Up to `per_intent` distinct template expansions of every intent the
-/// fallback may choose, plus all its `tests:` and `examples:` sentences.
+/// fallback may choose, plus all its `tests:` and `examples:` sentences;
+/// then the files' `out_of_scope:` sentences, as the intent
+/// [`OUT_OF_SCOPE`].
 ///
 /// Left out: intents that only answer the gate (`gate.confirm`,
 /// `gate.decline`), and sentence groups that need a context (answers to a
@@ -108,6 +117,16 @@ pub fn examples(defs: &Definitions, per_intent: usize, seed: u64) -> Vec<Example
                     source: Source::Example,
                 });
             }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (text, _) in &defs.out_of_scope {
+        if seen.insert(text.clone()) {
+            out.push(Example {
+                intent: OUT_OF_SCOPE.into(),
+                text: text.clone(),
+                source: Source::OutOfScope,
+            });
         }
     }
     out

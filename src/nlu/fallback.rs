@@ -37,8 +37,21 @@ pub struct Reading {
     pub score: f32,
     /// The best score of any other intent (0 when there is none).
     pub runner_up: f32,
+    /// The best score of an `out_of_scope:` sentence (`None` when the
+    /// files have none). A reading nearer to one of those than to its own
+    /// intent is out of scope, whatever its score.
+    pub out_of_scope: Option<f32>,
     /// The nearest training sentences, best first (for `intents explain`).
     pub nearest: Vec<Neighbour>,
+}
+
+impl Reading {
+    /// Whether an `out_of_scope:` sentence is at least as near as the
+    /// reading's own intent: then the sentence is one of the requests
+    /// voicegate cannot do, however high its score.
+    pub fn nearer_out_of_scope(&self) -> bool {
+        self.out_of_scope.is_some_and(|s| s >= self.score)
+    }
 }
 
 /// A trained fallback recogniser.
@@ -110,13 +123,15 @@ impl Fallback {
             .map(|(i, v)| (dot(&query, v), i))
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let Some(&(best, first)) = scored.first() else {
+        let negative = |i: usize| self.examples[i].source == Source::OutOfScope;
+        let out_of_scope = scored.iter().find(|(_, i)| negative(*i)).map(|(s, _)| *s);
+        let Some(&(best, first)) = scored.iter().find(|(_, i)| !negative(*i)) else {
             return Ok(None);
         };
         let intent = self.examples[first].intent.clone();
         let runner_up = scored
             .iter()
-            .find(|(_, i)| self.examples[*i].intent != intent)
+            .find(|(_, i)| !negative(*i) && self.examples[*i].intent != intent)
             .map_or(0.0, |(s, _)| *s);
         let nearest = scored
             .iter()
@@ -132,6 +147,7 @@ impl Fallback {
             intent,
             score: if best.is_finite() { best } else { 0.0 },
             runner_up,
+            out_of_scope,
             nearest,
         }))
     }
@@ -201,6 +217,33 @@ mod tests {
             .expect("read")
             .expect("a reading");
         assert_eq!(r.intent, "PlayMusic", "{r:?}");
+    }
+
+    #[test]
+    fn an_out_of_scope_sentence_nearer_than_the_intent_marks_the_reading() {
+        let mut examples = vec![
+            example("StartTimer", "set a timer for ten minutes"),
+            example("PlayMusic", "play some jazz"),
+        ];
+        examples.push(Example {
+            intent: crate::nlu::examples::OUT_OF_SCOPE.into(),
+            text: "add this song to my playlist".into(),
+            source: Source::OutOfScope,
+        });
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let embedder = Arc::new(HashedEmbedder::fit(&texts));
+        let fallback = Fallback::train(examples, embedder, None).expect("train");
+        let r = fallback
+            .read("add this jazz song to my playlist")
+            .unwrap()
+            .unwrap();
+        // The intent is still the nearest real one; the out-of-scope
+        // sentence is nearer.
+        assert_eq!(r.intent, "PlayMusic", "{r:?}");
+        assert!(r.nearer_out_of_scope(), "{r:?}");
+        let r = fallback.read("play some jazz please").unwrap().unwrap();
+        assert_eq!(r.intent, "PlayMusic");
+        assert!(!r.nearer_out_of_scope(), "{r:?}");
     }
 
     #[test]

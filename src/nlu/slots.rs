@@ -5,8 +5,9 @@
 //! `<timer_duration>`, `(at|in) {place}`. [`SlotFinder`] compiles those
 //! parts of each intent ("probes") into a small intent set of their own and
 //! matches them against every span of the input ("give me a **10 minute**
-//! countdown"). Spans without a wildcard are chosen first, longest first;
-//! then a probe with a wildcard may take a span only where it ends at the
+//! countdown"). Spans without a wildcard are chosen first: the set that
+//! fills the most slots, in the most spans, over the most words; then a
+//! probe with a wildcard may take a span only where it ends at the
 //! end of the sentence or right before a value already found, so a wildcard
 //! is bounded by the words around it. A probe that is a bare wildcard
 //! would match anything and is never made.
@@ -52,6 +53,7 @@ impl SlotFinder {
             rules: defs.rules.clone(),
             skip_words: defs.skip_words.clone(),
             not_understood: Vec::new(),
+            out_of_scope: Vec::new(),
         };
         for intent in &defs.intents {
             if let Some(probe) = probe_intent(defs, intent) {
@@ -100,31 +102,31 @@ const CONNECTORS: &[&str] = &[
     "on", "at", "for", "in", "by", "from", "to", "with", "and", "this", "next",
 ];
 
-/// The spans kept: exact ones longest first, then bounded wildcards,
-/// shortest first (the value stops at the first boundary).
-fn choose(mut found: Vec<Found>, words: &[&str]) -> Vec<Slot> {
+/// The spans kept: first the exact ones, as the set of non-overlapping
+/// spans that fills the most slots ([`exact_spans`]); then bounded
+/// wildcards, shortest first (the value stops at the first boundary).
+fn choose(found: Vec<Found>, words: &[&str]) -> Vec<Slot> {
     let len = words.len();
-    found.sort_by_key(|f| {
-        let span = f.end - f.start;
-        (
-            f.wildcard,
-            if f.wildcard { span } else { usize::MAX - span },
-            std::cmp::Reverse(f.literal),
-            f.start,
-        )
-    });
+    let (exact, mut wild): (Vec<Found>, Vec<Found>) = found.into_iter().partition(|f| !f.wildcard);
+    wild.sort_by_key(|f| (f.end - f.start, std::cmp::Reverse(f.literal), f.start));
     let mut taken: Vec<(usize, usize)> = Vec::new();
     let mut names: BTreeSet<String> = BTreeSet::new();
     let mut out: Vec<(usize, Slot)> = Vec::new();
-    for f in found {
+    for f in exact_spans(exact, len) {
+        taken.push((f.start, f.end));
+        for slot in f.slots {
+            names.insert(slot.name.clone());
+            out.push((f.start, slot));
+        }
+    }
+    for f in wild {
         let overlaps = taken.iter().any(|&(s, e)| f.start < e && s < f.end);
         let clash = f.slots.iter().any(|s| names.contains(&s.name));
         let starts_at = |i: usize| i == len || taken.iter().any(|&(s, _)| s == i);
         let connector = |i: usize| {
             i < len && CONNECTORS.contains(&words[i].to_lowercase().as_str()) && starts_at(i + 1)
         };
-        let bounded = !f.wildcard || starts_at(f.end) || connector(f.end);
-        if overlaps || clash || !bounded {
+        if overlaps || clash || !(starts_at(f.end) || connector(f.end)) {
             continue;
         }
         taken.push((f.start, f.end));
@@ -135,6 +137,98 @@ fn choose(mut found: Vec<Found>, words: &[&str]) -> Vec<Slot> {
     }
     out.sort_by_key(|(start, _)| *start);
     out.into_iter().map(|(_, s)| s).collect()
+}
+
+/// Of the exact spans, the non-overlapping set, each slot at most once,
+/// that fills the most slots; of those, the one in the most spans; of
+/// those, the one over the most words ("for 4 people" before "for 4").
+///
+/// The spans rule decides "a table for ten on april the eighteenth": read
+/// whole, "for ten on april the eighteenth" is a time and a day; read as
+/// "for ten" and "on april the eighteenth" it is a party and a day. Two
+/// slots either way; the reading whose values each stand on words of their
+/// own wins, and the time is asked for. (Longest first, the old rule, took
+/// the time and asked for the party.) Where the parts and the whole say
+/// the same ("at 7 pm" and "tomorrow", or "at 7 pm tomorrow"), the values
+/// are the same either way.
+fn exact_spans(mut exact: Vec<Found>, len: usize) -> Vec<Found> {
+    // Longest first, so that among equal readings the longer span is
+    // tried, and kept, first.
+    exact.sort_by_key(|f| {
+        (
+            f.start,
+            std::cmp::Reverse(f.end - f.start),
+            std::cmp::Reverse(f.literal),
+        )
+    });
+    let mut names: Vec<&str> = Vec::new();
+    let masks: Vec<u64> = exact
+        .iter()
+        .map(|f| {
+            f.slots.iter().fold(0u64, |m, s| {
+                let i = names.iter().position(|n| *n == s.name).unwrap_or_else(|| {
+                    names.push(&s.name);
+                    names.len() - 1
+                });
+                m | (1u64 << i.min(63))
+            })
+        })
+        .collect();
+    let mut memo: HashMap<(usize, u64), (Score, Option<usize>)> = HashMap::new();
+    best(&exact, &masks, 0, 0, len, &mut memo);
+    let mut chosen = Vec::new();
+    let (mut at, mut used) = (0, 0u64);
+    while at < len {
+        match memo.get(&(at, used)).and_then(|(_, pick)| *pick) {
+            Some(k) => {
+                chosen.push(k);
+                used |= masks[k];
+                at = exact[k].end;
+            }
+            None => at += 1,
+        }
+    }
+    let mut exact: Vec<Option<Found>> = exact.into_iter().map(Some).collect();
+    chosen.into_iter().filter_map(|k| exact[k].take()).collect()
+}
+
+/// Slots filled, spans, words covered.
+type Score = (usize, usize, usize);
+
+/// The best score from word `at` on with the slots in `used` taken, and
+/// the span to take at `at` for it (`None`: skip the word).
+fn best(
+    exact: &[Found],
+    masks: &[u64],
+    at: usize,
+    used: u64,
+    len: usize,
+    memo: &mut HashMap<(usize, u64), (Score, Option<usize>)>,
+) -> Score {
+    if at >= len {
+        return (0, 0, 0);
+    }
+    if let Some((score, _)) = memo.get(&(at, used)) {
+        return *score;
+    }
+    let mut top = (best(exact, masks, at + 1, used, len, memo), None);
+    for (k, f) in exact.iter().enumerate() {
+        if f.start != at || masks[k] & used != 0 {
+            continue;
+        }
+        let rest = best(exact, masks, f.end, used | masks[k], len, memo);
+        let score = (
+            rest.0 + f.slots.len(),
+            rest.1 + 1,
+            rest.2 + (f.end - f.start),
+        );
+        // Ties keep the earlier pick: a span (longest first) before a skip.
+        if score > top.0 || (score == top.0 && top.1.is_none()) {
+            top = (score, Some(k));
+        }
+    }
+    memo.insert((at, used), top);
+    top.0
 }
 
 /// The probe intent of `intent`: one sentence per slot-bearing part of its
@@ -267,16 +361,19 @@ intents:
   BookTable:
     risk: high
     data:
-      - sentences: ["book a table for {party} <at_place> [on {day}]"]
+      - sentences: ["book a table for {party} <at_place> [on {day}]", "book a table <for_party> <when>"]
 lists:
   minutes: {range: {from: 1, to: 90}}
   party: {range: {from: 1, to: 20}}
   day: {values: [friday, tomorrow]}
+  time: {time: {}}
   place: {wildcard: true}
 expansion_rules:
   set: "(set|start)"
   duration: "{minutes} minute[s]"
   at_place: "(at|in) {place}"
+  for_party: "for {party} [people]"
+  when: "(at|for) {time} [on {day}]"
 "#;
 
     fn finder() -> SlotFinder {
@@ -319,6 +416,28 @@ expansion_rules:
             [
                 ("party".to_string(), json!(4)),
                 ("place".to_string(), json!("the golden dragon")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_party_before_a_day_is_not_read_as_a_time() {
+        // "for ten on friday" is also a time and a day ("for 10:00 on
+        // friday"), one span longer than the party "for ten".
+        assert_eq!(
+            slots("BookTable", "i need a table for ten on friday"),
+            [
+                ("party".to_string(), json!(10)),
+                ("day".to_string(), json!("friday")),
+            ]
+        );
+        // A time said as one is still one.
+        assert_eq!(
+            slots("BookTable", "a table for 2 people at 7 pm on friday"),
+            [
+                ("party".to_string(), json!(2)),
+                ("time".to_string(), json!("19:00")),
+                ("day".to_string(), json!("friday")),
             ]
         );
     }

@@ -110,7 +110,8 @@ pub enum Proposal {
         /// Score at or above the sure threshold.
         sure: bool,
     },
-    /// Nothing near enough.
+    /// Nothing near enough, or a request the files say voicegate cannot
+    /// do (`out_of_scope:`) is nearer.
     OutOfScope(Reading),
 }
 
@@ -211,7 +212,9 @@ impl Understander {
         self.fallback.read(text)
     }
 
-    /// The fallback's proposal for `text`.
+    /// The fallback's proposal for `text`: out of scope below the nearest
+    /// intent's [`Understander::cut`], or when an `out_of_scope:` sentence
+    /// of the files is at least as near as that intent's own sentences.
     pub fn propose(&self, intents: &IntentSet, text: &str) -> Result<Proposal, NluError> {
         let reading = match self.fallback.read(text)? {
             Some(r) => r,
@@ -220,6 +223,7 @@ impl Understander {
                     intent: String::new(),
                     score: 0.0,
                     runner_up: 0.0,
+                    out_of_scope: None,
                     nearest: Vec::new(),
                 }));
             }
@@ -227,7 +231,7 @@ impl Understander {
         let Some(info) = intents.intent(&reading.intent) else {
             return Ok(Proposal::OutOfScope(reading));
         };
-        if reading.score < self.cut(&reading.intent, info.risk) {
+        if reading.score < self.cut(&reading.intent, info.risk) || reading.nearer_out_of_scope() {
             return Ok(Proposal::OutOfScope(reading));
         }
         let nearest = reading
