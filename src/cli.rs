@@ -136,6 +136,13 @@ pub struct SpeechArgs {
     /// (default 0.5, the gate's threshold; 0: never).
     #[arg(long, value_name = "C")]
     pub free_below: Option<f32>,
+    /// With the grammar, a greedy reading below confidence C skips the
+    /// beam and the full-window retry and is read freely at once (default
+    /// 0: never). Speech no template covers is forced into a grammar
+    /// reading of near-zero confidence; searching harder there costs
+    /// seconds and rarely finds the intent.
+    #[arg(long, value_name = "C")]
+    pub free_first_below: Option<f32>,
     /// A free reading replaces the grammar's only when it is X times
     /// likelier per token (default 4).
     #[arg(long, value_name = "X")]

@@ -518,6 +518,9 @@ impl Decoding {
         if let Some(x) = args.free_likelier {
             options.free_likelier = x;
         }
+        if let Some(c) = args.free_first_below {
+            options.free_first_below = c;
+        }
         if let Some(n) = args.free_beam {
             options.free_beam = n;
         }

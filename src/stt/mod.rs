@@ -173,6 +173,11 @@ pub const GRAMMAR_RETRY_BELOW: f32 = 0.3;
 /// understand, or say it cannot help with.
 pub const GRAMMAR_FREE_BELOW: f32 = 0.5;
 
+/// A greedy grammar reading this unsure is read freely at once: the beam
+/// and the full-window retry are skipped (0: never skipped). Off until
+/// measured (docs/benchmarks.md).
+pub const GRAMMAR_FREE_FIRST_BELOW: f32 = 0.0;
+
 /// How much likelier, token for token, a free reading must be than the
 /// grammar's to replace it ([`prefer_free`]). Confidence is the geometric
 /// mean of the tokens' probabilities, so the ratio of two confidences is
@@ -221,6 +226,10 @@ pub struct SttOptions {
     /// How much likelier per token a free reading must be than the
     /// grammar's to replace it ([`FREE_LIKELIER`]).
     pub free_likelier: f32,
+    /// A greedy grammar reading below this confidence is read freely at
+    /// once, without the beam or the full-window retry (0: never). See
+    /// [`GRAMMAR_FREE_FIRST_BELOW`].
+    pub free_first_below: f32,
     /// The free reading's beam (1: greedy).
     pub free_beam: usize,
     /// The free reading's initial prompt (empty: none). The daemon's is
@@ -296,6 +305,7 @@ impl Default for SttOptions {
             beam_below: GRAMMAR_BEAM_BELOW,
             free_below: GRAMMAR_FREE_BELOW,
             free_likelier: FREE_LIKELIER,
+            free_first_below: GRAMMAR_FREE_FIRST_BELOW,
             free_beam: 1,
             free_prompt: String::new(),
             fallback_model: None,

@@ -180,6 +180,10 @@ impl WhisperTranscriber {
         let encoded = self.encode_only(samples, audio_ctx)?;
         let max_tokens = max_tokens_for(samples.len());
         let mut reading = self.search_in_grammar(encoded, 1, max_tokens)?;
+        if reading.1 < self.options.free_first_below {
+            // Too unsure to be worth the beam: the free reading decides.
+            return Ok(reading);
+        }
         if self.options.beam > 1 && reading.1 < self.options.beam_below {
             reading = self.search_in_grammar(encoded, self.options.beam, max_tokens)?;
         }
@@ -697,9 +701,13 @@ impl Transcriber for WhisperTranscriber {
         let (mut text, mut confidence) = self.decode(samples, audio_ctx)?;
         let mut retried = false;
         let mut used_ctx = audio_ctx;
+        // A grammar reading this unsure goes straight to the free reading
+        // below: no retry with the full window, no bigger model.
+        let free_first = self.grammar.is_some() && confidence < self.options.free_first_below;
         if let Some(once) = collapse_repeats(&text) {
             // The decoder said the same sentence again and again: keep one.
             text = once;
+        } else if free_first {
         } else if audio_ctx < FULL_AUDIO_CTX && is_repetitive(&text) {
             (text, confidence) = self.decode(samples, FULL_AUDIO_CTX)?;
             retried = true;
@@ -719,6 +727,7 @@ impl Transcriber for WhisperTranscriber {
             }
         }
         if confidence < self.options.retry_below
+            && !free_first
             && let Some(fallback) = &mut self.fallback
         {
             // Still unsure, and a bigger model is at hand: ask it (it runs
