@@ -279,6 +279,14 @@ impl Daemon {
     }
 }
 
+/// A test that fails (panics) must not leave its daemon running.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Waits until a recording stream is attached to the "microphone" and a
 /// moment more, so that what is played next is heard from its first
 /// sample: the daemon says it is listening once cpal's stream is started,
