@@ -151,19 +151,23 @@ fn spoken(dir: &Path, parts: &[(&str, f32)]) -> PathBuf {
         all.extend((0..n).map(|k| samples[(k * u64::from(rate) / u64::from(RATE)) as usize]));
         all.extend(std::iter::repeat_n(0, (pause * RATE as f32) as usize));
     }
-    let path = dir.join("input.wav");
+    write_wav(&dir.join("input.wav"), &all)
+}
+
+/// Writes `samples` as a 16 kHz mono 16-bit WAV at `path`.
+fn write_wav(path: &Path, samples: &[i16]) -> PathBuf {
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: RATE,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
-    let mut w = hound::WavWriter::create(&path, spec).expect("wav");
-    for s in all {
+    let mut w = hound::WavWriter::create(path, spec).expect("wav");
+    for &s in samples {
         w.write_sample(s).expect("write");
     }
     w.finalize().expect("finalize");
-    path
+    path.to_path_buf()
 }
 
 /// The daemon on the default microphone; its stdout and stderr lines come
@@ -347,20 +351,13 @@ fn play(pulse: &Pulse, wav: &Path) {
 /// a mark on the recording's own clock, which starts some time after
 /// `parecord` does (connecting to the server, on a busy machine).
 fn mark(pulse: &Pulse, dir: &Path) -> Instant {
-    let path = dir.join("mark.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&path, spec).expect("wav");
-    for i in 0..RATE * 3 / 10 {
-        let t = i as f32 / RATE as f32;
-        let v = 0.3 * (std::f32::consts::TAU * 1_000.0 * t).sin();
-        w.write_sample((v * 32767.0) as i16).expect("write");
-    }
-    w.finalize().expect("finalize");
+    let beep: Vec<i16> = (0..RATE * 3 / 10)
+        .map(|i| {
+            let t = i as f32 / RATE as f32;
+            (0.3 * (std::f32::consts::TAU * 1_000.0 * t).sin() * 32767.0) as i16
+        })
+        .collect();
+    let path = write_wav(&dir.join("mark.wav"), &beep);
     let at = Instant::now();
     let ok = Command::new("paplay")
         .args(["-d", "speaker"])

@@ -469,10 +469,7 @@ impl Coordinator {
         {
             Ok(missed) => {
                 for entry in missed {
-                    events.push(say(format!(
-                        "While I was off you missed this: {}",
-                        alarms::fired_message(&entry, Local::now())
-                    )));
+                    events.push(say(alarms::missed_while_off(&entry, Local::now())));
                 }
             }
             Err(e) => events.push(say(format!("I could not read the alarm schedule: {e}"))),

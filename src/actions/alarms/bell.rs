@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Local, TimeDelta, Utc};
 
-use super::{Schedule, fired_message};
+use super::{Schedule, fired_message, missed_while_off};
 use crate::actions::ring::{FallbackRinger, Ringer};
 
 /// How late a due entry may be found at start and still ring; older
@@ -39,12 +39,7 @@ impl Bell {
         match self.schedule.missed_at_start(now, grace) {
             Ok(missed) => missed
                 .iter()
-                .map(|entry| {
-                    format!(
-                        "While I was off you missed this: {}",
-                        fired_message(entry, Local::now())
-                    )
-                })
+                .map(|entry| missed_while_off(entry, Local::now()))
                 .collect(),
             Err(e) => vec![format!("I could not read the alarm schedule: {e}")],
         }

@@ -176,7 +176,7 @@ mod time;
 
 pub use bell::{Bell, START_GRACE};
 pub use execute::{execute, execute_kind, execute_request};
-pub use phrasing::{fired_message, missed_message};
+pub use phrasing::{fired_message, missed_message, missed_while_off};
 // How times and lists are said, shared with the answers in `actions::info`.
 pub(crate) use phrasing::{MONTH_NAMES, WEEKDAY_NAMES, join_and, speak_clock};
 pub use request::{AlarmRequest, CancelAlarm, SetAlarm, TimerRequest, TimerTarget};

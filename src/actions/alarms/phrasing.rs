@@ -216,6 +216,15 @@ pub fn fired_message<Tz: TimeZone>(entry: &Fired, now_local: DateTime<Tz>) -> St
     }
 }
 
+/// What to say at start about one entry that came due while voicegate was
+/// not running ("While I was off you missed this: Alarm for 7 AM.").
+pub fn missed_while_off<Tz: TimeZone>(entry: &Fired, now_local: DateTime<Tz>) -> String {
+    format!(
+        "While I was off you missed this: {}",
+        fired_message(entry, now_local)
+    )
+}
+
 /// What to say about entries from [`Schedule::missed_at_start`], or `None`
 /// if there are none: "You missed an alarm at 7 AM today.", "You missed the
 /// pasta timer, which ended at 7:05 AM yesterday."
