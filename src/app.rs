@@ -577,13 +577,13 @@ fn speak(args: crate::cli::SpeakArgs, out: &mut dyn Write) -> Result<i32, AppErr
         Some(path) => crate::tts::write_wav(path, &samples, rate)
             .map_err(|e| AppError::Usage(e.to_string()))?,
         None => {
-            use crate::actions::ring::Ringer;
-            let mut player = crate::actions::ring::AudioRinger::from_samples(samples, rate);
-            player
-                .start("speech")
-                .map_err(|e| AppError::Usage(e.to_string()))?;
-            std::thread::sleep(Duration::from_secs_f64(audio_secs + 0.15));
-            player.stop();
+            crate::audio::output::Player::play(
+                &samples,
+                rate,
+                None,
+                Duration::from_secs_f64(audio_secs + 3.0),
+            )
+            .map_err(|e| AppError::Usage(e.to_string()))?;
         }
     }
     writeln!(

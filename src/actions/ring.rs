@@ -41,12 +41,9 @@
 
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
-use cpal::{FromSample, Sample, SampleFormat, SizedSample};
-
+use crate::audio::output::{OutputError, Player};
 use crate::audio::{HalfDuplex, Playback};
 
 /// The bundled ring sound: a WAV file (16-bit PCM, mono, 16 kHz).
@@ -84,21 +81,9 @@ pub enum RingError {
     /// Waiting for the ring command failed.
     #[error("cannot wait for the ring command: {0}")]
     Wait(#[source] std::io::Error),
-    /// The system has no default audio output device.
-    #[error("no audio output device")]
-    NoOutputDevice,
-    /// The audio output device refused.
-    #[error("audio output: {what}: {source}")]
-    Audio {
-        /// What was being attempted.
-        what: &'static str,
-        /// What the audio layer said.
-        #[source]
-        source: cpal::Error,
-    },
-    /// The output device wants a sample format this code does not produce.
-    #[error("audio output: unsupported sample format {0}")]
-    UnsupportedFormat(String),
+    /// The sound could not be played.
+    #[error(transparent)]
+    Output(#[from] OutputError),
     /// The ring sound could not be decoded.
     #[error("ring sound: {0}")]
     Sound(String),
@@ -281,21 +266,19 @@ impl Drop for CommandRinger {
 // AudioRinger
 // ---------------------------------------------------------------------------
 
-/// Rings by looping a sound through the default audio output device (cpal)
-/// until stopped.
+/// Rings by looping a sound through the default audio output device
+/// ([`Player`]) until stopped.
 ///
 /// The sound is decoded when the ringer is made and resampled to the
-/// device's rate when ringing starts; the audio callback only copies from
-/// that buffer (no allocation, locks or I/O). A stream error after start is
-/// recorded in a flag ([`AudioRinger::stream_failed`]).
+/// device's rate when ringing starts. A stream error after start is
+/// recorded ([`AudioRinger::stream_failed`]).
 pub struct AudioRinger {
     /// Mono samples in -1.0..=1.0.
     sound: Vec<f32>,
     /// Their sample rate.
     rate: u32,
-    stream: Option<cpal::Stream>,
-    failed: Arc<AtomicBool>,
-    /// Mutes the microphone while the sound (not the gap) plays.
+    player: Option<Player>,
+    /// Mutes the microphone while the sound (not the gap) is heard.
     duplex: Option<Arc<HalfDuplex>>,
 }
 
@@ -304,7 +287,7 @@ impl std::fmt::Debug for AudioRinger {
         f.debug_struct("AudioRinger")
             .field("samples", &self.sound.len())
             .field("rate", &self.rate)
-            .field("playing", &self.stream.is_some())
+            .field("playing", &self.player.is_some())
             .finish()
     }
 }
@@ -319,13 +302,7 @@ impl AudioRinger {
     /// count; channels are mixed down to mono).
     pub fn from_wav(bytes: &[u8]) -> Result<Self, RingError> {
         let (sound, rate) = decode_wav(bytes)?;
-        Ok(AudioRinger {
-            sound,
-            rate,
-            stream: None,
-            failed: Arc::new(AtomicBool::new(false)),
-            duplex: None,
-        })
+        Ok(Self::from_samples(sound, rate))
     }
 
     /// Mutes the microphone (through `duplex`) while the sound plays, and
@@ -340,8 +317,7 @@ impl AudioRinger {
         AudioRinger {
             sound,
             rate: rate.max(1),
-            stream: None,
-            failed: Arc::new(AtomicBool::new(false)),
+            player: None,
             duplex: None,
         }
     }
@@ -353,73 +329,26 @@ impl AudioRinger {
 
     /// Whether the output stream reported an error since ringing started.
     pub fn stream_failed(&self) -> bool {
-        self.failed.load(Ordering::Relaxed)
+        self.player.as_ref().is_some_and(Player::failed)
     }
 
     /// Whether a stream is open (ringing).
     pub fn is_ringing(&self) -> bool {
-        self.stream.is_some()
+        self.player.is_some()
     }
 }
 
 impl Ringer for AudioRinger {
     fn start(&mut self, _what: &str) -> Result<(), RingError> {
         self.stop();
-        let host = cpal::default_host();
-        let device = host
-            .default_output_device()
-            .ok_or(RingError::NoOutputDevice)?;
-        let supported = device
-            .default_output_config()
-            .map_err(|source| RingError::Audio {
-                what: "no usable output configuration",
-                source,
-            })?;
-        let config = supported.config();
-        let channels = usize::from(config.channels).max(1);
         let gap = loop_gap(self.duplex.as_ref().map(|d| d.tail()));
-        let samples = loop_buffer(&self.sound, self.rate, config.sample_rate, gap);
-        let sound_len = sounding_len(&self.sound, self.rate, config.sample_rate);
-        self.failed.store(false, Ordering::Relaxed);
-        let out = Output {
-            channels,
-            samples,
-            sound_len,
-            playback: self.duplex.as_ref().map(HalfDuplex::idle_playback),
-            failed: Arc::clone(&self.failed),
-        };
-        let stream = match supported.sample_format() {
-            SampleFormat::F32 => open::<f32>(&device, config, out),
-            SampleFormat::I16 => open::<i16>(&device, config, out),
-            SampleFormat::I32 => open::<i32>(&device, config, out),
-            SampleFormat::U16 => open::<u16>(&device, config, out),
-            SampleFormat::U8 => open::<u8>(&device, config, out),
-            SampleFormat::I8 => open::<i8>(&device, config, out),
-            SampleFormat::F64 => open::<f64>(&device, config, out),
-            SampleFormat::U32 => open::<u32>(&device, config, out),
-            SampleFormat::I64 => open::<i64>(&device, config, out),
-            SampleFormat::U64 => open::<u64>(&device, config, out),
-            other => Err(RingError::UnsupportedFormat(other.to_string())),
-        }?;
-        stream.play().map_err(|source| RingError::Audio {
-            what: "cannot start playback",
-            source,
-        })?;
-        self.stream = Some(stream);
+        let playback = self.duplex.as_ref().map(HalfDuplex::idle_playback);
+        self.player = Some(Player::looping(&self.sound, self.rate, gap, playback)?);
         Ok(())
     }
 
     fn stop(&mut self) {
-        if let Some(stream) = self.stream.take() {
-            let _ = stream.pause();
-            drop(stream);
-        }
-    }
-}
-
-impl Drop for AudioRinger {
-    fn drop(&mut self) {
-        self.stop();
+        self.player = None;
     }
 }
 
@@ -452,107 +381,6 @@ fn decode_wav(bytes: &[u8]) -> Result<(Vec<f32>, u32), RingError> {
         return Err(RingError::Sound("the sound is empty".into()));
     }
     Ok((mono, spec.sample_rate))
-}
-
-/// The sound resampled (linear interpolation) from `from` Hz to `to` Hz,
-/// followed by `gap` of silence: one round of the loop.
-fn loop_buffer(sound: &[f32], from: u32, to: u32, gap: Duration) -> Vec<f32> {
-    let (from, to) = (u64::from(from.max(1)), u64::from(to.max(1)));
-    let out_len = (sound.len() as u64 * to / from) as usize;
-    let gap_len = (gap.as_secs_f64() * to as f64) as usize;
-    let step = from as f64 / to as f64;
-    let mut out = Vec::with_capacity(out_len + gap_len);
-    for i in 0..out_len {
-        let pos = i as f64 * step;
-        let index = pos as usize;
-        let frac = (pos - index as f64) as f32;
-        let a = sound.get(index).copied().unwrap_or(0.0);
-        let b = sound.get(index + 1).copied().unwrap_or(a);
-        out.push(a + (b - a) * frac);
-    }
-    out.resize(out.len() + gap_len, 0.0);
-    out
-}
-
-/// How many samples of one round, at `to` Hz, are the sound itself (the
-/// rest is the gap): as [`loop_buffer`] resamples it.
-fn sounding_len(sound: &[f32], from: u32, to: u32) -> usize {
-    (sound.len() as u64 * u64::from(to.max(1)) / u64::from(from.max(1))) as usize
-}
-
-/// What an output stream plays: one round of the loop, and who to tell
-/// while its sound part plays.
-struct Output {
-    channels: usize,
-    samples: Vec<f32>,
-    /// The first `sound_len` samples of a round are sound, the rest gap.
-    sound_len: usize,
-    playback: Option<Playback>,
-    failed: Arc<AtomicBool>,
-}
-
-/// Opens (but does not start) an output stream that loops `samples`.
-fn open<T>(
-    device: &cpal::Device,
-    config: cpal::StreamConfig,
-    out: Output,
-) -> Result<cpal::Stream, RingError>
-where
-    T: SizedSample + FromSample<f32>,
-{
-    let Output {
-        channels,
-        samples,
-        sound_len,
-        mut playback,
-        failed,
-    } = out;
-    let mut position = 0;
-    device
-        .build_output_stream(
-            config,
-            move |out: &mut [T], _: &cpal::OutputCallbackInfo| {
-                fill(out, channels, &samples, &mut position);
-                // Atomics only. The buffer just filled plays from now on,
-                // so the sound is on if this buffer ends in it; a buffer
-                // ending in the gap still carries the sound's last
-                // milliseconds, which the echo tail covers.
-                if let Some(p) = playback.as_mut() {
-                    p.set(position < sound_len);
-                }
-            },
-            move |_error| failed.store(true, Ordering::Relaxed),
-            None,
-        )
-        .map_err(|source| RingError::Audio {
-            what: "cannot open an output stream",
-            source,
-        })
-}
-
-/// The audio callback's work: copies frames from `samples` (looping at the
-/// end) into `out`, the same value on every channel. Allocation-free.
-fn fill<T: Sample + FromSample<f32>>(
-    out: &mut [T],
-    channels: usize,
-    samples: &[f32],
-    position: &mut usize,
-) {
-    for frame in out.chunks_mut(channels.max(1)) {
-        let value = match samples.get(*position) {
-            Some(v) => {
-                *position += 1;
-                T::from_sample(*v)
-            }
-            None => {
-                *position = usize::from(!samples.is_empty());
-                samples
-                    .first()
-                    .map_or(T::EQUILIBRIUM, |v| T::from_sample(*v))
-            }
-        };
-        frame.fill(value);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -688,39 +516,6 @@ mod tests {
     }
 
     #[test]
-    fn resampling_keeps_duration_and_appends_the_gap() {
-        let sound: Vec<f32> = (0..160).map(|i| i as f32 / 160.0).collect();
-        let same = loop_buffer(&sound, 16_000, 16_000, Duration::from_millis(10));
-        assert_eq!(same.len(), 160 + 160);
-        assert_eq!(&same[..160], &sound[..]);
-        assert!(same[160..].iter().all(|s| *s == 0.0));
-
-        let up = loop_buffer(&sound, 16_000, 48_000, Duration::ZERO);
-        assert_eq!(up.len(), 480);
-        assert_eq!(up[3], sound[1]);
-        assert!((up[1] - (sound[0] + (sound[1] - sound[0]) / 3.0)).abs() < 1e-6);
-    }
-
-    #[test]
-    fn the_callback_loops_and_duplicates_channels() {
-        let samples = [0.5f32, -0.5, 0.25];
-        let mut position = 0;
-        let mut out = [0.0f32; 8]; // four stereo frames
-        fill(&mut out, 2, &samples, &mut position);
-        assert_eq!(out, [0.5, 0.5, -0.5, -0.5, 0.25, 0.25, 0.5, 0.5]);
-        assert_eq!(position, 1);
-
-        let mut ints = [0i16; 3];
-        fill(&mut ints, 1, &samples, &mut position);
-        assert_eq!(ints[0], i16::from_sample(-0.5f32));
-        assert_eq!(position, 1);
-
-        let mut silent = [1.0f32; 4];
-        fill(&mut silent, 2, &[], &mut position);
-        assert_eq!(silent, [0.0; 4]);
-    }
-
-    #[test]
     fn audio_ringer_fails_clearly_without_a_device_or_rings() {
         let mut ringer = AudioRinger::new().unwrap();
         match ringer.start("alarm") {
@@ -738,7 +533,6 @@ mod tests {
         assert_eq!(loop_gap(None), LOOP_GAP);
         let tail = Duration::from_millis(400);
         assert!(loop_gap(Some(tail)) >= tail + HEARD_GAP);
-        assert_eq!(sounding_len(&[0.0; 160], 16_000, 48_000), 480);
     }
 
     #[test]
@@ -767,7 +561,7 @@ mod tests {
         struct Broken;
         impl Ringer for Broken {
             fn start(&mut self, _: &str) -> Result<(), RingError> {
-                Err(RingError::NoOutputDevice)
+                Err(RingError::Output(OutputError::NoDevice))
             }
             fn stop(&mut self) {}
         }

@@ -798,6 +798,14 @@ impl AudioSource for MicSource {
     fn overruns(&self) -> u64 {
         self.shared.overruns.load(Ordering::Relaxed)
     }
+
+    fn backlog(&self) -> u64 {
+        let ring = self.stream.as_ref().map_or(0, |s| {
+            s.consumer.occupied_len() as u64 * u64::from(SAMPLE_RATE)
+                / u64::from(s.sample_rate.max(1))
+        });
+        ring + self.pending.len() as u64
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,10 @@
 //! - [`duplex`]: [`HalfDuplex`], half-duplex listening: input captured
 //!   while voicegate itself makes a sound (and for a short tail after) is
 //!   treated as silence, so the device never hears itself.
+//! - [`output`]: [`Player`](output::Player), one output stream playing a
+//!   sound looped (a ring) or once (the chime, a spoken answer), silent
+//!   until the device really plays what it is given, so that the
+//!   microphone is muted while a sound is heard and not before.
 //! - [`AudioError`]: every failure, with messages that say what to do.
 //!
 //! Rules: the capture callback never allocates, locks, logs or does I/O;
@@ -40,6 +44,7 @@ pub mod duplex;
 pub mod endpoint;
 mod error;
 pub mod mic;
+pub mod output;
 pub mod resample;
 pub mod source;
 

@@ -40,6 +40,13 @@ pub trait AudioSource: Send {
     fn overruns(&self) -> u64 {
         0
     }
+
+    /// How much captured audio waits to be read, in 16 kHz samples: how
+    /// far the reader is behind a live source. Zero for sources that are
+    /// read on demand (files, pipes).
+    fn backlog(&self) -> u64 {
+        0
+    }
 }
 
 impl<S: AudioSource + ?Sized> AudioSource for Box<S> {
@@ -49,6 +56,10 @@ impl<S: AudioSource + ?Sized> AudioSource for Box<S> {
 
     fn overruns(&self) -> u64 {
         (**self).overruns()
+    }
+
+    fn backlog(&self) -> u64 {
+        (**self).backlog()
     }
 }
 
@@ -102,6 +113,10 @@ pub(crate) struct Pending {
 impl Pending {
     pub(crate) fn is_empty(&self) -> bool {
         self.pos >= self.samples.len()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.samples.len().saturating_sub(self.pos)
     }
 
     /// The buffer to append new samples to (compacted first when drained).

@@ -163,9 +163,20 @@ pub(super) struct AudioPath {
     pub(super) muting: Muting,
 }
 
-/// Speech this recent (in samples) when the wake word is confirmed means
-/// the user is already saying the command: no chime then (200 ms).
-pub(super) const STILL_SPEAKING: u64 = 3_200;
+/// The chime after the wake word (see [`Acknowledger`]), in samples of
+/// audio: it is due once the user has been silent this long after the
+/// word (300 ms)...
+pub(super) const CHIME_PAUSE: u64 = 4_800;
+/// ... unless speech went on this long after the detection (400 ms: more
+/// than the word's own tail, so a command said in the same breath)...
+pub(super) const WORD_TAIL: u64 = 6_400;
+/// ... and only while the listener is no more than this far behind the
+/// live microphone (300 ms: the pause it heard is still going on; the
+/// microphone is muted from when the chime plays, not from the pause)...
+pub(super) const CHIME_BEHIND: u64 = 4_800;
+/// ... and no later than this after the detection (2 s): a chime long
+/// after the word would be heard as an answer to something else.
+pub(super) const CHIME_WITHIN: u64 = 32_000;
 
 /// The audio path's logic, fed one frame at a time: [wake word →]
 /// endpointer → whisper → what the coordinator is told. It does no I/O
@@ -214,6 +225,11 @@ pub(super) struct Listener {
     expect: Expect,
     /// The end of the last frame with speech in it.
     last_voiced: Option<u64>,
+    /// A chime may be due: when the wake word was detected (samples).
+    chime: Option<u64>,
+    /// How far behind the live source the frames being fed are (samples;
+    /// set by the audio thread).
+    behind: u64,
     /// An utterance was handed over; the coordinator has not answered yet.
     awaiting: bool,
     /// The frame being worked on (a short one padded with silence).
@@ -239,6 +255,8 @@ impl Listener {
             awake: None,
             expect: Expect::Command,
             last_voiced: None,
+            chime: None,
+            behind: 0,
             awaiting: false,
             frame: Vec::with_capacity(FRAME_SAMPLES),
         }
@@ -255,6 +273,12 @@ impl Listener {
     /// before.
     pub(super) fn no_answer(&mut self) {
         self.awaiting = false;
+    }
+
+    /// The frames fed next are this many samples behind the live source
+    /// (what waits in its buffer and in the capture's held frames).
+    pub(super) fn behind(&mut self, samples: u64) {
+        self.behind = samples;
     }
 
     /// An utterance was handed over and the coordinator has not said what
@@ -311,6 +335,7 @@ impl Listener {
         if self.endpointer.last_frame().is_some_and(|l| l.continues) {
             self.last_voiced = Some(self.read);
         }
+        self.chime_if_paused(out);
         match event {
             Some(EndpointEvent::Utterance(u)) => self.utterance(u.samples, out),
             Some(EndpointEvent::NoSpeech) => self.no_speech(out),
@@ -331,20 +356,37 @@ impl Listener {
                 // is lost.
                 self.endpointer.arm_since(detection.window_samples);
                 // A chime would cut a command said in the same breath (the
-                // microphone is muted while it plays): only when the user
+                // microphone is muted while it plays): only once the user
                 // has paused.
-                let chime = self
-                    .last_voiced
-                    .is_none_or(|end| self.read.saturating_sub(end) > STILL_SPEAKING);
-                out.push(Input::Wake(detection, chime));
+                self.chime = Some(self.read);
+                out.push(Input::Wake(detection));
             }
             Ok(_) => {}
             Err(e) => out.push(Input::Notice(format!("wake word: {e}"))),
         }
     }
 
+    /// Asks for the chime once the user has paused after the wake word
+    /// (see the constants above), or forgets it.
+    fn chime_if_paused(&mut self, out: &mut Vec<Input>) {
+        let Some(woke) = self.chime else { return };
+        let spoke_on = self.last_voiced.map_or(0, |end| end.saturating_sub(woke));
+        if spoke_on > WORD_TAIL || self.read.saturating_sub(woke) > CHIME_WITHIN {
+            self.chime = None;
+            return;
+        }
+        let paused = self
+            .last_voiced
+            .is_none_or(|end| self.read.saturating_sub(end) >= CHIME_PAUSE);
+        if paused && self.behind <= CHIME_BEHIND {
+            self.chime = None;
+            out.push(Input::Chime);
+        }
+    }
+
     /// The endpointer gave up waiting for speech.
     fn no_speech(&mut self, out: &mut Vec<Input>) {
+        self.chime = None;
         if self.awake.take().is_some() && !self.expect.is_reply() {
             out.push(Input::Notice("woke, but no command followed".into()));
         }
@@ -401,6 +443,7 @@ impl Listener {
 
     /// Hands a transcript to the coordinator; its answer is awaited.
     fn hand_over(&mut self, text: String, confidence: f32, out: &mut Vec<Input>) {
+        self.chime = None;
         let wake_score = self.awake.take();
         let utterance = Utterance {
             text,
@@ -486,6 +529,13 @@ impl Capture {
             held: VecDeque::new(),
             end: None,
         }
+    }
+
+    /// How far the next frame is behind the live source, in samples: the
+    /// frames held back and what waits in the source.
+    fn behind(&self) -> u64 {
+        let held: usize = self.held.iter().map(Vec::len).sum();
+        held as u64 + self.source.backlog()
     }
 
     /// The next frame for the listener into `frame`: a held one first,
@@ -626,6 +676,7 @@ fn listen(
                 break;
             }
         }
+        listener.behind(capture.behind());
         let heard = listener.on_frame(&frame);
         if !send(heard, &mut listener, &mut capture, tx, control) {
             return;
@@ -775,7 +826,8 @@ mod tests {
                     u.addressed,
                     u.wake_score.is_some()
                 ),
-                Input::Wake(d, _) => format!("wake {}", d.phrase),
+                Input::Wake(d) => format!("wake {}", d.phrase),
+                Input::Chime => "chime".to_string(),
                 Input::Notice(n) => format!("notice: {n}"),
                 other => format!("{other:?}"),
             })

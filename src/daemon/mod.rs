@@ -69,7 +69,8 @@ use chrono::{DateTime, Local, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actions::alarms::{self, AlarmError, Schedule};
-use crate::actions::ring::{AudioRinger, FallbackRinger, Ringer, configured_ringer};
+use crate::actions::ring::{FallbackRinger, Ringer, configured_ringer};
+use crate::audio::output::Player;
 use crate::audio::{
     self, AudioSource, EndpointConfig, EndpointEvent, EndpointState, Endpointer, FRAME_SAMPLES,
     HalfDuplex, MicConfig, Playback,
@@ -118,9 +119,11 @@ enum Input {
     ReloadFailed(String),
     /// Something to log (audio device lost and reopened, ...).
     Notice(String),
-    /// A wake word was heard; play the acknowledgement if true (the user
-    /// has paused: see [`Acknowledger`]).
-    Wake(Detection, bool),
+    /// A wake word was heard (the acknowledgement gets ready).
+    Wake(Detection),
+    /// The user paused after the wake word: play the acknowledgement (see
+    /// [`Acknowledger`]).
+    Chime,
     /// Outcomes of actions came back to the gate thread and wait to be
     /// collected. Made by the coordinator when the gate thread wakes it
     /// (`GateThread::results_ready`), never queued behind other inputs.
@@ -529,10 +532,9 @@ impl Coordinator {
                 )?;
             }
             Input::Notice(text) => eprintln!("voicegate: {text}"),
-            Input::Wake(detection, chime) => {
-                if chime {
-                    self.acknowledger.ack();
-                }
+            Input::Chime => self.acknowledger.ack(),
+            Input::Wake(detection) => {
+                self.acknowledger.prepare();
                 self.emit(
                     &[Event::Wake {
                         phrase: detection.phrase,
@@ -1107,10 +1109,11 @@ mod tests {
         let tone = |i: usize, gain: f32| {
             gain * 0.1 * 2f32.sqrt() * (std::f32::consts::TAU * 440.0 * i as f32 / 16_000.0).sin()
         };
-        // The wake word confirmed while speech goes on (the loud part in
-        // the middle of a burst), then after a pause (a loud burst alone).
+        // The wake word confirmed while speech goes on for a second (the
+        // loud part in the middle of a burst: a command in the same
+        // breath), then alone, followed by a pause (a loud burst alone).
         let mut samples = vec![0.0; ms(1_000)];
-        samples.extend((0..ms(800)).map(|i| {
+        samples.extend((0..ms(1_500)).map(|i| {
             tone(
                 i,
                 if (ms(400)..ms(500)).contains(&i) {
@@ -1142,7 +1145,7 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        let mut chimes = Vec::new();
+        let mut heard = Vec::new();
         runtime.block_on(async {
             loop {
                 let input = tokio::time::timeout(StdDuration::from_secs(20), rx.recv())
@@ -1152,13 +1155,18 @@ mod tests {
                     Some(Input::Utterance(..)) => control_tx
                         .send(AudioControl::Expect(Expect::Command))
                         .expect("control"),
-                    Some(Input::Wake(_, chime)) => chimes.push(chime),
+                    Some(Input::Wake(_)) => heard.push("wake"),
+                    Some(Input::Chime) => heard.push("chime"),
                     Some(Input::Ended(_)) | None => break,
                     Some(_) => {}
                 }
             }
         });
-        assert_eq!(chimes, [false, true], "a chime only after a pause");
+        assert_eq!(
+            heard,
+            ["wake", "wake", "chime"],
+            "a chime only after a pause"
+        );
     }
 
     #[test]
@@ -1206,7 +1214,7 @@ mod tests {
                             .send(AudioControl::Expect(answer))
                             .expect("control");
                     }
-                    Some(Input::Wake(..)) => wakes += 1,
+                    Some(Input::Wake(_)) => wakes += 1,
                     Some(Input::Ended(_)) | None => break,
                     Some(_) => {}
                 }

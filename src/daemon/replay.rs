@@ -131,12 +131,12 @@ fn route(
                 clip.events.extend(pipeline.shutdown(end));
             }
             Input::Notice(text) => clip.notices.push(text),
-            Input::Wake(detection, _) => clip.events.push(Event::Wake {
+            Input::Wake(detection) => clip.events.push(Event::Wake {
                 phrase: detection.phrase,
                 score: detection.score,
             }),
-            // Not made by the audio path.
-            Input::Reload(..) | Input::ReloadFailed(_) | Input::Executed => {}
+            // Replay plays no sound; not made by the audio path.
+            Input::Chime | Input::Reload(..) | Input::ReloadFailed(_) | Input::Executed => {}
         }
     }
 }

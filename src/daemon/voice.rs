@@ -91,12 +91,8 @@ impl PiperVoice {
             }
         };
         let length = StdDuration::from_secs_f64(samples.len() as f64 / f64::from(rate.max(1)));
-        let mut player = AudioRinger::from_samples(samples, rate);
-        player.start("speech").map_err(|e| e.to_string())?;
-        // The player loops with a pause after the sound: stopping within
-        // that pause plays it once.
-        thread::sleep(length + StdDuration::from_millis(150));
-        player.stop();
+        // Played whole: the player returns once the device has played it.
+        Player::play(&samples, rate, None, length + PLAY_GRACE).map_err(|e| e.to_string())?;
         Ok(())
     }
 }
@@ -209,73 +205,160 @@ pub fn default_tts() -> Option<String> {
     found.then(|| "espeak-ng".to_string())
 }
 
-/// Plays the acknowledgement when a wake word is heard, on its own thread
-/// so the coordinator never waits for a sound: the configured command, or
-/// the bundled chime on the default output device. A failure is logged
-/// once and the daemon goes on silently.
+/// Plays the acknowledgement of the wake word, on its own thread so the
+/// coordinator never waits for a sound: the configured command, or the
+/// bundled chime on the default output device. A failure is logged once
+/// and the daemon goes on silently.
 ///
-/// The microphone is muted while it plays (a [`Playback`] taken when
-/// asked, released when the sound is over). So that a chime never cuts a
-/// command said in the same breath ("jarvis, set a timer"), the audio
-/// thread asks for it only when the user has paused after the wake word
-/// (`Input::Wake`): someone already talking needs no signal to go on.
+/// So that a chime never cuts a command said in the same breath ("jarvis,
+/// set a timer"), the audio thread asks for it ([`Input::Chime`]) only
+/// when the user has paused after the wake word: someone already talking
+/// needs no signal to go on. The microphone is muted while the chime is
+/// heard ([`Player`] switches a playback on for exactly those buffers; a
+/// command holds one while it runs).
+///
+/// A sound server may take a while to start a new stream (see
+/// [`crate::audio::output`]), longer than that pause: so the stream is
+/// opened, silent, as soon as the wake word is heard
+/// ([`Acknowledger::prepare`]), and the chime plays on it when due
+/// ([`Acknowledger::ack`]). A prepared stream no chime follows is closed
+/// after [`PREPARED_FOR`].
 pub(super) struct Acknowledger {
-    pub(super) tx: Option<std_mpsc::SyncSender<Playback>>,
-    pub(super) duplex: Arc<HalfDuplex>,
+    tx: Option<std_mpsc::SyncSender<Cue>>,
 }
+
+/// What the acknowledgement thread is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cue {
+    /// The wake word was heard: a chime may be due soon.
+    Prepare,
+    /// Play it.
+    Play,
+}
+
+/// How long a prepared stream waits for its chime.
+pub(super) const PREPARED_FOR: StdDuration = StdDuration::from_secs(3);
+
+/// A chime that has not started this long after it was due is not played:
+/// the user may be talking by then, and the microphone is muted while the
+/// chime is heard.
+pub(super) const CHIME_LATE: StdDuration = StdDuration::from_millis(1_000);
+
+/// How much longer than a sound a player may take to play it (the sound
+/// server starting the stream).
+pub(super) const PLAY_GRACE: StdDuration = StdDuration::from_secs(3);
 
 impl Acknowledger {
     pub(super) fn start(ack: crate::config::Sound, duplex: Arc<HalfDuplex>) -> Acknowledger {
         let command = match ack {
-            crate::config::Sound::Silent => return Acknowledger { tx: None, duplex },
+            crate::config::Sound::Silent => return Acknowledger { tx: None },
             crate::config::Sound::Command(command) => Some(command),
             crate::config::Sound::Default | crate::config::Sound::Piper => None,
         };
-        let (tx, rx) = std_mpsc::sync_channel::<Playback>(1);
+        let (tx, rx) = std_mpsc::sync_channel::<Cue>(4);
         let spawned = thread::Builder::new()
             .name("voicegate-ack".into())
             .spawn(move || {
                 let mut warned = false;
-                let mut chime: Option<AudioRinger> = None;
-                for playing in rx {
-                    let result = match &command {
-                        Some(cmd) => std::process::Command::new("sh")
-                            .arg("-c")
-                            .arg(cmd)
-                            .stdin(std::process::Stdio::null())
-                            .stdout(std::process::Stdio::null())
-                            .status()
-                            .map(|_| ())
-                            .map_err(|e| e.to_string()),
-                        None => {
-                            let ringer = chime.get_or_insert_with(|| {
-                                AudioRinger::from_samples(ack_chime(), crate::audio::SAMPLE_RATE)
-                            });
-                            let played = ringer.start("wake").map_err(|e| e.to_string());
-                            thread::sleep(ACK_LENGTH);
-                            ringer.stop();
-                            played
-                        }
-                    };
-                    drop(playing);
-                    if let Err(e) = result
-                        && !warned
-                    {
+                let mut warn = |e: String| {
+                    if !warned {
                         warned = true;
                         eprintln!("voicegate: cannot play the wake acknowledgement: {e}");
                     }
+                };
+                match command {
+                    Some(command) => {
+                        for cue in rx {
+                            if cue == Cue::Play
+                                && let Err(e) = run_ack_command(&command, &duplex)
+                            {
+                                warn(e);
+                            }
+                        }
+                    }
+                    None => chime_loop(&rx, &duplex, &mut warn),
                 }
             });
         Acknowledger {
             tx: spawned.ok().map(|_| tx),
-            duplex,
         }
     }
 
+    /// The wake word was heard: get the chime's stream ready.
+    pub(super) fn prepare(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(Cue::Prepare);
+        }
+    }
+
+    /// The user paused after the wake word: chime.
     pub(super) fn ack(&self) {
         if let Some(tx) = &self.tx {
-            // Already playing one: skip rather than queue.
-            let _ = tx.try_send(self.duplex.hold());
+            // Already busy: skip rather than queue.
+            let _ = tx.try_send(Cue::Play);
+        }
+    }
+}
+
+/// The configured acknowledgement command, the microphone muted while it
+/// runs.
+fn run_ack_command(command: &str, duplex: &Arc<HalfDuplex>) -> Result<(), String> {
+    let _playing = duplex.hold();
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The bundled chime's thread: a stream opened on [`Cue::Prepare`] (or on
+/// [`Cue::Play`] if none is open), the chime played on it, the stream
+/// closed once the chime has been heard or none came in time.
+fn chime_loop(
+    rx: &std_mpsc::Receiver<Cue>,
+    duplex: &Arc<HalfDuplex>,
+    warn: &mut dyn FnMut(String),
+) {
+    let sound = ack_chime();
+    let rate = crate::audio::SAMPLE_RATE;
+    let open = || Player::once(&sound, rate, Some(duplex.idle_playback()));
+    let mut prepared: Option<Player> = None;
+    loop {
+        let cue = if prepared.is_some() {
+            match rx.recv_timeout(PREPARED_FOR) {
+                Ok(cue) => cue,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                    prepared = None;
+                    continue;
+                }
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(cue) => cue,
+                Err(_) => return,
+            }
+        };
+        if prepared.is_none() {
+            match open() {
+                Ok(player) => prepared = Some(player),
+                Err(e) => {
+                    warn(e.to_string());
+                    continue;
+                }
+            }
+        }
+        if cue == Cue::Play
+            && let Some(player) = prepared.take()
+        {
+            player.start();
+            let heard = player.wait(Some(CHIME_LATE), ACK_LENGTH + PLAY_GRACE);
+            if !heard && player.failed() {
+                warn("the output stream failed".into());
+            }
         }
     }
 }
