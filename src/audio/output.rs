@@ -42,9 +42,9 @@ use std::time::{Duration, Instant};
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample};
 
-use super::Playback;
 #[cfg(doc)]
 use super::HalfDuplex;
+use super::Playback;
 
 /// How often [`Player::wait`] looks whether the sound is out.
 const POLL: Duration = Duration::from_millis(10);

@@ -850,6 +850,57 @@ mod tests {
         assert!(!listener.awaiting_answer());
     }
 
+    /// The wake word alone: 200 ms, its first 100 ms loud.
+    fn word() -> Vec<f32> {
+        burst(true)[..ms(200)].to_vec()
+    }
+
+    /// The inputs, in short, with the sample each came at.
+    fn timed(listener: &mut Listener, samples: &[f32]) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        for (i, frame) in samples.chunks(FRAME_SAMPLES).enumerate() {
+            for input in listener.on_frame(frame) {
+                let name = match input {
+                    Input::Wake(_) => "wake".to_string(),
+                    Input::Chime => "chime".to_string(),
+                    other => format!("{other:?}"),
+                };
+                out.push((name, (i + 1) * FRAME_SAMPLES));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_chime_waits_for_a_pause_and_for_the_listener_to_catch_up() {
+        // After a pause of 300 ms.
+        let mut live = listener(true);
+        let samples = [silence(1_000), word(), silence(1_000)].concat();
+        let heard = timed(&mut live, &samples);
+        let (woke, chimed) = (heard[0].1, heard[1].1);
+        assert_eq!((&heard[0].0[..], &heard[1].0[..]), ("wake", "chime"));
+        let pause = chimed - (ms(1_000) + ms(200));
+        assert!(
+            (ms(300)..ms(400)).contains(&pause),
+            "chimed {} ms after the word",
+            pause / 16
+        );
+        assert!(chimed > woke);
+
+        // A listener 1 s behind the microphone waits; once it has caught
+        // up (and the pause goes on) it chimes. (Before the utterance of
+        // the word alone ends, after 600 ms.)
+        let mut behind = listener(true);
+        behind.behind(ms(1_000) as u64);
+        let heard = timed(
+            &mut behind,
+            &[silence(1_000), word(), silence(450)].concat(),
+        );
+        assert_eq!(heard.len(), 1, "{heard:?}");
+        behind.behind(0);
+        assert_eq!(hear(&mut behind, &silence(60)), ["chime"]);
+    }
+
     #[test]
     fn silence_and_speech_without_the_wake_word_say_nothing() {
         let mut listener = listener(true);
