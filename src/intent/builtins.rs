@@ -39,9 +39,11 @@ fn clock_token(token: &str) -> Option<(u32, u32)> {
     (h <= 24 && m < 60).then_some((h, m))
 }
 
-/// "730" → (7, 30); "1945" → (19, 45).
+/// "730" → (7, 30); "0730" → (7, 30). Four digits that do not start
+/// with 0 are a year ("book a table on may 3rd 2030"), never a clock time:
+/// "20:30" and "twenty thirty" ("20 30") are how a time that late is said.
 fn compact_token(token: &str) -> Option<(u32, u32)> {
-    if !(3..=4).contains(&token.len()) {
+    if !(3..=4).contains(&token.len()) || (token.len() == 4 && !token.starts_with('0')) {
         return None;
     }
     let n = small_number(token)?;
@@ -307,7 +309,9 @@ mod tests {
             ("7:30", 1, "07:30"),
             ("7.30 pm", 2, "19:30"),
             ("730", 1, "07:30"),
-            ("1945", 1, "19:45"),
+            ("0745", 1, "07:45"),
+            ("19:45", 1, "19:45"),
+            ("19 45", 2, "19:45"),
             ("7 30", 2, "07:30"),
             ("7 oh 5", 3, "07:05"),
             ("7 05 pm", 3, "19:05"),
@@ -324,6 +328,9 @@ mod tests {
         for (text, tokens, value) in cases {
             assert_eq!(best_time(text), Some((tokens, value.to_string())), "{text}");
         }
+        // A year is not a time, however like one it looks.
+        assert_eq!(best_time("2030"), None);
+        assert_eq!(best_time("1945"), None);
         assert_eq!(best_time("25"), None);
         assert_eq!(best_time("pizza"), None);
         assert_eq!(best_time(""), None);
