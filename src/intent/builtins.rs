@@ -9,8 +9,8 @@
 //! Both work on normalised tokens (number words are already digits) and
 //! return every reading that starts at the given token, longest first; the
 //! matcher tries each. Values are plain strings so that they stay pure data:
-//! `HH:MM` (24-hour) for times; `today`, `tomorrow`, a weekday name or
-//! `MM-DD` for days. Resolving a day to a calendar date needs the clock, which
+//! `HH:MM` (24-hour) for times; `today`, `tomorrow`, a weekday name,
+//! `MM-DD` or, with a year said after it, `YYYY-MM-DD` for days. Resolving a day to a calendar date needs the clock, which
 //! is the caller's business.
 
 /// One reading: how many tokens it used and the value.
@@ -282,6 +282,20 @@ pub fn parse_date(tokens: &[&str]) -> Vec<Reading> {
             });
         }
     }
+    // "may 3rd 2030": a year after a month and day dates it
+    // (`YYYY-MM-DD`); the day alone is still offered.
+    let dated: Vec<Reading> = out
+        .iter()
+        .filter(|r| r.value.len() == 5 && r.value.as_bytes()[2] == b'-')
+        .filter_map(|r| {
+            let year = small_number(tokens.get(r.tokens)?).filter(|y| (1900..=2199).contains(y))?;
+            Some(Reading {
+                tokens: r.tokens + 1,
+                value: format!("{year}-{}", r.value),
+            })
+        })
+        .collect();
+    out.extend(dated);
     out.sort_by_key(|r| std::cmp::Reverse(r.tokens));
     out
 }
@@ -359,6 +373,8 @@ mod tests {
             ("3rd december", 2, "12-03"),
             ("march 20 first", 3, "03-21"),
             ("the third of may", 4, "05-03"),
+            ("may 3rd 2030", 3, "2030-05-03"),
+            ("the 3rd of may 2030", 5, "2030-05-03"),
         ];
         for (text, tokens, value) in cases {
             let t: Vec<&str> = text.split(' ').collect();

@@ -164,7 +164,8 @@ pub enum ListDef {
     Wildcard(WildcardDef),
     /// Built-in: a clock time, value `HH:MM`.
     Time,
-    /// Built-in: a day, value `today`, `tomorrow`, a weekday or `MM-DD`.
+    /// Built-in: a day, value `today`, `tomorrow`, a weekday, `MM-DD` or
+    /// (a year said after it) `YYYY-MM-DD`.
     Date,
 }
 
