@@ -16,7 +16,15 @@ what would have happened to that line:
 Prints, per pair: in-scope handled %, out-of-scope false actions %, and the
 per-intent handled share of the low-stakes intents. Usage:
 
-  calibrate-fallback.py LINES.jsonl [--split train|val|all] [--high A,B,...]
+  calibrate-fallback.py LINES.jsonl [--texts DATA.jsonl --split train|val]
+                        [--high A,B,...] [--leeway INTENT=0.15,...]
+
+Each line's own fields are read: `intent` is the dataset's, `ours` what ran
+or was read back (written as "intent" too before e589dff, which JSON readers
+took over the dataset's), `recognised` the first intent read. A high-risk
+intent's `fallback_leeway` (--leeway) lowers its cut, as the gate does.
+Last, the pair with the most in-scope lines handled among those with at most
+--max-false-actions (default 0.5%) out-of-scope false actions.
 """
 import argparse
 import collections
@@ -27,17 +35,15 @@ ap.add_argument("lines")
 ap.add_argument("--high", default="BookTable,BookRide,OrderItem,OrderDrink")
 ap.add_argument("--texts", help="the dataset file, to select a split")
 ap.add_argument("--split")
+ap.add_argument("--leeway", default="BookTable=0.15")
+ap.add_argument("--max-false-actions", type=float, default=0.5)
 args = ap.parse_args()
 high = set(args.high.split(","))
-def first_keys(pairs):
-    # A verdict's own "intent" (what ran) follows the line's; keep the line's.
-    out = {}
-    for k, v in pairs:
-        out.setdefault(k, v)
-    return out
+leeway = {k: float(v) for k, v in (p.split("=") for p in args.leeway.split(",") if p)}
 
-
-rows = [json.loads(l, object_pairs_hook=first_keys) for l in open(args.lines)]
+rows = [json.loads(l) for l in open(args.lines)]
+if any("ours" not in r and r["verdict"] in ("handled", "wrong_action", "false_action") for r in rows):
+    raise SystemExit("these lines have no \"ours\": written before e589dff; run eval nlu --lines again")
 if args.split and args.texts:
     keep = collections.Counter()
     for l in open(args.texts):
@@ -52,9 +58,12 @@ def outcome(r, oos, sure):
     if r.get("by") != "fallback":
         return v
     score = r.get("score") or 0.0
-    if score < oos:
+    # What the fallback read: what ran or was read back, else the first
+    # intent it proposed (an asked question).
+    rec = r.get("ours") or r.get("recognised")
+    cut = oos - (leeway.get(rec, 0.0) if rec in high else 0.0)
+    if score < cut:
         return "not_understood"
-    rec = r.get("recognised")
     if rec in high:
         return v  # read back or asked: as recorded
     if score >= sure:
@@ -81,6 +90,12 @@ for oos, sure in grid:
     fa = sum(outcome(r, oos, sure) == "false_action" for r in outs)
     best.append((fa / max(1, len(outs)), -h / max(1, len(ins)), oos, sure))
     print(f"{oos:.2f}  {sure:.2f}  {100*h/max(1,len(ins)):6.1f}%  {100*fa/max(1,len(outs)):6.2f}%")
+
+ok = [b for b in best if b[0] * 100 <= args.max_false_actions]
+if ok:
+    fa, h, oos, sure = min(ok, key=lambda b: (b[1], b[0]))
+    print(f"\nmost handled with false actions <= {args.max_false_actions}%: "
+          f"out_of_scope {oos:.2f}, sure {sure:.2f} ({-100*h:.1f}% handled, {100*fa:.2f}% false actions)")
 
 LOW = ["timer", "alarm", "play_music", "change_volume", "next_song"]
 print("\nper intent (handled %) and out-of-scope false actions, for chosen pairs")

@@ -9,8 +9,8 @@
 //! Both work on normalised tokens (number words are already digits) and
 //! return every reading that starts at the given token, longest first; the
 //! matcher tries each. Values are plain strings so that they stay pure data:
-//! `HH:MM` (24-hour) for times; `today`, `tomorrow`, a weekday name or
-//! `MM-DD` for days. Resolving a day to a calendar date needs the clock, which
+//! `HH:MM` (24-hour) for times; `today`, `tomorrow`, a weekday name,
+//! `MM-DD` or, with a year said after it, `YYYY-MM-DD` for days. Resolving a day to a calendar date needs the clock, which
 //! is the caller's business.
 
 /// One reading: how many tokens it used and the value.
@@ -39,9 +39,11 @@ fn clock_token(token: &str) -> Option<(u32, u32)> {
     (h <= 24 && m < 60).then_some((h, m))
 }
 
-/// "730" → (7, 30); "1945" → (19, 45).
+/// "730" → (7, 30); "0730" → (7, 30). Four digits that do not start
+/// with 0 are a year ("book a table on may 3rd 2030"), never a clock time:
+/// "20:30" and "twenty thirty" ("20 30") are how a time that late is said.
 fn compact_token(token: &str) -> Option<(u32, u32)> {
-    if !(3..=4).contains(&token.len()) {
+    if !(3..=4).contains(&token.len()) || (token.len() == 4 && !token.starts_with('0')) {
         return None;
     }
     let n = small_number(token)?;
@@ -280,6 +282,20 @@ pub fn parse_date(tokens: &[&str]) -> Vec<Reading> {
             });
         }
     }
+    // "may 3rd 2030": a year after a month and day dates it
+    // (`YYYY-MM-DD`); the day alone is still offered.
+    let dated: Vec<Reading> = out
+        .iter()
+        .filter(|r| r.value.len() == 5 && r.value.as_bytes()[2] == b'-')
+        .filter_map(|r| {
+            let year = small_number(tokens.get(r.tokens)?).filter(|y| (1900..=2199).contains(y))?;
+            Some(Reading {
+                tokens: r.tokens + 1,
+                value: format!("{year}-{}", r.value),
+            })
+        })
+        .collect();
+    out.extend(dated);
     out.sort_by_key(|r| std::cmp::Reverse(r.tokens));
     out
 }
@@ -307,7 +323,9 @@ mod tests {
             ("7:30", 1, "07:30"),
             ("7.30 pm", 2, "19:30"),
             ("730", 1, "07:30"),
-            ("1945", 1, "19:45"),
+            ("0745", 1, "07:45"),
+            ("19:45", 1, "19:45"),
+            ("19 45", 2, "19:45"),
             ("7 30", 2, "07:30"),
             ("7 oh 5", 3, "07:05"),
             ("7 05 pm", 3, "19:05"),
@@ -324,6 +342,9 @@ mod tests {
         for (text, tokens, value) in cases {
             assert_eq!(best_time(text), Some((tokens, value.to_string())), "{text}");
         }
+        // A year is not a time, however like one it looks.
+        assert_eq!(best_time("2030"), None);
+        assert_eq!(best_time("1945"), None);
         assert_eq!(best_time("25"), None);
         assert_eq!(best_time("pizza"), None);
         assert_eq!(best_time(""), None);
@@ -352,6 +373,8 @@ mod tests {
             ("3rd december", 2, "12-03"),
             ("march 20 first", 3, "03-21"),
             ("the third of may", 4, "05-03"),
+            ("may 3rd 2030", 3, "2030-05-03"),
+            ("the 3rd of may 2030", 5, "2030-05-03"),
         ];
         for (text, tokens, value) in cases {
             let t: Vec<&str> = text.split(' ').collect();

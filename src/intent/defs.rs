@@ -133,8 +133,15 @@ pub struct WildcardDef {
 }
 
 impl WildcardDef {
-    /// Whether `words` (normalised) may be the wildcard's value.
+    /// Whether `words` (normalised) may be the wildcard's value. An
+    /// article alone never is: "the" names nothing, and as a value it let
+    /// "play a fifties album" read the artist "a".
     pub fn accepts(&self, words: &[&str]) -> bool {
+        if let [only] = words
+            && ARTICLES.contains(only)
+        {
+            return false;
+        }
         let excluded = words.iter().any(|w| self.excluding.iter().any(|e| e == w));
         let bad_start = self.not_starting.iter().any(|start| {
             start.len() <= words.len() && start.iter().zip(words).all(|(a, b)| a == b)
@@ -142,6 +149,9 @@ impl WildcardDef {
         !excluded && !bad_start
     }
 }
+
+/// Words a limited wildcard's value is never made of alone.
+const ARTICLES: [&str; 5] = ["a", "an", "the", "some", "any"];
 
 /// The kinds of slot list.
 #[derive(Debug, Clone)]
@@ -154,7 +164,8 @@ pub enum ListDef {
     Wildcard(WildcardDef),
     /// Built-in: a clock time, value `HH:MM`.
     Time,
-    /// Built-in: a day, value `today`, `tomorrow`, a weekday or `MM-DD`.
+    /// Built-in: a day, value `today`, `tomorrow`, a weekday, `MM-DD` or
+    /// (a year said after it) `YYYY-MM-DD`.
     Date,
 }
 

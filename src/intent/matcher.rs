@@ -120,6 +120,8 @@ pub(crate) struct Hit {
     pub context: Map<String, Value>,
     pub wildcards: u32,
     pub literal: u32,
+    /// Characters of the input matched by values of closed lists.
+    pub listed: u32,
 }
 
 /// How far literal matching got, for explaining failures. Progress made
@@ -143,6 +145,8 @@ struct St {
     entities: Vec<Entity>,
     context: Vec<(String, Value)>,
     literal: u32,
+    /// Characters matched by closed-list values (see [`Hit::listed`]).
+    listed: u32,
     wildcards: u32,
     steps: u64,
     furthest: Furthest,
@@ -181,6 +185,7 @@ pub(crate) fn run(graph: &Graph, input: &Input, context: &Map<String, Value>, tr
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         literal: 0,
+        listed: 0,
         wildcards: 0,
         steps: 0,
         furthest: Furthest {
@@ -362,6 +367,7 @@ fn finish(cx: &Cx, st: &St, sentence: u32) -> Option<Hit> {
         context,
         wildcards: st.wildcards,
         literal: st.literal,
+        listed: st.listed,
     })
 }
 
@@ -578,9 +584,11 @@ fn value_candidates(
 /// Matches each candidate value of a list at the slot's start. A value
 /// with a context applies only where the sentence's requires/excludes
 /// context allows it, and while it is matched its context is in force for
-/// the rest of the sentence. The value's literal text does not count
-/// toward the sentence's specificity: a slot is a slot, however long its
-/// value.
+/// the rest of the sentence. The value's literal text does not count as
+/// the template's literal text; the input it covers is counted apart
+/// ([`Hit::listed`]), so that of two readings of the same words the one
+/// with the longer value wins ("classic rock" is a genre, not the sort
+/// "classic" and the genre "rock").
 fn values_match(cx: &Cx, values: &[CValue], candidates: &[u32], at: &SlotAt, st: &mut St, k: K) {
     let start = at.start;
     for &index in candidates {
@@ -604,12 +612,15 @@ fn values_match(cx: &Cx, values: &[CValue], candidates: &[u32], at: &SlotAt, st:
                 .clone()
                 .unwrap_or_else(|| Value::String(spoken.clone()));
             at.push(st, v, spoken, false);
+            let listed = cx.bytes[start..p].trim_ascii().len() as u32;
+            st.listed += listed;
             let context_len = st.context.len();
             for (key, val) in &value.context {
                 st.context.push((key.clone(), val.clone()));
             }
             k(st, p, true);
             st.context.truncate(context_len);
+            st.listed -= listed;
             st.entities.pop();
             st.literal = inner_literal;
         });

@@ -481,10 +481,23 @@ impl IntentSet {
     }
 }
 
-/// Lower is better: fewer wildcards, then more literal text, then less text
-/// swallowed by wildcards ("to the station tomorrow" leaves "tomorrow" to a
-/// day slot), then fewer slots ("8 tonight" is one time, not a time and a day).
-fn score(hit: &Hit) -> (u32, std::cmp::Reverse<u32>, usize, usize) {
+/// Lower is better: fewer wildcards, then more of the input matched by
+/// literal text and closed-list values together, then more of it by the
+/// values ("classic rock" is the genre, not the sort "classic" and the
+/// genre "rock": of two readings of the same words, the longer value
+/// wins), then less text swallowed by wildcards ("to the station tomorrow"
+/// leaves "tomorrow" to a day slot), then fewer slots ("8 tonight" is one
+/// time, not a time and a day).
+#[allow(clippy::type_complexity)]
+fn score(
+    hit: &Hit,
+) -> (
+    u32,
+    std::cmp::Reverse<u32>,
+    std::cmp::Reverse<u32>,
+    usize,
+    usize,
+) {
     let wildcard_chars = hit
         .entities
         .iter()
@@ -498,7 +511,8 @@ fn score(hit: &Hit) -> (u32, std::cmp::Reverse<u32>, usize, usize) {
         .count();
     (
         hit.wildcards,
-        std::cmp::Reverse(hit.literal),
+        std::cmp::Reverse(hit.literal + hit.listed),
+        std::cmp::Reverse(hit.listed),
         wildcard_chars,
         slots,
     )

@@ -115,8 +115,9 @@ pub enum AlarmError {
     /// A clock time that is not `HH:MM` on a 24-hour clock.
     #[error("{0:?} is not a time of day (expected HH:MM, 24-hour)")]
     BadTime(String),
-    /// A day that is not `today`, `tomorrow`, a weekday name or `MM-DD`.
-    #[error("{0:?} is not a day (expected today, tomorrow, a weekday or MM-DD)")]
+    /// A day that is not `today`, `tomorrow`, a weekday name, `MM-DD` or
+    /// `YYYY-MM-DD`.
+    #[error("{0:?} is not a day (expected today, tomorrow, a weekday, MM-DD or YYYY-MM-DD)")]
     BadDay(String),
     /// The requested moment is not in the future.
     #[error("{0} has already passed")]
@@ -218,6 +219,11 @@ mod tests {
         assert_eq!(parse_day("friday").unwrap(), DaySpec::Weekday(Weekday::Fri));
         assert_eq!(parse_day("12-03").unwrap(), DaySpec::MonthDay(12, 3));
         assert_eq!(parse_day("02-29").unwrap(), DaySpec::MonthDay(2, 29));
+        assert_eq!(
+            parse_day("2030-05-03").unwrap(),
+            DaySpec::Date(NaiveDate::from_ymd_opt(2030, 5, 3).unwrap())
+        );
+        assert!(parse_day("2030-02-30").is_err());
         for bad in ["someday", "13-01", "02-30", "1-3", "12/03", ""] {
             assert!(parse_day(bad).is_err(), "{bad:?} should be rejected");
         }

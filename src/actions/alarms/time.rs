@@ -18,6 +18,8 @@ pub enum DaySpec {
     Weekday(Weekday),
     /// Month and day of month.
     MonthDay(u32, u32),
+    /// A date with its year ("may 3rd 2030").
+    Date(NaiveDate),
 }
 
 /// Parses `HH:MM` (24-hour; a one-digit hour is accepted).
@@ -32,7 +34,7 @@ pub(super) fn parse_clock(text: &str) -> Result<NaiveTime, AlarmError> {
     NaiveTime::from_hms_opt(h, m, 0).ok_or_else(bad)
 }
 
-/// Parses `today`, `tomorrow`, a weekday name or `MM-DD`.
+/// Parses `today`, `tomorrow`, a weekday name, `MM-DD` or `YYYY-MM-DD`.
 pub(super) fn parse_day(text: &str) -> Result<DaySpec, AlarmError> {
     let bad = || AlarmError::BadDay(text.to_string());
     let t = text.trim().to_ascii_lowercase();
@@ -43,6 +45,11 @@ pub(super) fn parse_day(text: &str) -> Result<DaySpec, AlarmError> {
     }
     if let Ok(w) = t.parse::<Weekday>() {
         return Ok(DaySpec::Weekday(w));
+    }
+    if t.len() == 10 {
+        return NaiveDate::parse_from_str(&t, "%Y-%m-%d")
+            .map(DaySpec::Date)
+            .map_err(|_| bad());
     }
     let (m, d) = t.split_once('-').ok_or_else(bad)?;
     let two_digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
@@ -77,6 +84,7 @@ pub(super) fn day_date(day: DaySpec, today: NaiveDate) -> NaiveDate {
             let ahead = (7 + w.num_days_from_monday() - today.weekday().num_days_from_monday()) % 7;
             today + Days::new(u64::from(ahead))
         }
+        DaySpec::Date(date) => date,
         DaySpec::MonthDay(m, d) => (today.year()..today.year() + 8)
             .filter_map(|y| NaiveDate::from_ymd_opt(y, m, d))
             .find(|date| *date >= today)
@@ -132,6 +140,7 @@ pub(super) fn resolve_parsed<Tz: TimeZone>(
             .map(|n| today + Days::new(n))
             .filter(|date| date.weekday() == w)
             .find_map(ahead),
+        Some(DaySpec::Date(date)) => ahead(date),
         Some(DaySpec::MonthDay(m, d)) => (today.year()..=today.year() + 8)
             .filter_map(|y| NaiveDate::from_ymd_opt(y, m, d))
             .find_map(ahead),
