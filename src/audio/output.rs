@@ -416,7 +416,7 @@ fn open<T>(
 where
     T: SizedSample + FromSample<f32>,
 {
-    let failed = Arc::clone(&feed.shared);
+    let on_error = Arc::clone(&feed.shared);
     let mut first: Option<cpal::StreamInstant> = None;
     device
         .build_output_stream(
@@ -431,7 +431,7 @@ where
                     Ordering::Relaxed,
                 );
             },
-            move |_error| failed.failed.store(true, Ordering::Relaxed),
+            move |_error| on_error.failed.store(true, Ordering::Relaxed),
             None,
         )
         .map_err(|source| OutputError::Audio {
