@@ -160,6 +160,10 @@ pub struct SpeechArgs {
     /// retry; the surer reading is kept.
     #[arg(long, value_name = "PATH")]
     pub fallback_model: Option<PathBuf>,
+    /// Read unsure grammar readings again freely with this ggml model
+    /// (e.g. base-q8_0's file) instead of the main one.
+    #[arg(long, value_name = "PATH")]
+    pub free_model: Option<PathBuf>,
 }
 
 /// `voicegate run`

@@ -525,6 +525,7 @@ impl Decoding {
             options.free_beam = n;
         }
         options.fallback_model = args.fallback_model.clone();
+        options.free_model = args.free_model.clone();
         Decoding {
             model: args.model.clone(),
             options,

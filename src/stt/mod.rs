@@ -241,6 +241,9 @@ pub struct SttOptions {
     /// still below `retry_below` after the full-window retry is decoded
     /// again with this model (same settings), and the surer one is kept.
     pub fallback_model: Option<PathBuf>,
+    /// Another model for the free reading of an unsure grammar reading
+    /// (see [`SttOptions::free_below`]); `None`: the same model.
+    pub free_model: Option<PathBuf>,
 }
 
 /// Grammar-constrained decoding: while the transcript so far can still
@@ -309,6 +312,7 @@ impl Default for SttOptions {
             free_beam: 1,
             free_prompt: String::new(),
             fallback_model: None,
+            free_model: None,
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct WhisperTranscriber {
     grammar: Option<Box<GrammarDecode>>,
     /// The model for unsure readings ([`SttOptions::fallback_model`]).
     fallback: Option<Box<WhisperTranscriber>>,
+    /// The model for the free reading of unsure grammar readings
+    /// ([`SttOptions::free_model`]); `None`: this one.
+    free_reader: Option<Box<WhisperTranscriber>>,
     /// What the decoder is given before the transcript: start of
     /// transcript, English and "transcribe" on a multilingual model, no
     /// timestamps; the initial prompt before them, if there is one.
@@ -71,8 +74,16 @@ impl WhisperTranscriber {
                 path,
                 SttOptions {
                     fallback_model: None,
+                    free_model: None,
                     ..options.clone()
                 },
+            )?)),
+            None => None,
+        };
+        let free_reader = match &options.free_model {
+            Some(path) => Some(Box::new(WhisperTranscriber::load(
+                path,
+                SttOptions::free_decoding(),
             )?)),
             None => None,
         };
@@ -87,6 +98,7 @@ impl WhisperTranscriber {
             options,
             grammar,
             fallback,
+            free_reader,
             prompt,
             blank,
         })
@@ -653,13 +665,19 @@ impl WhisperTranscriber {
             prompt: self.options.free_prompt.clone(),
             ..SttOptions::free_decoding()
         };
+        if let Some(reader) = &mut self.free_reader {
+            reader.options = free;
+            return reader.transcribe(samples);
+        }
         let options = std::mem::replace(&mut self.options, free);
         let grammar = self.grammar.take();
         let fallback = self.fallback.take();
+        let free_reader = self.free_reader.take();
         let result = self.transcribe(samples);
         self.options = options;
         self.grammar = grammar;
         self.fallback = fallback;
+        self.free_reader = free_reader;
         result
     }
 }
