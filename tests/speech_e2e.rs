@@ -390,6 +390,31 @@ fn an_unsure_reading_goes_to_the_fallback_model() {
     assert!(helped.contains("iced mocha with sweetener"), "{helped}");
 }
 
+/// `--free-model`: the second model is loaded with the first, and one that
+/// is not a model is a clear error naming it, not a panic or a silent
+/// fallback to the main model.
+#[test]
+fn a_free_model_that_is_not_a_model_is_a_clear_error() {
+    let model = need_model!();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("not-a-model.bin");
+    std::fs::write(&bad, b"this is no ggml file").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_voicegate"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("transcribe")
+        .arg("--model")
+        .arg(&model)
+        .arg("--free-model")
+        .arg(&bad)
+        .arg(fixture("alarm.wav"))
+        .output()
+        .expect("voicegate transcribe");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(stderr.contains("not-a-model.bin"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// `text` spoken by espeak-ng into `home`, or `None` (the skip reported)
 /// without it. espeak-ng's robotic voice is enough here: what matters is
 /// that the words are said clearly and are no template's sentence.
