@@ -22,7 +22,7 @@ pub fn print_events(events: &[Event], json: bool, out: &mut dyn Write) -> std::i
             } => {
                 let how = match by {
                     crate::intent::By::Template => String::new(),
-                    crate::intent::By::Fallback { score } => {
+                    crate::intent::By::Fallback { score, .. } => {
                         format!(", by the fallback, score {score:.2}")
                     }
                 };

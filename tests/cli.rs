@@ -298,6 +298,12 @@ fn a_purchase_the_fallback_understood_is_read_back_and_its_audit_row_says_so() {
         .expect("an intent");
     assert_eq!(intent["intent"], "OrderItem", "{ev:?}");
     assert_eq!(intent["by"], "fallback", "{ev:?}");
+    // The score, and the next intent's below it.
+    let (score, runner_up) = (intent["score"].as_f64(), intent["runner_up"].as_f64());
+    assert!(
+        matches!((score, runner_up), (Some(s), Some(r)) if r < s),
+        "{intent:?}"
+    );
     let k = kinds(&ev);
     // Never on a guess: read back first, run only after the "yes".
     let read_back = k.iter().position(|k| k == "confirm_request");

@@ -412,6 +412,8 @@ pub struct LineResult {
     /// The fallback's score: of its reading, or of the nearest intent of
     /// an out-of-scope answer (for calibrating the thresholds).
     pub score: Option<f64>,
+    /// The best score of another intent, for a fallback reading.
+    pub runner_up: Option<f64>,
     /// The nearest intent of an out-of-scope answer.
     pub nearest: Option<String>,
 }
@@ -472,6 +474,7 @@ pub fn score(
         score: first_intent
             .and_then(|e| e["score"].as_f64())
             .or_else(|| out_of_scope.and_then(|e| e["why"]["score"].as_f64())),
+        runner_up: first_intent.and_then(|e| e["runner_up"].as_f64()),
         nearest: out_of_scope.and_then(|e| e["why"]["nearest"].as_str().map(str::to_string)),
         text: line.text.clone(),
         intent: line.intent.clone(),

@@ -107,6 +107,9 @@ pub enum By {
     Fallback {
         /// Its similarity score (cosine, −1..1).
         score: f32,
+        /// The best score of any other intent: how far ahead the reading
+        /// is of the next one.
+        runner_up: f32,
     },
 }
 

@@ -255,6 +255,7 @@ impl Understander {
             literal_chars: 0,
             by: By::Fallback {
                 score: reading.score,
+                runner_up: reading.runner_up,
             },
         };
         Ok(Proposal::Reading {

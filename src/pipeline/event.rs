@@ -20,7 +20,7 @@ pub enum Event {
         /// Slot values.
         slots: Map<String, Value>,
         /// How it was reached: `"by": "template"`, or `"by": "fallback"`
-        /// with its `score`.
+        /// with its `score` and the next intent's (`runner_up`).
         #[serde(flatten)]
         by: By,
     },

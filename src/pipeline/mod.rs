@@ -784,7 +784,7 @@ impl Pipeline {
         // auditor sees which purchases came from a statistical reading.
         let how = match facts.by {
             By::Template => None,
-            By::Fallback { score } => Some(format!(
+            By::Fallback { score, .. } => Some(format!(
                 "understood by the fallback recogniser (similarity {score:.3}), not a template"
             )),
         };
