@@ -272,6 +272,42 @@ fn purchase_then_yes_runs_once_and_is_audited() {
     );
 }
 
+/// An alarm asked for without a time: the time is asked for, and the
+/// answer, heard without the wake word, sets it.
+#[test]
+fn an_alarm_without_a_time_asks_for_one() {
+    let (_d, data) = data_dir();
+    let o = run_stdin(
+        &["--data-dir", &data, "--json", "chat"],
+        "i want to set an alarm\nat 7 am\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let ev = events(&o);
+    let ask = ev
+        .iter()
+        .find(|e| e["event"] == "ask")
+        .unwrap_or_else(|| panic!("no ask: {ev:?}"));
+    assert_eq!(
+        (&ask["intent"], &ask["slot"], &ask["text"]),
+        (
+            &Value::from("SetAlarm"),
+            &Value::from("time"),
+            &Value::from("For what time?")
+        ),
+        "{ev:?}"
+    );
+    let done = ev
+        .iter()
+        .find(|e| e["event"] == "executed")
+        .unwrap_or_else(|| panic!("nothing ran: {ev:?}"));
+    assert_eq!(done["intent"], "SetAlarm", "{ev:?}");
+    let set = ev
+        .iter()
+        .rfind(|e| e["event"] == "intent")
+        .expect("the answer's intent");
+    assert_eq!(set["slots"]["time"], "07:00", "{ev:?}");
+}
+
 #[test]
 fn purchase_then_no_is_declined_and_nothing_runs() {
     let (_d, data) = data_dir();
