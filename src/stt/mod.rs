@@ -349,8 +349,9 @@ impl SttOptions {
 /// Whether a free reading replaces an unsure grammar reading (both of the
 /// same audio): the grammar's reading is below `free_below`, the free one
 /// has text, is at least that sure, and is `likelier` ([`FREE_LIKELIER`])
-/// times likelier per token. Then the speech was said clearly and is none of the intents'
-/// sentences, so the free text is what was said. A free reading only a
+/// times likelier per token, or [`extends`] it. Then the speech was said
+/// clearly and is none of the intents' sentences, so the free text is
+/// what was said. A free reading only a
 /// little likelier is the same sentence misheard: the grammar's reading
 /// stays. When both are unsure, the audio itself was unclear: the
 /// grammar's reading stays too, and the gate asks again.
@@ -368,8 +369,34 @@ pub fn prefer_free(
     };
     !sure(grammar.confidence)
         && sure(free.confidence)
-        && free.confidence >= likelier * g
+        && (free.confidence >= likelier * g || extends(grammar, free))
         && !free.text.trim().is_empty()
+}
+
+/// Whether a free reading goes on where the grammar's stopped: the
+/// grammar reading's words (case and punctuation aside) are the free
+/// reading's first words, and the free reading has more. The grammar
+/// ended the sentence early because what followed is no intent's
+/// sentence ("I want you to skip," for "I want you to skip past this song
+/// to the next track"); the free reading has all of it.
+pub fn extends(grammar: &Transcript, free: &Transcript) -> bool {
+    let g = words(&grammar.text);
+    let f = words(&free.text);
+    !g.is_empty() && f.len() > g.len() && f.starts_with(&g)
+}
+
+/// A transcript's words, lower-cased, without punctuation (apostrophes
+/// kept) and with hyphens as spaces.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| c.is_whitespace() || c == '-')
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric() || *c == '\'')
+                .flat_map(char::to_lowercase)
+                .collect::<String>()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
 /// The smallest encoder window of free decoding. Measured on the speech fixtures with
@@ -515,6 +542,25 @@ mod tests {
             (
                 reading("Set a timer.", 0.5),
                 reading("Set a timer.", 0.9),
+                false,
+            ),
+            // The grammar stopped early; the free reading goes on: it
+            // replaces it, however likely the grammar's part was.
+            (
+                reading("I want you to skip,", 0.4),
+                reading("I want you to skip past this song to the next track.", 0.7),
+                true,
+            ),
+            // ... but only a sure one.
+            (
+                reading("Please skip this song,", 0.4),
+                reading("Please skip this song and the next one.", 0.45),
+                false,
+            ),
+            // A free reading that differs before the end is no extension.
+            (
+                reading("Please skip this song,", 0.4),
+                reading("Please keep this song for me.", 0.7),
                 false,
             ),
             // A free reading with no words replaces nothing.
