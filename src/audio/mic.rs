@@ -806,6 +806,10 @@ impl AudioSource for MicSource {
         });
         ring + self.pending.len() as u64
     }
+
+    fn is_live(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,13 @@ pub trait AudioSource: Send {
     fn backlog(&self) -> u64 {
         0
     }
+
+    /// Whether the audio comes at the speed it is spoken (a microphone, or
+    /// file input paced to real time). Audio read ahead of a source that
+    /// is not live is never behind anyone: a file waits to be read.
+    fn is_live(&self) -> bool {
+        false
+    }
 }
 
 impl<S: AudioSource + ?Sized> AudioSource for Box<S> {
@@ -60,6 +67,10 @@ impl<S: AudioSource + ?Sized> AudioSource for Box<S> {
 
     fn backlog(&self) -> u64 {
         (**self).backlog()
+    }
+
+    fn is_live(&self) -> bool {
+        (**self).is_live()
     }
 }
 
@@ -340,6 +351,10 @@ impl AudioSource for WavSource {
             self.refill();
         }
     }
+
+    fn is_live(&self) -> bool {
+        self.pacer.is_some()
+    }
 }
 
 /// What [`read_wav_mono_16k`] accepts.
@@ -546,6 +561,12 @@ impl<R: Read + Send> AudioSource for PcmStdinSource<R> {
             }
             return Ok(samples);
         }
+    }
+
+    /// A pipe usually comes from a recorder (`arecord ... | voicegate run
+    /// --input -`), which delivers at the speed of speech.
+    fn is_live(&self) -> bool {
+        true
     }
 }
 

@@ -532,8 +532,13 @@ impl Capture {
     }
 
     /// How far the next frame is behind the live source, in samples: the
-    /// frames held back and what waits in the source.
+    /// frames held back and what waits in the source. Nothing, for a source
+    /// that is not live: frames of a file read ahead while the coordinator
+    /// decided are behind no one.
     fn behind(&self) -> u64 {
+        if !self.source.is_live() {
+            return 0;
+        }
         let held: usize = self.held.iter().map(Vec::len).sum();
         held as u64 + self.source.backlog()
     }
@@ -983,6 +988,10 @@ mod tests {
                 }
                 std::thread::sleep(StdDuration::from_millis(2));
             }
+        }
+
+        fn is_live(&self) -> bool {
+            true
         }
     }
 

@@ -1152,9 +1152,15 @@ mod tests {
                     .await
                     .expect("the audio thread answers in time");
                 match input {
-                    Some(Input::Utterance(..)) => control_tx
-                        .send(AudioControl::Expect(Expect::Command))
-                        .expect("control"),
+                    Some(Input::Utterance(..)) => {
+                        // A slow answer (a loaded machine): the file is
+                        // read ahead meanwhile, and those frames are
+                        // behind no one, so the chime still comes.
+                        std::thread::sleep(StdDuration::from_millis(800));
+                        control_tx
+                            .send(AudioControl::Expect(Expect::Command))
+                            .expect("control")
+                    }
                     Some(Input::Wake(_)) => heard.push("wake"),
                     Some(Input::Chime) => heard.push("chime"),
                     Some(Input::Ended(_)) | None => break,
