@@ -412,6 +412,7 @@ fn a_free_model_that_is_not_a_model_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{stderr}");
     assert!(stderr.contains("not-a-model.bin"), "{stderr}");
+    assert!(stderr.contains("given to --free-model"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 

@@ -57,6 +57,22 @@ mod whisper;
 pub use thread::SttThread;
 pub use whisper::{PhraseScore, WhisperTranscriber};
 
+/// [`SttError::Load`]'s text: how to get the main model, or which option
+/// named a second one.
+fn load_message(path: &std::path::Path, reason: &str, flag: &str) -> String {
+    let path = path.display();
+    if flag == "--model" {
+        format!(
+            "cannot load the whisper model {path}: {reason} (run `voicegate models install {}`, or pass --model PATH)",
+            model::DEFAULT_MODEL
+        )
+    } else {
+        format!(
+            "cannot load the whisper model {path} given to {flag}: {reason} (pass a whisper.cpp ggml model file, e.g. base-q8_0's from `voicegate models install base-q8_0`)"
+        )
+    }
+}
+
 /// Audio rate the engines take.
 pub const SAMPLE_RATE: usize = crate::audio::SAMPLE_RATE as usize;
 
@@ -70,15 +86,15 @@ const FULL_AUDIO_CTX: usize = 1500;
 #[derive(Debug, thiserror::Error)]
 pub enum SttError {
     /// The model file could not be loaded.
-    #[error(
-        "cannot load the whisper model {path}: {reason} (run `voicegate models install {default}`, or pass --model PATH)",
-        default = crate::stt::model::DEFAULT_MODEL
-    )]
+    #[error("{}", load_message(path, reason, flag))]
     Load {
         /// The file.
         path: PathBuf,
         /// What whisper said.
         reason: String,
+        /// The option that names this file (`--model`, `--fallback-model`,
+        /// `--free-model`).
+        flag: &'static str,
     },
     /// Decoding failed.
     #[error("transcription failed: {0}")]

@@ -54,6 +54,7 @@ impl WhisperTranscriber {
         let load_err = |reason: String| SttError::Load {
             path: path.to_path_buf(),
             reason,
+            flag: "--model",
         };
         if !path.is_file() {
             return Err(load_err("no such file".into()));
@@ -70,21 +71,24 @@ impl WhisperTranscriber {
             .as_ref()
             .map(|g| Box::new(GrammarDecode::new(&ctx, g)));
         let fallback = match &options.fallback_model {
-            Some(path) => Some(Box::new(WhisperTranscriber::load(
-                path,
-                SttOptions {
-                    fallback_model: None,
-                    free_model: None,
-                    ..options.clone()
-                },
-            )?)),
+            Some(path) => Some(Box::new(
+                WhisperTranscriber::load(
+                    path,
+                    SttOptions {
+                        fallback_model: None,
+                        free_model: None,
+                        ..options.clone()
+                    },
+                )
+                .map_err(named_by("--fallback-model"))?,
+            )),
             None => None,
         };
         let free_reader = match &options.free_model {
-            Some(path) => Some(Box::new(WhisperTranscriber::load(
-                path,
-                SttOptions::free_decoding(),
-            )?)),
+            Some(path) => Some(Box::new(
+                WhisperTranscriber::load(path, SttOptions::free_decoding())
+                    .map_err(named_by("--free-model"))?,
+            )),
             None => None,
         };
         let prompt = decoder_prompt(&ctx, &options.prompt).map_err(load_err)?;
@@ -803,6 +807,14 @@ fn greedy_params<'a, 'b>(threads: usize) -> FullParams<'a, 'b> {
 }
 
 /// [`greedy_params`] with another sampling strategy.
+/// A load error of a second model, which `flag` names.
+fn named_by(flag: &'static str) -> impl Fn(SttError) -> SttError {
+    move |e| match e {
+        SttError::Load { path, reason, .. } => SttError::Load { path, reason, flag },
+        other => other,
+    }
+}
+
 fn decode_params<'a, 'b>(threads: usize, strategy: SamplingStrategy) -> FullParams<'a, 'b> {
     let mut params = FullParams::new(strategy);
     params.set_n_threads(threads as i32);
