@@ -806,7 +806,6 @@ fn greedy_params<'a, 'b>(threads: usize) -> FullParams<'a, 'b> {
     decode_params(threads, SamplingStrategy::Greedy { best_of: 1 })
 }
 
-/// [`greedy_params`] with another sampling strategy.
 /// A load error of a second model, which `flag` names.
 fn named_by(flag: &'static str) -> impl Fn(SttError) -> SttError {
     move |e| match e {
@@ -815,6 +814,7 @@ fn named_by(flag: &'static str) -> impl Fn(SttError) -> SttError {
     }
 }
 
+/// [`greedy_params`] with another sampling strategy.
 fn decode_params<'a, 'b>(threads: usize, strategy: SamplingStrategy) -> FullParams<'a, 'b> {
     let mut params = FullParams::new(strategy);
     params.set_n_threads(threads as i32);
