@@ -147,6 +147,11 @@ pub struct SpeechArgs {
     /// likelier per token (default 4).
     #[arg(long, value_name = "X")]
     pub free_likelier: Option<f32>,
+    /// Keep an unsure grammar reading unsure even when a sure free reading
+    /// of the same audio differs from it by a word or two (by default
+    /// such a free reading backs the grammar's, which is then acted on).
+    #[arg(long)]
+    pub no_free_backing: bool,
     /// The free reading of an unsure grammar reading searches with a beam
     /// of N (default 1: greedy).
     #[arg(long, value_name = "N")]

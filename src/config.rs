@@ -518,6 +518,7 @@ impl Decoding {
         if let Some(x) = args.free_likelier {
             options.free_likelier = x;
         }
+        options.free_backs = !args.no_free_backing;
         if let Some(c) = args.free_first_below {
             options.free_first_below = c;
         }

@@ -242,6 +242,11 @@ pub struct SttOptions {
     /// How much likelier per token a free reading must be than the
     /// grammar's to replace it ([`FREE_LIKELIER`]).
     pub free_likelier: f32,
+    /// A sure free reading that did not replace an unsure grammar reading
+    /// but differs from it by a word or two backs it: the grammar's
+    /// reading is kept with the free reading's confidence (see
+    /// [`corroborates`]).
+    pub free_backs: bool,
     /// A greedy grammar reading below this confidence is read freely at
     /// once, without the beam or the full-window retry (0: never). See
     /// [`GRAMMAR_FREE_FIRST_BELOW`].
@@ -324,6 +329,7 @@ impl Default for SttOptions {
             beam_below: GRAMMAR_BEAM_BELOW,
             free_below: GRAMMAR_FREE_BELOW,
             free_likelier: FREE_LIKELIER,
+            free_backs: true,
             free_first_below: GRAMMAR_FREE_FIRST_BELOW,
             free_beam: 1,
             free_prompt: String::new(),
@@ -399,6 +405,43 @@ pub fn extends(grammar: &Transcript, free: &Transcript) -> bool {
     let g = words(&grammar.text);
     let f = words(&free.text);
     !g.is_empty() && f.len() > g.len() && f.starts_with(&g)
+}
+
+/// Whether a sure free reading backs an unsure grammar reading it did not
+/// replace ([`prefer_free`]): the free reading is sure, the grammar's is
+/// not, and the two differ by at most a third of their words (at least
+/// one; words are [`words`], counted by edit distance over the longer
+/// reading). The audio was heard clearly, and the grammar's sentence is the
+/// nearest in-grammar sentence to what was heard: the free reading is the
+/// same sentence with a word or two misheard ("I need your value
+/// increased." for "I need your volume increased."). Then the grammar's
+/// reading stands with the free reading's confidence. Speech no template
+/// covers reads freely as a different sentence, not a near one, and stays
+/// unsure.
+pub fn corroborates(grammar: &Transcript, free: &Transcript, free_below: f32) -> bool {
+    let sure = |c: f32| c.is_finite() && c >= free_below;
+    let g = words(&grammar.text);
+    let f = words(&free.text);
+    if sure(grammar.confidence) || !sure(free.confidence) || g.is_empty() || f.is_empty() {
+        return false;
+    }
+    let longer = g.len().max(f.len());
+    word_distance(&g, &f) <= (longer / 3).max(1)
+}
+
+/// Word-level edit distance (insertions, deletions, substitutions).
+fn word_distance(a: &[String], b: &[String]) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, y) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(x != y);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// A transcript's words, lower-cased, without punctuation (apostrophes
@@ -494,6 +537,19 @@ pub fn is_repetitive(text: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A transcript of `text` read with `confidence`.
+    fn reading(text: &str, confidence: f32) -> Transcript {
+        Transcript {
+            text: text.into(),
+            confidence,
+            audio_secs: 1.0,
+            decode_secs: 0.1,
+            audio_ctx: 256,
+            retried: false,
+            free: false,
+        }
+    }
+
     /// The numbers the speech benchmark chose (docs/design/speech.md, "Speech
     /// choices"): the daemon's by default, and `--no-grammar`'s own.
     #[test]
@@ -521,15 +577,6 @@ mod tests {
 
     #[test]
     fn a_sure_free_reading_replaces_an_unsure_grammar_reading() {
-        let reading = |text: &str, confidence: f32| Transcript {
-            text: text.into(),
-            confidence,
-            audio_secs: 1.0,
-            decode_secs: 0.1,
-            audio_ctx: 256,
-            retried: false,
-            free: false,
-        };
         for (grammar, free, replaced) in [
             // Out of grammar, said clearly.
             (
@@ -596,6 +643,77 @@ mod tests {
             f32::INFINITY,
             FREE_LIKELIER
         ));
+    }
+
+    #[test]
+    fn a_near_free_reading_backs_the_grammars() {
+        for (grammar, free, backed) in [
+            // One word misheard in five: the grammar's reading stands.
+            (
+                reading("I need your volume increased.", 0.48),
+                reading("I need your value increased.", 0.76),
+                true,
+            ),
+            // Two in seven.
+            (
+                reading("Could you increase the speaker, volume please?", 0.44),
+                reading("Can you increase the speaker, Miles, please.", 0.58),
+                true,
+            ),
+            // A word missing at the start.
+            (
+                reading("The timer for 10 minutes.", 0.38),
+                reading("Set the timer for 10 minutes.", 0.78),
+                true,
+            ),
+            // Another sentence: the grammar forced one it was not.
+            (
+                reading("What do you do?", 0.16),
+                reading("What you skip this song.", 0.61),
+                false,
+            ),
+            (
+                reading("Help me,", 0.3),
+                reading("Help me reserve a table for three at Lucky's.", 0.7),
+                false,
+            ),
+            // Two in five is more than a third.
+            (
+                reading("Increase my speaker, volume please.", 0.28),
+                reading("Increase the speaker, Mario, please.", 0.56),
+                false,
+            ),
+            // Both unsure: the audio itself was unclear.
+            (
+                reading("I need your volume increased.", 0.4),
+                reading("I need your value increased.", 0.45),
+                false,
+            ),
+            // A sure grammar reading needs no backing.
+            (
+                reading("Set a timer.", 0.6),
+                reading("Set a timer.", 0.9),
+                false,
+            ),
+            (reading("Yes.", 0.3), reading(" ", 0.9), false),
+            (reading("Yes.", 0.3), reading("yes", f32::NAN), false),
+        ] {
+            assert_eq!(
+                corroborates(&grammar, &free, 0.5),
+                backed,
+                "{grammar:?} / {free:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn word_distance_counts_edits() {
+        let w = |s: &str| words(s);
+        assert_eq!(word_distance(&w("a b c"), &w("a b c")), 0);
+        assert_eq!(word_distance(&w("a b c"), &w("a x c")), 1);
+        assert_eq!(word_distance(&w("a b c"), &w("b c")), 1);
+        assert_eq!(word_distance(&w(""), &w("a b")), 2);
+        assert_eq!(word_distance(&w("a b c d"), &w("d c b a")), 4);
     }
 
     #[test]

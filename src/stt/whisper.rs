@@ -789,6 +789,17 @@ impl Transcriber for WhisperTranscriber {
                     retried: true,
                     ..free
                 }
+            } else if self.options.free_backs
+                && super::corroborates(&heard, &free, self.options.free_below)
+            {
+                // The same sentence, heard clearly with a word or two
+                // misheard: the grammar's reading, as sure as the free one.
+                Transcript {
+                    decode_secs,
+                    retried: true,
+                    confidence: free.confidence,
+                    ..heard
+                }
             } else {
                 Transcript {
                     decode_secs,
