@@ -130,6 +130,11 @@ pub struct WildcardDef {
     pub excluding: Vec<String>,
     /// Word sequences the value may not start with.
     pub not_starting: Vec<Vec<String>>,
+    /// The value may hold no possessive word ([`is_possessive`]): "play
+    /// Brenda Kahn's Rushall Station" is an owner and a title, which a
+    /// template with two wildcards reads only if the one-wildcard search
+    /// may not take the whole.
+    pub not_possessive: bool,
 }
 
 impl WildcardDef {
@@ -146,9 +151,38 @@ impl WildcardDef {
         let bad_start = self.not_starting.iter().any(|start| {
             start.len() <= words.len() && start.iter().zip(words).all(|(a, b)| a == b)
         });
-        !excluded && !bad_start
+        let possessive = self.not_possessive && words.iter().any(|w| is_possessive(w));
+        !excluded && !bad_start && !possessive
     }
 }
+
+/// Whether a normalised word is a possessive ("kahn's", "lewis's"): it
+/// ends in "'s" after something that is no pronoun or question word, whose
+/// "'s" is a verb ("let's", "it's", "that's", "what's").
+pub fn is_possessive(word: &str) -> bool {
+    word.strip_suffix("'s")
+        .is_some_and(|stem| !stem.is_empty() && !CONTRACTED.contains(&stem))
+}
+
+/// Words whose "'s" is "is", "has" or "us".
+const CONTRACTED: [&str; 16] = [
+    "let",
+    "it",
+    "that",
+    "what",
+    "he",
+    "she",
+    "there",
+    "here",
+    "who",
+    "where",
+    "how",
+    "when",
+    "why",
+    "this",
+    "everybody",
+    "everyone",
+];
 
 /// Words a limited wildcard's value is never made of alone.
 const ARTICLES: [&str; 5] = ["a", "an", "the", "some", "any"];
@@ -292,4 +326,32 @@ pub struct Definitions {
     /// intent (they are in `not_understood` too), and they train the
     /// fallback recogniser's out-of-scope class.
     pub out_of_scope: Vec<(String, Origin)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn possessives_are_owners_not_verbs() {
+        for (word, possessive) in [
+            ("kahn's", true),
+            ("lewis's", true),
+            ("let's", false),
+            ("it's", false),
+            ("what's", false),
+            ("'s", false),
+            ("kahns", false),
+            ("o'clock", false),
+        ] {
+            assert_eq!(is_possessive(word), possessive, "{word}");
+        }
+        let def = WildcardDef {
+            not_possessive: true,
+            ..WildcardDef::default()
+        };
+        assert!(!def.accepts(&["brenda", "kahn's", "rushall"]));
+        assert!(def.accepts(&["let's", "dance"]));
+        assert!(WildcardDef::default().accepts(&["brenda", "kahn's", "rushall"]));
+    }
 }

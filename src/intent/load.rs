@@ -430,32 +430,47 @@ impl Loader {
         match kind.as_str() {
             "values" => self.load_values(src, value, &what).map(ListDef::Values),
             "range" => self.load_range(src, value, &what).map(ListDef::Range),
-            "wildcard" => {
-                match value.kind {
-                    Kind::Bool(true) => Some(ListDef::Wildcard(WildcardDef::default())),
-                    Kind::Map(_) => self.load_wildcard(src, value, &what).map(ListDef::Wildcard),
-                    _ => {
-                        self.error(
+            "wildcard" => match value.kind {
+                Kind::Bool(true) => Some(ListDef::Wildcard(WildcardDef::default())),
+                Kind::Map(_) => self.load_wildcard(src, value, &what).map(ListDef::Wildcard),
+                _ => {
+                    self.error(
                         src,
                         value.pos,
-                        format!("{what}: 'wildcard' must be true or a mapping (excluding, not_starting)"),
+                        format!("{what}: 'wildcard' must be true or a mapping (excluding, not_starting, not_possessive)"),
                     );
-                        None
-                    }
+                    None
                 }
-            }
+            },
             "time" => Some(ListDef::Time),
             "date" => Some(ListDef::Date),
             _ => None,
         }
     }
 
-    /// `wildcard: {excluding: [words], not_starting: [phrases]}`, the words
-    /// normalised as the matcher compares them.
+    /// `wildcard: {excluding: [words], not_starting: [phrases],
+    /// not_possessive: true}`, the words normalised as the matcher compares
+    /// them.
     fn load_wildcard(&mut self, src: Text, node: &Node, what: &str) -> Option<WildcardDef> {
-        let entries = self.mapping(src, node, what, Some(&["excluding", "not_starting"]))?;
+        let entries = self.mapping(
+            src,
+            node,
+            what,
+            Some(&["excluding", "not_starting", "not_possessive"]),
+        )?;
         let mut def = WildcardDef::default();
         for (key, _, value) in entries {
+            if key == "not_possessive" {
+                match value.kind {
+                    Kind::Bool(b) => def.not_possessive = b,
+                    _ => self.error(
+                        src,
+                        value.pos,
+                        format!("{what}: 'not_possessive' must be true or false"),
+                    ),
+                }
+                continue;
+            }
             let items = self.string_list(src, value, &format!("{what}: '{key}'"));
             for (text, pos) in items {
                 let words: Vec<String> = normalize::tokenize(&text)

@@ -704,29 +704,36 @@ fn wildcard_match(cx: &Cx, limits: &WildcardDef, at: &SlotAt, st: &mut St, k: K)
     let limited = limits != &WildcardDef::default();
     let norm = |i: usize| &cx.input.text[cx.input.starts[i]..cx.input.ends[i]];
     for last in first..cx.input.ends.len() {
-        if limited {
-            let words: Vec<&str> = (first..=last).map(norm).collect();
-            if !limits.accepts(&words) {
-                // A longer value still contains the excluded word, but may
-                // get past a forbidden start only if it is not one.
-                if words
-                    .iter()
-                    .any(|w| limits.excluding.iter().any(|e| e == w))
-                {
-                    return;
-                }
-                continue;
+        let words: Vec<&str> = (first..=last).map(norm).collect();
+        let whole = !limited || limits.accepts(&words);
+        // A possessive glued to the value's last word ("Miles Davis's
+        // songs"): the value may also end before it, for `{artist}'s`.
+        let bare = possessive_stem(norm(last), &cx.input.raw[last]).filter(|_| {
+            let mut stemmed = words.clone();
+            let n = norm(last);
+            stemmed[last - first] = &n[..n.len() - 2];
+            !limited || limits.accepts(&stemmed)
+        });
+        if !whole && bare.is_none() {
+            // A longer value still contains the excluded word, but may
+            // get past a forbidden start only if it is not one.
+            if words
+                .iter()
+                .any(|w| limits.excluding.iter().any(|e| e == w))
+            {
+                return;
             }
+            continue;
         }
         let end = cx.input.ends[last];
         let spoken = cx.input.raw[first..=last].join(" ");
         at.push(st, Value::String(spoken.clone()), spoken, true);
         st.wildcards += 1;
         let counting = std::mem::replace(&mut st.furthest.counting, false);
-        k(st, end, true);
-        // A possessive glued to the value's last word ("Miles Davis's
-        // songs"): the value may also end before it, for `{artist}'s`.
-        if let Some(bare) = possessive_stem(norm(last), &cx.input.raw[last]) {
+        if whole {
+            k(st, end, true);
+        }
+        if let Some(bare) = bare {
             let spoken = cx.input.raw[first..last]
                 .iter()
                 .map(String::as_str)
