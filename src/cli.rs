@@ -152,6 +152,12 @@ pub struct SpeechArgs {
     /// such a free reading backs the grammar's, which is then acted on).
     #[arg(long)]
     pub no_free_backing: bool,
+    /// A sure grammar reading with fewer than W words per second of audio
+    /// (in an utterance of 1.5 s or more) is read freely too, and a sure
+    /// free reading that goes on from it replaces it (default 1.2; 0:
+    /// never).
+    #[arg(long, value_name = "W")]
+    pub short_below: Option<f32>,
     /// The free reading of an unsure grammar reading searches with a beam
     /// of N (default 1: greedy).
     #[arg(long, value_name = "N")]

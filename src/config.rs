@@ -519,6 +519,9 @@ impl Decoding {
             options.free_likelier = x;
         }
         options.free_backs = !args.no_free_backing;
+        if let Some(w) = args.short_below {
+            options.short_below = w;
+        }
         if let Some(c) = args.free_first_below {
             options.free_first_below = c;
         }

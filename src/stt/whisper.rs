@@ -770,44 +770,57 @@ impl Transcriber for WhisperTranscriber {
             retried,
             free: self.grammar.is_none(),
         };
-        if heard.free || heard.confidence >= self.options.free_below {
+        let sure = heard.confidence >= self.options.free_below;
+        let short = !heard.free
+            && sure
+            && self.options.short_below > 0.0
+            && super::reads_too_little(&heard, self.options.short_below);
+        if heard.free || (sure && !short) {
             return Ok(heard);
         }
-        // Unsure within the grammar: perhaps what was said is no intent's
-        // sentence. Read it freely; a sure free reading is what was said.
+        // Unsure within the grammar (or sure of too few words): perhaps
+        // what was said is no intent's sentence. Read it freely; a sure
+        // free reading is what was said.
         let free = self.read_freely(samples)?;
         let decode_secs = started.elapsed().as_secs_f32();
-        Ok(
-            if super::prefer_free(
-                &heard,
-                &free,
-                self.options.free_below,
-                self.options.free_likelier,
-            ) {
-                Transcript {
-                    decode_secs,
-                    retried: true,
-                    ..free
-                }
-            } else if self.options.free_backs
-                && super::corroborates(&heard, &free, self.options.free_below)
-            {
-                // The same sentence, heard clearly with a word or two
-                // misheard: the grammar's reading, as sure as the free one.
-                Transcript {
-                    decode_secs,
-                    retried: true,
-                    confidence: free.confidence,
-                    ..heard
-                }
-            } else {
-                Transcript {
-                    decode_secs,
-                    retried: true,
-                    ..heard
-                }
-            },
-        )
+        Ok(if short {
+            // Sure, but of too few words for the speech: only a free
+            // reading that goes on from it replaces it.
+            let replaced = super::goes_on(&heard, &free, self.options.free_below);
+            Transcript {
+                decode_secs,
+                retried: true,
+                ..if replaced { free } else { heard }
+            }
+        } else if super::prefer_free(
+            &heard,
+            &free,
+            self.options.free_below,
+            self.options.free_likelier,
+        ) {
+            Transcript {
+                decode_secs,
+                retried: true,
+                ..free
+            }
+        } else if self.options.free_backs
+            && super::corroborates(&heard, &free, self.options.free_below)
+        {
+            // The same sentence, heard clearly with a word or two
+            // misheard: the grammar's reading, as sure as the free one.
+            Transcript {
+                decode_secs,
+                retried: true,
+                confidence: free.confidence,
+                ..heard
+            }
+        } else {
+            Transcript {
+                decode_secs,
+                retried: true,
+                ..heard
+            }
+        })
     }
 }
 
