@@ -438,7 +438,14 @@ impl Listener {
         for phrase in &self.phrases {
             text = wakeword::strip_wake_phrase(&text, phrase);
         }
-        Ok((!text.is_empty()).then_some((text, t.confidence)))
+        // The answer to a read-back keeps its grammar reading's own
+        // confidence: a free reading of other words ("Don't do it." for
+        // "Yes, do it.") must never make a "yes" sure.
+        let confidence = match (self.expect, t.backed) {
+            (Expect::Reply, Some(own)) => own,
+            _ => t.confidence,
+        };
+        Ok((!text.is_empty()).then_some((text, confidence)))
     }
 
     /// Hands a transcript to the coordinator; its answer is awaited.
@@ -724,6 +731,8 @@ mod tests {
     use crate::stt::{SttError, Transcriber};
 
     /// Writes which call decoded each utterance ("grammar" or "free").
+    /// Every reading is one a near free reading backed: 0.9 sure, 0.3 by
+    /// the grammar alone.
     struct Fake;
 
     impl Fake {
@@ -736,6 +745,7 @@ mod tests {
                 audio_ctx: 1500,
                 retried: false,
                 free: false,
+                backed: Some(0.3),
             })
         }
     }
@@ -940,6 +950,25 @@ mod tests {
                 "decoded by grammar (addressed: true, wake score: true)"
             ]
         );
+    }
+
+    #[test]
+    fn a_backed_reading_is_sure_for_a_command_but_not_for_a_reply() {
+        let samples = [silence(1_000), burst(false), silence(1_500)].concat();
+        let confidence = |listener: &mut Listener| -> Vec<Option<f32>> {
+            samples
+                .chunks(FRAME_SAMPLES)
+                .flat_map(|frame| listener.on_frame(frame))
+                .filter_map(|input| match input {
+                    Input::Utterance(u, _) => Some(u.confidence),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut listener = listener(false);
+        assert_eq!(confidence(&mut listener), [Some(0.9)]);
+        listener.expect(Expect::Reply);
+        assert_eq!(confidence(&mut listener), [Some(0.3)]);
     }
 
     #[test]

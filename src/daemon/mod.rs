@@ -882,6 +882,7 @@ mod tests {
                 audio_ctx: 1500,
                 retried: false,
                 free: false,
+                backed: None,
             })
         }
     }
@@ -1296,6 +1297,7 @@ mod tests {
                 audio_ctx: 1500,
                 retried: false,
                 free: false,
+                backed: None,
             })
         }
     }

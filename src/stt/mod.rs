@@ -137,6 +137,12 @@ pub struct Transcript {
     /// decoding, or a grammar reading too unsure to act on that a free
     /// reading replaced ([`SttOptions::free_below`]).
     pub free: bool,
+    /// When a near free reading backed this grammar reading
+    /// ([`corroborates`]): the grammar reading's own confidence, below the
+    /// gate's; `confidence` is then the free reading's. The answer to a
+    /// read-back is judged on this one (`daemon::listener`): a "yes" is
+    /// never made sure by a reading of other words.
+    pub backed: Option<f32>,
 }
 
 /// Something that turns audio into text.
@@ -584,6 +590,7 @@ mod tests {
             audio_ctx: 256,
             retried: false,
             free: false,
+            backed: None,
         }
     }
 

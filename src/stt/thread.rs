@@ -172,6 +172,7 @@ mod tests {
                 audio_ctx: 1500,
                 retried: false,
                 free: false,
+                backed: None,
             })
         }
 

@@ -769,6 +769,7 @@ impl Transcriber for WhisperTranscriber {
             audio_ctx: used_ctx,
             retried,
             free: self.grammar.is_none(),
+            backed: None,
         };
         let sure = heard.confidence >= self.options.free_below;
         let short = !heard.free
@@ -812,6 +813,7 @@ impl Transcriber for WhisperTranscriber {
                 decode_secs,
                 retried: true,
                 confidence: free.confidence,
+                backed: Some(heard.confidence),
                 ..heard
             }
         } else {
