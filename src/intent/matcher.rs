@@ -704,15 +704,22 @@ fn wildcard_match(cx: &Cx, limits: &WildcardDef, at: &SlotAt, st: &mut St, k: K)
     let limited = limits != &WildcardDef::default();
     let norm = |i: usize| &cx.input.text[cx.input.starts[i]..cx.input.ends[i]];
     for last in first..cx.input.ends.len() {
-        let words: Vec<&str> = (first..=last).map(norm).collect();
+        // An unlimited wildcard takes any words: nothing to collect.
+        let mut words: Vec<&str> = Vec::new();
+        if limited {
+            words.extend((first..=last).map(norm));
+        }
         let whole = !limited || limits.accepts(&words);
         // A possessive glued to the value's last word ("Miles Davis's
         // songs"): the value may also end before it, for `{artist}'s`.
         let bare = possessive_stem(norm(last), &cx.input.raw[last]).filter(|_| {
+            if !limited {
+                return true;
+            }
             let mut stemmed = words.clone();
             let n = norm(last);
             stemmed[last - first] = &n[..n.len() - 2];
-            !limited || limits.accepts(&stemmed)
+            limits.accepts(&stemmed)
         });
         if !whole && bare.is_none() {
             // A longer value still contains the excluded word, but may

@@ -394,6 +394,11 @@ impl SttOptions {
     }
 }
 
+/// Whether a reading's confidence is at least `below` (a NaN never is).
+fn sure(confidence: f32, below: f32) -> bool {
+    confidence.is_finite() && confidence >= below
+}
+
 /// Whether a free reading replaces an unsure grammar reading (both of the
 /// same audio): the grammar's reading is below `free_below`, the free one
 /// has text, is at least that sure, and is `likelier` ([`FREE_LIKELIER`])
@@ -409,14 +414,13 @@ pub fn prefer_free(
     free_below: f32,
     likelier: f32,
 ) -> bool {
-    let sure = |c: f32| c.is_finite() && c >= free_below;
     let g = if grammar.confidence.is_finite() {
         grammar.confidence.max(0.0)
     } else {
         0.0
     };
-    !sure(grammar.confidence)
-        && sure(free.confidence)
+    !sure(grammar.confidence, free_below)
+        && sure(free.confidence, free_below)
         && (free.confidence >= likelier * g || extends(grammar, free))
         && !free.text.trim().is_empty()
 }
@@ -435,7 +439,7 @@ pub fn reads_too_little(reading: &Transcript, per_sec: f32) -> bool {
 /// [`reads_too_little`]: it is sure itself and [`extends`] it. A free
 /// reading of other words leaves the grammar's alone.
 pub fn goes_on(grammar: &Transcript, free: &Transcript, free_below: f32) -> bool {
-    free.confidence.is_finite() && free.confidence >= free_below && extends(grammar, free)
+    sure(free.confidence, free_below) && extends(grammar, free)
 }
 
 /// Whether a free reading goes on where the grammar's stopped: the
@@ -462,10 +466,13 @@ pub fn extends(grammar: &Transcript, free: &Transcript) -> bool {
 /// covers reads freely as a different sentence, not a near one, and stays
 /// unsure.
 pub fn corroborates(grammar: &Transcript, free: &Transcript, free_below: f32) -> bool {
-    let sure = |c: f32| c.is_finite() && c >= free_below;
     let g = words(&grammar.text);
     let f = words(&free.text);
-    if sure(grammar.confidence) || !sure(free.confidence) || g.is_empty() || f.is_empty() {
+    if sure(grammar.confidence, free_below)
+        || !sure(free.confidence, free_below)
+        || g.is_empty()
+        || f.is_empty()
+    {
         return false;
     }
     let longer = g.len().max(f.len());
