@@ -336,3 +336,70 @@ fn home_assistant_suite() {
         failures.join("\n")
     );
 }
+
+/// The spoken paraphrase set (`scripts/make-spoken-paraphrases.py`) is
+/// made of CLINC150 `val` sentences of these intents, so that it measures
+/// sentences voicegate was not written from: none of them may be written
+/// into the intent files (a `tests:` or `examples:` sentence is also a
+/// training sentence of the fallback). Skipped (with a reason) when
+/// ../shared/data/nlu is absent.
+#[test]
+fn no_measured_val_sentence_is_written_into_the_intents() {
+    const MEASURED: &[&str] = &[
+        "timer",
+        "alarm",
+        "play_music",
+        "change_volume",
+        "next_song",
+        "oos",
+        "order",
+        "restaurant_reservation",
+        "book_hotel",
+        "book_flight",
+        "pay_bill",
+        "transfer",
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = root.join("../shared/data/nlu/clinc150/dev.jsonl");
+    let Ok(text) = std::fs::read_to_string(&data) else {
+        eprintln!(
+            "skipping no_measured_val_sentence_is_written_into_the_intents: {} not found",
+            data.display()
+        );
+        return;
+    };
+    let measured: std::collections::HashSet<String> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|row| row["split"] == "val")
+        .filter(|row| MEASURED.contains(&row["intent"].as_str().unwrap_or("")))
+        .filter_map(|row| row["text"].as_str().map(|t| t.trim().to_lowercase()))
+        .collect();
+    assert!(
+        measured.len() > 300,
+        "{} val sentences read",
+        measured.len()
+    );
+    let mut found = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(root.join("intents/en"))
+        .expect("intents/en")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let body = std::fs::read_to_string(&file).expect("intent file");
+        for (n, line) in body.lines().enumerate() {
+            for quoted in line.split('"').skip(1).step_by(2) {
+                if measured.contains(&quoted.trim().to_lowercase()) {
+                    found.push(format!("{}:{}: {quoted:?}", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "CLINC150 val sentences written into the intents:\n{}",
+        found.join("\n")
+    );
+}
