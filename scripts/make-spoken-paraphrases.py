@@ -4,10 +4,13 @@ for `voicegate eval speech` (issue 15: "spoken paraphrases, espeak-ng
 voices, `run --no-wake --input`").
 
 Usage: scripts/make-spoken-paraphrases.py OUT_DIR [--data FILE] [--seed N]
+                                           [--engine espeak|piper] [--voicegate BIN]
 
 Takes sentences from the CLINC150 dev file (default
 ../shared/data/nlu/clinc150/dev.jsonl, relative to the repository root),
-speaks them with espeak-ng in several voices and speeds, and writes
+speaks them with espeak-ng in several voices and speeds (or, with
+`--engine piper`, each sentence once in the project's piper voice, through
+`voicegate speak --out`), and writes
 OUT_DIR/clips/NNNN.wav (16 kHz mono 16-bit PCM: 0.3 s of silence, the
 sentence, 1.0 s of silence; peaks at -6 dBFS) and OUT_DIR/manifest.jsonl,
 one line per clip:
@@ -15,19 +18,26 @@ one line per clip:
   {"audio": "clips/0001.wav", "intent": "timer", "text": "...",
    "voice": "en-us", "speed": 175, "split": "val"}
 
+(`"voice": "piper"` and no speed with `--engine piper`.)
+
 Score it with the CLINC150 map:
 
   voicegate eval speech OUT_DIR/manifest.jsonl --map benchmarks/nlu/clinc150.toml
 
 The selection (see SELECTION) is fixed and seeded: the same data, seed and
-tools give the same sentences, voices and bytes. Only the `val` split is
-used: some `train` sentences of these intents are in the intent files, and
-a sentence voicegate was written from measures nothing. Each low-stakes
-sentence is spoken by two voices, the others by one.
+tools give the same sentences, voices and bytes (piper samples its
+voice's noise, so its clips may differ in the last bits from run to run).
+Only the `val` split is used: some `train` sentences of these intents are
+in the intent files, and a sentence voicegate was written from measures
+nothing. With espeak-ng each low-stakes sentence is spoken by two voices,
+the others by one; piper has one voice, so each sentence is spoken once.
 
 Generated audio is never committed: put OUT_DIR outside the repository or
 under target/ (ignored). Needs espeak-ng and sox (scripts/setup.sh
-installs both). Exits 0 with a printed reason when the data is absent.
+installs both); `--engine piper` needs a built voicegate (default
+target/release/voicegate, else `voicegate` on PATH) and its piper voice
+(scripts/setup-tts.sh). Exits 0 with a printed reason when the data is
+absent.
 """
 
 import argparse
@@ -77,8 +87,9 @@ TAIL_S = 1.0
 PEAK_DBFS = -6
 
 
-def select(rows, seed):
-    """The clips to make: (intent, text, voice, speed), in a fixed order."""
+def select(rows, seed, engine):
+    """The clips to make: (intent, text, voice, speed), in a fixed order.
+    The sentences are the same for both engines; piper says each once."""
     clips = []
     for intent, count, voices in SELECTION:
         texts = sorted({r["text"] for r in rows if r["intent"] == intent and r.get("split") == SPLIT})
@@ -90,6 +101,9 @@ def select(rows, seed):
         chosen = rng.sample(texts, count)
         for i, text in enumerate(chosen):
             first = rng.randrange(len(VOICES))
+            if engine == "piper":
+                clips.append((intent, text, "piper", None))
+                continue
             for k in range(voices):
                 # A second voice far from the first: another accent and speed.
                 voice, speed = VOICES[(first + k * (len(VOICES) // 2)) % len(VOICES)]
@@ -97,14 +111,17 @@ def select(rows, seed):
     return clips
 
 
-def speak(text, voice, speed, out, tmp):
+def speak(text, voice, speed, out, tmp, voicegate):
     """text → 16 kHz mono 16-bit WAV at `out`, padded and normalised."""
     raw = Path(tmp) / "raw.wav"
-    subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), "--stdin"],
-        input=text.encode(),
-        check=True,
-    )
+    if voice == "piper":
+        subprocess.run([voicegate, "speak", text, "--out", str(raw)], check=True, capture_output=True)
+    else:
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), "--stdin"],
+            input=text.encode(),
+            check=True,
+        )
     subprocess.run(
         [
             "sox", "-D", "-R", str(raw),
@@ -128,6 +145,8 @@ def main():
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/nlu/clinc150/dev.jsonl")
     parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--engine", choices=["espeak", "piper"], default="espeak")
+    parser.add_argument("--voicegate", default=None, help="the voicegate binary (for --engine piper)")
     args = parser.parse_args()
 
     if not args.data.is_file():
@@ -137,9 +156,16 @@ def main():
     missing = [name for name, v in versions.items() if v is None]
     if missing:
         sys.exit(f"make-spoken-paraphrases: {', '.join(missing)} not installed (scripts/setup.sh installs them)")
+    voicegate = None
+    if args.engine == "piper":
+        built = REPO / "target/release/voicegate"
+        voicegate = args.voicegate or (str(built) if built.is_file() else shutil.which("voicegate"))
+        versions["voicegate"] = voicegate and tool_version([voicegate, "--version"])
+        if not versions["voicegate"]:
+            sys.exit("make-spoken-paraphrases: --engine piper needs voicegate (cargo build --release, or --voicegate BIN)")
 
     rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
-    clips = select(rows, args.seed)
+    clips = select(rows, args.seed, args.engine)
 
     out = args.out_dir
     clip_dir = out / "clips"
@@ -150,19 +176,19 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for n, (intent, text, voice, speed) in enumerate(clips, start=1):
             name = f"clips/{n:04d}.wav"
-            speak(text, voice, speed, out / name, tmp)
-            lines.append(
-                json.dumps(
-                    {"audio": name, "intent": intent, "text": text, "voice": voice, "speed": speed, "split": SPLIT}
-                )
-            )
+            speak(text, voice, speed, out / name, tmp, voicegate)
+            line = {"audio": name, "intent": intent, "text": text, "voice": voice, "speed": speed, "split": SPLIT}
+            if speed is None:
+                del line["speed"]
+            lines.append(json.dumps(line))
     (out / "manifest.jsonl").write_text("".join(line + "\n" for line in lines))
     about = {
         "data": str(args.data),
         "split": SPLIT,
         "seed": args.seed,
+        "engine": args.engine,
         "selection": SELECTION,
-        "voices": VOICES,
+        "voices": VOICES if args.engine == "espeak" else ["piper"],
         "lead_s": LEAD_S,
         "tail_s": TAIL_S,
         "peak_dbfs": PEAK_DBFS,
