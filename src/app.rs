@@ -225,6 +225,19 @@ fn test(settings: &Settings, args: TestArgs, out: &mut dyn Write) -> Result<i32,
     Ok(if report.passed == report.total { 0 } else { 1 })
 }
 
+/// The fallback recogniser, trained on `set` as the pipeline trains it
+/// (`None` when the fallback is off).
+fn load_understander(
+    settings: &Settings,
+    set: &IntentSet,
+) -> Result<Option<crate::nlu::Understander>, AppError> {
+    let nlu = |e: crate::nlu::NluError| AppError::Usage(e.to_string());
+    let (embedder, mut cache) =
+        crate::nlu::load_embedder_for(settings.understanding.model).map_err(nlu)?;
+    crate::nlu::Understander::for_settings(set, settings.understanding, embedder, &mut cache)
+        .map_err(nlu)
+}
+
 /// The fallback recogniser's reading of `text`, trained on `set` as the
 /// pipeline would train it (`None` when the fallback is off).
 fn fallback_reading(
@@ -232,14 +245,8 @@ fn fallback_reading(
     set: &IntentSet,
     text: &str,
 ) -> Result<Option<(crate::nlu::Reading, f32)>, AppError> {
-    use crate::nlu::Understander;
     let nlu = |e: crate::nlu::NluError| AppError::Usage(e.to_string());
-    let (embedder, mut cache) =
-        crate::nlu::load_embedder_for(settings.understanding.model).map_err(nlu)?;
-    let understander =
-        Understander::for_settings(set, settings.understanding, embedder, &mut cache)
-            .map_err(nlu)?;
-    let Some(understander) = understander else {
+    let Some(understander) = load_understander(settings, set)? else {
         return Ok(None);
     };
     // The cut for the nearest intent: the out-of-scope threshold, less
@@ -654,6 +661,9 @@ fn transcribe(
 fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Result<i32, AppError> {
     let intents = load_intents(settings)?;
     let mut engine = load_engine(&intents, &args.speech)?;
+    // The gate asks it whether a backed reading's free reading means the
+    // same (`gate::backing_agrees`); so does the benchmark.
+    let fallback = load_understander(settings, &intents)?;
     let mut labels =
         crate::eval::read_labels(&args.labels).map_err(|e| AppError::Usage(e.to_string()))?;
     if let Some(limit) = args.limit {
@@ -700,6 +710,7 @@ fn eval_speech(settings: &Settings, args: EvalArgs, out: &mut dyn Write) -> Resu
         &labels,
         noise_ref,
         &intents,
+        fallback.as_ref(),
         &mut engine,
         &trim,
         settings.gate.min_confidence,
@@ -874,6 +885,7 @@ fn eval_speech_manifest(
             audio,
             line: entry.line,
             heard: speech::heard(&events),
+            backed_by: speech::backed_by(&events),
             notices: clip.notices,
             result,
         };

@@ -31,7 +31,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::audio::WavAccept;
+use crate::gate::backing_agrees;
 use crate::intent::{IntentSet, Recognition};
+use crate::nlu::Understander;
 use crate::stt::Transcriber;
 
 /// The benchmark's slot names → the slots of our `OrderDrink` intent.
@@ -255,13 +257,16 @@ pub type Trim = dyn Fn(&[f32]) -> Vec<Vec<f32>>;
 /// that matches something loses the clip, as it would live; utterances
 /// that match nothing are passed over, as the daemon says "sorry" and
 /// listens on. `min_confidence` is the gate's threshold, for
-/// [`ClipResult::sure`].
+/// [`ClipResult::sure`]; a backed reading is as sure as its free reading
+/// only where the gate would take it so ([`backing_agrees`], with
+/// `fallback`).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     dir: &Path,
     labels: &BTreeMap<String, Label>,
     noise: Option<(&[f32], f64)>,
     intents: &IntentSet,
+    fallback: Option<&Understander>,
     stt: &mut dyn Transcriber,
     trim: &Trim,
     min_confidence: f32,
@@ -292,7 +297,13 @@ pub fn run(
                 Ok(t) => {
                     audio_secs += f64::from(t.audio_secs);
                     decode_secs += f64::from(t.decode_secs);
-                    (t.text, t.confidence)
+                    let confidence = match &t.backed {
+                        Some(b) if !backing_agrees(intents, fallback, &t.text, b, &Map::new()) => {
+                            b.own_confidence
+                        }
+                        _ => t.confidence,
+                    };
+                    (t.text, confidence)
                 }
                 Err(_) => (String::new(), 0.0),
             };

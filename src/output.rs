@@ -55,9 +55,20 @@ pub fn print_events(events: &[Event], json: bool, out: &mut dyn Write) -> std::i
             Event::DidYouMean { intent, .. } => writeln!(out, "[did you mean {intent}?]")?,
             Event::NotUnderstood { .. } => writeln!(out, "[not understood]")?,
             Event::Wake { phrase, score } => writeln!(out, "[wake: {phrase}, score {score:.2}]")?,
-            Event::Heard { text, confidence } => {
-                writeln!(out, "heard: {text:?} (confidence {confidence:.2})")?
-            }
+            Event::Heard {
+                text,
+                confidence,
+                backing: None,
+            } => writeln!(out, "heard: {text:?} (confidence {confidence:.2})")?,
+            Event::Heard {
+                text,
+                confidence,
+                backing: Some(b),
+            } => writeln!(
+                out,
+                "heard: {text:?} (confidence {confidence:.2}, backed by {:?}; alone {:.2})",
+                b.text, b.own_confidence
+            )?,
         }
     }
     out.flush()

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
-use voicegate::gate::{Gate, GateConfig, Money, Output, PinHash, Utterance};
+use voicegate::gate::{Backing, Gate, GateConfig, Money, Output, PinHash, Utterance};
 use voicegate::intent::IntentSet;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -100,6 +100,12 @@ fn check(case: &Yaml, intents: &IntentSet) -> Result<(), String> {
                 confidence: step["confidence"].as_f64().map(|c| c as f32),
                 wake_score: None,
                 addressed: step["addressed"].as_bool().unwrap_or(true),
+                // `backed: [free text, own confidence]`: a near free
+                // reading lent this one its `confidence`.
+                backing: step["backed"].as_vec().map(|b| Backing {
+                    text: b[0].as_str().unwrap_or("").to_string(),
+                    own_confidence: b[1].as_f64().unwrap_or(f64::NAN) as f32,
+                }),
             };
             gate.handle(intents, &utterance, now, spent)
         };

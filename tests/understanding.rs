@@ -8,7 +8,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
-use voicegate::gate::{Gate, GateConfig, Output, Utterance};
+use voicegate::gate::{Backing, Gate, GateConfig, Output, Utterance};
 use voicegate::intent::{By, IntentSet, NotUnderstood};
 use voicegate::nlu::{Thresholds, Understander};
 use yaml_rust2::{Yaml, YamlLoader};
@@ -36,10 +36,17 @@ fn check(case: &Yaml, intents: &IntentSet, fallback: &Understander) -> Result<()
     for (i, step) in case["steps"].as_vec().unwrap_or(&empty).iter().enumerate() {
         let now = start + Duration::seconds(i as i64);
         let text = step["say"].as_str().unwrap_or("");
+        let mut utterance = Utterance::typed(text);
+        utterance.confidence = step["confidence"].as_f64().map(|c| c as f32);
+        // `backed: [free text, own confidence]` (see tests/gate.rs).
+        utterance.backing = step["backed"].as_vec().map(|b| Backing {
+            text: b[0].as_str().unwrap_or("").to_string(),
+            own_confidence: b[1].as_f64().unwrap_or(f64::NAN) as f32,
+        });
         let outputs = gate.handle_understood(
             intents,
             Some(fallback),
-            &Utterance::typed(text),
+            &utterance,
             &Default::default(),
             now,
             0,

@@ -303,9 +303,9 @@ impl Listener {
     pub(super) fn finish(&mut self) -> Vec<Input> {
         let mut out = Vec::new();
         if let Some(EndpointEvent::Utterance(u)) = self.endpointer.finish()
-            && let Ok(Some((text, confidence))) = self.transcribe(u.samples)
+            && let Ok(Some(heard)) = self.transcribe(u.samples)
         {
-            self.hand_over(text, confidence, &mut out);
+            self.hand_over(heard, &mut out);
         }
         out
     }
@@ -409,8 +409,8 @@ impl Listener {
     /// The endpointer closed an utterance.
     fn utterance(&mut self, samples: Vec<f32>, out: &mut Vec<Input>) {
         match self.transcribe(samples) {
-            Ok(Some((text, confidence))) => {
-                self.hand_over(text, confidence, out);
+            Ok(Some(heard)) => {
+                self.hand_over(heard, out);
                 if let Some(d) = self.detector.as_mut() {
                     d.reset();
                 }
@@ -431,32 +431,27 @@ impl Listener {
 
     /// Transcribes one utterance; `None` if nothing was said (only the
     /// wake phrase, or nothing whisper could write down).
-    fn transcribe(&self, samples: Vec<f32>) -> Result<Option<(String, f32)>, String> {
-        let t = transcribe_for(&self.stt, self.expect, samples)
+    fn transcribe(&self, samples: Vec<f32>) -> Result<Option<Transcript>, String> {
+        let mut t = transcribe_for(&self.stt, self.expect, samples)
             .map_err(|e| format!("transcription: {e}"))?;
-        let mut text = t.text;
         for phrase in &self.phrases {
-            text = wakeword::strip_wake_phrase(&text, phrase);
+            t.text = wakeword::strip_wake_phrase(&t.text, phrase);
         }
-        // The answer to a read-back keeps its grammar reading's own
-        // confidence: a free reading of other words ("Don't do it." for
-        // "Yes, do it.") must never make a "yes" sure.
-        let confidence = match (self.expect, t.backed) {
-            (Expect::Reply, Some(own)) => own,
-            _ => t.confidence,
-        };
-        Ok((!text.is_empty()).then_some((text, confidence)))
+        Ok((!t.text.is_empty()).then_some(t))
     }
 
-    /// Hands a transcript to the coordinator; its answer is awaited.
-    fn hand_over(&mut self, text: String, confidence: f32, out: &mut Vec<Input>) {
+    /// Hands a transcript to the coordinator; its answer is awaited. A
+    /// backed reading goes with its backing: the gate decides where the
+    /// free reading's confidence may stand (never for a "yes").
+    fn hand_over(&mut self, heard: Transcript, out: &mut Vec<Input>) {
         self.chime = None;
         let wake_score = self.awake.take();
         let utterance = Utterance {
-            text,
-            confidence: Some(confidence),
+            text: heard.text,
+            confidence: Some(heard.confidence),
             wake_score,
             addressed: self.detector.is_none() || wake_score.is_some(),
+            backing: heard.backed,
         };
         out.push(Input::Utterance(utterance, self.at(self.read)));
         self.awaiting = true;
@@ -745,7 +740,10 @@ mod tests {
                 audio_ctx: 1500,
                 retried: false,
                 free: false,
-                backed: Some(0.3),
+                backed: Some(crate::stt::Backing {
+                    text: "decoded freely".into(),
+                    own_confidence: 0.3,
+                }),
             })
         }
     }
@@ -953,22 +951,27 @@ mod tests {
     }
 
     #[test]
-    fn a_backed_reading_is_sure_for_a_command_but_not_for_a_reply() {
+    fn a_backed_reading_goes_to_the_gate_with_its_backing() {
+        // The gate, not the listener, decides where the free reading's
+        // confidence stands (tests/data/gate/cases.yaml): the listener
+        // hands over both, for a command and a reply alike.
         let samples = [silence(1_000), burst(false), silence(1_500)].concat();
-        let confidence = |listener: &mut Listener| -> Vec<Option<f32>> {
+        let heard = |listener: &mut Listener| -> Vec<(Option<f32>, Option<f32>)> {
             samples
                 .chunks(FRAME_SAMPLES)
                 .flat_map(|frame| listener.on_frame(frame))
                 .filter_map(|input| match input {
-                    Input::Utterance(u, _) => Some(u.confidence),
+                    Input::Utterance(u, _) => {
+                        Some((u.confidence, u.backing.map(|b| b.own_confidence)))
+                    }
                     _ => None,
                 })
                 .collect()
         };
         let mut listener = listener(false);
-        assert_eq!(confidence(&mut listener), [Some(0.9)]);
+        assert_eq!(heard(&mut listener), [(Some(0.9), Some(0.3))]);
         listener.expect(Expect::Reply);
-        assert_eq!(confidence(&mut listener), [Some(0.3)]);
+        assert_eq!(heard(&mut listener), [(Some(0.9), Some(0.3))]);
     }
 
     #[test]

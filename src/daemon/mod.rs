@@ -621,7 +621,11 @@ impl Coordinator {
             } else {
                 utterance.text.clone()
             };
-            events.push(Event::Heard { text, confidence });
+            events.push(Event::Heard {
+                text,
+                confidence,
+                backing: utterance.backing.clone(),
+            });
         }
         let (handled, s) = self
             .gate

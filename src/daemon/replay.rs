@@ -110,7 +110,11 @@ fn route(
                     } else {
                         utterance.text.clone()
                     };
-                    clip.events.push(Event::Heard { text, confidence });
+                    clip.events.push(Event::Heard {
+                        text,
+                        confidence,
+                        backing: utterance.backing.clone(),
+                    });
                 }
                 clip.events.extend(pipeline.handle(&utterance, now));
                 listener.expect(Expect::from_gate(state_of(pipeline)));

@@ -173,6 +173,9 @@ pub struct ClipResult {
     pub line: usize,
     /// The transcripts the gate got, in order.
     pub heard: Vec<String>,
+    /// The free readings that backed some of them (`gate::Backing`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backed_by: Vec<String>,
     /// What went wrong on the way (a transcription that failed).
     pub notices: Vec<String>,
     /// The scores.
@@ -236,6 +239,16 @@ pub fn heard(events: &[Value]) -> Vec<String> {
         .iter()
         .filter(|e| e["event"] == "heard")
         .filter_map(|e| e["text"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The free readings that backed a transcript in a clip's events
+/// ("Set a timer." ← "Set a time."), in order.
+pub fn backed_by(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "heard")
+        .filter_map(|e| e["backing"]["text"].as_str().map(str::to_string))
         .collect()
 }
 

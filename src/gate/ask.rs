@@ -175,6 +175,7 @@ impl Gate {
                     confidence: lower(asking.utterance.confidence, utterance.confidence),
                     wake_score: asking.utterance.wake_score,
                     addressed: asking.utterance.addressed,
+                    backing: None,
                 };
                 let merged = match &asking.ask {
                     Some(ask) => merge(asking.request, ask, m),

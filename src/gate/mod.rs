@@ -32,6 +32,11 @@
 //! - Low transcription confidence (or a confidence that is not a finite
 //!   number) on a high-stakes request or its reply asks again; it never
 //!   proceeds.
+//! - A grammar reading a near free reading backed ([`Backing`]) is as sure
+//!   as the free reading only for a new command whose free reading means
+//!   the same intent; the answer to a read-back, and a command the free
+//!   reading reads otherwise, are judged on the grammar reading's own
+//!   confidence. A "yes" is never made sure by a reading of other words.
 //! - A reload of the intents that removes or changes the pending request's
 //!   intent cancels the request ([`Gate::intents_changed`]).
 //! - An utterance over [`MAX_UTTERANCE_CHARS`] is not matched at all.
@@ -146,6 +151,22 @@ pub struct Utterance {
     /// reply was awaited: such an utterance can only answer the pending
     /// question (yes, no, the PIN), never start a command.
     pub addressed: bool,
+    /// Set when a near free reading lent this grammar reading its
+    /// confidence (`stt::corroborates`): `confidence` is then the free
+    /// reading's. The gate lets it stand only where both readings mean the
+    /// same ([`Gate::handle_understood`]).
+    pub backing: Option<Backing>,
+}
+
+/// A grammar reading's backing: the free reading that lent it its
+/// confidence, and the confidence the grammar reading had alone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Backing {
+    /// What the free reading said ("pay my utility bill" behind "play my
+    /// utility bill").
+    pub text: String,
+    /// The grammar reading's own confidence.
+    pub own_confidence: f32,
 }
 
 impl Utterance {
@@ -156,8 +177,50 @@ impl Utterance {
             confidence: None,
             wake_score: None,
             addressed: true,
+            backing: None,
         }
     }
+
+    /// The utterance on its own: a backed reading with the grammar
+    /// reading's own confidence.
+    pub fn unbacked(&self) -> Utterance {
+        Utterance {
+            confidence: self
+                .backing
+                .as_ref()
+                .map_or(self.confidence, |b| Some(b.own_confidence)),
+            backing: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// Whether a backed reading's free reading means what the reading itself
+/// does: both point to the same intent. A text points to the intent a
+/// template matches, else to the fallback's nearest intent, whatever its
+/// score, unless one of the files' `out_of_scope:` sentences is nearer.
+/// A free reading one word away can still be another request ("pay my
+/// utility bill" behind "play my utility bill"); then its confidence says
+/// nothing about the grammar's sentence. The score is not asked to clear
+/// the out-of-scope cut: a misheard word ("I need your value increased")
+/// lowers it, and the question is only whether the free reading points
+/// elsewhere; what runs is the grammar's sentence.
+pub fn backing_agrees(
+    intents: &IntentSet,
+    fallback: Option<&Understander>,
+    text: &str,
+    backing: &Backing,
+    context: &Map<String, Value>,
+) -> bool {
+    let meaning = |text: &str| match intents.recognize(text, context) {
+        Recognition::Match(m) => Some(m.intent),
+        Recognition::NotUnderstood(NotUnderstood::NoMatch) => match fallback?.read(text) {
+            Ok(Some(reading)) if !reading.nearer_out_of_scope() => Some(reading.intent),
+            _ => None,
+        },
+        Recognition::NotUnderstood(_) => None,
+    };
+    meaning(text).is_some_and(|intent| meaning(&backing.text) == Some(intent))
 }
 
 /// What the audit log needs to know about a high-stakes action.
@@ -519,7 +582,9 @@ impl Gate {
                 &mut out,
             );
         } else if self.pending.is_some() {
-            self.handle_reply(intents, utterance, &base, now, spent_today, &mut out);
+            // The answer to a read-back: never sure on a free reading's word.
+            let own = utterance.unbacked();
+            self.handle_reply(intents, &own, &base, now, spent_today, &mut out);
         } else if was_pin {
             // The PIN came after the request expired: it is still a PIN
             // (never a command, never shown).
@@ -782,6 +847,14 @@ impl Gate {
         spent_today: i64,
         out: &mut Vec<Output>,
     ) {
+        let own;
+        let utterance = match &utterance.backing {
+            Some(b) if !backing_agrees(intents, fallback, &utterance.text, b, base) => {
+                own = utterance.unbacked();
+                &own
+            }
+            _ => utterance,
+        };
         match intents.recognize(&utterance.text, base) {
             Recognition::Match(m) => {
                 self.handle_match(intents, utterance, m, now, spent_today, out)

@@ -142,6 +142,11 @@ pub enum Event {
         text: String,
         /// whisper's confidence (0..1).
         confidence: f32,
+        /// When a near free reading lent the reading its confidence: what
+        /// it said and the reading's own confidence (`gate::Backing`; the
+        /// gate decides where it counts).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        backing: Option<crate::gate::Backing>,
     },
     /// What voicegate says.
     Response {

@@ -75,14 +75,20 @@ const RECENT_MAX: usize = 64;
 /// Why: Wyoming's `transcript` carries no confidence, and Home Assistant
 /// sends voicegate's own transcript back to it as a separate request. A
 /// text it transcribed in the last [`RECENT_FOR`] is handled with the
-/// confidence whisper gave it, so an unsure reading runs nothing here
-/// either (the gate's rule for speech); any other text is handled as typed
-/// (Wyoming gives no way to know how sure another engine was).
+/// confidence whisper gave it and its backing, so an unsure reading runs
+/// nothing here either (the gate's rule for speech); any other text is
+/// handled as typed (Wyoming gives no way to know how sure another engine
+/// was).
 #[derive(Default)]
-pub struct Recent(std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, String, f32)>>);
+pub struct Recent(
+    std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, String, Heard)>>,
+);
+
+/// How sure whisper was of a transcript, as the gate takes it.
+type Heard = (f32, Option<crate::stt::Backing>);
 
 impl Recent {
-    fn remember(&self, text: &str, confidence: f32) {
+    fn remember(&self, text: &str, heard: Heard) {
         let mut recent = self
             .0
             .lock()
@@ -90,11 +96,12 @@ impl Recent {
         if recent.len() >= RECENT_MAX {
             recent.pop_front();
         }
-        recent.push_back((std::time::Instant::now(), text.to_string(), confidence));
+        recent.push_back((std::time::Instant::now(), text.to_string(), heard));
     }
 
-    /// The confidence of the latest recent transcript with this text.
-    fn confidence_of(&self, text: &str) -> Option<f32> {
+    /// The confidence and backing of the latest recent transcript with
+    /// this text.
+    fn heard(&self, text: &str) -> Option<Heard> {
         let recent = self
             .0
             .lock()
@@ -104,7 +111,7 @@ impl Recent {
             .rev()
             .take_while(|(at, _, _)| at.elapsed() < RECENT_FOR)
             .find(|(_, t, _)| t == text)
-            .map(|(_, _, c)| *c)
+            .map(|(_, _, heard)| heard.clone())
     }
 }
 
@@ -483,7 +490,7 @@ impl Connection {
                 for word in &self.shared.wake_words {
                     text = crate::wakeword::strip_wake_phrase(&text, &word.phrase);
                 }
-                self.shared.recent.remember(&text, t.confidence);
+                self.shared.recent.remember(&text, (t.confidence, t.backed));
                 vec![Event::new(
                     "transcript",
                     json!({ "text": text, "language": "en" }),
@@ -530,7 +537,10 @@ impl Connection {
         // Addressed (a satellite sends what followed its wake word), with
         // whisper's confidence when the text is one of ours.
         let mut utterance = crate::gate::Utterance::typed(text);
-        utterance.confidence = self.shared.recent.confidence_of(&utterance.text);
+        if let Some((confidence, backing)) = self.shared.recent.heard(&utterance.text) {
+            utterance.confidence = Some(confidence);
+            utterance.backing = backing;
+        }
         let events = match self.shared.gate.handle(session, utterance).await {
             Ok(events) => events,
             Err(e) => return vec![Event::error(e.to_string(), "internal")],
@@ -585,4 +595,25 @@ fn answer(events: &[pipeline::Event]) -> Event {
         if understood { "handled" } else { "not-handled" },
         json!({ "text": text }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transcript_made_here_keeps_its_confidence_and_backing() {
+        // The gate judges a backed "yes" on its own confidence; the text
+        // Home Assistant sends back must reach it with the backing.
+        let recent = Recent::default();
+        let backing = crate::stt::Backing {
+            text: "Don't do it.".into(),
+            own_confidence: 0.3,
+        };
+        recent.remember("Yes, do it.", (0.8, Some(backing.clone())));
+        recent.remember("Set a timer.", (0.9, None));
+        assert_eq!(recent.heard("Yes, do it."), Some((0.8, Some(backing))));
+        assert_eq!(recent.heard("Set a timer."), Some((0.9, None)));
+        assert_eq!(recent.heard("Buy paper towels."), None);
+    }
 }

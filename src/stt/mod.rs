@@ -44,6 +44,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use crate::gate::Backing;
 use crate::intent::grammar::{Grammar, GrammarOptions};
 
 mod beam;
@@ -138,11 +139,12 @@ pub struct Transcript {
     /// reading replaced ([`SttOptions::free_below`]).
     pub free: bool,
     /// When a near free reading backed this grammar reading
-    /// ([`corroborates`]): the grammar reading's own confidence, below the
-    /// gate's; `confidence` is then the free reading's. The answer to a
-    /// read-back is judged on this one (`daemon::listener`): a "yes" is
-    /// never made sure by a reading of other words.
-    pub backed: Option<f32>,
+    /// ([`corroborates`]): what it said, and the grammar reading's own
+    /// confidence, below the gate's; `confidence` is then the free
+    /// reading's. The gate judges the answer to a read-back, and a command
+    /// the free reading means otherwise, on the grammar reading's own
+    /// confidence: a "yes" is never made sure by a reading of other words.
+    pub backed: Option<Backing>,
 }
 
 /// Something that turns audio into text.

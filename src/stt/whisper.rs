@@ -21,8 +21,9 @@ use whisper_rs::{
 
 use super::grammar_decode::GrammarDecode;
 use super::{
-    FRAMES_PER_SECOND, FULL_AUDIO_CTX, SAMPLE_RATE, SttError, SttGrammar, SttOptions, Transcriber,
-    Transcript, beam, collapse_repeats, is_repetitive, max_tokens_for, window_with_min,
+    Backing, FRAMES_PER_SECOND, FULL_AUDIO_CTX, SAMPLE_RATE, SttError, SttGrammar, SttOptions,
+    Transcriber, Transcript, beam, collapse_repeats, is_repetitive, max_tokens_for,
+    window_with_min,
 };
 
 /// whisper.cpp through whisper-rs.
@@ -813,7 +814,10 @@ impl Transcriber for WhisperTranscriber {
                 decode_secs,
                 retried: true,
                 confidence: free.confidence,
-                backed: Some(heard.confidence),
+                backed: Some(Backing {
+                    text: free.text,
+                    own_confidence: heard.confidence,
+                }),
                 ..heard
             }
         } else {
