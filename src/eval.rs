@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::audio::WavAccept;
-use crate::gate::backing_agrees;
+use crate::gate::Utterance;
 use crate::intent::{IntentSet, Recognition};
 use crate::nlu::Understander;
 use crate::stt::Transcriber;
@@ -258,7 +258,7 @@ pub type Trim = dyn Fn(&[f32]) -> Vec<Vec<f32>>;
 /// that match nothing are passed over, as the daemon says "sorry" and
 /// listens on. `min_confidence` is the gate's threshold, for
 /// [`ClipResult::sure`]; a backed reading is as sure as its free reading
-/// only where the gate would take it so ([`backing_agrees`], with
+/// only where the gate would take it so ([`Utterance::as_command`], with
 /// `fallback`).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
@@ -297,13 +297,14 @@ pub fn run(
                 Ok(t) => {
                     audio_secs += f64::from(t.audio_secs);
                     decode_secs += f64::from(t.decode_secs);
-                    let confidence = match &t.backed {
-                        Some(b) if !backing_agrees(intents, fallback, &t.text, b, &Map::new()) => {
-                            b.own_confidence
-                        }
-                        _ => t.confidence,
+                    // As the gate judges it for a command.
+                    let heard = Utterance {
+                        confidence: Some(t.confidence),
+                        backing: t.backed,
+                        ..Utterance::typed(t.text)
                     };
-                    (t.text, confidence)
+                    let judged = heard.as_command(intents, fallback, &Map::new());
+                    (heard.text.clone(), judged.confidence.unwrap_or(0.0))
                 }
                 Err(_) => (String::new(), 0.0),
             };

@@ -58,17 +58,13 @@ pub fn print_events(events: &[Event], json: bool, out: &mut dyn Write) -> std::i
             Event::Heard {
                 text,
                 confidence,
-                backing: None,
-            } => writeln!(out, "heard: {text:?} (confidence {confidence:.2})")?,
-            Event::Heard {
-                text,
-                confidence,
-                backing: Some(b),
-            } => writeln!(
-                out,
-                "heard: {text:?} (confidence {confidence:.2}, backed by {:?}; alone {:.2})",
-                b.text, b.own_confidence
-            )?,
+                backing,
+            } => {
+                let backed = backing.as_ref().map_or(String::new(), |b| {
+                    format!(", backed by {:?}; alone {:.2}", b.text, b.own_confidence)
+                });
+                writeln!(out, "heard: {text:?} (confidence {confidence:.2}{backed})")?
+            }
         }
     }
     out.flush()

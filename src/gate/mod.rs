@@ -50,6 +50,7 @@ mod money;
 mod pin;
 mod readback;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
@@ -191,6 +192,24 @@ impl Utterance {
                 .map_or(self.confidence, |b| Some(b.own_confidence)),
             backing: None,
             ..self.clone()
+        }
+    }
+
+    /// The utterance as the gate takes it for a new command: itself, or
+    /// [`Utterance::unbacked`] when its free reading means something else
+    /// ([`backing_agrees`]). The benchmarks judge readings by the same
+    /// call.
+    pub fn as_command(
+        &self,
+        intents: &IntentSet,
+        fallback: Option<&Understander>,
+        context: &Map<String, Value>,
+    ) -> Cow<'_, Utterance> {
+        match &self.backing {
+            Some(b) if !backing_agrees(intents, fallback, &self.text, b, context) => {
+                Cow::Owned(self.unbacked())
+            }
+            _ => Cow::Borrowed(self),
         }
     }
 }
@@ -847,14 +866,8 @@ impl Gate {
         spent_today: i64,
         out: &mut Vec<Output>,
     ) {
-        let own;
-        let utterance = match &utterance.backing {
-            Some(b) if !backing_agrees(intents, fallback, &utterance.text, b, base) => {
-                own = utterance.unbacked();
-                &own
-            }
-            _ => utterance,
-        };
+        let judged = utterance.as_command(intents, fallback, base);
+        let utterance = &*judged;
         match intents.recognize(&utterance.text, base) {
             Recognition::Match(m) => {
                 self.handle_match(intents, utterance, m, now, spent_today, out)
