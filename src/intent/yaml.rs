@@ -443,6 +443,16 @@ mod tests {
     }
 
     #[test]
+    fn an_alias_reads_as_its_anchored_node() {
+        // Intent files share word lists this way (intents/en/music.yaml).
+        let root = parse("a: &words [x, y]\nb: *words\n").unwrap();
+        let b = root.get("b").unwrap().as_seq().unwrap();
+        assert_eq!(b.len(), 2);
+        assert!(matches!(b[1].kind, Kind::Str(ref s, _) if s == "y"));
+        assert!(parse("a: *nowhere\n").is_err());
+    }
+
+    #[test]
     fn syntax_errors_have_positions() {
         let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.pos.line >= 1, "{err:?}");
