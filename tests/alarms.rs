@@ -694,6 +694,50 @@ fn execute_cancels_alarms_and_asks_when_unsure() {
     assert_eq!(said(run("alarm.list", json!({}))), "You have no alarms.");
 }
 
+/// The follow-up question a `Done` outcome's reply asks, if any.
+fn asks(outcome: &Outcome) -> Option<&str> {
+    match outcome {
+        Outcome::Done { detail, .. } => detail[voicegate::request::ASKS_KEY].as_str(),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_cancel_that_cannot_tell_which_asks_which_and_both_means_those() {
+    let (_dir, s) = store();
+    let now = local(WED_9AM);
+    let run = |kind: &str, v: Value| execute(kind, &slots(v), &s, now);
+
+    said(run("alarm.set", json!({"time": "07:00"})));
+    said(run("alarm.set", json!({"time": "07:00", "day": "friday"})));
+    said(run("alarm.set", json!({"time": "08:30", "day": "friday"})));
+    // Which one: the reply names the question the gate waits on.
+    assert_eq!(asks(&run("alarm.cancel", json!({}))), Some("which"));
+    assert_eq!(
+        asks(&run("alarm.cancel", json!({"time": "07:00"}))),
+        Some("which")
+    );
+    // "both", answering about the two at 7 AM: those two, not 8:30.
+    assert_eq!(
+        said(run("alarm.cancel", json!({"time": "07:00", "all": true}))),
+        "Cancelled 2 alarms: 7 AM tomorrow and 7 AM on Friday."
+    );
+    assert_eq!(
+        said(run("alarm.list", json!({}))),
+        "You have 1 alarm: 8:30 AM on Friday."
+    );
+    // A cancel that knows which asks nothing.
+    assert_eq!(asks(&run("alarm.cancel", json!({}))), None);
+
+    said(run("timer.start", json!({"minutes": 5})));
+    said(run("timer.start", json!({"minutes": 10})));
+    assert_eq!(asks(&run("timer.cancel", json!({}))), Some("which"));
+    assert_eq!(
+        said(run("timer.cancel", json!({"all": true}))),
+        "Cancelled all 2 timers."
+    );
+}
+
 #[test]
 fn execute_stops_and_snoozes() {
     let (_dir, s) = store();

@@ -619,3 +619,33 @@ fn the_time_the_date_and_what_it_can_do_are_answered() {
         "a spoken sentence, not a wall: {said:?}"
     );
 }
+
+#[test]
+fn which_timer_to_cancel_is_asked_and_the_answer_cancels_it() {
+    let (_d, data) = data_dir();
+    let o = run_stdin(
+        &["--data-dir", &data, "--json", "chat"],
+        "set a 5 minute timer\nset a timer for 10 minutes for the pasta\ncancel the timer\n\
+         the 5 minute one\nhow much time is left\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let ev = events(&o);
+    let said: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "response")
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    let ask = ev.iter().find(|e| e["event"] == "ask").expect("an ask");
+    assert_eq!(ask["intent"], "CancelTimer", "{ev:?}");
+    assert_eq!(ask["slot"], "which", "{ev:?}");
+    assert!(
+        said.contains(
+            &"You have 2 timers: the 5 minute timer and the pasta timer. Which one should I cancel?"
+        ),
+        "{said:?}"
+    );
+    assert!(said.contains(&"Cancelled the 5 minute timer."), "{said:?}");
+    // The pasta timer still runs, and only it.
+    let left = said.last().copied().unwrap_or("");
+    assert!(left.ends_with("left on the pasta timer."), "{said:?}");
+}

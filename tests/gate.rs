@@ -76,6 +76,7 @@ fn check(case: &Yaml, intents: &IntentSet) -> Result<(), String> {
     let start: DateTime<Utc> = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
     let (config, spent) = config(case);
     let mut gate = Gate::new(config);
+    let mut last_run = String::new();
     let no_steps = Vec::new();
     for (i, step) in case["steps"]
         .as_vec()
@@ -86,6 +87,14 @@ fn check(case: &Yaml, intents: &IntentSet) -> Result<(), String> {
         let now = start + Duration::milliseconds((seconds(&step["at"]) * 1000.0) as i64);
         let outputs = if step["tick"].as_bool() == Some(true) {
             gate.tick(now)
+        } else if let Some(ask) = step["action_asks"].as_str() {
+            // The last low-stakes action's reply asked `ask`; `waits`:
+            // whether the gate now waits for the answer.
+            let waits = gate.action_asks(intents, &last_run, ask, now);
+            if step["waits"].as_bool() != Some(waits) {
+                return Err(format!("step {i}: action_asks gave {waits}"));
+            }
+            Vec::new()
         } else {
             let utterance = Utterance {
                 text: match step["say_repeat"].as_vec() {
@@ -109,6 +118,21 @@ fn check(case: &Yaml, intents: &IntentSet) -> Result<(), String> {
             };
             gate.handle(intents, &utterance, now, spent)
         };
+        for output in &outputs {
+            if let Output::RunLow(request) = output {
+                last_run = request.id.to_string();
+                // `slots: {...}`: the request run has exactly these slots.
+                if let Some(want) = step["slots"].as_hash() {
+                    let want: serde_json::Map<String, serde_json::Value> = want
+                        .iter()
+                        .map(|(k, v)| (k.as_str().unwrap_or("").to_string(), yaml_json(v)))
+                        .collect();
+                    if request.slots != want {
+                        return Err(format!("step {i}: ran {:?}, want {want:?}", request.slots));
+                    }
+                }
+            }
+        }
         let got: Vec<&str> = outputs.iter().map(name).collect();
         let empty = Vec::new();
         let want: Vec<&str> = step["expect"]
@@ -256,4 +280,17 @@ fn exactly_one_run_per_confirmation_under_repeated_yes() {
         }
     }
     assert_eq!(runs, 1);
+}
+
+/// A YAML scalar as the JSON a slot holds (numbers, booleans, text).
+fn yaml_json(v: &Yaml) -> serde_json::Value {
+    match v {
+        Yaml::Integer(n) => serde_json::Value::from(*n),
+        Yaml::Boolean(b) => serde_json::Value::Bool(*b),
+        Yaml::Real(r) => r
+            .parse::<f64>()
+            .map_or(serde_json::Value::Null, serde_json::Value::from),
+        Yaml::String(s) => serde_json::Value::String(s.clone()),
+        _ => serde_json::Value::Null,
+    }
 }

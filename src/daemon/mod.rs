@@ -667,9 +667,13 @@ impl Coordinator {
     /// Results came back from the executor: say them.
     async fn on_executed(&mut self, out: &mut dyn Write) -> Result<(), AppError> {
         let (events, s) = self.gate.call(Call::Collect).await;
+        // An outcome may end with a question ("Which one should I
+        // cancel?"): the audio thread must then take the answer without
+        // the wake word.
+        let asks = s.answer && !self.state.answer;
         self.state = s;
         self.emit(&events, out)?;
-        if self.audio_waits {
+        if self.audio_waits || asks {
             self.tell_audio();
         }
         // A "stop" that silenced an alarm is done only now.
@@ -1677,6 +1681,47 @@ intents:
         // Once answered, the window is closed: "five minutes" is not heard.
         let heard = kinds.iter().filter(|k| **k == "heard").count();
         assert_eq!(heard, 2, "{kinds:?}");
+    }
+
+    /// A question the action asks ("Which one should I cancel?") opens the
+    /// reply window like the gate's own: the answer needs no wake word.
+    #[test]
+    fn which_timer_to_cancel_is_answered_without_the_wake_word() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = test_settings(dir.path());
+        {
+            let schedule = Schedule::open(settings.state_db()).expect("schedule");
+            for minutes in [5, 10] {
+                schedule
+                    .start_timer(TimeDelta::minutes(minutes), None, Utc::now())
+                    .expect("a timer");
+            }
+        }
+        let out = woken_conversation(&settings, "cancel the timer", &["the 5 minute one"]);
+        let events = events(&out);
+        let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+        let asked: Vec<&Value> = events
+            .iter()
+            .filter(|(k, _)| k == "ask")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(asked.len(), 1, "{kinds:?}");
+        assert_eq!(asked[0]["intent"], "CancelTimer");
+        assert_eq!(asked[0]["slot"], "which");
+        let done: Vec<&str> = events
+            .iter()
+            .filter(|(k, _)| k == "executed")
+            .filter_map(|(_, v)| v["message"].as_str())
+            .collect();
+        assert_eq!(
+            done,
+            [
+                "You have 2 timers: the 5 minute timer and the 10 minute timer. \
+                 Which one should I cancel?",
+                "Cancelled the 5 minute timer."
+            ],
+            "{kinds:?}"
+        );
     }
 
     #[test]

@@ -18,6 +18,12 @@
 //!   the wake word), a sentence that answers nothing is a new command.
 //! - A high-stakes request heard unsure, or while high-stakes actions are
 //!   locked, is not asked about: it is refused as it would be whole.
+//! - A question marked `after_action` is never asked before running: the
+//!   request is complete as said. Its action asks it ("You have 2 timers:
+//!   … Which one should I cancel?"), and the pipeline then hands the
+//!   question to the gate ([`Gate::action_asks`]), so that the answer is
+//!   taken like any other: low-stakes only, the last request run, and
+//!   only while nothing else waits for a reply.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -25,7 +31,7 @@ use serde_json::{Map, Value};
 use super::{Gate, Output, Reply, Utterance, action_kind};
 use crate::intent::{ASKING_KEY, AskDef, IntentSet, Match, Recognition, Risk};
 use crate::nlu::Understander;
-use crate::request::ActionKind;
+use crate::request::{ActionId, ActionKind};
 
 /// A question waiting for its answer.
 #[derive(Debug, Clone)]
@@ -42,7 +48,64 @@ pub(super) struct Asking {
     repeated: bool,
 }
 
+/// A low-stakes request handed out to run: what its action may ask about.
+#[derive(Debug, Clone)]
+pub(super) struct Ran {
+    id: String,
+    request: Match,
+    utterance: Utterance,
+}
+
+impl Ran {
+    pub(super) fn new(id: &ActionId, request: Match, utterance: &Utterance) -> Ran {
+        Ran {
+            id: id.to_string(),
+            request,
+            utterance: utterance.clone(),
+        }
+    }
+}
+
 impl Gate {
+    /// The action of request `action_id` asked its intent's `after_action`
+    /// question `ask` (its reply, already said, ends with it): wait for
+    /// the answer as for any follow-up question. Nothing happens unless
+    /// `action_id` is the last low-stakes request run and nothing else
+    /// waits for a reply. Returns whether the gate now waits.
+    pub fn action_asks(
+        &mut self,
+        intents: &IntentSet,
+        action_id: &str,
+        ask: &str,
+        now: DateTime<Utc>,
+    ) -> bool {
+        if self.pending.is_some() || self.asking.is_some() {
+            return false;
+        }
+        let Some(ran) = self.ran.as_ref().filter(|r| r.id == action_id) else {
+            return false;
+        };
+        let Some(def) = intents
+            .intent(&ran.request.intent)
+            .filter(|i| i.risk == Risk::Low)
+            .and_then(|i| i.ask.iter().find(|a| a.after_action && a.name == ask))
+            .cloned()
+        else {
+            return false;
+        };
+        let Some(ran) = self.ran.take() else {
+            return false;
+        };
+        self.asking = Some(Asking {
+            request: ran.request,
+            utterance: ran.utterance,
+            ask: Some(def),
+            expires_at: now + self.config.confirm_timeout,
+            repeated: false,
+        });
+        true
+    }
+
     /// If `m` lacks a detail its intent asks for, asks for the first such
     /// and returns true.
     pub(super) fn ask_missing(
@@ -62,7 +125,7 @@ impl Gate {
         let Some(ask) = info
             .ask
             .iter()
-            .find(|a| !a.slots.iter().any(|s| m.slot(s).is_some()))
+            .find(|a| !a.after_action && !a.slots.iter().any(|s| m.slot(s).is_some()))
         else {
             return false;
         };

@@ -386,6 +386,9 @@ pub struct Gate {
     pending: Option<Pending>,
     /// A follow-up question waiting for its answer (never with `pending`).
     asking: Option<ask::Asking>,
+    /// The last low-stakes request handed out to run, which its action may
+    /// still turn into a question (`Gate::action_asks`).
+    ran: Option<ask::Ran>,
     locked_until: Option<DateTime<Utc>>,
     pin_failures: u32,
 }
@@ -405,6 +408,7 @@ impl Gate {
             config,
             pending: None,
             asking: None,
+            ran: None,
             locked_until: None,
             pin_failures: 0,
         }
@@ -989,6 +993,7 @@ impl Gate {
                     m.intent
                 )));
             } else {
+                self.ran = Some(ask::Ran::new(&request.id, m, utterance));
                 out.push(Output::RunLow(request));
             }
             return;

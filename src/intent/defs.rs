@@ -291,6 +291,11 @@ pub struct AskDef {
     /// Slots any one of which supplies it (default: `[name]`). An answer
     /// replaces all of them.
     pub slots: Vec<String>,
+    /// Asked only when the action asks it (`after_action: true`): the
+    /// request is complete as said, but the action found more than one
+    /// thing it could mean ("cancel the timer" with two running) and says
+    /// which there are. The gate never asks it before running.
+    pub after_action: bool,
 }
 
 impl AskDef {

@@ -1000,7 +1000,8 @@ impl Loader {
     }
 
     /// `ask:` — a mapping from what may be missing to its question, either
-    /// `name: "Question?"` or `name: {question, slots, answers}`. Returns
+    /// `name: "Question?"` or `name: {question, slots, answers,
+    /// after_action}`. Returns
     /// the questions and, for each with `answers:`, a data block of those
     /// templates that matches only while that question waits
     /// ([`ASKING_KEY`]).
@@ -1015,6 +1016,7 @@ impl Loader {
                 name: name.clone(),
                 question: String::new(),
                 slots: vec![name.clone()],
+                after_action: false,
             };
             if let Some(question) = value.as_str() {
                 ask.question = question.to_string();
@@ -1025,7 +1027,7 @@ impl Loader {
                 src,
                 value,
                 &format!("ask '{name}'"),
-                Some(&["question", "slots", "answers"]),
+                Some(&["question", "slots", "answers", "after_action"]),
             ) else {
                 continue;
             };
@@ -1044,6 +1046,14 @@ impl Loader {
                             .map(|(s, _)| s)
                             .collect();
                     }
+                    "after_action" => match v.kind {
+                        Kind::Bool(b) => ask.after_action = b,
+                        _ => self.error(
+                            src,
+                            v.pos,
+                            format!("ask '{name}': 'after_action' must be true or false"),
+                        ),
+                    },
                     "answers" => {
                         let answers = self.templates(
                             src,

@@ -417,7 +417,25 @@ impl Pipeline {
     /// and turns the outcome into events.
     fn complete(&mut self, job: InFlight, outcome: Outcome, now: DateTime<Utc>) -> Vec<Event> {
         let Some(facts) = job.facts else {
-            return result_events(&job.id, &job.intent, job.kind, job.risk, outcome);
+            // A reply that ends with a question: its answer is waited for.
+            let asks = match &outcome {
+                Outcome::Done { message, detail } => detail
+                    .get(crate::request::ASKS_KEY)
+                    .and_then(Value::as_str)
+                    .map(|ask| (ask.to_string(), message.clone())),
+                _ => None,
+            };
+            let mut events = result_events(&job.id, &job.intent, job.kind, job.risk, outcome);
+            if let Some((slot, text)) = asks
+                && self.gate.action_asks(&self.intents, &job.id, &slot, now)
+            {
+                events.push(Event::Ask {
+                    intent: job.intent,
+                    slot,
+                    text,
+                });
+            }
+            return events;
         };
         crash_point("after_executed");
         let (audit_outcome, detail) = match &outcome {

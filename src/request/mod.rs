@@ -130,6 +130,13 @@ impl ActionRequest {
     }
 }
 
+/// The key of [`Outcome::Done`]'s `detail` by which a low-stakes action
+/// whose reply ends with a question names it: one of its intent's
+/// `after_action` questions (`ask:` in the intent file). "cancel the
+/// timer" with two running says which there are and asks which one, with
+/// `"asks": "which"`; the gate then takes the next utterance as the answer.
+pub const ASKS_KEY: &str = "asks";
+
 /// How an executed action ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]

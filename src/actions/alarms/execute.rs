@@ -5,6 +5,12 @@
 //! [`Schedule`] and answers in words.
 
 use super::*;
+use crate::request::ASKS_KEY;
+
+/// The follow-up question a cancel asks when it cannot tell which alarm
+/// or timer was meant: CancelAlarm's and CancelTimer's `which` (`ask:`
+/// with `after_action` in their intent files).
+const WHICH: &str = "which";
 
 /// What to say, and what to log.
 pub(super) struct Reply {
@@ -216,7 +222,10 @@ pub(super) fn cancel_alarm<Tz: TimeZone>(
         )
     };
 
-    if cancel.all {
+    // "all" with a time, day or label is all of those ("both", answering
+    // "which one?" about two alarms at 7 AM); alone, every alarm.
+    let narrowed = time.is_some() || date.is_some() || label.is_some();
+    if cancel.all && !narrowed {
         let cancelled = schedule.cancel_alarms(&AlarmFilter::All, &tz, now)?;
         let message = match cancelled.len() {
             0 => "You have no alarms.".to_string(),
@@ -244,7 +253,7 @@ pub(super) fn cancel_alarm<Tz: TimeZone>(
                     count_word(many.len(), "alarm"),
                     items(many)
                 ),
-                json!({"ids": []}),
+                json!({"ids": [], ASKS_KEY: WHICH}),
             )),
         };
     }
@@ -262,13 +271,13 @@ pub(super) fn cancel_alarm<Tz: TimeZone>(
         )),
         // Without a day, several matches are probably on different days:
         // ask rather than silence an alarm the user still wants.
-        n if n > 1 && date.is_none() => Ok(Reply::new(
+        n if n > 1 && date.is_none() && !cancel.all => Ok(Reply::new(
             format!(
                 "You have {} {wanted}: {}. Which one should I cancel?",
                 count_word(n, "alarm"),
                 items(&matching)
             ),
-            json!({"ids": []}),
+            json!({"ids": [], ASKS_KEY: WHICH}),
         )),
         _ => {
             let cancelled = schedule.cancel_alarms(&filter, &tz, now)?;
@@ -369,7 +378,7 @@ pub(super) fn cancel_timer(
                     count_word(many.len(), "timer"),
                     names(many)
                 ),
-                json!({"ids": []}),
+                json!({"ids": [], ASKS_KEY: WHICH}),
             )),
         },
     }
