@@ -121,6 +121,11 @@ fn check(case: &Yaml, intents: &IntentSet) -> Result<(), String> {
         for output in &outputs {
             if let Output::RunLow(request) = output {
                 last_run = request.id.to_string();
+                if let Some(want) = step["intent"].as_str()
+                    && request.intent != want
+                {
+                    return Err(format!("step {i}: ran {}, want {want}", request.intent));
+                }
                 // `slots: {...}`: the request run has exactly these slots.
                 if let Some(want) = step["slots"].as_hash() {
                     let want: serde_json::Map<String, serde_json::Value> = want

@@ -5,7 +5,9 @@
 //! The rules (tested as conversations in `tests/data/gate/cases.yaml`):
 //! - An answer is matched with the context `asking: "Intent.name"`, under
 //!   which the question's `answers:` templates ("ten minutes", "make it
-//!   ten") match; a whole sentence of the same intent answers too. Its slots
+//!   ten") match; a whole sentence of the same intent answers too, and a
+//!   sentence that is both an answer and another intent's is the answer
+//!   (`IntentSet::recognize_preferring`). Its slots
 //!   replace the question's slots in the request; the rest of the request
 //!   stays. Then the request goes on as if it had been said whole: the next
 //!   missing detail is asked, or it runs (low stakes) or is read back (high
@@ -227,7 +229,15 @@ impl Gate {
             }
             _ => {}
         }
-        let heard = match intents.recognize(&utterance.text, &context) {
+        // A sentence that is the answer and also another intent's is
+        // the answer: that is what was asked for.
+        let recognition = match &asking.ask {
+            Some(_) => {
+                intents.recognize_preferring(&utterance.text, &context, &asking.request.intent)
+            }
+            None => intents.recognize(&utterance.text, &context),
+        };
+        let heard = match recognition {
             Recognition::Match(m) if !unsure => Some(m),
             _ => None,
         };

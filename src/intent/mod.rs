@@ -322,6 +322,43 @@ impl IntentSet {
         self.recognize_with(text, context, Policy::Strict)
     }
 
+    /// [`Self::recognize`], except that a tie between `preferred` and
+    /// other intents goes to `preferred` when its own best readings agree:
+    /// how an answer to `preferred`'s follow-up question is read ("the ten
+    /// minute timer", answering "which one should I cancel?", is also a
+    /// whole StartTimer sentence).
+    pub fn recognize_preferring(
+        &self,
+        text: &str,
+        context: &Map<String, Value>,
+        preferred: &str,
+    ) -> Recognition {
+        let got = self.recognize(text, context);
+        match &got {
+            Recognition::NotUnderstood(NotUnderstood::Ambiguous { candidates })
+                if candidates.iter().any(|c| c == preferred) => {}
+            _ => return got,
+        }
+        let input = self.input(text);
+        let run = matcher::run(&self.graph, &input, context, false);
+        let Some(best) = run.hits.iter().map(score).min() else {
+            return got;
+        };
+        let mine: Vec<&Hit> = run
+            .hits
+            .iter()
+            .filter(|h| {
+                score(h) == best && self.graph.intents[self.intent_of(h) as usize].name == preferred
+            })
+            .collect();
+        match mine.split_first() {
+            Some((first, rest)) if rest.iter().all(|h| slot_values(h) == slot_values(first)) => {
+                Recognition::Match(self.to_match(first))
+            }
+            _ => got,
+        }
+    }
+
     /// Every complete match, unsorted (for tools and tests).
     pub fn matches(&self, text: &str, context: &Map<String, Value>) -> Vec<Match> {
         let input = self.input(text);

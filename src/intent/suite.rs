@@ -100,13 +100,25 @@ fn location(set: &IntentSet, origin: Origin) -> String {
 
 /// Runs every `tests:` sample and `not_understood:` sentence of the set with
 /// the strict policy: exactly the expected intent with all and only the
-/// expected slots.
+/// expected slots. A sample tested as the answer to a question (context
+/// `asking: "Intent.name"`) is read as the gate reads answers: a tie with
+/// another intent goes to the one asking.
 pub fn run_own_tests(set: &IntentSet) -> Report {
     let mut report = Report::default();
     for intent in &set.definitions().intents {
         for test in &intent.tests {
+            let asking = test
+                .context
+                .get(super::ASKING_KEY)
+                .and_then(serde_json::Value::as_str)
+                .and_then(|a| a.split_once('.'))
+                .map(|(intent, _)| intent);
             for (sentence, origin) in &test.sentences {
-                let failure = match set.recognize(sentence, &test.context) {
+                let recognition = match asking {
+                    Some(asker) => set.recognize_preferring(sentence, &test.context, asker),
+                    None => set.recognize(sentence, &test.context),
+                };
+                let failure = match recognition {
                     Recognition::NotUnderstood(why) => {
                         Some(("no_match", format!("not understood: {why:?}")))
                     }
