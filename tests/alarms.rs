@@ -739,6 +739,51 @@ fn a_cancel_that_cannot_tell_which_asks_which_and_both_means_those() {
 }
 
 #[test]
+fn the_second_one_is_the_second_of_the_list_the_question_gave() {
+    let (_dir, s) = store();
+    let now = local(WED_9AM);
+    let run = |kind: &str, v: Value| execute(kind, &slots(v), &s, now);
+
+    // Two timers of the same length: only their places tell them apart.
+    said(run("timer.start", json!({"minutes": 10})));
+    said(run("timer.start", json!({"minutes": 10, "name": "pasta"})));
+    said(run("timer.start", json!({"minutes": 10})));
+    assert_eq!(
+        said(run("timer.cancel", json!({}))),
+        "You have 3 timers: the 10 minute timer, the pasta timer and the 10 minute timer. \
+         Which one should I cancel?"
+    );
+    assert_eq!(
+        said(run("timer.cancel", json!({"position": 2}))),
+        "Cancelled the pasta timer."
+    );
+    assert_eq!(
+        said(run("timer.cancel", json!({"position": 3}))),
+        "There are only 2 timers."
+    );
+    said(run("timer.cancel", json!({"last": true})));
+    assert_eq!(said(run("timer.cancel", json!({}))), "Cancelled the timer.");
+    assert!(failed(run("timer.cancel", json!({"position": 0}))).contains("position"));
+
+    said(run("alarm.set", json!({"time": "07:00"})));
+    said(run("alarm.set", json!({"time": "07:00", "day": "friday"})));
+    said(run("alarm.set", json!({"time": "08:30", "day": "friday"})));
+    // Answering about the two at 7 AM: the second of those two.
+    assert_eq!(
+        said(run("alarm.cancel", json!({"time": "07:00", "position": 2}))),
+        "Cancelled the alarm for 7 AM on Friday."
+    );
+    assert_eq!(
+        said(run("alarm.cancel", json!({"last": true}))),
+        "Cancelled the alarm for 8:30 AM on Friday."
+    );
+    assert_eq!(
+        said(run("alarm.list", json!({}))),
+        "You have 1 alarm: 7 AM tomorrow."
+    );
+}
+
+#[test]
 fn execute_stops_and_snoozes() {
     let (_dir, s) = store();
     let set_at = local(WED_9AM);

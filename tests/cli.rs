@@ -649,3 +649,28 @@ fn which_timer_to_cancel_is_asked_and_the_answer_cancels_it() {
     let left = said.last().copied().unwrap_or("");
     assert!(left.ends_with("left on the pasta timer."), "{said:?}");
 }
+
+#[test]
+fn the_second_one_answers_which_timer_to_cancel() {
+    let (_d, data) = data_dir();
+    let o = run_stdin(
+        &["--data-dir", &data, "--json", "chat"],
+        "set a 10 minute timer\nset a 10 minute timer\ncancel the timer\nthe second one\n\
+         cancel the timer\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let ev = events(&o);
+    let said: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "response")
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    let asked = ev.iter().filter(|e| e["event"] == "ask").count();
+    assert_eq!(asked, 1, "{said:?}");
+    // The second answer left one timer: the last "cancel the timer" asks nothing.
+    assert_eq!(
+        &said[said.len() - 2..],
+        ["Cancelled the 10 minute timer.", "Cancelled the timer."],
+        "{said:?}"
+    );
+}

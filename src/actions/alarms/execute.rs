@@ -235,8 +235,32 @@ pub(super) fn cancel_alarm<Tz: TimeZone>(
         return Ok(done(cancelled, message));
     }
 
+    // "the second one": the one at that place in the list the question
+    // gave (the same list, soonest first, as it stands now).
+    let picked = |listed: &[Entry], pick: Pick| -> Result<Reply, AlarmError> {
+        match pick.of(listed) {
+            Some(one) => {
+                let cancelled: Vec<Entry> = schedule.cancel(one.id, now)?.into_iter().collect();
+                let message = format!(
+                    "Cancelled the alarm for {}.",
+                    items(std::slice::from_ref(one))
+                );
+                Ok(done(cancelled, message))
+            }
+            None => Ok(Reply::new(
+                format!("There are only {}.", count_word(listed.len(), "alarm")),
+                json!({"ids": []}),
+            )),
+        }
+    };
+
     let active = schedule.list_alarms()?;
     if time.is_none() && date.is_none() && label.is_none() {
+        if let Some(pick) = cancel.pick
+            && active.len() > 1
+        {
+            return picked(&active, pick);
+        }
         return match active.as_slice() {
             [] => Ok(Reply::new("You have no alarms.", json!({"ids": []}))),
             [only] => {
@@ -269,6 +293,13 @@ pub(super) fn cancel_alarm<Tz: TimeZone>(
             format!("There's no alarm {wanted}."),
             json!({"ids": []}),
         )),
+        n if n > 1
+            && date.is_none()
+            && !cancel.all
+            && let Some(pick) = cancel.pick =>
+        {
+            picked(&matching, pick)
+        }
         // Without a day, several matches are probably on different days:
         // ask rather than silence an alarm the user still wants.
         n if n > 1 && date.is_none() && !cancel.all => Ok(Reply::new(
@@ -361,6 +392,23 @@ pub(super) fn cancel_timer(
                 format!("Cancelled {}.", names(&cancelled))
             };
             Ok(done(cancelled, message))
+        }
+        TimerTarget::Listed(pick) => {
+            let listed = schedule.list_timers()?;
+            match pick.of(&listed) {
+                Some(one) => {
+                    let cancelled: Vec<Entry> = schedule.cancel(one.id, now)?.into_iter().collect();
+                    let message = format!("Cancelled {}.", timer_name(one));
+                    Ok(done(cancelled, message))
+                }
+                None if listed.is_empty() => {
+                    Ok(Reply::new("You have no timers.", json!({"ids": []})))
+                }
+                None => Ok(Reply::new(
+                    format!("There are only {}.", count_word(listed.len(), "timer")),
+                    json!({"ids": []}),
+                )),
+            }
         }
         TimerTarget::Unspecified => match schedule.list_timers()?.as_slice() {
             [] => Ok(Reply::new("You have no timers.", json!({"ids": []}))),

@@ -180,7 +180,7 @@ pub use execute::{execute, execute_kind, execute_request};
 pub use phrasing::{fired_message, missed_message, missed_while_off};
 // How times and lists are said, shared with the answers in `actions::info`.
 pub(crate) use phrasing::{MONTH_NAMES, WEEKDAY_NAMES, join_and, speak_clock};
-pub use request::{AlarmRequest, CancelAlarm, SetAlarm, TimerRequest, TimerTarget};
+pub use request::{AlarmRequest, CancelAlarm, Pick, SetAlarm, TimerRequest, TimerTarget};
 pub use schedule::{AlarmFilter, Entry, Fired, Kind, Schedule, State, TimerFilter, TimerLeft};
 pub use time::{DaySpec, resolve_alarm, timer_duration};
 

@@ -50,7 +50,8 @@ pub struct SetAlarm {
     pub label: Option<String>,
 }
 
-/// `alarm.cancel`: `all: true`, or some of `time`, `day`, `label`.
+/// `alarm.cancel`: `all: true`, or some of `time`, `day`, `label`, and a
+/// place in the list a question gave (`position`, `last`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelAlarm {
     /// Cancel every alarm.
@@ -61,6 +62,41 @@ pub struct CancelAlarm {
     pub day: Option<DaySpec>,
     /// Only alarms with this label.
     pub label: Option<String>,
+    /// The one at this place in the list "Which one should I cancel?"
+    /// gave ("the second one").
+    pub pick: Option<Pick>,
+}
+
+/// A place in a list voicegate said, soonest first, as the user names it:
+/// "the first one" (`position: 1`), "the last one" (`last: true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// 1 is the first.
+    Nth(usize),
+    /// The last.
+    Last,
+}
+
+impl Pick {
+    /// The `position` / `last` slots, if either was said.
+    fn from_slots(slots: &Map<String, Value>) -> Result<Option<Pick>, AlarmError> {
+        if flag_slot(slots, "last")? {
+            return Ok(Some(Pick::Last));
+        }
+        match count_slot(slots, "position")? {
+            None => Ok(None),
+            Some(0) => Err(bad_slot("position", "the first place is 1")),
+            Some(n) => Ok(Some(Pick::Nth(usize::try_from(n).unwrap_or(usize::MAX)))),
+        }
+    }
+
+    /// The picked item of `items`, if the list is that long.
+    pub fn of<T>(self, items: &[T]) -> Option<&T> {
+        match self {
+            Pick::Nth(n) => items.get(n - 1),
+            Pick::Last => items.last(),
+        }
+    }
 }
 
 /// `timer.start`: a length and an optional name.
@@ -81,6 +117,8 @@ pub enum TimerTarget {
     Matching(TimerFilter),
     /// Nothing said: the only timer, or a question.
     Unspecified,
+    /// The one at this place in the list the question gave.
+    Listed(Pick),
 }
 
 impl AlarmRequest {
@@ -104,9 +142,10 @@ impl AlarmRequest {
             ActionKind::TimerCancel => AlarmRequest::CancelTimer(if flag_slot(slots, "all")? {
                 TimerTarget::All
             } else {
-                match timer_filter(slots)? {
-                    Some(filter) => TimerTarget::Matching(filter),
-                    None => TimerTarget::Unspecified,
+                match (timer_filter(slots)?, Pick::from_slots(slots)?) {
+                    (Some(filter), _) => TimerTarget::Matching(filter),
+                    (None, Some(pick)) => TimerTarget::Listed(pick),
+                    (None, None) => TimerTarget::Unspecified,
                 }
             }),
             ActionKind::TimerStatus => AlarmRequest::TimerStatus(timer_filter(slots)?),
@@ -142,6 +181,7 @@ impl CancelAlarm {
             time,
             day,
             label,
+            pick: Pick::from_slots(slots)?,
         })
     }
 }
