@@ -48,6 +48,15 @@ fn events(o: &Output) -> Vec<Value> {
         .collect()
 }
 
+/// What was said (the `response` events' texts), in order.
+fn responses(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "response")
+        .filter_map(|e| e["text"].as_str())
+        .collect()
+}
+
 fn kinds(events: &[Value]) -> Vec<String> {
     events
         .iter()
@@ -630,11 +639,7 @@ fn which_timer_to_cancel_is_asked_and_the_answer_cancels_it() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let ev = events(&o);
-    let said: Vec<&str> = ev
-        .iter()
-        .filter(|e| e["event"] == "response")
-        .filter_map(|e| e["text"].as_str())
-        .collect();
+    let said = responses(&ev);
     let ask = ev.iter().find(|e| e["event"] == "ask").expect("an ask");
     assert_eq!(ask["intent"], "CancelTimer", "{ev:?}");
     assert_eq!(ask["slot"], "which", "{ev:?}");
@@ -660,11 +665,7 @@ fn the_second_one_answers_which_timer_to_cancel() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let ev = events(&o);
-    let said: Vec<&str> = ev
-        .iter()
-        .filter(|e| e["event"] == "response")
-        .filter_map(|e| e["text"].as_str())
-        .collect();
+    let said = responses(&ev);
     let asked = ev.iter().filter(|e| e["event"] == "ask").count();
     assert_eq!(asked, 1, "{said:?}");
     // The second answer left one timer: the last "cancel the timer" asks nothing.

@@ -235,8 +235,9 @@ pub(super) fn cancel_alarm<Tz: TimeZone>(
         return Ok(done(cancelled, message));
     }
 
-    // "the second one": the one at that place in the list the question
-    // gave (the same list, soonest first, as it stands now).
+    // One alarm of `listed`: the only one, or "the second one", at that
+    // place in the list the question gave (the same list, soonest first,
+    // as it stands now).
     let picked = |listed: &[Entry], pick: Pick| -> Result<Reply, AlarmError> {
         match pick.of(listed) {
             Some(one) => {
@@ -263,14 +264,7 @@ pub(super) fn cancel_alarm<Tz: TimeZone>(
         }
         return match active.as_slice() {
             [] => Ok(Reply::new("You have no alarms.", json!({"ids": []}))),
-            [only] => {
-                let cancelled: Vec<Entry> = schedule.cancel(only.id, now)?.into_iter().collect();
-                let message = format!(
-                    "Cancelled the alarm for {}.",
-                    items(std::slice::from_ref(only))
-                );
-                Ok(done(cancelled, message))
-            }
+            [_] => picked(&active, Pick::Nth(1)),
             many => Ok(Reply::new(
                 format!(
                     "You have {}: {}. Which one should I cancel?",
