@@ -750,8 +750,8 @@ fn the_second_one_is_the_second_of_the_list_the_question_gave() {
     said(run("timer.start", json!({"minutes": 10})));
     assert_eq!(
         said(run("timer.cancel", json!({}))),
-        "You have 3 timers: the 10 minute timer, the pasta timer and the 10 minute timer. \
-         Which one should I cancel?"
+        "You have 3 timers: the first 10 minute timer, the pasta timer and the second 10 \
+         minute timer. Which one should I cancel?"
     );
     assert_eq!(
         said(run("timer.cancel", json!({"position": 2}))),
@@ -780,6 +780,61 @@ fn the_second_one_is_the_second_of_the_list_the_question_gave() {
     assert_eq!(
         said(run("alarm.list", json!({}))),
         "You have 1 alarm: 7 AM tomorrow."
+    );
+}
+
+#[test]
+fn timers_sharing_a_name_are_told_apart_by_their_place() {
+    let (_dir, s) = store();
+    let now = local(WED_9AM);
+    let run = |kind: &str, v: Value| execute(kind, &slots(v), &s, now);
+
+    // Soonest first: the 10 minute pasta timer is called "pasta", so the
+    // two unnamed ones are the first and second 10 minute timers.
+    said(run("timer.start", json!({"minutes": 10})));
+    said(run("timer.start", json!({"minutes": 10, "name": "pasta"})));
+    said(run("timer.start", json!({"minutes": 20})));
+    said(run("timer.start", json!({"minutes": 10})));
+    assert_eq!(
+        said(run("timer.status", json!({}))),
+        "You have 4 timers: 10 minutes left on the first 10 minute timer, 10 minutes left on \
+         the pasta timer, 10 minutes left on the second 10 minute timer and 20 minutes left on \
+         the 20 minute timer."
+    );
+    assert_eq!(
+        said(run("timer.status", json!({"minutes": 10, "position": 2}))),
+        "10 minutes left on the second 10 minute timer."
+    );
+    assert_eq!(
+        said(run("timer.cancel", json!({"minutes": 10, "position": 3}))),
+        "There are only 2 10 minute timers."
+    );
+    assert_eq!(
+        said(run("timer.cancel", json!({"minutes": 10, "last": true}))),
+        "Cancelled the second 10 minute timer."
+    );
+    // One left of that length and no name: no place needed any more.
+    assert_eq!(
+        said(run("timer.status", json!({"minutes": 10}))),
+        "You have 2 timers: 10 minutes left on the 10 minute timer and 10 minutes left on the \
+         pasta timer."
+    );
+    assert_eq!(
+        said(run("timer.cancel", json!({"minutes": 10, "position": 2}))),
+        "There's only one 10 minute timer."
+    );
+    assert_eq!(
+        said(run("timer.cancel", json!({"name": "soup", "position": 1}))),
+        "There's no soup timer."
+    );
+    assert_eq!(
+        said(run("timer.cancel", json!({"minutes": 10, "position": 1}))),
+        "Cancelled the 10 minute timer."
+    );
+    assert_eq!(
+        said(run("timer.status", json!({}))),
+        "You have 2 timers: 10 minutes left on the pasta timer and 20 minutes left on the 20 \
+         minute timer."
     );
 }
 

@@ -671,7 +671,33 @@ fn the_second_one_answers_which_timer_to_cancel() {
     // The second answer left one timer: the last "cancel the timer" asks nothing.
     assert_eq!(
         &said[said.len() - 2..],
-        ["Cancelled the 10 minute timer.", "Cancelled the timer."],
+        [
+            "Cancelled the second 10 minute timer.",
+            "Cancelled the timer."
+        ],
+        "{said:?}"
+    );
+}
+
+#[test]
+fn timers_sharing_a_name_are_named_and_found_by_their_place() {
+    let (_d, data) = data_dir();
+    let o = run_stdin(
+        &["--data-dir", &data, "--json", "chat"],
+        "set a pasta timer for 5 minutes\nset a pasta timer for 8 minutes\n\
+         how much time is left\ncancel the first pasta timer\nhow much time is left\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let ev = events(&o);
+    let said = responses(&ev);
+    assert_eq!(
+        &said[2..],
+        [
+            "You have 2 timers: 5 minutes left on the first pasta timer and 8 minutes left on \
+             the second pasta timer.",
+            "Cancelled the first pasta timer.",
+            "8 minutes left on the pasta timer.",
+        ],
         "{said:?}"
     );
 }

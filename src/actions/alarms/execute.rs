@@ -153,7 +153,9 @@ pub(super) fn run<Tz: TimeZone>(
             ))
         }
         AlarmRequest::CancelTimer(target) => cancel_timer(target, schedule, now),
-        AlarmRequest::TimerStatus(filter) => timer_status(filter.as_ref(), schedule, now),
+        AlarmRequest::TimerStatus { filter, pick } => {
+            timer_status(filter.as_ref(), *pick, schedule, now)
+        }
     }
 }
 
@@ -366,7 +368,7 @@ pub(super) fn cancel_timer(
     now: DateTime<Utc>,
 ) -> Result<Reply, AlarmError> {
     let done = cancelled_reply;
-    let names = |entries: &[Entry]| join_and(&entries.iter().map(timer_name).collect::<Vec<_>>());
+    let names = |entries: &[Entry]| join_and(&timer_names(entries));
 
     match target {
         TimerTarget::All => {
@@ -389,17 +391,36 @@ pub(super) fn cancel_timer(
         }
         TimerTarget::Listed(pick) => {
             let listed = schedule.list_timers()?;
-            match pick.of(&listed) {
-                Some(one) => {
+            let named = timer_names(&listed);
+            match pick.of(&listed).zip(pick.of(&named)) {
+                Some((one, name)) => {
                     let cancelled: Vec<Entry> = schedule.cancel(one.id, now)?.into_iter().collect();
-                    let message = format!("Cancelled {}.", timer_name(one));
-                    Ok(done(cancelled, message))
+                    Ok(done(cancelled, format!("Cancelled {name}.")))
                 }
                 None if listed.is_empty() => {
                     Ok(Reply::new("You have no timers.", json!({"ids": []})))
                 }
                 None => Ok(Reply::new(
                     format!("There are only {}.", count_word(listed.len(), "timer")),
+                    json!({"ids": []}),
+                )),
+            }
+        }
+        TimerTarget::Nth { called, pick } => {
+            let listed = schedule.list_timers()?;
+            let named = timer_names(&listed);
+            let same: Vec<(&Entry, &String)> = listed
+                .iter()
+                .zip(&named)
+                .filter(|(e, _)| called.calls(e))
+                .collect();
+            match pick.of(&same) {
+                Some((one, name)) => {
+                    let cancelled: Vec<Entry> = schedule.cancel(one.id, now)?.into_iter().collect();
+                    Ok(done(cancelled, format!("Cancelled {name}.")))
+                }
+                None => Ok(Reply::new(
+                    not_that_many(called, same.len()),
                     json!({"ids": []}),
                 )),
             }
@@ -428,25 +449,46 @@ pub(super) fn cancel_timer(
 
 pub(super) fn timer_status(
     filter: Option<&TimerFilter>,
+    pick: Option<Pick>,
     schedule: &Schedule,
     now: DateTime<Utc>,
 ) -> Result<Reply, AlarmError> {
-    let timers: Vec<TimerLeft> = schedule
-        .timer_status(None, now)?
-        .into_iter()
-        .filter(|t| filter.as_ref().is_none_or(|f| f.matches(&t.entry)))
+    let all = schedule.timer_status(None, now)?;
+    let entries: Vec<Entry> = all.iter().map(|t| t.entry.clone()).collect();
+    let named = timer_names(&entries);
+    let mut timers: Vec<(&TimerLeft, &String)> = all
+        .iter()
+        .zip(&named)
+        .filter(|(t, _)| filter.is_none_or(|f| f.matches(&t.entry)))
         .collect();
+    // "the second 10 minute timer": that one of those called so.
+    if let (Some(called), Some(pick)) = (filter, pick) {
+        let same: Vec<_> = timers
+            .iter()
+            .copied()
+            .filter(|(t, _)| called.calls(&t.entry))
+            .collect();
+        match pick.of(&same) {
+            Some(&one) => timers = vec![one],
+            None => {
+                return Ok(Reply::new(
+                    not_that_many(called, same.len()),
+                    json!({"ids": [], "remaining_ms": []}),
+                ));
+            }
+        }
+    }
     let detail = json!({
-        "ids": timers.iter().map(|t| t.entry.id).collect::<Vec<_>>(),
-        "remaining_ms": timers.iter().map(|t| t.remaining.num_milliseconds()).collect::<Vec<_>>(),
+        "ids": timers.iter().map(|(t, _)| t.entry.id).collect::<Vec<_>>(),
+        "remaining_ms": timers.iter().map(|(t, _)| t.remaining.num_milliseconds()).collect::<Vec<_>>(),
     });
     // One timer, unnamed and not asked for by length: "your timer".
     let only_one = timers.len() == 1 && filter.is_none();
-    let describe = |t: &TimerLeft| {
+    let describe = |(t, name): &(&TimerLeft, &String)| {
         let name = if only_one && t.entry.label.is_none() {
             "your timer".to_string()
         } else {
-            timer_name(&t.entry)
+            (*name).clone()
         };
         if t.remaining <= TimeDelta::zero() {
             format!("{} is done", capitalize(&name))
@@ -467,4 +509,16 @@ pub(super) fn timer_status(
         ),
     };
     Ok(Reply::new(message, detail))
+}
+
+/// "There's no 10 minute timer.", "There's only one 10 minute timer.",
+/// "There are only 2 pasta timers.": a place past the end of the timers
+/// called so.
+fn not_that_many(called: &TimerFilter, count: usize) -> String {
+    let name = filter_name(called);
+    match count {
+        0 => format!("There's no {name}."),
+        1 => format!("There's only one {name}."),
+        n => format!("There are only {n} {name}s."),
+    }
 }

@@ -270,6 +270,21 @@ mod tests {
     }
 
     #[test]
+    fn places_are_spoken_as_ordinals() {
+        let spoken: Vec<String> = [1, 5, 6, 11, 12, 13, 21, 22, 23, 111, 102]
+            .into_iter()
+            .map(ordinal)
+            .collect();
+        assert_eq!(
+            spoken,
+            [
+                "first", "fifth", "6th", "11th", "12th", "13th", "21st", "22nd", "23rd", "111th",
+                "102nd"
+            ]
+        );
+    }
+
+    #[test]
     fn days_are_spoken_relative_to_today() {
         // 2026-03-04 is a Wednesday.
         let speaker = Speaker::new(&at("2026-03-04T09:00:00+01:00"));

@@ -195,6 +195,47 @@ pub(super) fn timer_name(entry: &Entry) -> String {
     }
 }
 
+/// The names of `timers` (a list in the order voicegate says it, soonest
+/// first), told apart where they share one: "the pasta timer", "the first
+/// 10 minute timer", "the second 10 minute timer". The places count only
+/// the timers called the same ([`TimerFilter::calls`]), so "cancel the
+/// second 10 minute timer" finds the one this named.
+pub(super) fn timer_names(timers: &[Entry]) -> Vec<String> {
+    timers
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let called = TimerFilter::called(entry);
+            let same = |e: &&Entry| called.calls(e);
+            let name = timer_name(entry);
+            if timers.iter().filter(same).count() < 2 {
+                return name;
+            }
+            let place = timers[..i].iter().filter(same).count() + 1;
+            match name.strip_prefix("the ") {
+                Some(rest) => format!("the {} {rest}", ordinal(place)),
+                None => name,
+            }
+        })
+        .collect()
+}
+
+/// "first" … "fifth" (the places answers may name), then "6th", "21st".
+pub(super) fn ordinal(n: usize) -> String {
+    const WORDS: [&str; 5] = ["first", "second", "third", "fourth", "fifth"];
+    if let Some(word) = n.checked_sub(1).and_then(|i| WORDS.get(i)) {
+        return (*word).to_string();
+    }
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
 /// What to say when an entry from [`Schedule::due`] starts ringing:
 /// "Alarm for 7 AM.", "Alarm for 6:45 AM: gym.", "The pasta timer is done.",
 /// "Your 10 minute timer is done."

@@ -33,8 +33,15 @@ pub enum AlarmRequest {
     StartTimer(TimerRequest),
     /// `timer.cancel`.
     CancelTimer(TimerTarget),
-    /// `timer.status`: the timers a filter names, or all (`None`).
-    TimerStatus(Option<TimerFilter>),
+    /// `timer.status`: the timers a filter names, or all (`None`); with a
+    /// pick, only that one of those called so ("the second 10 minute
+    /// timer").
+    TimerStatus {
+        /// By name or length.
+        filter: Option<TimerFilter>,
+        /// Which of the timers called what `filter` says.
+        pick: Option<Pick>,
+    },
 }
 
 /// `alarm.set`: `time` (required), `day`, `label`.
@@ -119,6 +126,14 @@ pub enum TimerTarget {
     Unspecified,
     /// The one at this place in the list the question gave.
     Listed(Pick),
+    /// The one at this place among the timers called so, soonest first
+    /// ("the second 10 minute timer", [`TimerFilter::calls`]).
+    Nth {
+        /// The name or length they share.
+        called: TimerFilter,
+        /// Which of them.
+        pick: Pick,
+    },
 }
 
 impl AlarmRequest {
@@ -143,12 +158,16 @@ impl AlarmRequest {
                 TimerTarget::All
             } else {
                 match (timer_filter(slots)?, Pick::from_slots(slots)?) {
-                    (Some(filter), _) => TimerTarget::Matching(filter),
+                    (Some(called), Some(pick)) => TimerTarget::Nth { called, pick },
+                    (Some(filter), None) => TimerTarget::Matching(filter),
                     (None, Some(pick)) => TimerTarget::Listed(pick),
                     (None, None) => TimerTarget::Unspecified,
                 }
             }),
-            ActionKind::TimerStatus => AlarmRequest::TimerStatus(timer_filter(slots)?),
+            ActionKind::TimerStatus => AlarmRequest::TimerStatus {
+                filter: timer_filter(slots)?,
+                pick: Pick::from_slots(slots)?,
+            },
             other => return Err(AlarmError::UnknownKind(other.as_str().to_string())),
         })
     }

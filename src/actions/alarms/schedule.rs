@@ -275,6 +275,29 @@ impl TimerFilter {
             TimerFilter::Lasting(length) => entry.duration == Some(*length),
         }
     }
+
+    /// Whether `entry` is *called* what this filter says: a named timer by
+    /// its name, an unnamed one by its length ("the 10 minute timer").
+    /// Stricter than [`TimerFilter::matches`], which lets "the 10 minute
+    /// timer" also mean a pasta timer of 10 minutes: when several share a
+    /// name, "the second 10 minute timer" counts only those called that,
+    /// as the replies that named them did.
+    pub fn calls(&self, entry: &Entry) -> bool {
+        match self {
+            TimerFilter::All => false,
+            TimerFilter::Named(_) => self.matches(entry),
+            TimerFilter::Lasting(_) => entry.label.is_none() && self.matches(entry),
+        }
+    }
+
+    /// What `entry` is called by: its name, else its length.
+    pub fn called(entry: &Entry) -> TimerFilter {
+        match (&entry.label, entry.duration) {
+            (Some(name), _) => TimerFilter::Named(name.clone()),
+            (None, Some(length)) => TimerFilter::Lasting(length),
+            (None, None) => TimerFilter::All,
+        }
+    }
 }
 
 /// A timer and the time it has left.
