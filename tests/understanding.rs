@@ -90,6 +90,15 @@ fn check(case: &Yaml, intents: &IntentSet, fallback: &Understander) -> Result<()
                 }
             }
         }
+        if let Some(want) = step["asks"].as_str() {
+            let got = outputs.iter().find_map(|o| match o {
+                Output::Ask { text, .. } => Some(text.as_str()),
+                _ => None,
+            });
+            if got != Some(want) {
+                return Err(format!("step {i} ({text:?}): asks {got:?}, want {want:?}"));
+            }
+        }
         if let Some(why) = step["why"].as_str() {
             let got = outputs.iter().find_map(|o| match o {
                 Output::NotUnderstood { why, .. } => Some(why),

@@ -297,6 +297,31 @@ impl Gate {
     }
 }
 
+/// "To book a table: for how many people?": the questions about `intent`
+/// among `out`, led by what the request is for.
+pub(super) fn preface_questions(out: &mut [Output], intent: &str, summary: &str) {
+    for output in out {
+        if let Output::Ask {
+            intent: asked,
+            text,
+            ..
+        } = output
+            && asked == intent
+        {
+            let mut chars = text.chars();
+            let question: String = match (chars.next(), chars.next()) {
+                // "For how long?" → "for how long?"; not "I …" or "TV …".
+                (Some(first), Some(second)) if first != 'I' && !second.is_uppercase() => first
+                    .to_lowercase()
+                    .chain(text[first.len_utf8()..].chars())
+                    .collect(),
+                _ => text.clone(),
+            };
+            *text = format!("To {summary}: {question}");
+        }
+    }
+}
+
 /// The request with the answer's slots: those of the question are replaced
 /// (an answer "ten minutes" drops an earlier "hours"), any other slot the
 /// answer carries is added or replaced, the rest stays.

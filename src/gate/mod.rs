@@ -916,7 +916,14 @@ impl Gate {
     ) {
         match fallback.propose(intents, &utterance.text) {
             Ok(Proposal::Reading { m, sure }) if m.risk == Risk::High || sure => {
-                self.handle_match(intents, utterance, *m, now, spent_today, out)
+                let first = out.len();
+                let intent = m.intent.clone();
+                self.handle_match(intents, utterance, *m, now, spent_today, out);
+                // Its first question says what it is for: no template
+                // made this reading, and a wrong one should be heard now.
+                if let Some(summary) = intents.intent(&intent).and_then(|i| i.summary.as_deref()) {
+                    ask::preface_questions(&mut out[first..], &intent, summary);
+                }
             }
             Ok(Proposal::Reading { m, .. }) => {
                 out.push(Output::Intent(m.clone()));

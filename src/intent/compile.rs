@@ -96,6 +96,8 @@ pub struct IntentInfo {
     pub action: Option<super::load::ActionSpec>,
     /// Follow-up questions for what a match may lack, in the order asked.
     pub ask: Vec<super::load::AskDef>,
+    /// The request in a few words (`summary:`).
+    pub summary: Option<String>,
 }
 
 /// The compiled graph: everything the matcher reads.
@@ -184,6 +186,7 @@ pub(crate) fn compile(
             confirm: intent.confirm.clone(),
             action: intent.action.clone(),
             ask: intent.ask.clone(),
+            summary: intent.summary.clone(),
         });
         for data in &intent.data {
             let data_index = c.graph.data.len() as u32;

@@ -254,6 +254,10 @@ pub struct IntentDef {
     /// What it does, for people (`description:`; "what can you do" says
     /// the first part of it).
     pub description: Option<String>,
+    /// The request in a few words (`summary:`, ours: "book a table"). A
+    /// question about a reading no template made starts with it ("To book
+    /// a table: for how many people?"), so a wrong guess is heard at once.
+    pub summary: Option<String>,
     /// The executor.
     pub action: Option<ActionSpec>,
     /// Sentence groups.

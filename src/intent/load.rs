@@ -724,6 +724,7 @@ impl Loader {
                 "action",
                 "tests",
                 "description",
+                "summary",
                 "ask",
                 "examples",
                 "fallback_leeway",
@@ -734,6 +735,7 @@ impl Loader {
             risk: None,
             confirm: None,
             description: None,
+            summary: None,
             action: None,
             data: Vec::new(),
             tests: Vec::new(),
@@ -754,6 +756,11 @@ impl Loader {
                 // Free text for people; anything else is ignored, as it
                 // always was (Home Assistant's files are not ours to judge).
                 "description" => intent.description = value.as_str().map(str::to_string),
+                "summary" => {
+                    if let Some(text) = self.string(src, value, &format!("{what}: 'summary'")) {
+                        intent.summary = Some(text.to_string());
+                    }
+                }
                 "confirm" => {
                     has_extensions = true;
                     if let Some(text) = self.string(src, value, "'confirm'") {
@@ -879,6 +886,9 @@ impl Loader {
             }
             if existing.description.is_none() {
                 existing.description = intent.description;
+            }
+            if existing.summary.is_none() {
+                existing.summary = intent.summary;
             }
             existing.data.extend(intent.data);
             existing.tests.extend(intent.tests);

@@ -274,6 +274,7 @@ fn probe_intent(defs: &Definitions, intent: &IntentDef) -> Option<IntentDef> {
         examples: Vec::new(),
         fallback_leeway: None,
         description: None,
+        summary: None,
         origin: intent.origin,
     })
 }
