@@ -599,14 +599,23 @@ fn the_time_the_date_and_what_it_can_do_are_answered() {
     let (_d, data) = data_dir();
     let o = run_stdin(
         &["--data-dir", &data, "--json", "chat"],
-        "what time is it\nwhat's the date today\nwhat can you do\nhow much time is left\n",
+        "what time is it\nwhat's the date today\nwhat can you do\nhow much time is left\n\
+         what date will it be in 3 days\nwhat day was yesterday\nwhat time is it in tokyo\n",
     );
     assert!(o.status.success(), "{}", text(&o));
     let turns = by_intent(&events(&o));
     let names: Vec<&str> = turns.iter().map(|(i, _)| i.as_str()).collect();
     assert_eq!(
         names,
-        ["TellTime", "TellDate", "Help", "TimerStatus"],
+        [
+            "TellTime",
+            "TellDate",
+            "Help",
+            "TimerStatus",
+            "TellDate",
+            "TellDate",
+            "TellTime"
+        ],
         "{turns:?}"
     );
     let said: Vec<String> = turns
@@ -626,6 +635,13 @@ fn the_time_the_date_and_what_it_can_do_are_answered() {
     assert!(
         said[2].len() < 200,
         "a spoken sentence, not a wall: {said:?}"
+    );
+    assert!(said[4].starts_with("In 3 days it will be "), "{said:?}");
+    assert!(said[5].starts_with("Yesterday was "), "{said:?}");
+    // Only the local clock is known: not the local time for Tokyo.
+    assert!(
+        said[6].starts_with("I only know the time here: it's "),
+        "{said:?}"
     );
 }
 

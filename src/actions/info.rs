@@ -13,10 +13,12 @@
 //! `purchase_product` list (the catalogue), so they say what the files
 //! actually hold and change when the files do.
 
-use chrono::{Datelike, NaiveDateTime};
+use chrono::{Datelike, Days, NaiveDate, NaiveDateTime, Weekday};
 use serde_json::{Map, Value, json};
 
-use super::alarms::{MONTH_NAMES, WEEKDAY_NAMES, join_and, speak_clock};
+use super::alarms::{
+    DaySpec, MONTH_NAMES, WEEKDAY_NAMES, day_date, join_and, parse_day, speak_clock,
+};
 use crate::catalogue::PRODUCT_LIST;
 use crate::intent::IntentSet;
 use crate::request::Outcome;
@@ -116,8 +118,27 @@ pub fn answer(
 ) -> Outcome {
     let done = |message: String, detail: Value| Outcome::Done { message, detail };
     match kind {
+        // "what time is it in tokyo": only the local clock is known.
+        ActionKind::InfoTime if slots.contains_key("place") => done(
+            format!(
+                "I only know the time here: it's {}.",
+                speak_clock(now.time())
+            ),
+            Value::Null,
+        ),
         ActionKind::InfoTime => done(format!("It's {}.", speak_clock(now.time())), Value::Null),
-        ActionKind::InfoDate => done(speak_date(now), Value::Null),
+        ActionKind::InfoDate => match DateAsked::from_slots(slots) {
+            Ok(asked) => {
+                let today = now.date();
+                match asked.date(today) {
+                    Some(date) => done(asked.speak(date, today), json!({"date": date.to_string()})),
+                    None => Outcome::Failed {
+                        error: "that date is too far away".into(),
+                    },
+                }
+            }
+            Err(error) => Outcome::Failed { error },
+        },
         ActionKind::InfoHelp => {
             let detail: Vec<Value> = about
                 .described
@@ -136,15 +157,109 @@ pub fn answer(
     }
 }
 
-/// "Today is Sunday, December 6."
-fn speak_date(now: NaiveDateTime) -> String {
-    let date = now.date();
-    format!(
-        "Today is {}, {} {}.",
-        WEEKDAY_NAMES[date.weekday().num_days_from_monday() as usize],
-        MONTH_NAMES[date.month0() as usize],
-        date.day()
-    )
+/// The day a date question is about: today (no slot), a `day` ("tomorrow",
+/// "yesterday", "friday", "last friday", `MM-DD`, `YYYY-MM-DD`), or some
+/// `days` or `weeks` from today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DateAsked {
+    Day(DaySpec),
+    Yesterday,
+    /// The most recent such weekday before today.
+    Last(Weekday),
+    Ahead {
+        count: u64,
+        weeks: bool,
+    },
+}
+
+/// The furthest ahead a date question may ask (about 27 years).
+const MAX_DAYS_AHEAD: u64 = 10_000;
+
+impl DateAsked {
+    fn from_slots(slots: &Map<String, Value>) -> Result<Self, String> {
+        let count = |name: &str| -> Result<Option<u64>, String> {
+            match slots.get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                    .map(Some)
+                    .ok_or_else(|| format!("the '{name}' slot must be a whole number, not {v}")),
+            }
+        };
+        if let Some(count) = count("weeks")? {
+            return Ok(DateAsked::Ahead { count, weeks: true });
+        }
+        if let Some(count) = count("days")? {
+            return Ok(DateAsked::Ahead {
+                count,
+                weeks: false,
+            });
+        }
+        match slots.get("day") {
+            None => Ok(DateAsked::Day(DaySpec::Today)),
+            Some(Value::String(day)) if day.trim().eq_ignore_ascii_case("yesterday") => {
+                Ok(DateAsked::Yesterday)
+            }
+            Some(Value::String(day)) if day.trim().to_ascii_lowercase().starts_with("last ") => day
+                .trim()[5..]
+                .trim()
+                .parse::<Weekday>()
+                .map(DateAsked::Last)
+                .map_err(|_| format!("'{day}' is not a day I know")),
+            Some(Value::String(day)) => parse_day(day)
+                .map(DateAsked::Day)
+                .map_err(|e| e.to_string()),
+            Some(other) => Err(format!("the 'day' slot must be text, not {other}")),
+        }
+    }
+
+    /// The calendar date meant; `None` past [`MAX_DAYS_AHEAD`].
+    fn date(self, today: NaiveDate) -> Option<NaiveDate> {
+        match self {
+            DateAsked::Day(day) => Some(day_date(day, today)),
+            DateAsked::Yesterday => today.pred_opt(),
+            DateAsked::Last(weekday) => (1..=7)
+                .filter_map(|n| today.checked_sub_days(Days::new(n)))
+                .find(|date| date.weekday() == weekday),
+            DateAsked::Ahead { count, weeks } => {
+                let days = if weeks { count.checked_mul(7)? } else { count };
+                (days <= MAX_DAYS_AHEAD).then(|| today.checked_add_days(Days::new(days)))?
+            }
+        }
+    }
+
+    /// "Today is Sunday, December 6.", "Tomorrow is …", "Yesterday was …",
+    /// "Friday is December 11.", "December 25 is a Friday.", "In 3 days
+    /// it will be Wednesday, December 9." The year is said when it is not
+    /// this year's.
+    fn speak(self, date: NaiveDate, today: NaiveDate) -> String {
+        let weekday = WEEKDAY_NAMES[date.weekday().num_days_from_monday() as usize];
+        let mut month_day = format!("{} {}", MONTH_NAMES[date.month0() as usize], date.day());
+        if date.year() != today.year() {
+            month_day.push_str(&format!(", {}", date.year()));
+        }
+        if date == today {
+            return format!("Today is {weekday}, {month_day}.");
+        }
+        match self {
+            DateAsked::Yesterday => format!("Yesterday was {weekday}, {month_day}."),
+            DateAsked::Last(_) => format!("Last {weekday} was {month_day}."),
+            DateAsked::Day(DaySpec::Tomorrow) => format!("Tomorrow is {weekday}, {month_day}."),
+            DateAsked::Day(DaySpec::Weekday(_)) => format!("{weekday} is {month_day}."),
+            DateAsked::Day(_) if date < today => format!("{month_day} was a {weekday}."),
+            DateAsked::Day(_) => format!("{month_day} is a {weekday}."),
+            DateAsked::Ahead { count, weeks } => {
+                let unit = match (weeks, count) {
+                    (true, 1) => "week",
+                    (true, _) => "weeks",
+                    (false, 1) => "day",
+                    (false, _) => "days",
+                };
+                format!("In {count} {unit} it will be {weekday}, {month_day}.")
+            }
+        }
+    }
 }
 
 /// "I can set alarms, play music and tell the time."
@@ -208,10 +323,78 @@ mod tests {
             )),
             "It's 9 AM."
         );
+        let elsewhere = json!({"place": "tokyo"})
+            .as_object()
+            .cloned()
+            .expect("an object");
+        assert_eq!(
+            message(answer(ActionKind::InfoTime, &elsewhere, &about, now)),
+            "I only know the time here: it's 7:45 PM."
+        );
         assert_eq!(
             message(answer(ActionKind::InfoDate, &none, &about, now)),
             "Today is Sunday, December 6."
         );
+    }
+
+    #[test]
+    fn a_date_question_may_name_a_day_or_count_ahead() {
+        let about = About::default();
+        // Sunday, December 6, 2026.
+        let now = at(2026, 12, 6, 19, 45);
+        let date = |v: Value| {
+            let slots = v.as_object().cloned().expect("an object");
+            message(answer(ActionKind::InfoDate, &slots, &about, now))
+        };
+        let cases = [
+            (json!({"day": "today"}), "Today is Sunday, December 6."),
+            (
+                json!({"day": "tomorrow"}),
+                "Tomorrow is Monday, December 7.",
+            ),
+            (
+                json!({"day": "yesterday"}),
+                "Yesterday was Saturday, December 5.",
+            ),
+            (json!({"day": "friday"}), "Friday is December 11."),
+            (json!({"day": "last friday"}), "Last Friday was December 4."),
+            (
+                json!({"day": "last sunday"}),
+                "Last Sunday was November 29.",
+            ),
+            (json!({"day": "sunday"}), "Today is Sunday, December 6."),
+            (json!({"day": "12-25"}), "December 25 is a Friday."),
+            // A month and day already past this year: the next one.
+            (json!({"day": "01-01"}), "January 1, 2027 is a Friday."),
+            (json!({"day": "2020-05-03"}), "May 3, 2020 was a Sunday."),
+            (
+                json!({"days": 3}),
+                "In 3 days it will be Wednesday, December 9.",
+            ),
+            (
+                json!({"days": 1}),
+                "In 1 day it will be Monday, December 7.",
+            ),
+            (json!({"days": 0}), "Today is Sunday, December 6."),
+            (
+                json!({"weeks": 4}),
+                "In 4 weeks it will be Sunday, January 3, 2027.",
+            ),
+        ];
+        for (slots, want) in cases {
+            assert_eq!(date(slots.clone()), want, "{slots}");
+        }
+        let failed = |v: Value| {
+            let slots = v.as_object().cloned().expect("an object");
+            match answer(ActionKind::InfoDate, &slots, &about, now) {
+                Outcome::Failed { error } => error,
+                other => panic!("not failed: {other:?}"),
+            }
+        };
+        assert!(failed(json!({"days": 20_000})).contains("too far"));
+        assert!(failed(json!({"weeks": u64::MAX})).contains("too far"));
+        assert!(failed(json!({"day": "someday"})).contains("someday"));
+        assert!(failed(json!({"days": "many"})).contains("days"));
     }
 
     fn set(yaml: &str) -> IntentSet {

@@ -182,7 +182,7 @@ pub use phrasing::{fired_message, missed_message, missed_while_off};
 pub(crate) use phrasing::{MONTH_NAMES, WEEKDAY_NAMES, join_and, speak_clock};
 pub use request::{AlarmRequest, CancelAlarm, Pick, SetAlarm, TimerRequest, TimerTarget};
 pub use schedule::{AlarmFilter, Entry, Fired, Kind, Schedule, State, TimerFilter, TimerLeft};
-pub use time::{DaySpec, resolve_alarm, timer_duration};
+pub use time::{DaySpec, day_date, parse_day, resolve_alarm, timer_duration};
 
 use self::{phrasing::*, schedule::*, time::*};
 

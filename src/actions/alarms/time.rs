@@ -35,7 +35,7 @@ pub(super) fn parse_clock(text: &str) -> Result<NaiveTime, AlarmError> {
 }
 
 /// Parses `today`, `tomorrow`, a weekday name, `MM-DD` or `YYYY-MM-DD`.
-pub(super) fn parse_day(text: &str) -> Result<DaySpec, AlarmError> {
+pub fn parse_day(text: &str) -> Result<DaySpec, AlarmError> {
     let bad = || AlarmError::BadDay(text.to_string());
     let t = text.trim().to_ascii_lowercase();
     match t.as_str() {
@@ -76,7 +76,7 @@ pub(super) fn local_instant<Tz: TimeZone>(tz: &Tz, at: NaiveDateTime) -> Option<
 
 /// The calendar date a day refers to, for matching stored alarms: the next
 /// such day counting today (`MM-DD`: this year unless already past).
-pub(super) fn day_date(day: DaySpec, today: NaiveDate) -> NaiveDate {
+pub fn day_date(day: DaySpec, today: NaiveDate) -> NaiveDate {
     match day {
         DaySpec::Today => today,
         DaySpec::Tomorrow => today.succ_opt().unwrap_or(today),
