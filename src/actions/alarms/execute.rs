@@ -369,6 +369,11 @@ pub(super) fn cancel_timer(
 ) -> Result<Reply, AlarmError> {
     let done = cancelled_reply;
     let names = |entries: &[Entry]| join_and(&timer_names(entries));
+    // One timer picked by place, said by the name the list gave it.
+    let cancel_named = |one: &Entry, name: &str| -> Result<Reply, AlarmError> {
+        let cancelled: Vec<Entry> = schedule.cancel(one.id, now)?.into_iter().collect();
+        Ok(done(cancelled, format!("Cancelled {name}.")))
+    };
 
     match target {
         TimerTarget::All => {
@@ -392,11 +397,9 @@ pub(super) fn cancel_timer(
         TimerTarget::Listed(pick) => {
             let listed = schedule.list_timers()?;
             let named = timer_names(&listed);
-            match pick.of(&listed).zip(pick.of(&named)) {
-                Some((one, name)) => {
-                    let cancelled: Vec<Entry> = schedule.cancel(one.id, now)?.into_iter().collect();
-                    Ok(done(cancelled, format!("Cancelled {name}.")))
-                }
+            let places: Vec<(&Entry, &String)> = listed.iter().zip(&named).collect();
+            match pick.of(&places) {
+                Some((one, name)) => cancel_named(one, name),
                 None if listed.is_empty() => {
                     Ok(Reply::new("You have no timers.", json!({"ids": []})))
                 }
@@ -415,10 +418,7 @@ pub(super) fn cancel_timer(
                 .filter(|(e, _)| called.calls(e))
                 .collect();
             match pick.of(&same) {
-                Some((one, name)) => {
-                    let cancelled: Vec<Entry> = schedule.cancel(one.id, now)?.into_iter().collect();
-                    Ok(done(cancelled, format!("Cancelled {name}.")))
-                }
+                Some((one, name)) => cancel_named(one, name),
                 None => Ok(Reply::new(
                     not_that_many(called, same.len()),
                     json!({"ids": []}),
