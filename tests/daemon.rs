@@ -74,16 +74,18 @@ fn a_timer_rings_on_time_and_stop_silences_it() {
         rang_after < Duration::from_secs(5),
         "rang {rang_after:?} after setting a 1 s timer"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !rang.exists() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
+    // The shell creates the file (`>>`) before `echo` writes to it: wait
+    // for what it writes, not for the file.
+    let wrote = || {
         std::fs::read_to_string(&rang)
             .unwrap_or_default()
-            .contains("timer"),
-        "the ring command ran"
-    );
+            .contains("timer")
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !wrote() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(wrote(), "the ring command ran");
 
     // While it rings, "stop" means the alarm (the context says it rings).
     stdin.write_all(b"stop\n").expect("write");
