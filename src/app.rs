@@ -439,6 +439,9 @@ fn describe(why: &crate::intent::NotUnderstood) -> String {
         crate::intent::NotUnderstood::OutOfScope { nearest, score } => {
             format!("out of scope (nearest: {nearest}, score {score:.2})")
         }
+        crate::intent::NotUnderstood::Incomplete { intent, missing } => {
+            format!("{intent} without {}", missing.join(", "))
+        }
         crate::intent::NotUnderstood::TooLong { chars, limit } => {
             format!("too long: {chars} characters, at most {limit}")
         }

@@ -403,3 +403,40 @@ fn no_measured_val_sentence_is_written_into_the_intents() {
         found.join("\n")
     );
 }
+
+#[test]
+fn filled_slots_are_those_every_template_takes_from_the_words() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("i.yaml");
+    std::fs::write(
+        &path,
+        r#"language: en
+intents:
+  Order:
+    data:
+      - sentences: ["order {item}", "buy [a] {item} [for {who}]", "get <thing>"]
+  Volume:
+    data:
+      - sentences: ["volume {level}"]
+      - sentences: ["mute"]
+        slots: {level: 0}
+  Optional:
+    data:
+      - sentences: ["play [{item}]", "play {who}"]
+lists:
+  item: {values: [tea, milk]}
+  who: {values: [me, you]}
+  level: {range: {from: 0, to: 100}}
+expansion_rules:
+  thing: "(a {item}|the {item:item} now)"
+"#,
+    )
+    .expect("write");
+    let (set, diags) = IntentSet::load_path(&path, &HashMap::new()).expect("load");
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:#?}");
+    let filled = |intent: &str| set.intent(intent).expect(intent).filled.clone();
+    assert_eq!(filled("Order"), ["item"]);
+    // A fixed value in a data block need not be said.
+    assert!(filled("Volume").is_empty());
+    assert!(filled("Optional").is_empty());
+}

@@ -92,7 +92,7 @@ fn check(case: &Yaml, intents: &IntentSet, fallback: &Understander) -> Result<()
         }
         if let Some(want) = step["asks"].as_str() {
             let got = outputs.iter().find_map(|o| match o {
-                Output::Ask { text, .. } => Some(text.as_str()),
+                Output::Ask { text, .. } | Output::DidYouMean { text, .. } => Some(text.as_str()),
                 _ => None,
             });
             if got != Some(want) {
@@ -108,6 +108,7 @@ fn check(case: &Yaml, intents: &IntentSet, fallback: &Understander) -> Result<()
                 (why, got),
                 ("out_of_scope", Some(NotUnderstood::OutOfScope { .. }))
                     | ("no_match", Some(NotUnderstood::NoMatch))
+                    | ("incomplete", Some(NotUnderstood::Incomplete { .. }))
             );
             if !ok {
                 return Err(format!("step {i} ({text:?}): why {got:?}, want {why}"));

@@ -149,6 +149,7 @@ impl Gate {
     /// Asks "did you mean …?" about `m`; "yes" runs it.
     pub(super) fn ask_meaning(
         &mut self,
+        intents: &IntentSet,
         utterance: &Utterance,
         m: Match,
         now: DateTime<Utc>,
@@ -156,7 +157,7 @@ impl Gate {
     ) {
         out.push(Output::DidYouMean {
             intent: m.intent.clone(),
-            text: did_you_mean(&m),
+            text: did_you_mean(intents, &m),
         });
         self.asking = Some(Asking {
             request: m,
@@ -282,7 +283,7 @@ impl Gate {
                         intent: asking.request.intent.clone(),
                         text: format!(
                             "Sorry, I didn't get that. {} Please say yes or no.",
-                            did_you_mean(&asking.request)
+                            did_you_mean(intents, &asking.request)
                         ),
                     },
                 });
@@ -334,31 +335,46 @@ fn merge(mut request: Match, ask: &AskDef, answer: Match) -> Match {
     request
 }
 
-/// "Did you mean: start timer, minutes 10?" — the intent's name in words
-/// and the slots that would be used.
-fn did_you_mean(m: &Match) -> String {
-    let mut words = String::new();
-    for (i, c) in m.intent.chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            words.push(' ');
-        }
-        words.extend(c.to_lowercase());
-    }
-    let slots: Vec<String> = m
-        .slots
+/// The slots every template of `m`'s intent fills that `m` lacks and no
+/// question of the intent asks for before running: a fallback reading
+/// without them is one no template could have made.
+pub(super) fn unaskable_gaps(intents: &IntentSet, m: &Match) -> Vec<String> {
+    let Some(info) = intents.intent(&m.intent) else {
+        return Vec::new();
+    };
+    info.filled
         .iter()
-        .map(|s| {
-            format!(
-                "{} {}",
-                s.name.replace('_', " "),
-                super::value_text(&s.value)
-            )
+        .filter(|slot| {
+            m.slot(slot).is_none()
+                && !info
+                    .ask
+                    .iter()
+                    .any(|a| !a.after_action && a.slots.contains(slot))
         })
-        .collect();
-    if slots.is_empty() {
+        .cloned()
+        .collect()
+}
+
+/// "Did you mean: start a 10 minute timer?": the intent's `summary:` filled
+/// with the reading's slots (read-back syntax), else the intent's name in
+/// words, then every slot it does not show, as a read-back lists them.
+fn did_you_mean(intents: &IntentSet, m: &Match) -> String {
+    let summary = intents.intent(&m.intent).and_then(|i| i.summary.clone());
+    let template = summary.unwrap_or_else(|| {
+        let mut words = String::new();
+        for (i, c) in m.intent.chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                words.push(' ');
+            }
+            words.extend(c.to_lowercase());
+        }
+        words
+    });
+    let (words, rest) = super::readback::fill_showing_all(&template, m);
+    if rest.is_empty() {
         format!("Did you mean: {words}?")
     } else {
-        format!("Did you mean: {words}, {}?", slots.join(", "))
+        format!("Did you mean: {words}, {}?", rest.join(", "))
     }
 }
 

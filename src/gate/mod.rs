@@ -60,7 +60,7 @@ use serde_json::{Map, Value};
 pub use confirmed::{ConfirmedAction, digest, order_digest};
 pub use money::Money;
 pub use pin::{PinHash, PinHashError, PinLock};
-use readback::{fill_params, readback, value_text};
+use readback::{fill_params, readback};
 
 use crate::intent::{IntentSet, Match, NotUnderstood, Recognition, Risk, normalize};
 use crate::nlu::{Proposal, Understander};
@@ -915,14 +915,30 @@ impl Gate {
         out: &mut Vec<Output>,
     ) {
         match fallback.propose(intents, &utterance.text) {
+            // A reading no template could have made (an order without its
+            // drink) is not read back, run or offered: nothing would say
+            // what the action gets.
+            Ok(Proposal::Reading { m, .. }) if !ask::unaskable_gaps(intents, &m).is_empty() => {
+                out.push(Output::NotUnderstood {
+                    text: utterance.text.clone(),
+                    why: NotUnderstood::Incomplete {
+                        missing: ask::unaskable_gaps(intents, &m),
+                        intent: m.intent,
+                    },
+                });
+            }
             Ok(Proposal::Reading { m, sure }) if m.risk == Risk::High || sure => {
                 let first = out.len();
                 let intent = m.intent.clone();
+                let summary = intents
+                    .intent(&intent)
+                    .and_then(|i| i.summary.as_deref())
+                    .map(|s| readback::fill_text(s, &m));
                 self.handle_match(intents, utterance, *m, now, spent_today, out);
                 // Its first question says what it is for: no template
                 // made this reading, and a wrong one should be heard now.
-                if let Some(summary) = intents.intent(&intent).and_then(|i| i.summary.as_deref()) {
-                    ask::preface_questions(&mut out[first..], &intent, summary);
+                if let Some(summary) = summary {
+                    ask::preface_questions(&mut out[first..], &intent, &summary);
                 }
             }
             Ok(Proposal::Reading { m, .. }) => {
@@ -932,7 +948,7 @@ impl Gate {
                         "I'm not sure I heard that right; please say it again.".into(),
                     ));
                 } else {
-                    self.ask_meaning(utterance, *m, now, out);
+                    self.ask_meaning(intents, utterance, *m, now, out);
                 }
             }
             Ok(Proposal::OutOfScope(reading)) => out.push(Output::NotUnderstood {

@@ -38,12 +38,21 @@ pub(super) fn value_text(v: &Value) -> String {
     }
 }
 
+/// A time value as said back ("19:00" → "7 PM"); anything else as it is.
+fn clock_text(v: &Value) -> String {
+    let text = value_text(v);
+    match chrono::NaiveTime::parse_from_str(&text, "%H:%M") {
+        Ok(t) => crate::intent::builtins::speak_clock(t),
+        Err(_) => text,
+    }
+}
+
 /// Renders a read-back template: `{slot}` becomes the slot's value,
 /// `{slot.text}` the words that were spoken for it ("packs" where the value
-/// is "pack"), and a `[...]` part is said only if every slot in it has a
+/// is "pack"), `{slot.clock}` a time on a 12-hour clock, and a `[...]` part is said only if every slot in it has a
 /// value ("[with {milk}]" disappears when no milk was asked for). Spaces are
 /// collapsed.
-fn fill_text(template: &str, m: &Match) -> String {
+pub(super) fn fill_text(template: &str, m: &Match) -> String {
     let chars: Vec<char> = template.chars().collect();
     let ((text, _), _) = render(&chars, 0, m);
     let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -72,14 +81,18 @@ fn render(chars: &[char], mut i: usize, m: &Match) -> ((String, bool), usize) {
                 Some(len) => {
                     let name: String = chars[i + 1..i + 1 + len].iter().collect();
                     let name = name.trim();
-                    // `{slot}` is the value; `{slot.text}` the words as spoken.
-                    let text = match name.strip_suffix(".text") {
-                        Some(slot) => m
-                            .slots
+                    // `{slot}` is the value; `{slot.text}` the words as
+                    // spoken; `{slot.clock}` a time value ("19:00") on a
+                    // 12-hour clock ("7 PM").
+                    let text = if let Some(slot) = name.strip_suffix(".text") {
+                        m.slots
                             .iter()
                             .find(|s| s.name == slot)
-                            .map(|s| s.text.clone()),
-                        None => m.slot(name).map(value_text),
+                            .map(|s| s.text.clone())
+                    } else if let Some(slot) = name.strip_suffix(".clock") {
+                        m.slot(slot).map(clock_text)
+                    } else {
+                        m.slot(name).map(value_text)
                     };
                     match text.filter(|v| !v.is_empty()) {
                         Some(v) => out.push_str(&v),
@@ -111,6 +124,19 @@ fn template_slots(template: &str) -> Vec<&str> {
         .collect()
 }
 
+/// `template` filled with `m`'s slots, and the slots it does not show, as
+/// "name value" ("party size 4"), so that they can be said after it.
+pub(super) fn fill_showing_all(template: &str, m: &Match) -> (String, Vec<String>) {
+    let shown = template_slots(template);
+    let rest = m
+        .slots
+        .iter()
+        .filter(|s| !shown.contains(&s.name.as_str()))
+        .map(|s| format!("{} {}", s.name.replace('_', " "), value_text(&s.value)))
+        .collect();
+    (fill_text(template, m), rest)
+}
+
 /// The read-back: the intent's `confirm:` template with the slot values, or
 /// a plain description when the intent has none.
 pub(super) fn readback(confirm: Option<&str>, m: &Match, amount: Option<&Money>) -> String {
@@ -118,14 +144,7 @@ pub(super) fn readback(confirm: Option<&str>, m: &Match, amount: Option<&Money>)
         Some(template) => {
             // Every slot the action will get is heard before "yes": those
             // the template does not show are listed after it.
-            let shown = template_slots(template);
-            let rest: Vec<String> = m
-                .slots
-                .iter()
-                .filter(|s| !shown.contains(&s.name.as_str()))
-                .map(|s| format!("{} {}", s.name.replace('_', " "), value_text(&s.value)))
-                .collect();
-            let text = fill_text(template, m);
+            let (text, rest) = fill_showing_all(template, m);
             if rest.is_empty() {
                 text
             } else {

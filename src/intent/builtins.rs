@@ -79,6 +79,26 @@ fn meridiem(tokens: &[&str], hour: u32) -> Vec<(usize, u32)> {
     out
 }
 
+/// A time said back on a 12-hour clock: "7 AM", "7:30 PM", "noon",
+/// "midnight" (seconds are ignored).
+pub fn speak_clock(t: chrono::NaiveTime) -> String {
+    use chrono::Timelike;
+    let (h, m) = (t.hour(), t.minute());
+    match (h, m) {
+        (0, 0) => "midnight".to_string(),
+        (12, 0) => "noon".to_string(),
+        _ => {
+            let half = if h < 12 { "AM" } else { "PM" };
+            let h12 = if h % 12 == 0 { 12 } else { h % 12 };
+            if m == 0 {
+                format!("{h12} {half}")
+            } else {
+                format!("{h12}:{m:02} {half}")
+            }
+        }
+    }
+}
+
 /// Every reading of a clock time starting at `tokens[0]`, longest first.
 pub fn parse_time(tokens: &[&str]) -> Vec<Reading> {
     let mut out: Vec<Reading> = Vec::new();

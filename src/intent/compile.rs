@@ -98,6 +98,11 @@ pub struct IntentInfo {
     pub ask: Vec<super::load::AskDef>,
     /// The request in a few words (`summary:`).
     pub summary: Option<String>,
+    /// Slots every template of the intent takes from the words (a data
+    /// block's fixed `slots:` do not count: they need not be said): a
+    /// reading the fallback made without one of them is one no template
+    /// could have made.
+    pub filled: Vec<String>,
 }
 
 /// The compiled graph: everything the matcher reads.
@@ -133,6 +138,8 @@ struct Compiler<'d> {
     checking_shared: bool,
     /// Required words of each compiled rule, computed once.
     rule_required: HashMap<u32, Vec<String>>,
+    /// Slots every match of each compiled rule fills, computed once.
+    rule_slots: HashMap<u32, Vec<String>>,
     /// Local rules and lists of the data block being compiled.
     local_rules: HashMap<u32, &'d std::collections::BTreeMap<String, RuleDef>>,
     local_lists: HashMap<u32, &'d std::collections::BTreeMap<String, NamedList>>,
@@ -160,6 +167,7 @@ pub(crate) fn compile(
         in_progress: Vec::new(),
         checking_shared: false,
         rule_required: HashMap::new(),
+        rule_slots: HashMap::new(),
         local_rules: HashMap::new(),
         local_lists: HashMap::new(),
     };
@@ -187,7 +195,9 @@ pub(crate) fn compile(
             action: intent.action.clone(),
             ask: intent.ask.clone(),
             summary: intent.summary.clone(),
+            filled: Vec::new(),
         });
+        let mut filled: Option<Vec<String>> = None;
         for data in &intent.data {
             let data_index = c.graph.data.len() as u32;
             c.graph.data.push(CData {
@@ -206,6 +216,11 @@ pub(crate) fn compile(
                         .into_iter()
                         .map(String::into_boxed_str)
                         .collect();
+                    let slots = required_slots(&node, &c.graph.rules, &mut c.rule_slots);
+                    filled = Some(match filled {
+                        None => slots,
+                        Some(prev) => prev.into_iter().filter(|s| slots.contains(s)).collect(),
+                    });
                     c.graph.sentences.push(CSentence {
                         required,
                         node,
@@ -216,6 +231,10 @@ pub(crate) fn compile(
                 }
             }
         }
+        let mut filled = filled.unwrap_or_default();
+        filled.sort();
+        filled.dedup();
+        c.graph.intents[intent_index].filled = filled;
     }
     // Shared rules and lists still get checked even if nothing uses them.
     c.checking_shared = true;
@@ -480,24 +499,56 @@ fn required_words(
     rules: &[Node],
     memo: &mut HashMap<u32, Vec<String>>,
 ) -> Vec<String> {
-    let mut out = match node {
+    in_every_match(node, rules, memo, &|leaf| match leaf {
         Node::Text(t) => t
             .split(' ')
             .filter(|w| !w.is_empty())
             .map(str::to_string)
             .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// The slots every match of `node` fills, sorted and deduplicated.
+fn required_slots(
+    node: &Node,
+    rules: &[Node],
+    memo: &mut HashMap<u32, Vec<String>>,
+) -> Vec<String> {
+    in_every_match(node, rules, memo, &|leaf| match leaf {
+        // `@` captures go to the response, not the slots.
+        Node::Slot {
+            slot,
+            capture: false,
+            ..
+        } => vec![slot.to_string()],
+        _ => Vec::new(),
+    })
+}
+
+/// What every match of `node` contains, of what `leaf` finds in its text and
+/// slot nodes: all of a sequence's parts, only what every branch of an
+/// alternative has (so an optional part adds nothing). Sorted, deduplicated;
+/// `memo` keeps each rule's result.
+fn in_every_match<T: Ord + Clone>(
+    node: &Node,
+    rules: &[Node],
+    memo: &mut HashMap<u32, Vec<T>>,
+    leaf: &dyn Fn(&Node) -> Vec<T>,
+) -> Vec<T> {
+    let mut out = match node {
+        Node::Text(_) | Node::Slot { .. } => leaf(node),
         Node::Seq(items) | Node::Perm(items) => items
             .iter()
-            .flat_map(|item| required_words(item, rules, memo))
+            .flat_map(|item| in_every_match(item, rules, memo, leaf))
             .collect(),
         Node::Alt(items) => {
-            // Only what every branch requires.
-            let mut common: Option<Vec<String>> = None;
+            let mut common: Option<Vec<T>> = None;
             for item in items.iter() {
-                let words = required_words(item, rules, memo);
+                let found = in_every_match(item, rules, memo, leaf);
                 common = Some(match common {
-                    None => words,
-                    Some(prev) => prev.into_iter().filter(|w| words.contains(w)).collect(),
+                    None => found,
+                    Some(prev) => prev.into_iter().filter(|w| found.contains(w)).collect(),
                 });
                 if common.as_ref().is_some_and(Vec::is_empty) {
                     break;
@@ -506,18 +557,17 @@ fn required_words(
             common.unwrap_or_default()
         }
         Node::Rule(id) => {
-            if let Some(words) = memo.get(id) {
-                words.clone()
+            if let Some(found) = memo.get(id) {
+                found.clone()
             } else {
-                let words = rules
+                let found = rules
                     .get(*id as usize)
-                    .map(|body| required_words(body, rules, memo))
+                    .map(|body| in_every_match(body, rules, memo, leaf))
                     .unwrap_or_default();
-                memo.insert(*id, words.clone());
-                words
+                memo.insert(*id, found.clone());
+                found
             }
         }
-        Node::Slot { .. } => Vec::new(),
     };
     out.sort();
     out.dedup();

@@ -173,6 +173,15 @@ pub enum NotUnderstood {
         /// Its score, below the threshold.
         score: f32,
     },
+    /// The fallback recogniser's reading lacks slots every template of its
+    /// intent fills, and the intent asks for none of them: nothing would
+    /// say what the action gets, so nothing is read back or run.
+    Incomplete {
+        /// The intent read.
+        intent: String,
+        /// The slots it lacks.
+        missing: Vec<String>,
+    },
     /// The input is longer than anyone says in one breath (a safety limit
     /// on typed lines and other front ends; nothing is matched).
     TooLong {

@@ -72,15 +72,28 @@ impl SlotFinder {
         let words: Vec<&str> = tokens.iter().map(|t| t.raw.as_str()).collect();
         let mut found = Vec::new();
         let none = Map::new();
+        let best = |span: &str| {
+            self.probes
+                .matches(span, &none)
+                .into_iter()
+                .filter(|m| m.intent == intent && !m.slots.is_empty())
+                .min_by_key(|m| (m.wildcards, std::cmp::Reverse(m.literal_chars)))
+        };
         for start in 0..words.len() {
             for end in start + 1..=(start + MAX_SPAN).min(words.len()) {
                 let span = words[start..end].join(" ");
-                let best = self
-                    .probes
-                    .matches(&span, &none)
-                    .into_iter()
-                    .filter(|m| m.intent == intent && !m.slots.is_empty())
-                    .min_by_key(|m| (m.wildcards, std::cmp::Reverse(m.literal_chars)));
+                // "two lattes": a list value said in the plural, where no
+                // template has the plural; only an exact value counts.
+                let best = best(&span).or_else(|| {
+                    let singular = singular(words[end - 1])?;
+                    let span = words[start..end - 1]
+                        .iter()
+                        .copied()
+                        .chain([singular])
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    best(&span).filter(|m| m.wildcards == 0)
+                });
                 if let Some(m) = best {
                     found.push(Found {
                         start,
@@ -94,6 +107,16 @@ impl SlotFinder {
         }
         choose(found, &words)
     }
+}
+
+/// A word's singular, if it looks like an English plural ("lattes",
+/// "cappuccinos"; not "glass", "bus", "this").
+fn singular(word: &str) -> Option<&str> {
+    let stem = word.strip_suffix('s')?;
+    let plural = stem.chars().count() >= 3
+        && !["s", "u", "i"].iter().any(|end| stem.ends_with(end))
+        && stem.chars().all(char::is_alphabetic);
+    plural.then_some(stem)
 }
 
 /// Words that join a wildcard's value to the next value ("at city tavern

@@ -1045,6 +1045,13 @@ fn not_understood_reply(why: &NotUnderstood) -> String {
             format!("That is too long for me: {chars} characters, and I take at most {limit}.")
         }
         NotUnderstood::OutOfScope { .. } => "Sorry, I can't help with that.".to_string(),
+        NotUnderstood::Incomplete { missing, .. } => {
+            let missing: Vec<String> = missing.iter().map(|s| s.replace('_', " ")).collect();
+            format!(
+                "Sorry, I didn't catch the {}. Please say it again.",
+                missing.join(" or the ")
+            )
+        }
         _ => "Sorry, I didn't understand that.".to_string(),
     }
 }

@@ -31,23 +31,7 @@ pub(crate) const MONTH_NAMES: [&str; 12] = [
     "December",
 ];
 
-/// "7 AM", "7:30 PM", "noon", "midnight" (seconds are ignored).
-pub(crate) fn speak_clock(t: NaiveTime) -> String {
-    let (h, m) = (t.hour(), t.minute());
-    match (h, m) {
-        (0, 0) => "midnight".to_string(),
-        (12, 0) => "noon".to_string(),
-        _ => {
-            let half = if h < 12 { "AM" } else { "PM" };
-            let h12 = if h % 12 == 0 { 12 } else { h % 12 };
-            if m == 0 {
-                format!("{h12} {half}")
-            } else {
-                format!("{h12}:{m:02} {half}")
-            }
-        }
-    }
-}
+pub(crate) use crate::intent::builtins::speak_clock;
 
 pub(super) fn plural(n: i64, unit: &str) -> String {
     if n == 1 {
