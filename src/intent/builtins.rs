@@ -99,6 +99,55 @@ pub fn speak_clock(t: chrono::NaiveTime) -> String {
     }
 }
 
+/// Hours a `time:` list reads in the afternoon or evening when they are
+/// said without AM, PM or a part of the day (`pm_hours: {from: 1, to:
+/// 10}`: a table "at 7" is at 19:00). Both ends are in 1..=11.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PmHours {
+    /// The first such hour.
+    pub from: u32,
+    /// The last.
+    pub to: u32,
+}
+
+/// Words that say which half of the day a time is in.
+const HALF_OF_DAY_WORDS: &[&str] = &[
+    "am",
+    "pm",
+    "morning",
+    "afternoon",
+    "evening",
+    "night",
+    "tonight",
+    "noon",
+    "midday",
+    "midnight",
+];
+
+/// [`parse_time`], with `pm_hours` applied to the readings that do not say
+/// which half of the day they are in (nor are written as 24-hour times:
+/// "07:00", "19:00").
+pub fn parse_time_in(tokens: &[&str], pm_hours: Option<PmHours>) -> Vec<Reading> {
+    let mut out = parse_time(tokens);
+    let Some(pm) = pm_hours else {
+        return out;
+    };
+    for reading in &mut out {
+        let said = &tokens[..reading.tokens.min(tokens.len())];
+        let bare = !said.iter().any(|w| HALF_OF_DAY_WORDS.contains(w))
+            && !said.first().is_some_and(|w| w.starts_with('0'));
+        let clock = reading
+            .value
+            .split_once(':')
+            .and_then(|(h, m)| Some((h.parse::<u32>().ok()?, m.parse::<u32>().ok()?)));
+        if let Some((h, m)) = clock.filter(|(h, _)| bare && (pm.from..=pm.to).contains(h)) {
+            reading.value = format_time(h + 12, m);
+        }
+    }
+    out.dedup();
+    out
+}
+
 /// Every reading of a clock time starting at `tokens[0]`, longest first.
 pub fn parse_time(tokens: &[&str]) -> Vec<Reading> {
     let mut out: Vec<Reading> = Vec::new();
@@ -330,6 +379,36 @@ mod tests {
             .into_iter()
             .next()
             .map(|r| (r.tokens, r.value))
+    }
+
+    #[test]
+    fn pm_hours_move_only_bare_hours_in_their_range() {
+        let pm = Some(PmHours { from: 1, to: 10 });
+        let first = |text: &str, pm| {
+            let tokens: Vec<&str> = text.split(' ').collect();
+            parse_time_in(&tokens, pm)
+                .into_iter()
+                .next()
+                .map(|r| r.value)
+        };
+        let cases = [
+            ("7", "19:00"),
+            ("7:30", "19:30"),
+            ("half past 7", "19:30"),
+            ("10 o'clock", "22:00"),
+            ("11", "11:00"),
+            ("12", "12:00"),
+            ("7 am", "07:00"),
+            ("7 in the morning", "07:00"),
+            ("7 pm", "19:00"),
+            ("07:00", "07:00"),
+            ("19:00", "19:00"),
+            ("noon", "12:00"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(first(text, pm).as_deref(), Some(want), "{text}");
+        }
+        assert_eq!(first("7", None).as_deref(), Some("07:00"));
     }
 
     #[test]

@@ -54,7 +54,9 @@ pub(crate) enum CList {
     },
     Range(RangeDef),
     Wildcard(super::defs::WildcardDef),
-    Time,
+    Time {
+        pm_hours: Option<super::builtins::PmHours>,
+    },
     Date,
 }
 
@@ -482,7 +484,9 @@ impl<'d> Compiler<'d> {
             }
             ListDef::Range(r) => CList::Range(r.clone()),
             ListDef::Wildcard(w) => CList::Wildcard(w.clone()),
-            ListDef::Time => CList::Time,
+            ListDef::Time { pm_hours } => CList::Time {
+                pm_hours: *pm_hours,
+            },
             ListDef::Date => CList::Date,
         };
         let id = self.graph.lists.len() as u32;

@@ -196,8 +196,12 @@ pub enum ListDef {
     Range(RangeDef),
     /// Any words (at least one), within the limits it names.
     Wildcard(WildcardDef),
-    /// Built-in: a clock time, value `HH:MM`.
-    Time,
+    /// Built-in: a clock time, value `HH:MM`; with `pm_hours`, those hours
+    /// said bare are in the afternoon or evening.
+    Time {
+        /// `pm_hours: {from, to}`.
+        pm_hours: Option<super::builtins::PmHours>,
+    },
     /// Built-in: a day, value `today`, `tomorrow`, a weekday, `MM-DD` or
     /// (a year said after it) `YYYY-MM-DD`.
     Date,

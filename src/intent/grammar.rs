@@ -547,7 +547,7 @@ impl<'d> Builder<'d> {
                         self.alt(frags)
                     }
                     Some(ListDef::Range(_)) => self.number(),
-                    Some(ListDef::Time) => self.time(),
+                    Some(ListDef::Time { .. }) => self.time(),
                     Some(ListDef::Date) => self.date(),
                     // Wildcards and lists supplied at run time: any words.
                     _ => self.any_words(),

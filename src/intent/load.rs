@@ -442,7 +442,7 @@ impl Loader {
                     None
                 }
             },
-            "time" => Some(ListDef::Time),
+            "time" => self.load_time(src, value, &what),
             "date" => Some(ListDef::Date),
             _ => None,
         }
@@ -604,6 +604,34 @@ impl Loader {
                 None
             }
         }
+    }
+
+    /// `time: {}` or `time: {pm_hours: {from: 1, to: 10}}`.
+    fn load_time(&mut self, src: Text, node: &Node, what: &str) -> Option<ListDef> {
+        let what = format!("{what}: 'time'");
+        let entries = self.mapping(src, node, &what, Some(&["pm_hours"]))?;
+        let mut pm_hours = None;
+        for (key, _k, value) in entries {
+            if key != "pm_hours" {
+                continue;
+            }
+            let range = self.load_range(src, value, &format!("{what}: 'pm_hours'"))?;
+            let hour = |n: f64| (n.fract() == 0.0 && (1.0..=11.0).contains(&n)).then_some(n as u32);
+            match (hour(range.from), hour(range.to)) {
+                (Some(from), Some(to)) if from <= to => {
+                    pm_hours = Some(super::builtins::PmHours { from, to });
+                }
+                _ => {
+                    self.error(
+                        src,
+                        value.pos,
+                        format!("{what}: 'pm_hours' must go from one whole hour to another, from 1 to 11"),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(ListDef::Time { pm_hours })
     }
 
     fn load_range(&mut self, src: Text, node: &Node, what: &str) -> Option<RangeDef> {

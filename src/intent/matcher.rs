@@ -546,8 +546,14 @@ fn slot_match(
         }
         CList::Range(range) => range_match(cx, range, &at, st, k),
         CList::Wildcard(limits) => wildcard_match(cx, limits, &at, st, k),
-        CList::Time => builtin_match(cx, builtins::parse_time, &at, st, k),
-        CList::Date => builtin_match(cx, builtins::parse_date, &at, st, k),
+        CList::Time { pm_hours } => builtin_match(
+            cx,
+            &|words| builtins::parse_time_in(words, *pm_hours),
+            &at,
+            st,
+            k,
+        ),
+        CList::Date => builtin_match(cx, &builtins::parse_date, &at, st, k),
     }
 }
 
@@ -776,7 +782,7 @@ fn possessive_stem<'r>(norm: &str, raw: &'r str) -> Option<&'r str> {
 /// words (at most six) in every way it can, and each reading is tried.
 fn builtin_match(
     cx: &Cx,
-    parse: fn(&[&str]) -> Vec<builtins::Reading>,
+    parse: &dyn Fn(&[&str]) -> Vec<builtins::Reading>,
     at: &SlotAt,
     st: &mut St,
     k: K,

@@ -234,7 +234,7 @@ impl Expander<'_> {
                 out.push_str(&format!("{}", n.round() as i64));
             }
             ListDef::Wildcard(_) => out.push_str(self.pick(WILDCARD_WORDS)),
-            ListDef::Time => out.push_str(self.pick(TIMES)),
+            ListDef::Time { .. } => out.push_str(self.pick(TIMES)),
             ListDef::Date => out.push_str(self.pick(DAYS)),
         }
     }
